@@ -1,0 +1,659 @@
+#!/usr/bin/env bash
+# dev/cluster.sh — a local PostgreSQL 15 streaming-replication cluster for pgsplit.
+#
+# One primary and two hot-standby replicas on 127.0.0.1, built from the installed Debian
+# server binaries. Tests, the demo and the benchmarks all talk to this cluster.
+#
+#   primary   127.0.0.1:15432   read-write
+#   replica1  127.0.0.1:15433   streaming from primary (physical slot replica1)
+#   replica2  127.0.0.1:15434   streaming from primary (physical slot replica2)
+#
+# When run as root, every server-side command runs as the `postgres` OS user (the server
+# refuses to run as root) and the cluster directory is owned by postgres. Control queries use
+# psql over the cluster's unix socket as database user postgres (trust).
+#
+# Run `dev/cluster.sh help` for commands and environment variables.
+set -euo pipefail
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------
+CLUSTER_DIR="${PGSPLIT_CLUSTER_DIR:-/tmp/pgsplit-cluster}"
+CLUSTER_DIR="${CLUSTER_DIR%/}"
+SOCK_DIR="$CLUSTER_DIR/sock"
+LOG_DIR="$CLUSTER_DIR/log"
+# Written at creation; later commands use the ports the cluster was built with.
+CLUSTER_ENV="$CLUSTER_DIR/cluster.env"
+# Serialises commands that change the cluster (two `up`s at once would fight).
+LOCK_FILE="$CLUSTER_DIR.lock"
+
+NODES=(primary replica1 replica2)
+declare -A PORT=(
+    [primary]="${PGSPLIT_PRIMARY_PORT:-15432}"
+    [replica1]="${PGSPLIT_REPLICA1_PORT:-15433}"
+    [replica2]="${PGSPLIT_REPLICA2_PORT:-15434}"
+)
+STREAM_TIMEOUT=60 # seconds `up` waits for both replicas to stream
+
+PROG="$(basename "$0")"
+
+# The short form, shown after a usage error.
+synopsis() {
+    cat <<EOF
+Usage: $PROG up|down|status|destroy
+       $PROG pause N | resume N          (N = replica 1 or 2)
+       $PROG delay N DURATION            (e.g. 'delay 2 2s'; 'delay 2 0' clears)
+       $PROG help                        (commands, users, environment)
+EOF
+}
+
+usage() {
+    cat <<EOF
+Usage: $PROG COMMAND [ARGS]
+
+A local PostgreSQL 15 primary + 2 streaming replicas on 127.0.0.1 for pgsplit development.
+
+Commands:
+  up                    create (first time) or start the cluster; returns once both replicas
+                        are streaming. Prints status. Safe to run when already up.
+  down                  fast-stop all nodes (no error if they are not running)
+  status                one line per node; exit 0 if all nodes are running, 1 otherwise
+  pause N               pause WAL replay on replica N (1 or 2): lag grows with each write
+  resume N              resume WAL replay on replica N
+  delay N DURATION      set recovery_min_apply_delay on replica N (e.g. 2s, 500ms, 1min) and
+                        reload; 'delay N 0' clears it
+  destroy               down, then delete the cluster directory
+  help                  this text
+
+Nodes (ports fixed when the cluster is created):
+  primary   127.0.0.1:${PORT[primary]}
+  replica1  127.0.0.1:${PORT[replica1]}
+  replica2  127.0.0.1:${PORT[replica2]}
+
+Database users (TCP from 127.0.0.1):
+  postgres / postgres   superuser, SCRAM
+  app      / secret     owner of databases app and bench, member of pg_monitor, SCRAM
+  app_md5  / secret     password stored as md5, md5 auth; may use database app
+  replicator            replication only, trust
+  Over the unix socket ($SOCK_DIR) every user is trusted.
+
+Environment:
+  PGSPLIT_CLUSTER_DIR            cluster directory (default /tmp/pgsplit-cluster); holds
+                                 primary/ replica1/ replica2/ sock/ log/
+  PGSPLIT_PRIMARY_PORT           primary port   (default 15432) } only used when the
+  PGSPLIT_REPLICA1_PORT          replica1 port  (default 15433) } cluster is created;
+  PGSPLIT_REPLICA2_PORT          replica2 port  (default 15434) } destroy to change them
+  PGSPLIT_REPLICA2_APPLY_DELAY   at 'up': set recovery_min_apply_delay on replica2 (e.g. 2s),
+                                 as 'delay 2 DURATION' would; unset leaves it as it is
+  PGSPLIT_PG_BINDIR              PostgreSQL server binaries (default: pg_config --bindir,
+                                 else /usr/lib/postgresql/15/bin)
+
+Logs: $LOG_DIR/{primary,replica1,replica2}.log
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+die() {
+    echo "$PROG: error: $*" >&2
+    exit 1
+}
+note() { echo "$PROG: $*" >&2; }
+
+usage_error() {
+    echo "$PROG: $*" >&2
+    synopsis >&2
+    exit 2
+}
+
+is_root() { [[ "$(id -u)" -eq 0 ]]; }
+
+# Run a command as the postgres OS user when we are root, else as ourselves. Runs from / so
+# the server does not complain about an unreadable working directory; closes fd 9 (our lock)
+# so a server started here does not hold the lock forever.
+as_pg() {
+    if is_root; then
+        (cd / && runuser -u postgres -- "$@" 9>&-)
+    else
+        (cd / && "$@" 9>&-)
+    fi
+}
+
+# Give a file or directory we created as root to the postgres OS user.
+give_to_pg() {
+    if is_root; then chown postgres:postgres "$@"; fi
+}
+
+node_dir() { echo "$CLUSTER_DIR/$1"; }
+node_log() { echo "$LOG_DIR/$1.log"; }
+
+# Make sure a node's log file exists and belongs to postgres (the server appends to it).
+touch_log() {
+    local log
+    log="$(node_log "$1")"
+    touch "$log"
+    chmod 0644 "$log"
+    give_to_pg "$log"
+}
+
+# psql against a node over the unix socket as user postgres. Extra args go to psql.
+# -X: ignore ~/.psqlrc, -w: never prompt (CI has no stdin), -At: bare values.
+node_psql() {
+    local node="$1"
+    shift
+    "$BINDIR/psql" -X -w -q -At -v ON_ERROR_STOP=1 \
+        -h "$SOCK_DIR" -p "${PORT[$node]}" -U postgres -d postgres "$@"
+}
+
+# Whether something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# Last lines of a node's log, indented, for error messages.
+log_tail() {
+    local log
+    log="$(node_log "$1")"
+    if [[ -f "$log" ]]; then
+        echo "--- last lines of $log ---" >&2
+        tail -n 15 "$log" | sed 's/^/    /' >&2
+    fi
+}
+
+replica_node() {
+    case "${1:-}" in
+    1) echo replica1 ;;
+    2) echo replica2 ;;
+    *) usage_error "replica number must be 1 or 2, got '${1:-}'" ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------------------------
+# Preconditions
+# ---------------------------------------------------------------------------------------------
+find_bindir() {
+    local dir="${PGSPLIT_PG_BINDIR:-}"
+    if [[ -z "$dir" ]]; then
+        # pg_config (libpq-dev) may be missing or point at client-only binaries.
+        command -v pg_config >/dev/null 2>&1 && dir="$(pg_config --bindir 2>/dev/null || true)"
+        [[ -n "$dir" && -x "$dir/initdb" ]] || dir=/usr/lib/postgresql/15/bin
+    fi
+    local bin
+    for bin in initdb pg_ctl postgres pg_basebackup psql; do
+        [[ -x "$dir/$bin" ]] ||
+            die "PostgreSQL 15 server binaries not found ($dir/$bin is missing); install with: apt-get install postgresql-15"
+    done
+    local version
+    version="$("$dir/postgres" --version)"
+    [[ "$version" == *" 15."* ]] || note "warning: expected PostgreSQL 15, found: $version"
+    BINDIR="$dir"
+}
+
+check_os_user() {
+    if is_root; then
+        id postgres >/dev/null 2>&1 ||
+            die "OS user 'postgres' does not exist (it comes with: apt-get install postgresql-15)"
+        command -v runuser >/dev/null 2>&1 || die "runuser not found (package util-linux)"
+    fi
+}
+
+# Ports: a cluster remembers the ports it was created with (cluster.env). Asking for other
+# ports through the environment is an error rather than a silently broken replica.
+load_ports() {
+    [[ -f "$CLUSTER_ENV" ]] || return 0
+    local key value node
+    while IFS='=' read -r key value; do
+        case "$key" in
+        PRIMARY_PORT) node=primary ;;
+        REPLICA1_PORT) node=replica1 ;;
+        REPLICA2_PORT) node=replica2 ;;
+        *) continue ;;
+        esac
+        local env_name="PGSPLIT_${key}"
+        if [[ -n "${!env_name:-}" && "${!env_name}" != "$value" ]]; then
+            die "$env_name=${!env_name}, but the cluster in $CLUSTER_DIR was created with port $value for $node; run '$PROG destroy' to change ports"
+        fi
+        PORT[$node]="$value"
+    done <"$CLUSTER_ENV"
+}
+
+take_lock() {
+    exec 9>>"$LOCK_FILE"
+    flock -w 300 9 || die "another $PROG is still busy with $CLUSTER_DIR (lock $LOCK_FILE)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Node state
+# ---------------------------------------------------------------------------------------------
+node_exists() { [[ -f "$(node_dir "$1")/PG_VERSION" ]]; }
+
+# pg_ctl's view: the postmaster.pid names a live process.
+node_running() {
+    node_exists "$1" && as_pg "$BINDIR/pg_ctl" -D "$(node_dir "$1")" status >/dev/null 2>&1
+}
+
+# The server answers queries.
+node_accepting() {
+    node_psql "$1" -c 'SELECT 1' >/dev/null 2>&1
+}
+
+start_node() {
+    local node="$1" port="${PORT[$1]}"
+    node_accepting "$node" && return 0
+    # A live pid that does not answer: starting up, shutting down, or a killed server whose
+    # processes are not reaped yet. Give it a few seconds to settle either way.
+    local deadline=$((SECONDS + 15))
+    while node_running "$node"; do
+        node_accepting "$node" && return 0
+        ((SECONDS < deadline)) ||
+            die "$node has a live postmaster.pid but does not accept connections; see $(node_log "$node")"
+        sleep 0.3
+    done
+    if port_open "$port"; then
+        die "port $port on 127.0.0.1 is already in use by another process, so $node cannot start; stop that process, or destroy this cluster and pick other ports with PGSPLIT_${node^^}_PORT"
+    fi
+    note "starting $node on port $port (log: $(node_log "$node"))"
+    touch_log "$node"
+    if ! as_pg "$BINDIR/pg_ctl" -D "$(node_dir "$node")" -l "$(node_log "$node")" \
+        -w -t 60 start >/dev/null; then
+        log_tail "$node"
+        die "$node did not start; see $(node_log "$node")"
+    fi
+}
+
+stop_node() {
+    local node="$1"
+    if node_running "$node"; then
+        note "stopping $node"
+        as_pg "$BINDIR/pg_ctl" -D "$(node_dir "$node")" -m fast -w -t 60 stop >/dev/null ||
+            die "$node did not stop; see $(node_log "$node")"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Creating the cluster
+# ---------------------------------------------------------------------------------------------
+make_cluster_dir() {
+    mkdir -p "$CLUSTER_DIR" "$SOCK_DIR" "$LOG_DIR"
+    chmod 0755 "$CLUSTER_DIR" "$SOCK_DIR" "$LOG_DIR"
+    give_to_pg "$CLUSTER_DIR" "$SOCK_DIR" "$LOG_DIR"
+    # Marks the directory as ours, so `destroy` never deletes anything else.
+    touch "$CLUSTER_DIR/.pgsplit-cluster"
+    if is_root; then
+        runuser -u postgres -- test -w "$CLUSTER_DIR" ||
+            die "the postgres OS user cannot write to $CLUSTER_DIR (are its parent directories readable by postgres?); set PGSPLIT_CLUSTER_DIR elsewhere"
+    fi
+}
+
+# Settings specific to one node (port, name). postgresql.conf includes this file, and
+# pg_basebackup copies the primary's, so each replica overwrites its own copy.
+write_node_conf() {
+    local node="$1" file
+    file="$(node_dir "$node")/node.conf"
+    cat >"$file" <<EOF
+# Written by dev/cluster.sh: settings for this node only.
+port = ${PORT[$node]}
+cluster_name = '$node'
+EOF
+    give_to_pg "$file"
+}
+
+init_primary() {
+    local dir locale=C
+    dir="$(node_dir primary)"
+    # A new primary means any old replicas are useless.
+    rm -rf "$dir" "$(node_dir replica1)" "$(node_dir replica2)" "$CLUSTER_DIR/.bootstrapped"
+    if locale -a 2>/dev/null | grep -qiE '^c\.utf-?8$'; then locale=C.UTF-8; fi
+
+    note "initdb primary in $dir (locale $locale)"
+    as_pg "$BINDIR/initdb" -D "$dir" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+        --encoding=UTF8 --locale="$locale" --no-instructions >"$LOG_DIR/initdb.log" 2>&1 ||
+        die "initdb failed; see $LOG_DIR/initdb.log"
+
+    # Shared by all nodes: replicas inherit this file through pg_basebackup.
+    cat >>"$dir/postgresql.conf" <<EOF
+
+# ---- dev/cluster.sh: pgsplit dev cluster (all nodes) ----
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$SOCK_DIR'
+max_connections = 300
+shared_buffers = 128MB
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+wal_keep_size = 1GB
+hot_standby = on
+hot_standby_feedback = on
+max_standby_streaming_delay = 30s
+# Replicas report their replay position every second (pg_stat_replication stays fresh).
+wal_receiver_status_interval = 1s
+# A throwaway dev cluster: trade durability for speed.
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+# Log to the file given to pg_ctl -l.
+logging_collector = off
+log_line_prefix = '%m [%p] %q%u@%d '
+# Port and cluster_name of this node.
+include_if_exists = 'node.conf'
+EOF
+
+    cat >"$dir/pg_hba.conf" <<'EOF'
+# Written by dev/cluster.sh. First match wins.
+# TYPE  DATABASE     USER        ADDRESS        METHOD
+local   all          all                        trust
+host    replication  replicator  127.0.0.1/32   trust
+host    all          app_md5     127.0.0.1/32   md5
+host    all          all         127.0.0.1/32   scram-sha-256
+EOF
+    write_node_conf primary
+    printf 'PRIMARY_PORT=%s\nREPLICA1_PORT=%s\nREPLICA2_PORT=%s\n' \
+        "${PORT[primary]}" "${PORT[replica1]}" "${PORT[replica2]}" >"$CLUSTER_ENV"
+}
+
+# Roles and databases. Idempotent; runs until it has succeeded once (.bootstrapped).
+bootstrap_primary() {
+    [[ -f "$CLUSTER_DIR/.bootstrapped" ]] && return 0
+    note "creating roles and databases"
+    node_psql primary -f - >/dev/null <<'SQL'
+-- Superuser with a password, for tests over TCP (SCRAM).
+SET password_encryption = 'scram-sha-256';
+ALTER ROLE postgres WITH PASSWORD 'postgres';
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'replicator') THEN
+        CREATE ROLE replicator WITH REPLICATION LOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app') THEN
+        CREATE ROLE app WITH LOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_md5') THEN
+        CREATE ROLE app_md5 WITH LOGIN;
+    END IF;
+END
+$$;
+
+-- app: SCRAM-SHA-256 verifier.
+ALTER ROLE app WITH PASSWORD 'secret';
+-- app_md5: the password is stored as an md5 hash, so pg_hba's md5 method does real md5.
+SET password_encryption = 'md5';
+ALTER ROLE app_md5 WITH PASSWORD 'secret';
+RESET password_encryption;
+
+-- pgsplit's monitor reads replication state as app.
+GRANT pg_monitor TO app;
+
+SELECT 'CREATE DATABASE app OWNER app'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'app') \gexec
+SELECT 'CREATE DATABASE bench OWNER app'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'bench') \gexec
+
+GRANT CONNECT ON DATABASE app TO app_md5;
+\connect app
+GRANT ALL ON SCHEMA public TO app_md5;
+-- Tables that app creates in app.public are usable by app_md5 too.
+ALTER DEFAULT PRIVILEGES FOR ROLE app IN SCHEMA public GRANT ALL ON TABLES TO app_md5;
+ALTER DEFAULT PRIVILEGES FOR ROLE app IN SCHEMA public GRANT ALL ON SEQUENCES TO app_md5;
+SQL
+    touch "$CLUSTER_DIR/.bootstrapped"
+}
+
+create_replica() {
+    local node="$1" dir log
+    dir="$(node_dir "$node")"
+    log="$(node_log "$node")"
+    node_exists "$node" && return 0
+
+    rm -rf "$dir" # leftovers of an interrupted base backup
+    # A slot left behind by an earlier copy of this replica would make -C fail.
+    node_psql primary -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                          WHERE slot_name = '$node' AND NOT active" >/dev/null
+
+    note "pg_basebackup $node (slot $node)"
+    touch_log "$node"
+    if ! as_pg "$BINDIR/pg_basebackup" -h 127.0.0.1 -p "${PORT[primary]}" -U replicator -w \
+        -D "$dir" -R -X stream -C -S "$node" -c fast >>"$log" 2>&1; then
+        log_tail "$node"
+        die "pg_basebackup for $node failed; see $log"
+    fi
+    write_node_conf "$node"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Replication checks
+# ---------------------------------------------------------------------------------------------
+# How many of our replicas the primary sees as streaming (matched by their slots).
+streaming_count() {
+    node_psql primary -c "
+        SELECT count(*) FROM pg_replication_slots s
+        JOIN pg_stat_replication r ON r.pid = s.active_pid
+        WHERE s.slot_name IN ('replica1', 'replica2') AND r.state = 'streaming'" 2>/dev/null ||
+        echo 0
+}
+
+wait_for_streaming() {
+    local deadline=$((SECONDS + STREAM_TIMEOUT))
+    while [[ "$(streaming_count)" != 2 ]]; do
+        if ((SECONDS >= deadline)); then
+            echo "pg_stat_replication on primary:" >&2
+            node_psql primary -P footer=off -F ' | ' \
+                -c "SELECT application_name, state, sent_lsn, replay_lsn FROM pg_stat_replication" >&2 || true
+            log_tail replica1
+            log_tail replica2
+            die "replicas are not both 'streaming' after ${STREAM_TIMEOUT} s; see $(node_log replica1), $(node_log replica2) and $(node_log primary)"
+        fi
+        sleep 0.5
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+cmd_up() {
+    take_lock
+    load_ports
+
+    local all_running=1 node
+    for node in "${NODES[@]}"; do node_accepting "$node" || all_running=0; done
+    if ((all_running)); then
+        note "cluster already running in $CLUSTER_DIR"
+    else
+        # Fail before touching anything if a port we need is taken by someone else.
+        for node in "${NODES[@]}"; do
+            if ! node_running "$node" && port_open "${PORT[$node]}"; then
+                die "port ${PORT[$node]} on 127.0.0.1 is already in use by another process, so $node cannot start; stop that process, or (on a new cluster) pick other ports with PGSPLIT_${node^^}_PORT"
+            fi
+        done
+        make_cluster_dir
+        node_exists primary || init_primary
+        start_node primary
+        bootstrap_primary
+        for node in replica1 replica2; do
+            create_replica "$node"
+            start_node "$node"
+        done
+    fi
+
+    if [[ -n "${PGSPLIT_REPLICA2_APPLY_DELAY:-}" ]]; then
+        set_apply_delay replica2 "$PGSPLIT_REPLICA2_APPLY_DELAY"
+    fi
+    wait_for_streaming
+    cmd_status
+}
+
+cmd_down() {
+    take_lock
+    load_ports
+    [[ -d "$CLUSTER_DIR" ]] || return 0
+    # Replicas first: a primary shutting down waits for its walsenders.
+    local node
+    for node in replica2 replica1 primary; do stop_node "$node"; done
+}
+
+cmd_destroy() {
+    cmd_down
+    [[ -d "$CLUSTER_DIR" ]] || return 0
+    if [[ ! -e "$CLUSTER_DIR/.pgsplit-cluster" && -n "$(ls -A "$CLUSTER_DIR")" ]]; then
+        die "refusing to delete $CLUSTER_DIR: it does not look like a pgsplit cluster (no .pgsplit-cluster marker)"
+    fi
+    note "removing $CLUSTER_DIR"
+    rm -rf "$CLUSTER_DIR"
+}
+
+cmd_status() {
+    load_ports
+    if [[ ! -d "$CLUSTER_DIR" ]]; then
+        echo "no cluster in $CLUSTER_DIR (run: $PROG up)"
+        return 1
+    fi
+    local all_up=1 node primary_lsn=""
+    if node_running primary; then
+        primary_lsn="$(node_psql primary -c 'SELECT pg_current_wal_lsn()' 2>/dev/null || true)"
+    fi
+
+    printf '%-9s %-6s %-8s %-8s %-12s %-14s %-12s %s\n' \
+        NODE PORT STATE ROLE LSN REPLAY APPLY_DELAY LAG_BYTES
+    for node in "${NODES[@]}"; do
+        local state=stopped role=- lsn=- replay=- delay=- lag=- row
+        if node_running "$node"; then
+            state=running
+            # One row: in_recovery|lsn|pause state|apply delay|lag bytes behind the primary.
+            if row="$(node_psql "$node" -F '|' -c "
+                SELECT CASE WHEN pg_is_in_recovery() THEN 'replica' ELSE 'primary' END,
+                       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                            ELSE pg_current_wal_lsn() END,
+                       CASE WHEN pg_is_in_recovery()
+                            THEN replace(pg_get_wal_replay_pause_state(), ' ', '-') ELSE '-' END,
+                       CASE WHEN pg_is_in_recovery()
+                            THEN current_setting('recovery_min_apply_delay') ELSE '-' END,
+                       CASE WHEN pg_is_in_recovery() AND '$primary_lsn' <> ''
+                            THEN pg_wal_lsn_diff(NULLIF('$primary_lsn', '')::pg_lsn,
+                                                 pg_last_wal_replay_lsn())::text
+                            ELSE '-' END" 2>/dev/null)"; then
+                IFS='|' read -r role lsn replay delay lag <<<"$row"
+            else
+                state=no-conn
+                all_up=0
+            fi
+        else
+            all_up=0
+        fi
+        printf '%-9s %-6s %-8s %-8s %-12s %-14s %-12s %s\n' \
+            "$node" "${PORT[$node]}" "$state" "$role" "${lsn:--}" "$replay" "$delay" "$lag"
+    done
+    ((all_up))
+}
+
+require_running_replica() {
+    node_running "$1" || die "$1 is not running (run: $PROG up)"
+}
+
+cmd_pause() {
+    local node
+    node="$(replica_node "$1")"
+    load_ports
+    require_running_replica "$node"
+    node_psql "$node" -c 'SELECT pg_wal_replay_pause()' >/dev/null
+    # The request takes effect at the next WAL record boundary; usually at once.
+    local state=""
+    for _ in $(seq 50); do
+        state="$(node_psql "$node" -c 'SELECT pg_get_wal_replay_pause_state()')"
+        [[ "$state" == paused ]] && break
+        sleep 0.1
+    done
+    echo "$node: replay $state"
+}
+
+cmd_resume() {
+    local node
+    node="$(replica_node "$1")"
+    load_ports
+    require_running_replica "$node"
+    node_psql "$node" -c 'SELECT pg_wal_replay_resume()' >/dev/null
+    echo "$node: replay $(node_psql "$node" -c 'SELECT pg_get_wal_replay_pause_state()')"
+}
+
+# DURATION in milliseconds, as pg_settings reports recovery_min_apply_delay.
+duration_ms() {
+    local n="$1" unit="$2"
+    case "$unit" in
+    us) echo $(((n + 500) / 1000)) ;;
+    "" | ms) echo "$n" ;;
+    s) echo $((n * 1000)) ;;
+    min) echo $((n * 60000)) ;;
+    h) echo $((n * 3600000)) ;;
+    d) echo $((n * 86400000)) ;;
+    esac
+}
+
+set_apply_delay() {
+    local node="$1" duration="$2"
+    [[ "$duration" =~ ^([0-9]+)\ *(us|ms|s|min|h|d)?$ ]] ||
+        usage_error "bad DURATION '$duration': use a whole number with an optional unit us, ms, s, min, h or d (e.g. 2s, 500ms, 0)"
+    local want
+    want="$(duration_ms "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}")"
+    require_running_replica "$node"
+
+    if [[ "$want" == 0 ]]; then
+        node_psql "$node" -c 'ALTER SYSTEM RESET recovery_min_apply_delay' >/dev/null
+    else
+        node_psql "$node" -c "ALTER SYSTEM SET recovery_min_apply_delay = '$duration'" >/dev/null
+    fi
+    node_psql "$node" -c 'SELECT pg_reload_conf()' >/dev/null
+
+    # The reload is asynchronous: wait until new sessions see the new value.
+    local got=""
+    for _ in $(seq 50); do
+        got="$(node_psql "$node" -c "SELECT setting FROM pg_settings WHERE name = 'recovery_min_apply_delay'")"
+        [[ "$got" == "$want" ]] && break
+        sleep 0.1
+    done
+    [[ "$got" == "$want" ]] || note "warning: $node still reports recovery_min_apply_delay = ${got}ms"
+    echo "$node: recovery_min_apply_delay = $(node_psql "$node" -c 'SHOW recovery_min_apply_delay')"
+}
+
+cmd_delay() {
+    local node
+    node="$(replica_node "$1")"
+    take_lock
+    load_ports
+    set_apply_delay "$node" "$2"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+main() {
+    local cmd="${1:-}"
+    [[ -n "$cmd" ]] || usage_error "missing COMMAND"
+    shift
+
+    # Argument counts first, so bad usage never touches anything.
+    case "$cmd" in
+    help | -h | --help)
+        usage
+        return 0
+        ;;
+    up | down | status | destroy) (($# == 0)) || usage_error "'$cmd' takes no arguments" ;;
+    pause | resume) (($# == 1)) || usage_error "usage: $PROG $cmd N   (N = 1 or 2)" ;;
+    delay) (($# == 2)) || usage_error "usage: $PROG delay N DURATION   (e.g. delay 2 2s; delay 2 0 clears)" ;;
+    *) usage_error "unknown command '$cmd'" ;;
+    esac
+
+    find_bindir
+    check_os_user
+
+    case "$cmd" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    destroy) cmd_destroy ;;
+    status) cmd_status ;;
+    pause) cmd_pause "$1" ;;
+    resume) cmd_resume "$1" ;;
+    delay) cmd_delay "$1" "$2" ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,117 @@
+# dev/lib.sh — shared helpers for dev/demo.sh and bench/pgbench.sh (sourced, not run).
+#
+# Knows where the dev cluster lives, where the PostgreSQL client binaries are, and how to
+# build, start and stop pgsplit in the background. The caller sets REPO_ROOT and `set -euo
+# pipefail` before sourcing this file.
+# shellcheck shell=bash disable=SC2034  # variables here are used by the scripts that source it
+
+# ---- the dev cluster (see dev/cluster.sh) ----
+export PGSPLIT_CLUSTER_DIR="${PGSPLIT_CLUSTER_DIR:-/tmp/pgsplit-cluster}"
+PRIMARY_PORT="${PGSPLIT_PRIMARY_PORT:-15432}"
+REPLICA1_PORT="${PGSPLIT_REPLICA1_PORT:-15433}"
+REPLICA2_PORT="${PGSPLIT_REPLICA2_PORT:-15434}"
+SOCK_DIR="$PGSPLIT_CLUSTER_DIR/sock"
+LOG_DIR="$PGSPLIT_CLUSTER_DIR/log"
+
+# ---- pgsplit ----
+PGSPLIT_BIN="${PGSPLIT_BIN:-$REPO_ROOT/target/release/pgsplit}"
+PGSPLIT_CONFIG="${PGSPLIT_CONFIG:-config.toml}"
+PGSPLIT_HOST=127.0.0.1
+PGSPLIT_PORT="${PGSPLIT_PORT:-6432}"
+PGSPLIT_LOG="$LOG_DIR/pgsplit.log"
+PGSPLIT_PID=""
+
+# ---- PostgreSQL client binaries (psql, pgbench), version 15 from the server package ----
+PG_BINDIR="${PGSPLIT_PG_BINDIR:-}"
+if [[ -z "$PG_BINDIR" ]] && command -v pg_config >/dev/null 2>&1; then
+    PG_BINDIR="$(pg_config --bindir 2>/dev/null || true)"
+fi
+[[ -n "$PG_BINDIR" && -x "$PG_BINDIR/pgbench" ]] || PG_BINDIR=/usr/lib/postgresql/15/bin
+PSQL="$PG_BINDIR/psql"
+PGBENCH="$PG_BINDIR/pgbench"
+
+lib_die() {
+    echo "$(basename "$0"): error: $*" >&2
+    exit 1
+}
+
+need_pg_clients() {
+    [[ -x "$PSQL" && -x "$PGBENCH" ]] ||
+        lib_die "psql/pgbench not found in $PG_BINDIR; install with: apt-get install postgresql-15 postgresql-client-15"
+}
+
+# Whether something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# psql to a cluster node over its unix socket as superuser postgres. Usage: node_psql PORT ARGS...
+node_psql() {
+    local port="$1"
+    shift
+    "$PSQL" -X -w -q -At -v ON_ERROR_STOP=1 -h "$SOCK_DIR" -p "$port" -U postgres "$@"
+}
+
+# cargo build --release, unless PGSPLIT_SKIP_BUILD=1 (e.g. to use a prebuilt PGSPLIT_BIN).
+build_pgsplit() {
+    if [[ "${PGSPLIT_SKIP_BUILD:-0}" == 1 ]]; then
+        echo "== skipping build (PGSPLIT_SKIP_BUILD=1)"
+    else
+        echo "== cargo build --release"
+        (cd "$REPO_ROOT" && cargo build --release)
+    fi
+    [[ -x "$PGSPLIT_BIN" ]] || lib_die "$PGSPLIT_BIN not found or not executable"
+}
+
+# Start pgsplit in the background and wait until it accepts TCP connections. The caller must
+# `trap stop_pgsplit EXIT` (done here too, for callers that have no trap of their own).
+start_pgsplit() {
+    [[ -f "$PGSPLIT_CONFIG" ]] ||
+        lib_die "pgsplit config '$PGSPLIT_CONFIG' not found (run from the repo root, or set PGSPLIT_CONFIG)"
+    if port_open "$PGSPLIT_PORT"; then
+        lib_die "something already listens on $PGSPLIT_HOST:$PGSPLIT_PORT (an old pgsplit?); stop it first"
+    fi
+    mkdir -p "$LOG_DIR"
+    echo "== starting $PGSPLIT_BIN --config $PGSPLIT_CONFIG (log: $PGSPLIT_LOG)"
+    "$PGSPLIT_BIN" --config "$PGSPLIT_CONFIG" >"$PGSPLIT_LOG" 2>&1 &
+    PGSPLIT_PID=$!
+    trap stop_pgsplit EXIT
+    # Ctrl-C / kill: exit through the EXIT trap so pgsplit never outlives us.
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+
+    local deadline=$((SECONDS + 30))
+    until port_open "$PGSPLIT_PORT"; do
+        if ! kill -0 "$PGSPLIT_PID" 2>/dev/null; then
+            tail -n 20 "$PGSPLIT_LOG" >&2 || true
+            PGSPLIT_PID=""
+            lib_die "pgsplit exited before listening on port $PGSPLIT_PORT; see $PGSPLIT_LOG"
+        fi
+        if ((SECONDS >= deadline)); then
+            tail -n 20 "$PGSPLIT_LOG" >&2 || true
+            lib_die "pgsplit did not listen on $PGSPLIT_HOST:$PGSPLIT_PORT within 30 s; see $PGSPLIT_LOG"
+        fi
+        sleep 0.2
+    done
+    echo "== pgsplit is listening on $PGSPLIT_HOST:$PGSPLIT_PORT (pid $PGSPLIT_PID)"
+}
+
+# Stop the pgsplit we started (SIGTERM, then SIGKILL after 10 s). Safe to call twice.
+stop_pgsplit() {
+    [[ -n "$PGSPLIT_PID" ]] || return 0
+    local pid="$PGSPLIT_PID"
+    PGSPLIT_PID=""
+    kill -0 "$pid" 2>/dev/null || return 0
+    echo "== stopping pgsplit (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "   pgsplit did not exit after SIGTERM; sending SIGKILL" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}

@@ -1,0 +1,414 @@
+//! One connection from pgsplit to a PostgreSQL node: connect, authenticate (SCRAM-SHA-256,
+//! md5 or cleartext, as the server asks), collect ParameterStatus and BackendKeyData, and
+//! keep the state pooling needs (transaction status, applied settings, prepared statements).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::net::{read_frame, ReadError};
+use crate::prepared::ServerStatements;
+use crate::wire::error::parse_error_fields;
+use crate::wire::frame::{cstr, int32};
+use crate::wire::message::{read_backend_key, read_parameter_status, read_ready, TxStatus};
+use crate::wire::startup::encode_startup;
+
+/// Server messages are trusted, but a sane bound keeps a broken server from exhausting
+/// memory: PostgreSQL itself never sends a message over 1 GB.
+pub const SERVER_MESSAGE_LIMIT: usize = 1 << 30;
+
+/// Where a node listens, and its name for logs and errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddr {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Why a server connection could not be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("could not connect to node {node} ({addr}): {source}")]
+    Connect {
+        node: String,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("timed out connecting to node {node}")]
+    ConnectTimeout { node: String },
+    #[error("node {node} said: {message}")]
+    Server {
+        node: String,
+        severity: String,
+        code: String,
+        message: String,
+    },
+    #[error("node {node} asked for an authentication method pgsplit does not support ({method})")]
+    UnsupportedAuth { node: String, method: i32 },
+    #[error("authentication with node {node} failed: {reason}")]
+    Auth { node: String, reason: String },
+    #[error("lost connection to node {node}: {source}")]
+    Read { node: String, source: ReadError },
+    #[error("node {node} sent an unexpected message '{tag}' during startup")]
+    Unexpected { node: String, tag: char },
+}
+
+impl BackendError {
+    /// The SQLSTATE a client should see for this failure.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            BackendError::Server { code, .. } if !code.is_empty() => code,
+            BackendError::Auth { .. } | BackendError::UnsupportedAuth { .. } => "08004",
+            _ => crate::wire::error::code::CANNOT_CONNECT,
+        }
+    }
+}
+
+/// What connecting needs besides the address.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
+}
+
+/// A live, authenticated server connection.
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet handled.
+    pub read_buf: BytesMut,
+    pub node: Arc<NodeAddr>,
+    /// The server's process id and secret key, for cancel requests.
+    pub backend_pid: i32,
+    pub backend_secret: Vec<u8>,
+    /// The latest ParameterStatus message the server sent for each parameter.
+    pub parameters: BTreeMap<String, Bytes>,
+    /// The transaction status of the last ReadyForQuery.
+    pub status: TxStatus,
+    /// Session settings pgsplit applied on a client's behalf: name -> SET statement.
+    pub settings: BTreeMap<String, String>,
+    /// The prepared statements that exist on this server.
+    pub statements: ServerStatements,
+    /// Set when the connection can no longer be trusted (IO failure, protocol confusion,
+    /// a client that left mid-transaction); a broken connection is never pooled again.
+    pub broken: bool,
+    /// Set when session-level state pgsplit does not track may exist on the server
+    /// (session pooling, pinned clients): it is reset with DISCARD ALL before reuse.
+    pub needs_discard: bool,
+}
+
+impl ServerConn {
+    /// Connects to `node` and completes startup and authentication.
+    pub async fn connect(
+        node: Arc<NodeAddr>,
+        creds: &Credentials,
+        timeout: Duration,
+        max_statements: usize,
+    ) -> Result<ServerConn, BackendError> {
+        match tokio::time::timeout(
+            timeout,
+            Self::connect_inner(node.clone(), creds, max_statements),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::ConnectTimeout {
+                node: node.name.clone(),
+            }),
+        }
+    }
+
+    async fn connect_inner(
+        node: Arc<NodeAddr>,
+        creds: &Credentials,
+        max_statements: usize,
+    ) -> Result<ServerConn, BackendError> {
+        let addr = format!("{}:{}", node.host, node.port);
+        let stream = TcpStream::connect(&addr)
+            .await
+            .map_err(|source| BackendError::Connect {
+                node: node.name.clone(),
+                addr: addr.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = ServerConn {
+            stream,
+            read_buf: BytesMut::with_capacity(16 * 1024),
+            node,
+            backend_pid: 0,
+            backend_secret: Vec::new(),
+            parameters: BTreeMap::new(),
+            status: TxStatus::Idle,
+            settings: BTreeMap::new(),
+            statements: ServerStatements::new(max_statements),
+            broken: false,
+            needs_discard: false,
+        };
+        let startup = encode_startup(&[
+            ("user", &creds.user),
+            ("database", &creds.database),
+            ("application_name", "pgsplit"),
+        ]);
+        conn.write(&startup).await?;
+        conn.authenticate(creds).await?;
+        conn.finish_startup().await?;
+        Ok(conn)
+    }
+
+    /// Reads one message from the server.
+    pub async fn read_message(&mut self) -> Result<crate::wire::Frame, BackendError> {
+        read_frame(&mut self.stream, &mut self.read_buf, SERVER_MESSAGE_LIMIT)
+            .await
+            .map_err(|source| BackendError::Read {
+                node: self.node.name.clone(),
+                source,
+            })
+    }
+
+    /// Writes bytes to the server.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| BackendError::Read {
+                node: self.node.name.clone(),
+                source: ReadError::Io(e),
+            })
+    }
+
+    fn server_error(&self, body: &[u8]) -> BackendError {
+        let (severity, code, message) = parse_error_fields(body);
+        BackendError::Server {
+            node: self.node.name.clone(),
+            severity,
+            code,
+            message,
+        }
+    }
+
+    async fn authenticate(&mut self, creds: &Credentials) -> Result<(), BackendError> {
+        let node = self.node.name.clone();
+        let password = || {
+            creds.password.clone().ok_or_else(|| BackendError::Auth {
+                node: node.clone(),
+                reason: "the server asks for a password and none is configured".into(),
+            })
+        };
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let msg = self.read_message().await?;
+            match msg.tag {
+                b'E' => return Err(self.server_error(msg.body())),
+                b'R' => {}
+                b'N' => continue,
+                other => {
+                    return Err(BackendError::Unexpected {
+                        node,
+                        tag: other as char,
+                    })
+                }
+            }
+            let (code, data) = int32(msg.body()).ok_or_else(|| BackendError::Auth {
+                node: node.clone(),
+                reason: "truncated authentication request".into(),
+            })?;
+            match code {
+                0 => return Ok(()),
+                3 => {
+                    let pw = password()?;
+                    self.write(&password_message(pw.as_bytes())).await?;
+                }
+                5 => {
+                    let pw = password()?;
+                    let salt: [u8; 4] =
+                        data.get(..4)
+                            .and_then(|s| s.try_into().ok())
+                            .ok_or_else(|| BackendError::Auth {
+                                node: node.clone(),
+                                reason: "truncated md5 salt".into(),
+                            })?;
+                    let hash = md5_hash(creds.user.as_bytes(), pw.as_bytes(), salt);
+                    self.write(&password_message(hash.as_bytes())).await?;
+                }
+                10 => {
+                    let pw = password()?;
+                    if !sasl_mechanisms(data).any(|m| m == b"SCRAM-SHA-256") {
+                        return Err(BackendError::Auth {
+                            node,
+                            reason: "server offers no SASL mechanism pgsplit supports".into(),
+                        });
+                    }
+                    let client = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                    self.write(&sasl_initial_response(client.message())).await?;
+                    scram = Some(client);
+                }
+                11 | 12 => {
+                    let client = scram.as_mut().ok_or_else(|| BackendError::Auth {
+                        node: node.clone(),
+                        reason: "SASL message before SASL started".into(),
+                    })?;
+                    let step = if code == 11 {
+                        client.update(data)
+                    } else {
+                        client.finish(data)
+                    };
+                    step.map_err(|e| BackendError::Auth {
+                        node: node.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    if code == 11 {
+                        let reply = sasl_response(client.message());
+                        self.write(&reply).await?;
+                    }
+                }
+                method => return Err(BackendError::UnsupportedAuth { node, method }),
+            }
+        }
+    }
+
+    async fn finish_startup(&mut self) -> Result<(), BackendError> {
+        loop {
+            let msg = self.read_message().await?;
+            match msg.tag {
+                b'S' => self.note_parameter(&msg.bytes),
+                b'K' => {
+                    if let Some((pid, secret)) = read_backend_key(msg.body()) {
+                        self.backend_pid = pid;
+                        self.backend_secret = secret;
+                    }
+                }
+                b'Z' => {
+                    self.status = read_ready(msg.body()).unwrap_or(TxStatus::Idle);
+                    return Ok(());
+                }
+                b'E' => return Err(self.server_error(msg.body())),
+                b'N' => {}
+                other => {
+                    return Err(BackendError::Unexpected {
+                        node: self.node.name.clone(),
+                        tag: other as char,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Records a ParameterStatus message (the whole message, header included).
+    pub fn note_parameter(&mut self, message: &Bytes) {
+        if let Some((name, _)) = read_parameter_status(&message[5..]) {
+            self.parameters.insert(name, message.clone());
+        }
+    }
+
+    /// Runs SQL pgsplit needs on this connection (settings, resets), reading the replies
+    /// up to ReadyForQuery. Parameter changes are recorded; the first error is returned.
+    pub async fn execute(&mut self, sql: &str) -> Result<(), BackendError> {
+        self.write(&crate::wire::message::query_message(sql))
+            .await?;
+        let mut error = None;
+        loop {
+            let msg = self.read_message().await?;
+            match msg.tag {
+                b'S' => self.note_parameter(&msg.bytes),
+                b'E' if error.is_none() => error = Some(self.server_error(msg.body())),
+                b'Z' => {
+                    self.status = read_ready(msg.body()).unwrap_or(TxStatus::Idle);
+                    return error.map_or(Ok(()), Err);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Clears all session state with DISCARD ALL, and forgets what pgsplit knew of it.
+    pub async fn discard_all(&mut self) -> Result<(), BackendError> {
+        self.execute("DISCARD ALL").await?;
+        self.statements.clear();
+        self.settings.clear();
+        self.needs_discard = false;
+        Ok(())
+    }
+
+    /// True when the socket has nothing unread and is not closed: a cheap health check
+    /// that needs no round trip.
+    pub fn is_quiet(&self) -> bool {
+        if !self.read_buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+fn password_message(password: &[u8]) -> Vec<u8> {
+    let mut out = vec![b'p'];
+    out.extend_from_slice(&((password.len() + 5) as u32).to_be_bytes());
+    out.extend_from_slice(password);
+    out.push(0);
+    out
+}
+
+fn sasl_initial_response(data: &[u8]) -> Vec<u8> {
+    let mech = b"SCRAM-SHA-256\0";
+    let mut out = vec![b'p'];
+    out.extend_from_slice(&((4 + mech.len() + 4 + data.len()) as u32).to_be_bytes());
+    out.extend_from_slice(mech);
+    out.extend_from_slice(&(data.len() as i32).to_be_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn sasl_response(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![b'p'];
+    out.extend_from_slice(&((4 + data.len()) as u32).to_be_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// The mechanism names of an AuthenticationSASL body.
+fn sasl_mechanisms(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (name, rest) = cstr(data)?;
+        if name.is_empty() {
+            return None;
+        }
+        data = rest;
+        Some(name)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_sasl_mechanisms() {
+        let names: Vec<&[u8]> = sasl_mechanisms(b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0").collect();
+        assert_eq!(
+            names,
+            vec![&b"SCRAM-SHA-256-PLUS"[..], &b"SCRAM-SHA-256"[..]]
+        );
+    }
+
+    #[test]
+    fn frames_password_messages() {
+        let m = password_message(b"md5abc");
+        assert_eq!(m[0], b'p');
+        assert_eq!(
+            u32::from_be_bytes([m[1], m[2], m[3], m[4]]) as usize,
+            m.len() - 1
+        );
+        let s = sasl_initial_response(b"n,,n=,r=abc");
+        assert_eq!(
+            u32::from_be_bytes([s[1], s[2], s[3], s[4]]) as usize,
+            s.len() - 1
+        );
+    }
+}

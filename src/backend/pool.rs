@@ -1,0 +1,208 @@
+//! Pools of server connections, one per (node, database, user), built on deadpool with
+//! our own Manager: it connects raw protocol connections, and on recycle refuses any
+//! connection that is broken, inside a transaction, has unread bytes, or is past its
+//! idle or lifetime limit; connections that may hold untracked session state are reset
+//! with DISCARD ALL first.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use deadpool::managed::{Metrics, Pool, RecycleError, RecycleResult};
+
+use super::connection::{BackendError, Credentials, NodeAddr, ServerConn};
+use crate::wire::message::TxStatus;
+
+/// How pools behave; the same for every pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub min_size: usize,
+    pub max_size: usize,
+    pub checkout_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub max_lifetime: Option<Duration>,
+    pub max_statements: usize,
+}
+
+/// Creates and recycles server connections for one pool.
+pub struct Manager {
+    node: Arc<NodeAddr>,
+    creds: Credentials,
+    settings: PoolSettings,
+}
+
+impl Manager {
+    /// The name of the node this pool connects to.
+    pub fn node_name(&self) -> &str {
+        &self.node.name
+    }
+
+    fn expired(&self, metrics: &Metrics) -> Option<&'static str> {
+        if self
+            .settings
+            .max_lifetime
+            .is_some_and(|max| metrics.age() >= max)
+        {
+            return Some("past its lifetime");
+        }
+        if self
+            .settings
+            .idle_timeout
+            .is_some_and(|max| metrics.last_used() >= max)
+        {
+            return Some("idle too long");
+        }
+        None
+    }
+}
+
+impl deadpool::managed::Manager for Manager {
+    type Type = ServerConn;
+    type Error = BackendError;
+
+    async fn create(&self) -> Result<ServerConn, BackendError> {
+        let conn = ServerConn::connect(
+            self.node.clone(),
+            &self.creds,
+            self.settings.connect_timeout,
+            self.settings.max_statements,
+        )
+        .await?;
+        tracing::debug!(node = %self.node.name, pid = conn.backend_pid, "server connection opened");
+        Ok(conn)
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut ServerConn,
+        metrics: &Metrics,
+    ) -> RecycleResult<BackendError> {
+        if conn.broken {
+            return Err(RecycleError::message("connection is broken"));
+        }
+        if conn.status != TxStatus::Idle {
+            return Err(RecycleError::message("connection is inside a transaction"));
+        }
+        if !conn.is_quiet() {
+            return Err(RecycleError::message(
+                "connection has unread data or is closed",
+            ));
+        }
+        if let Some(why) = self.expired(metrics) {
+            return Err(RecycleError::message(why));
+        }
+        if conn.needs_discard {
+            conn.discard_all().await.map_err(RecycleError::Backend)?;
+        }
+        Ok(())
+    }
+}
+
+/// A pool of connections to one node for one (database, user).
+pub type ServerPool = Pool<Manager>;
+
+/// Identifies a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub node: usize,
+    pub database: String,
+    pub user: String,
+}
+
+/// Every pool, created on first use.
+pub struct Pools {
+    nodes: Vec<Arc<NodeAddr>>,
+    settings: PoolSettings,
+    pools: RwLock<HashMap<PoolKey, ServerPool>>,
+}
+
+impl Pools {
+    pub fn new(nodes: Vec<Arc<NodeAddr>>, settings: PoolSettings) -> Pools {
+        Pools {
+            nodes,
+            settings,
+            pools: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn nodes(&self) -> &[Arc<NodeAddr>] {
+        &self.nodes
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    /// The pool for `key`, created if needed with the given server credentials.
+    pub fn get(&self, key: &PoolKey, creds: &Credentials) -> ServerPool {
+        if let Some(pool) = self
+            .pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
+            return pool.clone();
+        }
+        let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
+        pools
+            .entry(key.clone())
+            .or_insert_with(|| self.build(key, creds))
+            .clone()
+    }
+
+    fn build(&self, key: &PoolKey, creds: &Credentials) -> ServerPool {
+        let manager = Manager {
+            node: self.nodes[key.node].clone(),
+            creds: creds.clone(),
+            settings: self.settings.clone(),
+        };
+        let timeouts = deadpool::managed::Timeouts {
+            wait: Some(self.settings.checkout_timeout),
+            create: Some(self.settings.connect_timeout),
+            recycle: Some(self.settings.connect_timeout),
+        };
+        // Building only fails when timeouts are set without a runtime; we set one.
+        Pool::builder(manager)
+            .max_size(self.settings.max_size)
+            .timeouts(timeouts)
+            .queue_mode(deadpool::managed::QueueMode::Lifo)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .expect("pool with a runtime always builds")
+    }
+
+    /// Every pool with its key.
+    pub fn all(&self) -> Vec<(PoolKey, ServerPool)> {
+        self.pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect()
+    }
+
+    /// Closes idle connections past their limits and tops pools up to `min_size`.
+    pub async fn maintain(&self) {
+        for (key, pool) in self.all() {
+            let removed = pool.retain(|conn, metrics| {
+                let expired = pool.manager().expired(&metrics).is_some();
+                !expired && !conn.broken
+            });
+            if !removed.removed.is_empty() {
+                tracing::debug!(node = %self.nodes[key.node].name, closed = removed.removed.len(), "closed idle server connections");
+            }
+            let missing = self.settings.min_size.saturating_sub(pool.status().size);
+            let mut held = Vec::new();
+            for _ in 0..missing {
+                match pool.get().await {
+                    Ok(conn) => held.push(conn),
+                    Err(e) => {
+                        tracing::warn!(node = %self.nodes[key.node].name, error = %e, "could not open server connection for min_size");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

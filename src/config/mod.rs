@@ -1,0 +1,413 @@
+//! `config.toml`: the serde structs, their defaults, validation and the loader.
+//!
+//! Every table refuses unknown keys, and every optional key has a default, so the smallest
+//! useful file names one primary node, one database and one user. Loading is three steps:
+//! read the file ([`ConfigError::Io`]), parse the TOML ([`ConfigError::Parse`], whose message
+//! carries line and column), then check the rules ([`ConfigError::Invalid`], which lists
+//! *every* problem found, each with the key path it is about, like `nodes[1].port`).
+//!
+//! Durations and byte sizes are [`Duration`] and [`ByteSize`] (in `duration.rs`):
+//! `"5s"` / `"64MB"` or bare integers (milliseconds / bytes).
+
+mod duration;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use self::duration::{ByteSize, Duration, ParseUnitError};
+
+/// Name of the admin console's virtual database; no `[[databases]]` entry may use it.
+pub const ADMIN_DATABASE: &str = "pgsplit";
+
+/// The whole `config.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[proxy]`: the client-facing side.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    /// `[pool]`: server connection pools.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// `[[nodes]]`: one primary and any number of replicas.
+    #[serde(default)]
+    pub nodes: Vec<NodeConfig>,
+    /// `[[databases]]`: the databases clients may connect to.
+    #[serde(default)]
+    pub databases: Vec<DatabaseConfig>,
+    /// `[[users]]`: the users clients may log in as.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+/// `[proxy]`: where pgsplit listens and how it treats clients.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Address clients connect to. Default `127.0.0.1:6432`.
+    pub listen: SocketAddr,
+    /// When a server connection goes back to the pool. Default transaction.
+    pub pool_mode: PoolMode,
+    /// Most client connections open at once. Default 1000; must be > 0.
+    pub max_client_conn: usize,
+    /// Largest client message accepted. Default 64MB; 1kB..=1GB.
+    pub max_message_size: ByteSize,
+    /// Close clients idle this long; zero means never. Default 0.
+    pub client_idle_timeout: Duration,
+    /// Give up connecting to a node after this long. Default 5s; must be > 0.
+    pub server_connect_timeout: Duration,
+    /// Users allowed on the admin database `pgsplit`; each must be in `[[users]]`.
+    /// Default `["admin"]`.
+    pub admin_users: Vec<String>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6432)),
+            pool_mode: PoolMode::Transaction,
+            max_client_conn: 1000,
+            max_message_size: ByteSize::mb(64),
+            client_idle_timeout: Duration::ZERO,
+            server_connect_timeout: Duration::from_secs(5),
+            admin_users: vec!["admin".to_owned()],
+        }
+    }
+}
+
+/// How long a client keeps its server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// Until the end of each transaction (or autocommit statement).
+    #[default]
+    Transaction,
+    /// Until the client disconnects.
+    Session,
+}
+
+/// `[pool]`: one pool per (node, database, user).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Server connections kept open even when idle. Default 0; at most `max_size`.
+    pub min_size: usize,
+    /// Most server connections. Default 10; must be > 0.
+    pub max_size: usize,
+    /// How long a client waits for a server connection. Default 5s; must be > 0.
+    pub checkout_timeout: Duration,
+    /// Close server connections idle this long; zero means never. Default 10m.
+    pub idle_timeout: Duration,
+    /// Close server connections older than this; zero means never. Default 1h.
+    pub max_lifetime: Duration,
+    /// Prepared statements kept per server connection. Default 200; must be > 0.
+    pub max_prepared_statements: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            min_size: 0,
+            max_size: 10,
+            checkout_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3_600),
+            max_prepared_statements: 200,
+        }
+    }
+}
+
+/// One `[[nodes]]` entry: a PostgreSQL server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique name, `[A-Za-z0-9_-]+`, used in logs, metrics and the admin console.
+    pub name: String,
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port. Default 5432; must be 1..=65535.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Primary or replica; exactly one node is the primary.
+    pub role: NodeRole,
+    /// Share of reads for a replica relative to the others. Default 1; must be >= 1.
+    /// Ignored on the primary.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_port() -> u16 {
+    5432
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// What a node is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Takes writes, and reads when no replica will do.
+    Primary,
+    /// A streaming replica that takes plain reads while fresh enough.
+    Replica,
+}
+
+/// One `[[databases]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// The name clients connect to. Unique; not `pgsplit`.
+    pub name: String,
+    /// The database's name on the nodes; defaults to `name`.
+    #[serde(default)]
+    pub server_database: Option<String>,
+}
+
+impl DatabaseConfig {
+    /// The database name to use on the nodes.
+    pub fn server_database(&self) -> &str {
+        self.server_database.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// One `[[users]]` entry. `Debug` hides the passwords.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The name clients log in as. Unique.
+    pub name: String,
+    /// Plaintext, or a stored `SCRAM-SHA-256$...` / `md5...` verifier. Required unless
+    /// `auth = "trust"`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// How clients authenticate to pgsplit. Default scram-sha-256.
+    #[serde(default)]
+    pub auth: ClientAuth,
+    /// The user pgsplit logs in as on the nodes; defaults to `name`.
+    #[serde(default)]
+    pub server_user: Option<String>,
+    /// The plaintext password for `server_user`; defaults to `password` when that is
+    /// plaintext.
+    #[serde(default)]
+    pub server_password: Option<String>,
+}
+
+impl UserConfig {
+    /// The user name to log in as on the nodes.
+    pub fn server_user(&self) -> &str {
+        self.server_user.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The password to log in to the nodes with: `server_password`, else `password` when it
+    /// is plaintext, else `None` (log in without one).
+    pub fn server_password(&self) -> Option<&str> {
+        match (&self.server_password, &self.password) {
+            (Some(server), _) => Some(server),
+            (None, Some(password)) if PasswordKind::of(password) == PasswordKind::Plaintext => {
+                Some(password)
+            }
+            _ => None,
+        }
+    }
+
+    /// What kind of secret `password` holds, if there is one.
+    pub fn password_kind(&self) -> Option<PasswordKind> {
+        self.password.as_deref().map(PasswordKind::of)
+    }
+}
+
+impl fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |p: &Option<String>| p.as_ref().map(|_| "<hidden>");
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("password", &hidden(&self.password))
+            .field("auth", &self.auth)
+            .field("server_user", &self.server_user)
+            .field("server_password", &hidden(&self.server_password))
+            .finish()
+    }
+}
+
+/// How clients prove who they are to pgsplit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+pub enum ClientAuth {
+    /// SCRAM-SHA-256 (`"scram-sha-256"`), the default.
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// MD5 (`"md5"`).
+    #[serde(rename = "md5")]
+    Md5,
+    /// No password at all (`"trust"`).
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+impl ClientAuth {
+    /// The spelling used in config.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::ScramSha256 => "scram-sha-256",
+            ClientAuth::Md5 => "md5",
+            ClientAuth::Trust => "trust",
+        }
+    }
+}
+
+/// What a `password` string holds, by PostgreSQL's own rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PasswordKind {
+    /// The password itself.
+    Plaintext,
+    /// `md5` followed by 32 lowercase hex digits: md5(password || user name).
+    Md5Verifier,
+    /// Starts with `SCRAM-SHA-256$` (validation also checks the rest of its shape).
+    ScramVerifier,
+}
+
+impl PasswordKind {
+    /// Classifies a password string.
+    pub fn of(password: &str) -> PasswordKind {
+        let md5_hex =
+            |s: &str| s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if password.starts_with("SCRAM-SHA-256$") {
+            PasswordKind::ScramVerifier
+        } else if password.strip_prefix("md5").is_some_and(md5_hex) {
+            PasswordKind::Md5Verifier
+        } else {
+            PasswordKind::Plaintext
+        }
+    }
+
+    /// True for the stored verifiers, which cannot log in to a server.
+    pub fn is_verifier(self) -> bool {
+        self != PasswordKind::Plaintext
+    }
+}
+
+/// One broken rule: the key it is about and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, like `proxy.max_message_size` or `nodes[1].port`.
+    pub key: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML or does not fit the schema (unknown key, wrong type, bad
+    /// duration...). The message carries line and column.
+    #[error("{message}")]
+    Parse { message: String },
+    /// The file parsed but breaks rules; every problem found, in file order.
+    #[error("{}", ProblemList(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// Displays problems one per line.
+struct ProblemList<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Parses and validates config text.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml_str(&text)
+    }
+
+    /// Checks every rule and reports all problems at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = validate::problems(self);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The primary node.
+    ///
+    /// # Panics
+    /// If there are no nodes at all, which [`validate`](Config::validate) refuses. Without a
+    /// primary (also refused) this is the first node.
+    pub fn primary(&self) -> &NodeConfig {
+        self.nodes
+            .iter()
+            .find(|n| n.role == NodeRole::Primary)
+            .or_else(|| self.nodes.first())
+            .expect("a validated config has a primary node")
+    }
+
+    /// The replicas, in file order.
+    pub fn replicas(&self) -> impl Iterator<Item = &NodeConfig> + '_ {
+        self.nodes.iter().filter(|n| n.role == NodeRole::Replica)
+    }
+
+    /// The node with this name.
+    pub fn node(&self, name: &str) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The database clients know by this name.
+    pub fn database(&self, name: &str) -> Option<&DatabaseConfig> {
+        self.databases.iter().find(|d| d.name == name)
+    }
+
+    /// The user clients log in as with this name.
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    /// True when this user may use the admin console.
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.proxy.admin_users.iter().any(|u| u == user)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,295 @@
+//! The rules a parsed config must keep, checked all at once so one run reports every
+//! problem, each with the key path it is about.
+
+use std::collections::hash_map::{Entry, HashMap};
+
+use super::{
+    ByteSize, ClientAuth, Config, NodeRole, PasswordKind, Problem, UserConfig, ADMIN_DATABASE,
+};
+
+/// Every problem in `config`, in file order; empty when it is valid.
+pub(super) fn problems(config: &Config) -> Vec<Problem> {
+    let mut out = Problems(Vec::new());
+    proxy(config, &mut out);
+    pool(config, &mut out);
+    nodes(config, &mut out);
+    databases(config, &mut out);
+    users(config, &mut out);
+    out.0
+}
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+const MIN_MESSAGE_SIZE: ByteSize = ByteSize::kb(1);
+const MAX_MESSAGE_SIZE: ByteSize = ByteSize::gb(1);
+
+fn proxy(config: &Config, out: &mut Problems) {
+    let proxy = &config.proxy;
+    if proxy.max_client_conn == 0 {
+        out.add("proxy.max_client_conn", "must be at least 1");
+    }
+    if !(MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE).contains(&proxy.max_message_size) {
+        out.add(
+            "proxy.max_message_size",
+            format!(
+                "must be between {MIN_MESSAGE_SIZE} and {MAX_MESSAGE_SIZE} (got {})",
+                proxy.max_message_size
+            ),
+        );
+    }
+    if proxy.server_connect_timeout.is_zero() {
+        out.add("proxy.server_connect_timeout", "must be greater than 0");
+    }
+    for (i, name) in proxy.admin_users.iter().enumerate() {
+        if config.user(name).is_none() {
+            out.add(
+                format!("proxy.admin_users[{i}]"),
+                format!("no [[users]] entry is named {name:?}"),
+            );
+        }
+    }
+}
+
+fn pool(config: &Config, out: &mut Problems) {
+    let pool = &config.pool;
+    if pool.max_size == 0 {
+        out.add("pool.max_size", "must be at least 1");
+    } else if pool.min_size > pool.max_size {
+        out.add(
+            "pool.min_size",
+            format!("must not exceed pool.max_size ({})", pool.max_size),
+        );
+    }
+    if pool.checkout_timeout.is_zero() {
+        out.add("pool.checkout_timeout", "must be greater than 0");
+    }
+    if pool.max_prepared_statements == 0 {
+        out.add("pool.max_prepared_statements", "must be at least 1");
+    }
+}
+
+fn nodes(config: &Config, out: &mut Problems) {
+    if config.nodes.is_empty() {
+        out.add(
+            "nodes",
+            "at least one [[nodes]] entry is required (exactly one with role = \"primary\")",
+        );
+        return;
+    }
+    let mut names = HashMap::new();
+    let mut primary = None;
+    for (i, node) in config.nodes.iter().enumerate() {
+        let key = |field: &str| format!("nodes[{i}].{field}");
+        if node.name.is_empty() {
+            out.add(key("name"), "must not be empty");
+        } else if !node
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            out.add(
+                key("name"),
+                format!(
+                    "may only contain letters, digits, '_' and '-' (got {:?})",
+                    node.name
+                ),
+            );
+        } else if let Some(first) = seen_before(&mut names, &node.name, i) {
+            out.add(
+                key("name"),
+                format!(
+                    "duplicate name {:?} (already used by nodes[{first}])",
+                    node.name
+                ),
+            );
+        }
+        if node.host.trim().is_empty() {
+            out.add(key("host"), "must not be empty");
+        }
+        if node.port == 0 {
+            out.add(key("port"), "must be between 1 and 65535");
+        }
+        match node.role {
+            NodeRole::Primary => match primary {
+                None => primary = Some(i),
+                Some(first) => out.add(
+                    key("role"),
+                    format!(
+                        "nodes[{first}] is already the primary; exactly one node may have role = \"primary\""
+                    ),
+                ),
+            },
+            NodeRole::Replica => {
+                if node.weight == 0 {
+                    out.add(key("weight"), "must be at least 1");
+                }
+            }
+        }
+    }
+    if primary.is_none() {
+        out.add(
+            "nodes",
+            "no node has role = \"primary\"; exactly one is required",
+        );
+    }
+}
+
+fn databases(config: &Config, out: &mut Problems) {
+    if config.databases.is_empty() {
+        out.add("databases", "at least one [[databases]] entry is required");
+        return;
+    }
+    let mut names = HashMap::new();
+    for (i, db) in config.databases.iter().enumerate() {
+        let key = |field: &str| format!("databases[{i}].{field}");
+        if db.name.is_empty() {
+            out.add(key("name"), "must not be empty");
+        } else if db.name == ADMIN_DATABASE {
+            out.add(
+                key("name"),
+                format!("{ADMIN_DATABASE:?} is reserved for the admin console"),
+            );
+        } else if let Some(first) = seen_before(&mut names, &db.name, i) {
+            out.add(
+                key("name"),
+                format!(
+                    "duplicate name {:?} (already used by databases[{first}])",
+                    db.name
+                ),
+            );
+        }
+        if db.server_database.as_deref() == Some("") {
+            out.add(key("server_database"), "must not be empty when set");
+        }
+    }
+}
+
+fn users(config: &Config, out: &mut Problems) {
+    if config.users.is_empty() {
+        out.add("users", "at least one [[users]] entry is required");
+        return;
+    }
+    let mut names = HashMap::new();
+    for (i, user) in config.users.iter().enumerate() {
+        let key = |field: &str| format!("users[{i}].{field}");
+        if user.name.is_empty() {
+            out.add(key("name"), "must not be empty");
+        } else if let Some(first) = seen_before(&mut names, &user.name, i) {
+            out.add(
+                key("name"),
+                format!(
+                    "duplicate name {:?} (already used by users[{first}])",
+                    user.name
+                ),
+            );
+        }
+        user_password(user, &key, out);
+        if user.server_user.as_deref() == Some("") {
+            out.add(key("server_user"), "must not be empty when set");
+        }
+        match user.server_password.as_deref() {
+            Some("") => out.add(key("server_password"), "must not be empty when set"),
+            Some(p) if PasswordKind::of(p).is_verifier() => out.add(
+                key("server_password"),
+                "must be the plaintext password (pgsplit logs in to the nodes with it), not a stored verifier",
+            ),
+            Some(_) => {}
+            None => {
+                if user.password_kind().is_some_and(PasswordKind::is_verifier) {
+                    out.add(
+                        key("server_password"),
+                        "required when password is a stored verifier",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Remembers `name` at `index`; returns the index that used it first, if one did.
+fn seen_before<'a>(
+    seen: &mut HashMap<&'a str, usize>,
+    name: &'a str,
+    index: usize,
+) -> Option<usize> {
+    match seen.entry(name) {
+        Entry::Occupied(first) => Some(*first.get()),
+        Entry::Vacant(slot) => {
+            slot.insert(index);
+            None
+        }
+    }
+}
+
+/// The rules tying `password` to `auth`.
+fn user_password(user: &UserConfig, key: &dyn Fn(&str) -> String, out: &mut Problems) {
+    let Some(password) = user.password.as_deref() else {
+        if user.auth != ClientAuth::Trust {
+            out.add(key("password"), "required unless auth = \"trust\"");
+        }
+        return;
+    };
+    if password.is_empty() {
+        out.add(key("password"), "must not be empty");
+        return;
+    }
+    match (PasswordKind::of(password), user.auth) {
+        (PasswordKind::ScramVerifier, _) if !scram_verifier_well_formed(password) => out.add(
+            key("password"),
+            "looks like a SCRAM-SHA-256 verifier but is malformed \
+             (expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)",
+        ),
+        (PasswordKind::ScramVerifier, ClientAuth::Md5) => out.add(
+            key("auth"),
+            "\"md5\" cannot check a SCRAM-SHA-256 verifier; use auth = \"scram-sha-256\" \
+             or a plaintext password",
+        ),
+        (PasswordKind::Md5Verifier, ClientAuth::ScramSha256) => out.add(
+            key("auth"),
+            "\"scram-sha-256\" cannot check an md5 verifier; use auth = \"md5\" \
+             or a plaintext password",
+        ),
+        _ => {}
+    }
+}
+
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, as `pg_authid` stores it.
+fn scram_verifier_well_formed(verifier: &str) -> bool {
+    fn base64(s: &str) -> bool {
+        let body = s.trim_end_matches('=');
+        !s.is_empty()
+            && s.len().is_multiple_of(4)
+            && s.len() - body.len() <= 2
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    }
+    // 32-byte SHA-256 keys are 44 base64 characters.
+    let key = |s: &str| s.len() == 44 && base64(s);
+    let Some(rest) = verifier.strip_prefix("SCRAM-SHA-256$") else {
+        return false;
+    };
+    let Some((iterations_salt, keys)) = rest.split_once('$') else {
+        return false;
+    };
+    let (Some((iterations, salt)), Some((stored, server))) =
+        (iterations_salt.split_once(':'), keys.split_once(':'))
+    else {
+        return false;
+    };
+    !iterations.is_empty()
+        && iterations.bytes().all(|b| b.is_ascii_digit())
+        && iterations.parse::<u32>().is_ok_and(|n| n > 0)
+        && base64(salt)
+        && key(stored)
+        && key(server)
+}

@@ -1,0 +1,287 @@
+//! What a server still owes the client, in order, and what to do with each reply.
+//!
+//! Every message pgsplit sends to a server that will be answered is recorded here, and so
+//! is every answer pgsplit gives on the server's behalf (a ParseComplete for a statement
+//! the server already has, a CloseComplete for a client-side Close). Server messages are
+//! then matched against the queue in order: replies to messages pgsplit injected itself
+//! are swallowed, its own answers are emitted at exactly the point the client expects
+//! them, and an error skips what the server skips (everything up to the next Sync).
+//! The queue being empty means no Sync or Query is outstanding.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+/// The kind of message a reply is expected for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Parse,
+    Bind,
+    Describe,
+    Execute,
+    Close,
+    Sync,
+    /// A simple Query or a FunctionCall: answered up to ReadyForQuery.
+    Query,
+}
+
+impl Kind {
+    /// Whether a server message with `tag` is the last reply to this kind of message.
+    fn completed_by(self, tag: u8) -> bool {
+        match self {
+            Kind::Parse => tag == b'1',
+            Kind::Bind => tag == b'2',
+            Kind::Close => tag == b'3',
+            Kind::Describe => tag == b'T' || tag == b'n',
+            Kind::Execute => matches!(tag, b'C' | b'I' | b's'),
+            Kind::Sync | Kind::Query => tag == b'Z',
+        }
+    }
+
+    /// Whether an ErrorResponse leaves this entry waiting for ReadyForQuery.
+    fn waits_for_ready(self) -> bool {
+        matches!(self, Kind::Sync | Kind::Query)
+    }
+}
+
+/// Which server replies the client must not see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hide {
+    /// The client sees every reply.
+    Nothing,
+    /// The completion message is dropped (a Parse or Close pgsplit injected); errors
+    /// still reach the client.
+    Completion,
+}
+
+/// One expected reply, or one answer of pgsplit's own.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    Reply {
+        kind: Kind,
+        hide: Hide,
+        /// For a Parse that creates a server-side statement: its name, forgotten if the
+        /// Parse fails.
+        statement: Option<Arc<str>>,
+    },
+    Synthetic(Bytes),
+}
+
+impl Pending {
+    pub fn reply(kind: Kind) -> Pending {
+        Pending::Reply {
+            kind,
+            hide: Hide::Nothing,
+            statement: None,
+        }
+    }
+}
+
+/// What to do with one server message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    Drop,
+}
+
+/// The ordered queue of expected replies for one server connection.
+#[derive(Debug, Default)]
+pub struct PendingQueue {
+    queue: VecDeque<Pending>,
+    /// Server-side statements whose Parse failed, for the caller to forget.
+    failed_statements: Vec<Arc<str>>,
+}
+
+impl PendingQueue {
+    pub fn push(&mut self, p: Pending) {
+        self.queue.push_back(p);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.queue.clear();
+    }
+
+    /// Whether a Sync or Query is outstanding (the server will send ReadyForQuery).
+    pub fn awaits_ready(&self) -> bool {
+        self.queue.iter().any(|p| {
+            matches!(
+                p,
+                Pending::Reply {
+                    kind: Kind::Sync | Kind::Query,
+                    ..
+                }
+            )
+        })
+    }
+
+    /// Moves pgsplit's own answers at the head of the queue into `out`.
+    pub fn emit_synthetic(&mut self, out: &mut BytesMut) {
+        while let Some(Pending::Synthetic(bytes)) = self.queue.front() {
+            out.extend_from_slice(bytes);
+            self.queue.pop_front();
+        }
+    }
+
+    /// Takes the names of server-side statements whose Parse failed.
+    pub fn take_failed_statements(&mut self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.failed_statements)
+    }
+
+    /// Matches one server message (by its type byte) against the queue.
+    pub fn on_server_message(&mut self, tag: u8) -> Verdict {
+        let Some(Pending::Reply { kind, hide, .. }) = self.queue.front() else {
+            // Nothing expected: asynchronous messages (notices, notifications,
+            // parameter changes) or replies to Flush-less chatter pass through.
+            return Verdict::Forward;
+        };
+        let (kind, hide) = (*kind, *hide);
+        if tag == b'E' {
+            if !kind.waits_for_ready() {
+                self.skip_to_sync();
+            }
+            return Verdict::Forward;
+        }
+        if kind.completed_by(tag) {
+            self.queue.pop_front();
+            if tag != b'Z' && hide == Hide::Completion {
+                return Verdict::Drop;
+            }
+            return Verdict::Forward;
+        }
+        if tag == b'Z' {
+            // ReadyForQuery while expecting something else: the server skipped it.
+            self.skip_to_sync();
+            if let Some(Pending::Reply {
+                kind: Kind::Sync | Kind::Query,
+                ..
+            }) = self.queue.front()
+            {
+                self.queue.pop_front();
+            }
+        }
+        Verdict::Forward
+    }
+
+    /// After an error the server ignores everything up to the next Sync: drop those
+    /// entries, pgsplit's own answers among them.
+    fn skip_to_sync(&mut self) {
+        while let Some(p) = self.queue.front() {
+            if let Pending::Reply {
+                kind: Kind::Sync, ..
+            } = p
+            {
+                break;
+            }
+            if let Pending::Reply {
+                statement: Some(name),
+                kind: Kind::Parse,
+                ..
+            } = p
+            {
+                self.failed_statements.push(name.clone());
+            }
+            self.queue.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(q: &mut PendingQueue, tags: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        q.emit_synthetic(&mut out);
+        let mut seen: Vec<u8> = out.iter().copied().collect();
+        for &t in tags {
+            if q.on_server_message(t) == Verdict::Forward {
+                seen.push(t);
+            }
+            let mut out = BytesMut::new();
+            q.emit_synthetic(&mut out);
+            seen.extend(out.iter().copied());
+        }
+        seen
+    }
+
+    #[test]
+    fn synthetic_parse_complete_lands_in_order() {
+        let mut q = PendingQueue::default();
+        q.push(Pending::Synthetic(Bytes::from_static(b"1")));
+        q.push(Pending::reply(Kind::Bind));
+        q.push(Pending::reply(Kind::Execute));
+        q.push(Pending::reply(Kind::Sync));
+        assert_eq!(run(&mut q, b"2DCZ"), b"12DCZ");
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn injected_parse_is_hidden_but_its_error_is_not() {
+        let mut q = PendingQueue::default();
+        q.push(Pending::Reply {
+            kind: Kind::Parse,
+            hide: Hide::Completion,
+            statement: Some("s1".into()),
+        });
+        q.push(Pending::reply(Kind::Bind));
+        q.push(Pending::reply(Kind::Execute));
+        q.push(Pending::reply(Kind::Sync));
+        assert_eq!(run(&mut q, b"12CZ"), b"2CZ");
+        assert!(q.take_failed_statements().is_empty());
+
+        q.push(Pending::Reply {
+            kind: Kind::Parse,
+            hide: Hide::Completion,
+            statement: Some("s2".into()),
+        });
+        q.push(Pending::reply(Kind::Bind));
+        q.push(Pending::Synthetic(Bytes::from_static(b"3")));
+        q.push(Pending::reply(Kind::Sync));
+        assert_eq!(run(&mut q, b"EZ"), b"EZ");
+        assert_eq!(q.take_failed_statements(), vec![Arc::<str>::from("s2")]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn pipelined_syncs_stay_outstanding_until_each_ready() {
+        let mut q = PendingQueue::default();
+        for _ in 0..2 {
+            q.push(Pending::reply(Kind::Bind));
+            q.push(Pending::reply(Kind::Execute));
+            q.push(Pending::reply(Kind::Sync));
+        }
+        run(&mut q, b"2DCZ");
+        assert!(q.awaits_ready());
+        run(&mut q, b"2E");
+        assert!(q.awaits_ready());
+        run(&mut q, b"Z");
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn simple_query_error_waits_for_ready() {
+        let mut q = PendingQueue::default();
+        q.push(Pending::reply(Kind::Query));
+        assert_eq!(run(&mut q, b"TDCNESEZ"), b"TDCNESEZ");
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn describe_statement_completes_on_row_description_or_no_data() {
+        let mut q = PendingQueue::default();
+        q.push(Pending::reply(Kind::Describe));
+        q.push(Pending::reply(Kind::Describe));
+        q.push(Pending::reply(Kind::Sync));
+        assert_eq!(run(&mut q, b"tTnZ"), b"tTnZ");
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,754 @@
+//! One task per client after login: read client messages, check out a server connection
+//! when one is needed, forward, relay the replies, and give the connection back to its
+//! pool as soon as the client is idle (transaction pooling) or when it leaves (session
+//! pooling). Named prepared statements and session settings follow the client from one
+//! server connection to the next.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use deadpool::managed::{Object, PoolError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::pending::{Hide, Kind, Pending, PendingQueue, Verdict};
+use super::settings::{
+    might_change_setting, setting_changes, sync_sql, ClientSettings, SettingChange,
+};
+use crate::backend::connection::SERVER_MESSAGE_LIMIT;
+use crate::backend::pool::Manager;
+use crate::backend::{BackendError, ServerConn, ServerPool};
+use crate::cancel::{CancelKey, CancelTarget};
+use crate::config::PoolMode;
+use crate::prepared::{ClientStatements, PreparedStatement};
+use crate::router::Router;
+use crate::wire::error::code;
+use crate::wire::message::{self as msg, read_bind, read_parse, read_query, read_target, TxStatus};
+use crate::wire::{split_frame, Frame, FrameError, PgError};
+
+/// How a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionEnd {
+    #[error("client closed the connection")]
+    ClientGone,
+    #[error("client error: {0}")]
+    ClientIo(#[from] std::io::Error),
+    #[error("{0}")]
+    Refused(PgError),
+    #[error("server connection lost: {0}")]
+    ServerLost(BackendError),
+}
+
+/// What a session needs from the proxy around it.
+pub struct SessionContext {
+    /// One pool per node for this client's database and user, by node index.
+    pub pools: Vec<ServerPool>,
+    pub router: Router,
+    pub mode: PoolMode,
+    pub max_message_size: usize,
+    pub cancel: CancelKey,
+}
+
+/// A checked-out server connection.
+pub type Server = Object<Manager>;
+
+/// One client's connection state.
+pub struct Session {
+    client: TcpStream,
+    ctx: SessionContext,
+    /// Bytes read from the client, not yet handled.
+    inbox: BytesMut,
+    /// Bytes to write to the client.
+    outbox: BytesMut,
+    /// Bytes to write to the server.
+    to_server: BytesMut,
+    server: Option<Server>,
+    queue: PendingQueue,
+    statements: ClientStatements,
+    settings: ClientSettings,
+    /// Setting changes of the statement now running, applied at its ReadyForQuery.
+    running_changes: Vec<SettingChange>,
+    /// Whether the statement now running failed.
+    running_failed: bool,
+    /// The last command tag seen, to tell COMMIT from ROLLBACK.
+    last_tag_commit: bool,
+    /// The transaction status the client last saw.
+    status: TxStatus,
+    /// After a failure to get a server during an extended-protocol batch: drop messages
+    /// until Sync, then answer ReadyForQuery (what PostgreSQL does after an error).
+    skip_to_sync: bool,
+}
+
+impl Session {
+    /// A session for a client that has logged in. `server` is the connection used for
+    /// login, still checked out (it is kept in session pooling).
+    pub fn new(
+        client: TcpStream,
+        ctx: SessionContext,
+        settings: ClientSettings,
+        server: Option<Server>,
+    ) -> Session {
+        let mut session = Session {
+            client,
+            ctx,
+            inbox: BytesMut::with_capacity(16 * 1024),
+            outbox: BytesMut::with_capacity(16 * 1024),
+            to_server: BytesMut::with_capacity(16 * 1024),
+            server: None,
+            queue: PendingQueue::default(),
+            statements: ClientStatements::default(),
+            settings,
+            running_changes: Vec::new(),
+            running_failed: false,
+            last_tag_commit: false,
+            status: TxStatus::Idle,
+            skip_to_sync: false,
+        };
+        if let Some(server) = server {
+            session.attach(server);
+        }
+        session
+    }
+
+    /// Serves the client until it leaves or the session fails.
+    pub async fn run(mut self) -> SessionEnd {
+        let end = self.serve().await;
+        let notice = match &end {
+            SessionEnd::Refused(e) => Some(e.clone()),
+            SessionEnd::ServerLost(e) => Some(PgError::fatal(
+                code::CONNECTION_FAILURE,
+                format!("server connection lost: {e}"),
+            )),
+            _ => None,
+        };
+        if let Some(err) = notice {
+            let _ = self.client.write_all(&err.to_bytes()).await;
+        }
+        self.finish();
+        end
+    }
+
+    async fn serve(&mut self) -> SessionEnd {
+        loop {
+            if let Err(end) = self.step().await {
+                return end;
+            }
+        }
+    }
+
+    /// Waits for bytes from the client or the server, and handles them.
+    async fn step(&mut self) -> Result<(), SessionEnd> {
+        reserve(&mut self.inbox);
+        let from_server = match self.server.as_mut() {
+            Some(server) => {
+                let server: &mut ServerConn = server;
+                reserve(&mut server.read_buf);
+                tokio::select! {
+                    r = self.client.read_buf(&mut self.inbox) => Err(r),
+                    r = server.stream.read_buf(&mut server.read_buf) => Ok(r),
+                }
+            }
+            None => Err(self.client.read_buf(&mut self.inbox).await),
+        };
+        match from_server {
+            Err(read) => {
+                if read? == 0 {
+                    return Err(SessionEnd::ClientGone);
+                }
+                self.on_client_data().await
+            }
+            Ok(read) => {
+                let n = read.map_err(|e| self.server_lost(e))?;
+                if n == 0 {
+                    return Err(self.server_lost(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                self.on_server_data().await
+            }
+        }
+    }
+
+    fn server_lost(&mut self, e: std::io::Error) -> SessionEnd {
+        let node = self
+            .server
+            .as_ref()
+            .map(|s| s.node.name.clone())
+            .unwrap_or_default();
+        if let Some(server) = self.server.as_mut() {
+            server.broken = true;
+        }
+        SessionEnd::ServerLost(BackendError::Read {
+            node,
+            source: crate::net::ReadError::Io(e),
+        })
+    }
+
+    // ----- client to server -----
+
+    async fn on_client_data(&mut self) -> Result<(), SessionEnd> {
+        loop {
+            let frame = match split_frame(&mut self.inbox, self.ctx.max_message_size) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => return Err(SessionEnd::Refused(frame_error(e))),
+            };
+            if self.skip_to_sync {
+                if frame.tag == b'S' {
+                    self.skip_to_sync = false;
+                    msg::ready_for_query(self.status, &mut self.outbox);
+                }
+                continue;
+            }
+            self.on_client_message(frame).await?;
+        }
+        self.flush_server().await?;
+        if let Some(server) = self.server.as_mut() {
+            let _ = server;
+            self.queue.emit_synthetic(&mut self.outbox);
+        }
+        self.flush_client().await?;
+        self.release_if_idle();
+        Ok(())
+    }
+
+    async fn on_client_message(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        tracing::trace!(pid = self.ctx.cancel.pid, tag = %(frame.tag as char), queue = self.queue.len(), server = self.server.is_some(), "client message");
+        match frame.tag {
+            b'X' => Err(SessionEnd::ClientGone),
+            b'Q' => self.on_query(frame).await,
+            b'P' => self.on_parse(frame).await,
+            b'B' => self.on_bind(frame).await,
+            b'D' => self.on_describe(frame).await,
+            b'C' => self.on_close(frame).await,
+            b'E' => self.forward(frame, Some(Kind::Execute)).await,
+            b'S' => self.forward(frame, Some(Kind::Sync)).await,
+            b'F' => self.forward(frame, Some(Kind::Query)).await,
+            b'H' | b'd' | b'c' | b'f' => self.forward(frame, None).await,
+            other => Err(SessionEnd::Refused(PgError::fatal(
+                code::PROTOCOL_VIOLATION,
+                format!("invalid frontend message type {}", other),
+            ))),
+        }
+    }
+
+    async fn on_query(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        let Some(sql) = read_query(frame.body()) else {
+            return Err(malformed("Query"));
+        };
+        if let Some(answer) = self.deallocate(sql) {
+            return self.answer_locally(answer);
+        }
+        self.note_setting_changes(sql);
+        let route_sql = Bytes::copy_from_slice(sql);
+        if !self.ensure_server(Some(&route_sql)).await? {
+            msg::ready_for_query(self.status, &mut self.outbox);
+            return Ok(());
+        }
+        self.to_server.extend_from_slice(&frame.bytes);
+        self.queue.push(Pending::reply(Kind::Query));
+        Ok(())
+    }
+
+    async fn on_parse(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        let Some(parse) = read_parse(frame.body()) else {
+            return Err(malformed("Parse"));
+        };
+        self.note_setting_changes(parse.query);
+        if parse.name.is_empty() {
+            let sql = Bytes::copy_from_slice(parse.query);
+            return self.forward_routed(frame, Kind::Parse, &sql).await;
+        }
+        let stmt = Arc::new(PreparedStatement::from_parse(&parse));
+        self.statements.insert(parse.name, stmt.clone());
+        if self.server.is_none() {
+            // Outside a transaction, preparing needs no server: the statement is
+            // prepared on whichever server first executes it. Clients that prepare
+            // synchronously (pgbench -M prepared, PQprepare) then never wait for a
+            // server while holding none, and errors in the statement surface at its
+            // first Bind or Describe.
+            msg::parse_complete(&mut self.outbox);
+            return Ok(());
+        }
+        let server = self.server_mut();
+        if server.statements.touch(&stmt.server_name) {
+            let mut done = BytesMut::new();
+            msg::parse_complete(&mut done);
+            self.queue.push(Pending::Synthetic(done.freeze()));
+        } else {
+            self.prepare_on_server(&stmt, Hide::Nothing);
+        }
+        Ok(())
+    }
+
+    async fn on_bind(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        let Some((portal, name, rest)) = read_bind(frame.body()) else {
+            return Err(malformed("Bind"));
+        };
+        let Some(stmt) = (!name.is_empty())
+            .then(|| self.statements.get(name).cloned())
+            .flatten()
+        else {
+            return self.forward(frame, Some(Kind::Bind)).await;
+        };
+        if !self.ensure_server(Some(&stmt.query)).await? {
+            self.skip_to_sync = true;
+            return Ok(());
+        }
+        self.ensure_prepared(&stmt);
+        let bind = msg::bind_message(portal, stmt.server_name.as_bytes(), rest);
+        self.to_server.extend_from_slice(&bind);
+        self.queue.push(Pending::reply(Kind::Bind));
+        Ok(())
+    }
+
+    async fn on_describe(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        let Some((kind, name)) = read_target(frame.body()) else {
+            return Err(malformed("Describe"));
+        };
+        let named = kind == b'S' && !name.is_empty();
+        let Some(stmt) = named.then(|| self.statements.get(name).cloned()).flatten() else {
+            return self.forward(frame, Some(Kind::Describe)).await;
+        };
+        if !self.ensure_server(Some(&stmt.query)).await? {
+            self.skip_to_sync = true;
+            return Ok(());
+        }
+        self.ensure_prepared(&stmt);
+        let describe = msg::target_message(b'D', b'S', stmt.server_name.as_bytes());
+        self.to_server.extend_from_slice(&describe);
+        self.queue.push(Pending::reply(Kind::Describe));
+        Ok(())
+    }
+
+    async fn on_close(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        let Some((kind, name)) = read_target(frame.body()) else {
+            return Err(malformed("Close"));
+        };
+        if kind == b'S' && !name.is_empty() {
+            // The server-side statement stays cached for other clients; the client's
+            // name is gone, as PostgreSQL would have it.
+            self.statements.remove(name);
+            let mut done = BytesMut::new();
+            msg::close_complete(&mut done);
+            if self.server.is_some() {
+                self.queue.push(Pending::Synthetic(done.freeze()));
+            } else {
+                self.outbox.extend_from_slice(&done);
+            }
+            return Ok(());
+        }
+        self.forward(frame, Some(Kind::Close)).await
+    }
+
+    /// Forwards a message as it came, checking out a server first if needed.
+    async fn forward(&mut self, frame: Frame, kind: Option<Kind>) -> Result<(), SessionEnd> {
+        if self.server.is_none() && matches!(frame.tag, b'S' | b'H') {
+            // Nothing is outstanding: a Sync only asks for ReadyForQuery.
+            if frame.tag == b'S' {
+                msg::ready_for_query(self.status, &mut self.outbox);
+            }
+            return Ok(());
+        }
+        if !self.ensure_server(None).await? {
+            if frame.tag == b'F' {
+                msg::ready_for_query(self.status, &mut self.outbox);
+            } else {
+                self.skip_to_sync = true;
+            }
+            return Ok(());
+        }
+        self.to_server.extend_from_slice(&frame.bytes);
+        if let Some(kind) = kind {
+            self.queue.push(Pending::reply(kind));
+        }
+        Ok(())
+    }
+
+    /// Forwards a message that carries SQL the router can look at.
+    async fn forward_routed(
+        &mut self,
+        frame: Frame,
+        kind: Kind,
+        sql: &Bytes,
+    ) -> Result<(), SessionEnd> {
+        if !self.ensure_server(Some(sql)).await? {
+            self.skip_to_sync = true;
+            return Ok(());
+        }
+        self.to_server.extend_from_slice(&frame.bytes);
+        self.queue.push(Pending::reply(kind));
+        Ok(())
+    }
+
+    /// Queues a Parse for `stmt` on the current server unless it has it already; the
+    /// client does not see the reply.
+    fn ensure_prepared(&mut self, stmt: &Arc<PreparedStatement>) {
+        if !self.server_mut().statements.touch(&stmt.server_name) {
+            self.prepare_on_server(stmt, Hide::Completion);
+        }
+    }
+
+    /// Sends the Parse for `stmt`, closing the least recently used statement first when
+    /// the server's cache is full.
+    fn prepare_on_server(&mut self, stmt: &Arc<PreparedStatement>, hide: Hide) {
+        let evicted = self
+            .server_mut()
+            .statements
+            .insert(stmt.server_name.clone());
+        if let Some(old) = evicted {
+            let close = msg::target_message(b'C', b'S', old.as_bytes());
+            self.to_server.extend_from_slice(&close);
+            self.queue.push(Pending::Reply {
+                kind: Kind::Close,
+                hide: Hide::Completion,
+                statement: None,
+            });
+        }
+        self.to_server.extend_from_slice(&stmt.parse);
+        self.queue.push(Pending::Reply {
+            kind: Kind::Parse,
+            hide,
+            statement: Some(stmt.server_name.clone()),
+        });
+    }
+
+    /// `DEALLOCATE name` / `DEALLOCATE ALL` for protocol-level statements is answered
+    /// by pgsplit: the statements live in its own table.
+    fn deallocate(&mut self, sql: &[u8]) -> Option<&'static str> {
+        let text = std::str::from_utf8(sql).ok()?;
+        let words: Vec<&str> = text
+            .trim()
+            .trim_end_matches(';')
+            .split_whitespace()
+            .collect();
+        let first = words.first()?;
+        if !first.eq_ignore_ascii_case("deallocate") {
+            return None;
+        }
+        let name = match words.as_slice() {
+            [_, p, name] if p.eq_ignore_ascii_case("prepare") => *name,
+            [_, name] => *name,
+            _ => return None,
+        };
+        if name.eq_ignore_ascii_case("all") {
+            self.statements.clear();
+            return Some("DEALLOCATE ALL");
+        }
+        let name = name.trim_matches('"');
+        self.statements
+            .remove(name.as_bytes())
+            .map(|_| "DEALLOCATE")
+    }
+
+    /// Answers a command without a server: CommandComplete and ReadyForQuery, in order
+    /// with whatever the server still owes.
+    fn answer_locally(&mut self, tag: &str) -> Result<(), SessionEnd> {
+        let mut answer = BytesMut::new();
+        msg::command_complete(tag, &mut answer);
+        msg::ready_for_query(self.status, &mut answer);
+        if self.server.is_some() && !self.queue.is_empty() {
+            self.queue.push(Pending::Synthetic(answer.freeze()));
+        } else {
+            self.outbox.extend_from_slice(&answer);
+        }
+        Ok(())
+    }
+
+    fn note_setting_changes(&mut self, sql: &[u8]) {
+        if might_change_setting(sql) {
+            if let Ok(text) = std::str::from_utf8(sql) {
+                self.running_changes.extend(setting_changes(text));
+            }
+        }
+    }
+
+    /// Makes sure a server connection is checked out. Returns false when none could be
+    /// had: the client has been sent the error and the message is dropped.
+    async fn ensure_server(&mut self, sql: Option<&Bytes>) -> Result<bool, SessionEnd> {
+        if self.server.is_some() {
+            return Ok(true);
+        }
+        let route = self.ctx.router.route(sql.map(|s| &s[..]));
+        let pool = &self.ctx.pools[route.node];
+        let server = match pool.get().await {
+            Ok(server) => server,
+            Err(e) => {
+                let err = checkout_error(&e, &pool.manager_node());
+                tracing::warn!(error = %err, "server checkout failed");
+                err.encode(&mut self.outbox);
+                return Ok(false);
+            }
+        };
+        self.attach(server);
+        if let Err(e) = self.sync_settings().await {
+            let err = PgError::error(
+                leak_code(e.sqlstate()),
+                format!("could not apply session settings on the server: {e}"),
+            );
+            err.encode(&mut self.outbox);
+            if let Some(server) = self.server.as_mut() {
+                server.broken = !matches!(e, BackendError::Server { .. });
+            }
+            self.release();
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Gives the session a server connection.
+    fn attach(&mut self, server: Server) {
+        self.ctx.cancel.set_target(Some(CancelTarget {
+            node: server.node.clone(),
+            pid: server.backend_pid,
+            secret: server.backend_secret.clone(),
+        }));
+        self.server = Some(server);
+    }
+
+    /// Brings the server's session settings to the client's.
+    async fn sync_settings(&mut self) -> Result<(), BackendError> {
+        let desired = self.settings.current().clone();
+        apply_settings(self.server_mut(), &desired).await
+    }
+
+    async fn flush_server(&mut self) -> Result<(), SessionEnd> {
+        if self.to_server.is_empty() {
+            return Ok(());
+        }
+        let Some(server) = self.server.as_mut() else {
+            self.to_server.clear();
+            return Ok(());
+        };
+        if let Err(e) = server.stream.write_all(&self.to_server).await {
+            self.to_server.clear();
+            return Err(self.server_lost(e));
+        }
+        self.to_server.clear();
+        Ok(())
+    }
+
+    async fn flush_client(&mut self) -> Result<(), SessionEnd> {
+        if !self.outbox.is_empty() {
+            self.client.write_all(&self.outbox).await?;
+            self.outbox.clear();
+        }
+        Ok(())
+    }
+
+    // ----- server to client -----
+
+    async fn on_server_data(&mut self) -> Result<(), SessionEnd> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        self.queue.emit_synthetic(&mut self.outbox);
+        loop {
+            let frame = match split_frame(&mut server.read_buf, SERVER_MESSAGE_LIMIT) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    server.broken = true;
+                    return Err(SessionEnd::ServerLost(BackendError::Read {
+                        node: server.node.name.clone(),
+                        source: e.into(),
+                    }));
+                }
+            };
+            let verdict = self.queue.on_server_message(frame.tag);
+            tracing::trace!(pid = self.ctx.cancel.pid, tag = %(frame.tag as char), ?verdict, queue = self.queue.len(), body = ?frame.body().first(), "server message");
+            match frame.tag {
+                b'Z' => {
+                    let status = msg::read_ready(frame.body()).unwrap_or(TxStatus::Idle);
+                    server.status = status;
+                    Self::on_ready(
+                        &mut self.settings,
+                        server,
+                        &mut self.running_changes,
+                        &mut self.running_failed,
+                        self.last_tag_commit,
+                        self.status,
+                        status,
+                    );
+                    self.status = status;
+                }
+                b'S' => server.note_parameter(&frame.bytes),
+                b'E' => self.running_failed = true,
+                b'C' => {
+                    let tag = msg::read_command_tag(frame.body());
+                    self.last_tag_commit = tag == b"COMMIT";
+                    if tag == b"DISCARD ALL" || tag == b"DEALLOCATE ALL" {
+                        server.statements.clear();
+                    }
+                }
+                _ => {}
+            }
+            if verdict == Verdict::Forward {
+                self.outbox.extend_from_slice(&frame.bytes);
+            }
+            self.queue.emit_synthetic(&mut self.outbox);
+        }
+        for name in self.queue.take_failed_statements() {
+            server.statements.remove(&name);
+        }
+        self.flush_client().await?;
+        self.release_if_idle();
+        Ok(())
+    }
+
+    /// A statement or transaction finished: setting changes take effect, or not.
+    fn on_ready(
+        settings: &mut ClientSettings,
+        server: &mut ServerConn,
+        running: &mut Vec<SettingChange>,
+        failed: &mut bool,
+        committed: bool,
+        before: TxStatus,
+        after: TxStatus,
+    ) {
+        let changes = std::mem::take(running);
+        let ok = !std::mem::replace(failed, false);
+        match after {
+            TxStatus::Idle => {
+                if ok && !changes.is_empty() {
+                    settings.apply(&changes);
+                }
+                if before != TxStatus::Idle {
+                    settings.end_transaction(committed);
+                }
+            }
+            _ if ok => settings.defer(&changes),
+            _ => {}
+        }
+        if changes.contains(&SettingChange::ResetAll) {
+            // RESET ALL / DISCARD ALL went back to the server's own defaults.
+            server.settings.clear();
+        } else if after == TxStatus::Idle {
+            server.settings = settings.current().clone();
+        }
+    }
+
+    /// In transaction pooling, returns the server connection once the client is idle and
+    /// nothing is outstanding.
+    fn release_if_idle(&mut self) {
+        if self.ctx.mode != PoolMode::Transaction {
+            return;
+        }
+        let idle = match self.server.as_ref() {
+            Some(server) => {
+                server.status == TxStatus::Idle
+                    && self.queue.is_empty()
+                    && server.read_buf.is_empty()
+            }
+            None => false,
+        };
+        if idle {
+            self.release();
+        }
+    }
+
+    fn release(&mut self) {
+        self.ctx.cancel.set_target(None);
+        if let Some(server) = self.server.take() {
+            if server.broken {
+                drop(Object::take(server));
+            }
+        }
+        self.queue.clear();
+    }
+
+    /// The client left: a clean connection goes back to the pool (reset first if it may
+    /// carry session state), anything else is closed so the server rolls back.
+    fn finish(&mut self) {
+        self.ctx.cancel.set_target(None);
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        let clean = !server.broken
+            && server.status == TxStatus::Idle
+            && self.queue.is_empty()
+            && server.read_buf.is_empty();
+        if clean {
+            if self.ctx.mode == PoolMode::Session {
+                server.needs_discard = true;
+            }
+            drop(server);
+        } else {
+            tracing::debug!(node = %server.node.name, "closing a server connection left mid-transaction");
+            drop(Object::take(server));
+        }
+    }
+
+    fn server_mut(&mut self) -> &mut ServerConn {
+        self.server
+            .as_mut()
+            .expect("a server is checked out when statements are forwarded")
+    }
+}
+
+/// Brings a server connection's session settings to `desired`.
+pub async fn apply_settings(
+    server: &mut ServerConn,
+    desired: &std::collections::BTreeMap<String, String>,
+) -> Result<(), BackendError> {
+    if let Some(sql) = sync_sql(&server.settings, desired) {
+        server.execute(&sql).await?;
+        server.settings = desired.clone();
+    }
+    Ok(())
+}
+
+/// Keeps room to read into.
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+}
+
+fn malformed(what: &str) -> SessionEnd {
+    SessionEnd::Refused(PgError::fatal(
+        code::PROTOCOL_VIOLATION,
+        format!("invalid {what} message"),
+    ))
+}
+
+fn frame_error(e: FrameError) -> PgError {
+    match e {
+        FrameError::TooLarge { .. } => PgError::fatal(code::PROGRAM_LIMIT, e.to_string()),
+        FrameError::BadLength(_) => PgError::fatal(code::PROTOCOL_VIOLATION, e.to_string()),
+    }
+}
+
+/// SQLSTATE codes are 5 ASCII characters; anything else becomes an internal error.
+fn leak_code(code: &str) -> &'static str {
+    match code {
+        "08001" => code::CANNOT_CONNECT,
+        "3D000" => code::UNKNOWN_DATABASE,
+        "28P01" => code::INVALID_PASSWORD,
+        "53300" => code::TOO_MANY_CONNECTIONS,
+        "22023" => "22023",
+        "42704" => "42704",
+        _ => code::CONNECTION_FAILURE,
+    }
+}
+
+/// The error a client sees when no server connection could be had.
+fn checkout_error(e: &PoolError<BackendError>, node: &str) -> PgError {
+    match e {
+        PoolError::Timeout(_) => PgError::error(
+            code::TOO_MANY_CONNECTIONS,
+            format!("pgsplit: no server connection to node {node} became free in time (pool exhausted; raise pool.max_size or pool.checkout_timeout)"),
+        ),
+        PoolError::Backend(b) => PgError::error(leak_code(b.sqlstate()), b.to_string()),
+        other => PgError::error(code::CONNECTION_FAILURE, format!("pgsplit: {other}")),
+    }
+}
+
+/// The node a pool serves, for error messages.
+trait PoolNode {
+    fn manager_node(&self) -> String;
+}
+
+impl PoolNode for ServerPool {
+    fn manager_node(&self) -> String {
+        self.manager().node_name().to_string()
+    }
+}

@@ -1,0 +1,435 @@
+//! Session settings a client made (startup parameters and SET / RESET outside or within
+//! a committed transaction), so they can be replayed on whichever server connection the
+//! client gets next and never leak to another client.
+
+use std::collections::BTreeMap;
+
+/// One change to a session setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingChange {
+    /// `SET name ...`: the statement to replay, as the client wrote it.
+    Set {
+        name: String,
+        statement: String,
+    },
+    Reset {
+        name: String,
+    },
+    ResetAll,
+}
+
+/// A client's settings: those from its startup packet and the current ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientSettings {
+    startup: BTreeMap<String, String>,
+    current: BTreeMap<String, String>,
+    /// Changes made inside the open transaction block; they take effect at COMMIT.
+    in_transaction: Vec<SettingChange>,
+}
+
+impl ClientSettings {
+    /// The settings of a client's startup packet (everything except user, database,
+    /// replication and options; `options` of the form `-c name=value` are included).
+    pub fn from_startup(params: &[(String, String)]) -> ClientSettings {
+        let mut startup = BTreeMap::new();
+        for (name, value) in params {
+            match name.as_str() {
+                "user" | "database" | "replication" => {}
+                "options" => {
+                    for (n, v) in parse_options(value) {
+                        startup.insert(n.to_ascii_lowercase(), set_statement(&n, &v));
+                    }
+                }
+                _ if name.starts_with("_pq_.") => {}
+                _ => {
+                    startup.insert(name.to_ascii_lowercase(), set_statement(name, value));
+                }
+            }
+        }
+        ClientSettings {
+            current: startup.clone(),
+            startup,
+            in_transaction: Vec::new(),
+        }
+    }
+
+    /// The settings to apply on a server connection: name -> SET statement.
+    pub fn current(&self) -> &BTreeMap<String, String> {
+        &self.current
+    }
+
+    /// Records changes made by a statement that completed outside a transaction block.
+    pub fn apply(&mut self, changes: &[SettingChange]) {
+        for change in changes {
+            match change {
+                SettingChange::Set { name, statement } => {
+                    self.current.insert(name.clone(), statement.clone());
+                }
+                SettingChange::Reset { name } => match self.startup.get(name) {
+                    Some(s) => {
+                        self.current.insert(name.clone(), s.clone());
+                    }
+                    None => {
+                        self.current.remove(name);
+                    }
+                },
+                SettingChange::ResetAll => self.current = self.startup.clone(),
+            }
+        }
+    }
+
+    /// Records changes made inside a transaction block; they wait for its end.
+    pub fn defer(&mut self, changes: &[SettingChange]) {
+        self.in_transaction.extend_from_slice(changes);
+    }
+
+    /// The transaction block ended: keep its changes if it committed.
+    pub fn end_transaction(&mut self, committed: bool) {
+        let changes = std::mem::take(&mut self.in_transaction);
+        if committed {
+            self.apply(&changes);
+        }
+    }
+}
+
+/// The SQL that brings a server whose settings are `server` to the client's `client`
+/// settings, or `None` when they already agree.
+pub fn sync_sql(
+    server: &BTreeMap<String, String>,
+    client: &BTreeMap<String, String>,
+) -> Option<String> {
+    if server == client {
+        return None;
+    }
+    let mut sql = String::new();
+    for name in server.keys().filter(|n| !client.contains_key(*n)) {
+        sql.push_str("RESET ");
+        sql.push_str(&quote_ident(name));
+        sql.push_str(";\n");
+    }
+    for (name, statement) in client {
+        if server.get(name) != Some(statement) {
+            sql.push_str(statement);
+            sql.push_str(";\n");
+        }
+    }
+    Some(sql)
+}
+
+/// The setting changes in a simple query's text (one or several statements). Statements
+/// that are not SET / RESET contribute nothing; SET LOCAL and SET TRANSACTION are
+/// transaction-scoped and not tracked.
+pub fn setting_changes(sql: &str) -> Vec<SettingChange> {
+    split_statements(sql)
+        .into_iter()
+        .filter_map(parse_statement)
+        .collect()
+}
+
+/// Cheap test for whether a query might change a setting, to skip the full look on the
+/// hot path.
+pub fn might_change_setting(sql: &[u8]) -> bool {
+    let trimmed = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(0);
+    let head = &sql[trimmed..];
+    let starts = |w: &[u8]| head.len() >= w.len() && head[..w.len()].eq_ignore_ascii_case(w);
+    starts(b"set") || starts(b"reset") || starts(b"/*") || starts(b"--") || sql.contains(&b';')
+}
+
+/// Removes comments before the first word of a statement.
+fn strip_leading_comments(mut stmt: &str) -> &str {
+    loop {
+        stmt = stmt.trim_start();
+        if let Some(rest) = stmt.strip_prefix("--") {
+            stmt = rest.split_once('\n').map(|(_, r)| r).unwrap_or("");
+        } else if let Some(rest) = stmt.strip_prefix("/*") {
+            stmt = rest.split_once("*/").map(|(_, r)| r).unwrap_or("");
+        } else {
+            return stmt;
+        }
+    }
+}
+
+fn parse_statement(stmt: &str) -> Option<SettingChange> {
+    let stmt = strip_leading_comments(stmt);
+    let words: Vec<&str> = stmt.split_whitespace().collect();
+    let first = words.first()?.to_ascii_lowercase();
+    match first.as_str() {
+        "reset" => {
+            let rest = words.get(1..)?.join(" ").to_ascii_lowercase();
+            match rest.as_str() {
+                "all" => Some(SettingChange::ResetAll),
+                "" => None,
+                "time zone" => Some(SettingChange::Reset {
+                    name: "timezone".into(),
+                }),
+                "session authorization" => Some(SettingChange::Reset {
+                    name: "session_authorization".into(),
+                }),
+                _ if words.len() == 2 => Some(SettingChange::Reset {
+                    name: unquote_name(words[1]),
+                }),
+                _ => None,
+            }
+        }
+        "set" => {
+            let mut i = 1;
+            let second = words.get(1)?.to_ascii_lowercase();
+            match second.as_str() {
+                "local" | "transaction" | "constraints" => return None,
+                "session" => {
+                    let third = words.get(2)?.to_ascii_lowercase();
+                    if third == "characteristics" {
+                        return None;
+                    }
+                    if third == "authorization" {
+                        return Some(SettingChange::Set {
+                            name: "session_authorization".into(),
+                            statement: stmt.to_string(),
+                        });
+                    }
+                    i = 2;
+                }
+                _ => {}
+            }
+            let name_word = words.get(i)?;
+            let lower = name_word.to_ascii_lowercase();
+            let name = if lower == "time" && words.get(i + 1)?.eq_ignore_ascii_case("zone") {
+                "timezone".to_string()
+            } else if lower == "names" {
+                "client_encoding".to_string()
+            } else if lower == "role" {
+                "role".to_string()
+            } else {
+                // `name=value` may come without spaces.
+                let bare = name_word.split('=').next().unwrap_or(name_word);
+                unquote_name(bare)
+            };
+            Some(SettingChange::Set {
+                name,
+                statement: stmt.to_string(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Lower-cases an unquoted setting name, strips the quotes of a quoted one.
+fn unquote_name(word: &str) -> String {
+    if word.len() >= 2 && word.starts_with('"') && word.ends_with('"') {
+        word[1..word.len() - 1].replace("\"\"", "\"")
+    } else {
+        word.to_ascii_lowercase()
+    }
+}
+
+/// Splits SQL at semicolons outside quotes, comments and dollar quotes.
+fn split_statements(sql: &str) -> Vec<&str> {
+    let bytes = sql.as_bytes();
+    let mut out = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' | b'"' => {
+                let q = bytes[i];
+                i += 1;
+                while i < bytes.len() && bytes[i] != q {
+                    i += 1;
+                }
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'$' => {
+                if let Some(len) = bytes[i + 1..].iter().position(|&b| b == b'$') {
+                    let tag = &bytes[i..i + len + 2];
+                    if tag[1..tag.len() - 1]
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                    {
+                        let body_start = i + tag.len();
+                        match find(&bytes[body_start..], tag) {
+                            Some(end) => i = body_start + end + tag.len() - 1,
+                            None => i = bytes.len(),
+                        }
+                    }
+                }
+            }
+            b';' => {
+                out.push(sql[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if start < sql.len() {
+        out.push(sql[start..].trim());
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads `-c name=value` and `--name=value` pairs from a startup `options` string.
+fn parse_options(options: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut words = options.split_whitespace();
+    while let Some(w) = words.next() {
+        let pair = if w == "-c" {
+            words.next()
+        } else if let Some(rest) = w.strip_prefix("--") {
+            Some(rest)
+        } else {
+            w.strip_prefix("-c")
+        };
+        if let Some((n, v)) = pair.and_then(|p| p.split_once('=')) {
+            out.push((n.replace('-', "_"), v.to_string()));
+        }
+    }
+    out
+}
+
+/// `SET "name" TO 'value'`.
+pub fn set_statement(name: &str, value: &str) -> String {
+    format!("SET {} TO {}", quote_ident(name), quote_literal(value))
+}
+
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(name: &str, statement: &str) -> SettingChange {
+        SettingChange::Set {
+            name: name.into(),
+            statement: statement.into(),
+        }
+    }
+
+    #[test]
+    fn reads_set_and_reset_forms() {
+        assert_eq!(
+            setting_changes("SET search_path TO a, b"),
+            vec![set("search_path", "SET search_path TO a, b")]
+        );
+        assert_eq!(
+            setting_changes("set statement_timeout=0;"),
+            vec![set("statement_timeout", "set statement_timeout=0")]
+        );
+        assert_eq!(
+            setting_changes("SET SESSION DateStyle = 'ISO'"),
+            vec![set("datestyle", "SET SESSION DateStyle = 'ISO'")]
+        );
+        assert_eq!(
+            setting_changes("SET TIME ZONE 'UTC'"),
+            vec![set("timezone", "SET TIME ZONE 'UTC'")]
+        );
+        assert_eq!(
+            setting_changes("reset search_path"),
+            vec![SettingChange::Reset {
+                name: "search_path".into()
+            }]
+        );
+        assert_eq!(setting_changes("RESET ALL"), vec![SettingChange::ResetAll]);
+        assert!(setting_changes("SET LOCAL work_mem = '1MB'").is_empty());
+        assert!(setting_changes("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").is_empty());
+        assert!(setting_changes("select 'SET x = 1'").is_empty());
+    }
+
+    #[test]
+    fn splits_multi_statement_text_outside_quotes() {
+        let sql = "SET a = 'x;y'; select $$;$$; -- ;\nSET b TO 2";
+        assert_eq!(
+            setting_changes(sql),
+            vec![set("a", "SET a = 'x;y'"), set("b", "SET b TO 2")]
+        );
+        assert_eq!(split_statements(sql).len(), 3);
+    }
+
+    #[test]
+    fn startup_parameters_become_settings() {
+        let s = ClientSettings::from_startup(&[
+            ("user".into(), "app".into()),
+            ("database".into(), "app".into()),
+            ("application_name".into(), "psql".into()),
+            (
+                "options".into(),
+                "-c search_path=x -c statement_timeout=5s".into(),
+            ),
+        ]);
+        let cur = s.current();
+        assert_eq!(cur.len(), 3);
+        assert_eq!(
+            cur["application_name"],
+            "SET \"application_name\" TO 'psql'"
+        );
+        assert_eq!(cur["search_path"], "SET \"search_path\" TO 'x'");
+    }
+
+    #[test]
+    fn reset_returns_to_startup_values_and_transactions_commit_or_not() {
+        let mut s = ClientSettings::from_startup(&[("application_name".into(), "a".into())]);
+        let start = s.current().clone();
+        s.apply(&setting_changes(
+            "SET application_name = 'b'; SET work_mem = '8MB'",
+        ));
+        assert_eq!(s.current().len(), 2);
+        s.apply(&setting_changes("RESET application_name"));
+        assert_eq!(s.current()["application_name"], start["application_name"]);
+        s.apply(&[SettingChange::ResetAll]);
+        assert_eq!(s.current(), &start);
+
+        s.defer(&setting_changes("SET work_mem = '8MB'"));
+        s.end_transaction(false);
+        assert_eq!(s.current(), &start);
+        s.defer(&setting_changes("SET work_mem = '8MB'"));
+        s.end_transaction(true);
+        assert!(s.current().contains_key("work_mem"));
+    }
+
+    #[test]
+    fn sync_sql_resets_extra_and_sets_missing() {
+        let mut server = BTreeMap::new();
+        server.insert("a".to_string(), "SET a TO 1".to_string());
+        server.insert("b".to_string(), "SET b TO 1".to_string());
+        let mut client = BTreeMap::new();
+        client.insert("b".to_string(), "SET b TO 2".to_string());
+        assert_eq!(
+            sync_sql(&server, &client).unwrap(),
+            "RESET \"a\";\nSET b TO 2;\n"
+        );
+        assert_eq!(sync_sql(&client, &client), None);
+    }
+
+    #[test]
+    fn quick_check_only_flags_candidates() {
+        assert!(might_change_setting(b"  SET x = 1"));
+        assert!(might_change_setting(b"reset all"));
+        assert!(might_change_setting(b"select 1; set x = 1"));
+        assert!(!might_change_setting(
+            b"SELECT abalance FROM pgbench_accounts"
+        ));
+    }
+}

@@ -1,0 +1,13 @@
+//! pgsplit: a PostgreSQL wire-protocol proxy that pools server connections and routes
+//! each transaction to the primary or a replica.
+
+pub mod auth;
+pub mod backend;
+pub mod cancel;
+pub mod config;
+pub mod frontend;
+pub mod net;
+pub mod prepared;
+pub mod router;
+pub mod server;
+pub mod wire;

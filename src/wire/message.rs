@@ -1,0 +1,244 @@
+//! Reading the client messages routing and statement bookkeeping need (Query, Parse, Bind,
+//! Describe, Close), rewriting statement names in them, and building the messages pgsplit
+//! sends on its own account (authentication, key data, ReadyForQuery, ...), with pgwire's
+//! message types as the encoder. Query text is kept as raw bytes: it is never decoded and
+//! re-encoded, so any client encoding survives.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use pgwire::messages::extendedquery::{CloseComplete, ParseComplete};
+use pgwire::messages::response::{CommandComplete, ReadyForQuery, TransactionStatus};
+use pgwire::messages::startup::{
+    Authentication, BackendKeyData, NegotiateProtocolVersion, SecretKey,
+};
+use pgwire::messages::Message;
+
+use super::frame::{cstr, int32};
+
+/// Transaction status as ReadyForQuery reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    Idle,
+    InTransaction,
+    Failed,
+}
+
+impl TxStatus {
+    /// Reads the status byte of a ReadyForQuery body.
+    pub fn from_byte(b: u8) -> Option<TxStatus> {
+        match b {
+            b'I' => Some(TxStatus::Idle),
+            b'T' => Some(TxStatus::InTransaction),
+            b'E' => Some(TxStatus::Failed),
+            _ => None,
+        }
+    }
+
+    fn to_pgwire(self) -> TransactionStatus {
+        match self {
+            TxStatus::Idle => TransactionStatus::Idle,
+            TxStatus::InTransaction => TransactionStatus::Transaction,
+            TxStatus::Failed => TransactionStatus::Error,
+        }
+    }
+}
+
+/// A Parse message, borrowed from its body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParseMsg<'a> {
+    pub name: &'a [u8],
+    pub query: &'a [u8],
+    /// The parameter type count and OIDs, as sent.
+    pub param_types: &'a [u8],
+}
+
+/// Reads the query text of a Query message body (without its terminator).
+pub fn read_query(body: &[u8]) -> Option<&[u8]> {
+    cstr(body).map(|(q, _)| q)
+}
+
+/// Reads a Parse message body.
+pub fn read_parse(body: &[u8]) -> Option<ParseMsg<'_>> {
+    let (name, rest) = cstr(body)?;
+    let (query, param_types) = cstr(rest)?;
+    Some(ParseMsg {
+        name,
+        query,
+        param_types,
+    })
+}
+
+/// Reads the portal and statement names of a Bind body, and the rest of it.
+pub fn read_bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (portal, rest) = cstr(body)?;
+    let (statement, rest) = cstr(rest)?;
+    Some((portal, statement, rest))
+}
+
+/// Reads a Describe or Close body: `S` (statement) or `P` (portal), and the name.
+pub fn read_target(body: &[u8]) -> Option<(u8, &[u8])> {
+    let (&kind, rest) = body.split_first()?;
+    let (name, _) = cstr(rest)?;
+    Some((kind, name))
+}
+
+/// Reads the status of a ReadyForQuery body.
+pub fn read_ready(body: &[u8]) -> Option<TxStatus> {
+    body.first().and_then(|&b| TxStatus::from_byte(b))
+}
+
+/// Reads a ParameterStatus body as (name, value).
+pub fn read_parameter_status(body: &[u8]) -> Option<(String, String)> {
+    let (name, rest) = cstr(body)?;
+    let (value, _) = cstr(rest)?;
+    Some((
+        String::from_utf8_lossy(name).into_owned(),
+        String::from_utf8_lossy(value).into_owned(),
+    ))
+}
+
+/// Reads a BackendKeyData body as (process id, secret key bytes).
+pub fn read_backend_key(body: &[u8]) -> Option<(i32, Vec<u8>)> {
+    let (pid, rest) = int32(body)?;
+    Some((pid, rest.to_vec()))
+}
+
+/// Reads the command tag of a CommandComplete body.
+pub fn read_command_tag(body: &[u8]) -> &[u8] {
+    cstr(body).map(|(t, _)| t).unwrap_or(body)
+}
+
+/// Builds a typed message from body parts.
+fn typed(tag: u8, parts: &[&[u8]]) -> Bytes {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut buf = BytesMut::with_capacity(len + 5);
+    buf.put_u8(tag);
+    buf.put_u32((len + 4) as u32);
+    for p in parts {
+        buf.put_slice(p);
+    }
+    buf.freeze()
+}
+
+/// A Parse message under another statement name.
+pub fn parse_message(name: &[u8], query: &[u8], param_types: &[u8]) -> Bytes {
+    typed(b'P', &[name, b"\0", query, b"\0", param_types])
+}
+
+/// A Bind message naming another statement.
+pub fn bind_message(portal: &[u8], statement: &[u8], rest: &[u8]) -> Bytes {
+    typed(b'B', &[portal, b"\0", statement, b"\0", rest])
+}
+
+/// A Describe (`D`) or Close (`C`) message for a statement or portal.
+pub fn target_message(tag: u8, kind: u8, name: &[u8]) -> Bytes {
+    typed(tag, &[&[kind], name, b"\0"])
+}
+
+/// A simple Query message.
+pub fn query_message(sql: &str) -> Bytes {
+    typed(b'Q', &[sql.as_bytes(), b"\0"])
+}
+
+/// A Sync message.
+pub fn sync_message() -> Bytes {
+    typed(b'S', &[])
+}
+
+fn encode<M: Message>(msg: M, buf: &mut BytesMut) {
+    // Encoding into a growable buffer cannot fail for these messages.
+    let _ = msg.encode(buf);
+}
+
+pub fn auth_ok(buf: &mut BytesMut) {
+    encode(Authentication::Ok, buf);
+}
+
+pub fn auth_md5(salt: [u8; 4], buf: &mut BytesMut) {
+    encode(Authentication::MD5Password(salt.to_vec()), buf);
+}
+
+pub fn auth_sasl(buf: &mut BytesMut) {
+    encode(Authentication::SASL(vec!["SCRAM-SHA-256".into()]), buf);
+}
+
+pub fn auth_sasl_continue(data: Vec<u8>, buf: &mut BytesMut) {
+    encode(Authentication::SASLContinue(Bytes::from(data)), buf);
+}
+
+pub fn auth_sasl_final(data: Vec<u8>, buf: &mut BytesMut) {
+    encode(Authentication::SASLFinal(Bytes::from(data)), buf);
+}
+
+pub fn backend_key_data(pid: i32, secret: i32, buf: &mut BytesMut) {
+    encode(BackendKeyData::new(pid, SecretKey::I32(secret)), buf);
+}
+
+pub fn ready_for_query(status: TxStatus, buf: &mut BytesMut) {
+    encode(ReadyForQuery::new(status.to_pgwire()), buf);
+}
+
+pub fn parse_complete(buf: &mut BytesMut) {
+    encode(ParseComplete::new(), buf);
+}
+
+pub fn close_complete(buf: &mut BytesMut) {
+    encode(CloseComplete::new(), buf);
+}
+
+pub fn command_complete(tag: &str, buf: &mut BytesMut) {
+    encode(CommandComplete::new(tag.to_string()), buf);
+}
+
+/// Tells a client asking for protocol 3.x (x > 0) or `_pq_` options that pgsplit speaks 3.0.
+pub fn negotiate_protocol_version(unsupported: Vec<String>, buf: &mut BytesMut) {
+    encode(NegotiateProtocolVersion::new(0, unsupported), buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::split_frame;
+
+    #[test]
+    fn reads_and_rewrites_parse_and_bind() {
+        let parse = parse_message(b"P_1", b"select $1", &[0, 1, 0, 0, 0, 23]);
+        let p = read_parse(&parse[5..]).unwrap();
+        assert_eq!(p.name, b"P_1");
+        assert_eq!(p.query, b"select $1");
+        assert_eq!(p.param_types, &[0, 1, 0, 0, 0, 23]);
+        let renamed = parse_message(b"s7", p.query, p.param_types);
+        assert_eq!(read_parse(&renamed[5..]).unwrap().name, b"s7");
+
+        let bind = bind_message(b"", b"P_1", &[0, 0, 0, 0, 0, 0]);
+        let (portal, stmt, rest) = read_bind(&bind[5..]).unwrap();
+        assert_eq!((portal, stmt), (&b""[..], &b"P_1"[..]));
+        let rebound = bind_message(portal, b"s7", rest);
+        assert_eq!(read_bind(&rebound[5..]).unwrap().1, b"s7");
+        assert_eq!(rebound.len(), bind.len() + 2 - 3);
+    }
+
+    #[test]
+    fn builds_frames_with_right_lengths() {
+        let mut buf = BytesMut::new();
+        auth_ok(&mut buf);
+        ready_for_query(TxStatus::InTransaction, &mut buf);
+        parse_complete(&mut buf);
+        command_complete("DEALLOCATE", &mut buf);
+        let f = split_frame(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(f.tag, b'R');
+        let f = split_frame(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(read_ready(f.body()), Some(TxStatus::InTransaction));
+        assert_eq!(split_frame(&mut buf, 1024).unwrap().unwrap().tag, b'1');
+        let f = split_frame(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(read_command_tag(f.body()), b"DEALLOCATE");
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn rejects_truncated_bodies() {
+        assert!(read_parse(b"name\0select").is_none());
+        assert!(read_bind(b"portal").is_none());
+        assert!(read_target(b"").is_none());
+        assert!(read_ready(b"X").is_none());
+    }
+}
