@@ -72,23 +72,74 @@ fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {listen}"))?;
         tracing::info!(addr = %listener.local_addr()?, "pgsplit listening");
-        tokio::select! {
-            _ = listener.serve() => {}
-            _ = shutdown_signal() => tracing::info!("shutting down"),
+        let proxy = listener.proxy();
+        let mut signals = Signals::new().context("installing signal handlers")?;
+        let serving = tokio::spawn(listener.serve());
+        loop {
+            match signals.next().await {
+                Signal::Hangup => {
+                    tracing::warn!("SIGHUP received: configuration reload is not implemented yet")
+                }
+                Signal::Interrupt => {
+                    tracing::info!("SIGINT received: exiting now");
+                    return Ok(());
+                }
+                Signal::Terminate => break,
+            }
         }
-        Ok(())
+        // SIGTERM: stop accepting, let connected clients finish, then exit. A second
+        // SIGTERM or a SIGINT exits at once.
+        serving.abort();
+        tracing::info!(clients = proxy.client_count(), "SIGTERM received: draining clients");
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if proxy.client_count() == 0 {
+                        tracing::info!("all clients gone; exiting");
+                        return Ok(());
+                    }
+                }
+                signal = signals.next() => {
+                    if signal != Signal::Hangup {
+                        tracing::info!("second signal: exiting now");
+                        return Ok(());
+                    }
+                }
+            }
+        }
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Hangup,
+    Interrupt,
+    Terminate,
+}
+
+/// The signals pgsplit reacts to.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.hup.recv() => Signal::Hangup,
+            _ = self.int.recv() => Signal::Interrupt,
+            _ = self.term.recv() => Signal::Terminate,
+        }
     }
 }

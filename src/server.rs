@@ -296,6 +296,7 @@ async fn login_client(
         router: proxy.router.clone(),
         mode,
         max_message_size: proxy.config.proxy.max_message_size.as_usize(),
+        idle_timeout: proxy.config.proxy.client_idle_timeout.non_zero(),
         cancel,
     };
     tracing::debug!(user = %user_name, database = %database_name, "client logged in");

@@ -84,7 +84,10 @@ impl deadpool::managed::Manager for Manager {
         if conn.status != TxStatus::Idle {
             return Err(RecycleError::message("connection is inside a transaction"));
         }
-        if !conn.is_quiet() {
+        // A connection idle for a while may have been closed by the server (restart,
+        // idle timeout): probe it without a round trip. Busy ones skip the syscall.
+        let probe = metrics.last_used() > Duration::from_secs(1);
+        if !conn.read_buf.is_empty() || (probe && !conn.is_quiet()) {
             return Err(RecycleError::message(
                 "connection has unread data or is closed",
             ));
@@ -93,7 +96,10 @@ impl deadpool::managed::Manager for Manager {
             return Err(RecycleError::message(why));
         }
         if conn.needs_discard {
-            conn.discard_all().await.map_err(RecycleError::Backend)?;
+            tokio::time::timeout(self.settings.connect_timeout, conn.discard_all())
+                .await
+                .map_err(|_| RecycleError::message("DISCARD ALL timed out"))?
+                .map_err(RecycleError::Backend)?;
         }
         Ok(())
     }
@@ -160,7 +166,8 @@ impl Pools {
         let timeouts = deadpool::managed::Timeouts {
             wait: Some(self.settings.checkout_timeout),
             create: Some(self.settings.connect_timeout),
-            recycle: Some(self.settings.connect_timeout),
+            // Recycling is local unless a DISCARD ALL is due; that has its own bound.
+            recycle: None,
         };
         // Building only fails when timeouts are set without a runtime; we set one.
         Pool::builder(manager)

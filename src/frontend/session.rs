@@ -12,9 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::pending::{Hide, Kind, Pending, PendingQueue, Verdict};
-use super::settings::{
-    might_change_setting, setting_changes, sync_sql, ClientSettings, SettingChange,
-};
+use super::settings::{sync_sql, ClientSettings, ServerSettings};
 use crate::backend::connection::SERVER_MESSAGE_LIMIT;
 use crate::backend::pool::Manager;
 use crate::backend::{BackendError, ServerConn, ServerPool};
@@ -46,6 +44,8 @@ pub struct SessionContext {
     pub router: Router,
     pub mode: PoolMode,
     pub max_message_size: usize,
+    /// Disconnect a client that holds no server and sends nothing for this long.
+    pub idle_timeout: Option<std::time::Duration>,
     pub cancel: CancelKey,
 }
 
@@ -66,12 +66,6 @@ pub struct Session {
     queue: PendingQueue,
     statements: ClientStatements,
     settings: ClientSettings,
-    /// Setting changes of the statement now running, applied at its ReadyForQuery.
-    running_changes: Vec<SettingChange>,
-    /// Whether the statement now running failed.
-    running_failed: bool,
-    /// The last command tag seen, to tell COMMIT from ROLLBACK.
-    last_tag_commit: bool,
     /// The transaction status the client last saw.
     status: TxStatus,
     /// After a failure to get a server during an extended-protocol batch: drop messages
@@ -98,9 +92,6 @@ impl Session {
             queue: PendingQueue::default(),
             statements: ClientStatements::default(),
             settings,
-            running_changes: Vec::new(),
-            running_failed: false,
-            last_tag_commit: false,
             status: TxStatus::Idle,
             skip_to_sync: false,
         };
@@ -148,7 +139,20 @@ impl Session {
                     r = server.stream.read_buf(&mut server.read_buf) => Ok(r),
                 }
             }
-            None => Err(self.client.read_buf(&mut self.inbox).await),
+            None => match self.ctx.idle_timeout {
+                Some(limit) => {
+                    match tokio::time::timeout(limit, self.client.read_buf(&mut self.inbox)).await {
+                        Ok(r) => Err(r),
+                        Err(_) => {
+                            return Err(SessionEnd::Refused(PgError::fatal(
+                                code::IDLE_SESSION_TIMEOUT,
+                                "terminating connection due to client_idle_timeout",
+                            )))
+                        }
+                    }
+                }
+                None => Err(self.client.read_buf(&mut self.inbox).await),
+            },
         };
         match from_server {
             Err(read) => {
@@ -201,10 +205,11 @@ impl Session {
             self.on_client_message(frame).await?;
         }
         self.flush_server().await?;
-        if let Some(server) = self.server.as_mut() {
-            let _ = server;
-            self.queue.emit_synthetic(&mut self.outbox);
+        if self.server.as_ref().is_some_and(|s| !s.read_buf.is_empty()) {
+            // Replies that arrived while writing.
+            return self.on_server_data().await;
         }
+        self.queue.emit_synthetic(&mut self.outbox);
         self.flush_client().await?;
         self.release_if_idle();
         Ok(())
@@ -237,8 +242,8 @@ impl Session {
         if let Some(answer) = self.deallocate(sql) {
             return self.answer_locally(answer);
         }
-        self.note_setting_changes(sql);
-        let route_sql = Bytes::copy_from_slice(sql);
+        self.settings.statement_sent(sql);
+        let route_sql = frame.bytes.slice(5..5 + sql.len());
         if !self.ensure_server(Some(&route_sql)).await? {
             msg::ready_for_query(self.status, &mut self.outbox);
             return Ok(());
@@ -252,9 +257,10 @@ impl Session {
         let Some(parse) = read_parse(frame.body()) else {
             return Err(malformed("Parse"));
         };
-        self.note_setting_changes(parse.query);
+        self.settings.statement_sent(parse.query);
         if parse.name.is_empty() {
-            let sql = Bytes::copy_from_slice(parse.query);
+            // The query sits after the (empty) name and its terminator.
+            let sql = frame.bytes.slice(6..6 + parse.query.len());
             return self.forward_routed(frame, Kind::Parse, &sql).await;
         }
         let stmt = Arc::new(PreparedStatement::from_parse(&parse));
@@ -453,14 +459,6 @@ impl Session {
         Ok(())
     }
 
-    fn note_setting_changes(&mut self, sql: &[u8]) {
-        if might_change_setting(sql) {
-            if let Ok(text) = std::str::from_utf8(sql) {
-                self.running_changes.extend(setting_changes(text));
-            }
-        }
-    }
-
     /// Makes sure a server connection is checked out. Returns false when none could be
     /// had: the client has been sent the error and the message is dropped.
     async fn ensure_server(&mut self, sql: Option<&Bytes>) -> Result<bool, SessionEnd> {
@@ -510,20 +508,43 @@ impl Session {
         apply_settings(self.server_mut(), &desired).await
     }
 
+    /// Writes what is queued for the server. While the write is blocked, replies are
+    /// read into the server's buffer (up to a bound), so a client that pipelines a lot
+    /// cannot deadlock with a server that is blocked sending results.
     async fn flush_server(&mut self) -> Result<(), SessionEnd> {
-        if self.to_server.is_empty() {
-            return Ok(());
-        }
         let Some(server) = self.server.as_mut() else {
             self.to_server.clear();
             return Ok(());
         };
-        if let Err(e) = server.stream.write_all(&self.to_server).await {
-            self.to_server.clear();
-            return Err(self.server_lost(e));
+        let server: &mut ServerConn = server;
+        let mut written = 0;
+        let mut failure = None;
+        let (mut reader, mut writer) = server.stream.split();
+        while written < self.to_server.len() {
+            reserve(&mut server.read_buf);
+            let room = server.read_buf.len() < READ_AHEAD_LIMIT;
+            tokio::select! {
+                biased;
+                w = writer.write(&self.to_server[written..]) => match w {
+                    Ok(0) => failure = Some(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => written += n,
+                    Err(e) => failure = Some(e),
+                },
+                r = reader.read_buf(&mut server.read_buf), if room => match r {
+                    Ok(0) => failure = Some(std::io::ErrorKind::UnexpectedEof.into()),
+                    Ok(_) => {}
+                    Err(e) => failure = Some(e),
+                },
+            }
+            if failure.is_some() {
+                break;
+            }
         }
         self.to_server.clear();
-        Ok(())
+        match failure {
+            Some(e) => Err(self.server_lost(e)),
+            None => Ok(()),
+        }
     }
 
     async fn flush_client(&mut self) -> Result<(), SessionEnd> {
@@ -536,6 +557,9 @@ impl Session {
 
     // ----- server to client -----
 
+    /// Handles the whole messages in the server's buffer: relays them to the client (or
+    /// drops the replies meant for pgsplit), inserts pgsplit's own answers in order,
+    /// tracks transaction status, and releases the server when the client is idle.
     async fn on_server_data(&mut self) -> Result<(), SessionEnd> {
         let Some(server) = self.server.as_mut() else {
             return Ok(());
@@ -559,22 +583,19 @@ impl Session {
                 b'Z' => {
                     let status = msg::read_ready(frame.body()).unwrap_or(TxStatus::Idle);
                     server.status = status;
-                    Self::on_ready(
-                        &mut self.settings,
-                        server,
-                        &mut self.running_changes,
-                        &mut self.running_failed,
-                        self.last_tag_commit,
-                        self.status,
-                        status,
-                    );
+                    let was_in_tx = self.status != TxStatus::Idle;
+                    match self.settings.ready(was_in_tx, status != TxStatus::Idle) {
+                        ServerSettings::Unchanged => {}
+                        ServerSettings::Client(current) => server.settings = current,
+                        ServerSettings::Defaults => server.settings.clear(),
+                    }
                     self.status = status;
                 }
                 b'S' => server.note_parameter(&frame.bytes),
-                b'E' => self.running_failed = true,
+                b'E' => self.settings.statement_failed(),
                 b'C' => {
                     let tag = msg::read_command_tag(frame.body());
-                    self.last_tag_commit = tag == b"COMMIT";
+                    self.settings.command_completed(tag);
                     if tag == b"DISCARD ALL" || tag == b"DEALLOCATE ALL" {
                         server.statements.clear();
                     }
@@ -592,38 +613,6 @@ impl Session {
         self.flush_client().await?;
         self.release_if_idle();
         Ok(())
-    }
-
-    /// A statement or transaction finished: setting changes take effect, or not.
-    fn on_ready(
-        settings: &mut ClientSettings,
-        server: &mut ServerConn,
-        running: &mut Vec<SettingChange>,
-        failed: &mut bool,
-        committed: bool,
-        before: TxStatus,
-        after: TxStatus,
-    ) {
-        let changes = std::mem::take(running);
-        let ok = !std::mem::replace(failed, false);
-        match after {
-            TxStatus::Idle => {
-                if ok && !changes.is_empty() {
-                    settings.apply(&changes);
-                }
-                if before != TxStatus::Idle {
-                    settings.end_transaction(committed);
-                }
-            }
-            _ if ok => settings.defer(&changes),
-            _ => {}
-        }
-        if changes.contains(&SettingChange::ResetAll) {
-            // RESET ALL / DISCARD ALL went back to the server's own defaults.
-            server.settings.clear();
-        } else if after == TxStatus::Idle {
-            server.settings = settings.current().clone();
-        }
     }
 
     /// In transaction pooling, returns the server connection once the client is idle and
@@ -695,6 +684,9 @@ pub async fn apply_settings(
     }
     Ok(())
 }
+
+/// How much of a server's replies pgsplit reads ahead while it is still writing to it.
+const READ_AHEAD_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Keeps room to read into.
 fn reserve(buf: &mut BytesMut) {

@@ -25,6 +25,23 @@ pub struct ClientSettings {
     current: BTreeMap<String, String>,
     /// Changes made inside the open transaction block; they take effect at COMMIT.
     in_transaction: Vec<SettingChange>,
+    /// Changes of the statements now running, settled at their ReadyForQuery.
+    running: Vec<SettingChange>,
+    /// Whether a statement now running failed.
+    running_failed: bool,
+    /// Whether the last command tag was COMMIT (a failed COMMIT reports ROLLBACK).
+    committed: bool,
+}
+
+/// What a server connection's settings are after a ReadyForQuery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerSettings {
+    /// As they were.
+    Unchanged,
+    /// The client's current settings.
+    Client(BTreeMap<String, String>),
+    /// The server's own defaults (after RESET ALL or DISCARD ALL).
+    Defaults,
 }
 
 impl ClientSettings {
@@ -49,7 +66,55 @@ impl ClientSettings {
         ClientSettings {
             current: startup.clone(),
             startup,
-            in_transaction: Vec::new(),
+            ..ClientSettings::default()
+        }
+    }
+
+    /// A statement with this SQL is being sent to the server.
+    pub fn statement_sent(&mut self, sql: &[u8]) {
+        if might_change_setting(sql) {
+            if let Ok(text) = std::str::from_utf8(sql) {
+                self.running.extend(setting_changes(text));
+            }
+        }
+    }
+
+    /// The server reported an error for a running statement.
+    pub fn statement_failed(&mut self) {
+        self.running_failed = true;
+    }
+
+    /// The server completed a command with this tag.
+    pub fn command_completed(&mut self, tag: &[u8]) {
+        self.committed = tag == b"COMMIT";
+    }
+
+    /// The server is ready for the next query, with transaction status `before` ->
+    /// `after`: the running statements' changes take effect (at once outside a
+    /// transaction block, at COMMIT inside one). Returns what the server's settings are
+    /// now.
+    pub fn ready(&mut self, in_transaction_before: bool, in_transaction_after: bool) -> ServerSettings {
+        let failed = std::mem::replace(&mut self.running_failed, false);
+        if self.running.is_empty() && (self.in_transaction.is_empty() || in_transaction_after) {
+            return ServerSettings::Unchanged;
+        }
+        let changes = std::mem::take(&mut self.running);
+        if in_transaction_after {
+            if !failed {
+                self.defer(&changes);
+            }
+            return ServerSettings::Unchanged;
+        }
+        if !failed {
+            self.apply(&changes);
+        }
+        if in_transaction_before {
+            self.end_transaction(self.committed);
+        }
+        if changes.contains(&SettingChange::ResetAll) {
+            ServerSettings::Defaults
+        } else {
+            ServerSettings::Client(self.current.clone())
         }
     }
 
@@ -407,6 +472,37 @@ mod tests {
         s.defer(&setting_changes("SET work_mem = '8MB'"));
         s.end_transaction(true);
         assert!(s.current().contains_key("work_mem"));
+    }
+
+    #[test]
+    fn ready_settles_running_changes() {
+        let mut s = ClientSettings::default();
+        s.statement_sent(b"select 1");
+        assert_eq!(s.ready(false, false), ServerSettings::Unchanged);
+
+        s.statement_sent(b"SET work_mem = '8MB'");
+        assert!(matches!(s.ready(false, false), ServerSettings::Client(m) if m.contains_key("work_mem")));
+
+        s.statement_sent(b"SET x.y = 1");
+        s.statement_failed();
+        s.ready(false, false);
+        assert!(!s.current().contains_key("x.y"));
+
+        // Inside a transaction: kept only if it commits.
+        s.statement_sent(b"SET a.b = 1");
+        assert_eq!(s.ready(true, true), ServerSettings::Unchanged);
+        s.command_completed(b"ROLLBACK");
+        s.ready(true, false);
+        assert!(!s.current().contains_key("a.b"));
+        s.statement_sent(b"SET a.b = 1");
+        s.ready(true, true);
+        s.command_completed(b"COMMIT");
+        s.ready(true, false);
+        assert!(s.current().contains_key("a.b"));
+
+        s.statement_sent(b"RESET ALL");
+        assert_eq!(s.ready(false, false), ServerSettings::Defaults);
+        assert!(s.current().is_empty());
     }
 
     #[test]

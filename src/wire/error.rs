@@ -18,6 +18,7 @@ pub mod code {
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const QUERY_CANCELED: &str = "57014";
+    pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
     pub const INTERNAL_ERROR: &str = "XX000";
 }
 

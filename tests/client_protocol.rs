@@ -1,0 +1,516 @@
+//! tokio-postgres through pgsplit: binary types with parameters, pipelining, errors that
+//! leave the connection usable, prepared statements over small pools and small
+//! per-server statement caches, COPY over the extended protocol, startup parameters and
+//! a large streamed result.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::{sqlstate, with_timeout, TestProxy};
+use futures_util::future::try_join_all;
+use futures_util::{pin_mut, SinkExt, TryStreamExt};
+use tokio_postgres::types::{ToSql, Type};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_types_round_trip_with_parameters() {
+    let proxy = TestProxy::start(|_| {}).await;
+    let client = proxy.connect("types_round_trip").await;
+
+    let all_bytes: Vec<u8> = (0..=255u8).collect();
+    let big_bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let text = "héllo wörld — 日本語 🐘 \u{7f} tab\there";
+    let when = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+    let array: Vec<i32> = vec![1, -2, i32::MAX, i32::MIN, 0];
+    let numeric = "-12345678901234567890.123456789000";
+    let uuid = "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11";
+    let json = r#"{"b": [1, 2, {"c": null}], "a": "é"}"#;
+
+    let stmt = client
+        .prepare(
+            "select $1::int2, $2::int4, $3::int8, $4::float8, $5::bool, $6::bytea, $7::text, \
+             $8::timestamptz, $9::int4[], $10::text::numeric::text, $11::text::uuid::text, \
+             $12::text::jsonb::text, $13::bytea, length($13::bytea), $3::int8 - 1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(stmt.params()[0], Type::INT2);
+    assert_eq!(stmt.columns()[8].type_(), &Type::INT4_ARRAY);
+
+    for (small, int, big, float) in [
+        (i16::MIN, i32::MIN, i64::MIN + 1, f64::MIN_POSITIVE),
+        (i16::MAX, i32::MAX, i64::MAX, f64::INFINITY),
+        (0, 0, 0, -0.5),
+        (-1, 42, 1 << 40, 1e300),
+    ] {
+        let row = client
+            .query_one(
+                &stmt,
+                &[
+                    &small, &int, &big, &float, &true, &all_bytes, &text, &when, &array,
+                    &numeric, &uuid, &json, &big_bytes,
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i16>(0), small);
+        assert_eq!(row.get::<_, i32>(1), int);
+        assert_eq!(row.get::<_, i64>(2), big);
+        assert_eq!(row.get::<_, f64>(3), float);
+        assert!(row.get::<_, bool>(4));
+        assert_eq!(row.get::<_, Vec<u8>>(5), all_bytes);
+        assert_eq!(row.get::<_, &str>(6), text);
+        assert_eq!(row.get::<_, SystemTime>(7), when);
+        assert_eq!(row.get::<_, Vec<i32>>(8), array);
+        assert_eq!(row.get::<_, &str>(9), numeric);
+        assert_eq!(row.get::<_, &str>(10), uuid.to_lowercase());
+        assert_eq!(
+            row.get::<_, &str>(11),
+            r#"{"a": "é", "b": [1, 2, {"c": null}]}"#
+        );
+        assert_eq!(row.get::<_, Vec<u8>>(12), big_bytes);
+        assert_eq!(row.get::<_, i32>(13), big_bytes.len() as i32);
+        assert_eq!(row.get::<_, i64>(14), big - 1);
+    }
+
+    // NaN does not compare equal; check it on its own.
+    let row = client
+        .query_one("select $1::float8", &[&f64::NAN])
+        .await
+        .unwrap();
+    assert!(row.get::<_, f64>(0).is_nan());
+
+    // NULLs of every kind, both ways.
+    let none_i16: Option<i16> = None;
+    let none_i32: Option<i32> = None;
+    let none_i64: Option<i64> = None;
+    let none_f64: Option<f64> = None;
+    let none_bool: Option<bool> = None;
+    let none_bytes: Option<Vec<u8>> = None;
+    let none_text: Option<&str> = None;
+    let none_time: Option<SystemTime> = None;
+    let none_array: Option<Vec<i32>> = None;
+    let row = client
+        .query_one(
+            &stmt,
+            &[
+                &none_i16,
+                &none_i32,
+                &none_i64,
+                &none_f64,
+                &none_bool,
+                &none_bytes,
+                &none_text,
+                &none_time,
+                &none_array,
+                &none_text,
+                &none_text,
+                &none_text,
+                &none_bytes,
+            ],
+        )
+        .await
+        .unwrap();
+    for i in 0..row.len() {
+        let is_null = match row.columns()[i].type_() {
+            &Type::INT2 => row.get::<_, Option<i16>>(i).is_none(),
+            &Type::INT4 => row.get::<_, Option<i32>>(i).is_none(),
+            &Type::INT8 => row.get::<_, Option<i64>>(i).is_none(),
+            &Type::FLOAT8 => row.get::<_, Option<f64>>(i).is_none(),
+            &Type::BOOL => row.get::<_, Option<bool>>(i).is_none(),
+            &Type::BYTEA => row.get::<_, Option<Vec<u8>>>(i).is_none(),
+            &Type::TEXT => row.get::<_, Option<&str>>(i).is_none(),
+            &Type::TIMESTAMPTZ => row.get::<_, Option<SystemTime>>(i).is_none(),
+            &Type::INT4_ARRAY => row.get::<_, Option<Vec<i32>>>(i).is_none(),
+            other => panic!("unexpected column type {other}"),
+        };
+        assert!(is_null, "column {i} should be NULL");
+    }
+
+    // An array with a NULL element and a text array with non-ASCII.
+    let row = client
+        .query_one(
+            "select $1::int4[], $2::text[]",
+            &[
+                &vec![Some(1i32), None, Some(3)],
+                &vec!["ä", "", "\"quoted\"", "NULL"],
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Vec<Option<i32>>>(0), vec![Some(1), None, Some(3)]);
+    assert_eq!(
+        row.get::<_, Vec<String>>(1),
+        vec!["ä", "", "\"quoted\"", "NULL"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_queries_on_one_client() {
+    let proxy = TestProxy::start(|c| c.pool.max_size = 2).await;
+    let client = proxy.connect("pipelined").await;
+
+    // One prepared statement executed 500 times without waiting for answers.
+    let stmt = client.prepare("select $1::int4 * 2, $2::text").await.unwrap();
+    let labels: Vec<String> = (0..500).map(|i| format!("row-{i}")).collect();
+    let futures = (0..500i32).map(|i| {
+        let stmt = &stmt;
+        let label = &labels[i as usize];
+        let client = &client;
+        async move { client.query_one(stmt, &[&i, label]).await }
+    });
+    let rows = with_timeout(60, "500 pipelined executes", try_join_all(futures))
+        .await
+        .unwrap();
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.get::<_, i32>(0), 2 * i as i32);
+        assert_eq!(row.get::<_, &str>(1), labels[i]);
+    }
+
+    // Statements prepared, executed and closed in the pipeline (tokio-postgres names a
+    // statement per call and closes it afterwards), with a failure in the middle that
+    // must fail only its own query.
+    let futures = (0..200i32).map(|i| {
+        let client = &client;
+        async move {
+            let sql = if i == 100 {
+                "select 1 / ($1::int4 - 100)".to_string()
+            } else {
+                format!("select $1::int4 + {i}")
+            };
+            client.query(sql.as_str(), &[&i]).await
+        }
+    });
+    let results = with_timeout(
+        60,
+        "200 pipelined prepare+execute",
+        futures_util::future::join_all(futures),
+    )
+    .await;
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(rows) => {
+                assert_ne!(i, 100, "division by zero must fail");
+                assert_eq!(rows[0].get::<_, i32>(0), 2 * i as i32);
+            }
+            Err(e) => {
+                assert_eq!(i, 100, "query {i} failed: {e}");
+                assert_eq!(sqlstate(&e), "22012");
+            }
+        }
+    }
+
+    // Simple-protocol batches pipelined with extended ones.
+    let simple = client.simple_query("select 1; select 2");
+    let extended = client.query_one("select $1::text", &[&"x"]);
+    let (simple, extended) = tokio::join!(simple, extended);
+    assert_eq!(simple.unwrap().len(), 4); // two rows and two CommandCompletes
+    assert_eq!(extended.unwrap().get::<_, &str>(0), "x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_leave_the_connection_usable() {
+    let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
+    let mut client = proxy.connect("errors_usable").await;
+
+    let e = client.query("select 1/0", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "22012");
+    assert_eq!(one(&client, "select 1").await, 1);
+
+    // Errors at prepare time: syntax and a missing table.
+    let e = client.prepare("selec 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42601");
+    let e = client
+        .prepare("select * from no_such_table_anywhere")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42P01");
+    assert_eq!(one(&client, "select 2").await, 2);
+
+    // Wrong parameter data: invalid input at Bind.
+    let stmt = client.prepare("select $1::text::int4").await.unwrap();
+    let e = client.query_one(&stmt, &[&"nope"]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "22P02");
+    assert_eq!(client.query_one(&stmt, &[&"7"]).await.unwrap().get::<_, i32>(0), 7);
+
+    // An error inside a transaction aborts it until ROLLBACK, then all is well.
+    {
+        let tx = client.transaction().await.unwrap();
+        tx.execute("select 1", &[]).await.unwrap();
+        let e = tx.execute("select 1/0", &[]).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "22012");
+        let e = tx.execute("select 1", &[]).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "25P02");
+        tx.rollback().await.unwrap();
+    }
+    assert_eq!(one(&client, "select 3").await, 3);
+
+    // A simple query with an error in its second statement.
+    let e = client
+        .simple_query("select 1; select 1/0; select 3")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22012");
+    assert_eq!(one(&client, "select 4").await, 4);
+
+    // Another client shares the single server connection without seeing any of it.
+    let other = proxy.connect("errors_usable_other").await;
+    assert_eq!(one(&other, "select 5").await, 5);
+    assert_eq!(one(&client, "select 6").await, 6);
+}
+
+async fn one(client: &tokio_postgres::Client, sql: &str) -> i32 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_survive_eviction_from_a_small_server_cache() {
+    let proxy = TestProxy::start(|c| {
+        c.pool.max_size = 1;
+        c.pool.max_prepared_statements = 3;
+    })
+    .await;
+    let a = proxy.connect("evict_a").await;
+    let b = proxy.connect("evict_b").await;
+
+    let a_stmts = prepare_family(&a, "a", 10).await;
+    let b_stmts = prepare_family(&b, "b", 10).await;
+    for round in 0..5i32 {
+        for k in 0..10 {
+            let row = a.query_one(&a_stmts[k], &[&round]).await.unwrap();
+            assert_eq!(row.get::<_, i32>(0), round + k as i32);
+            assert_eq!(row.get::<_, &str>(1), format!("a{k}"));
+            // Interleave the other client on the same (only) server connection, going
+            // backwards through its statements.
+            let k2 = 9 - k;
+            let row = b.query_one(&b_stmts[k2], &[&round]).await.unwrap();
+            assert_eq!(row.get::<_, i32>(0), round + k2 as i32);
+            assert_eq!(row.get::<_, &str>(1), format!("b{k2}"));
+        }
+    }
+
+    // Pipelined: all ten statements at once, several times, both clients.
+    let futures = (0..60usize).map(|i| {
+        let (client, stmts, tag) = if i % 2 == 0 {
+            (&a, &a_stmts, "a")
+        } else {
+            (&b, &b_stmts, "b")
+        };
+        let k = (i * 7) % 10;
+        async move {
+            let row = client.query_one(&stmts[k], &[&(i as i32)]).await?;
+            assert_eq!(row.get::<_, i32>(0), i as i32 + k as i32);
+            assert_eq!(row.get::<_, &str>(1), format!("{tag}{k}"));
+            Ok::<_, tokio_postgres::Error>(())
+        }
+    });
+    with_timeout(60, "pipelined executes", try_join_all(futures))
+        .await
+        .unwrap();
+
+    // The server connection never held more than 3 statements of ours.
+    let checker = common::superuser().await;
+    let _ = checker; // pg_prepared_statements is per-backend; the proxy's own table is checked below.
+    let sizes = proxy.pool_sizes();
+    assert!(sizes.iter().all(|(_, n)| *n <= 1), "pool sizes {sizes:?}");
+}
+
+/// Prepares `n` statements that differ in text: `select $1 + k, '<tag>k'`.
+async fn prepare_family(
+    client: &tokio_postgres::Client,
+    tag: &str,
+    n: usize,
+) -> Vec<tokio_postgres::Statement> {
+    let mut out = Vec::new();
+    for k in 0..n {
+        let sql = format!("select $1::int4 + {k}, '{tag}{k}'::text");
+        out.push(client.prepare(&sql).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_across_a_shared_pool() {
+    let proxy = TestProxy::start(|c| c.pool.max_size = 2).await;
+    let mut tasks = Vec::new();
+    for n in 0..20i32 {
+        let config = proxy.pg_config(&format!("shared_pool_{n}"));
+        tasks.push(tokio::spawn(async move {
+            let client = common::connect_with(&config).await;
+            let shared = client.prepare("select $1::int4 * 3").await?;
+            let own_sql = format!("select $1::text || '-{n}', {n}::int4");
+            let own = client.prepare(&own_sql).await?;
+            // Prepared but never used by some clients; closed by others.
+            let spare = client.prepare("select 'spare'::text").await?;
+            if n % 2 == 0 {
+                drop(spare);
+            }
+            for i in 0..40i32 {
+                let row = client.query_one(&shared, &[&(i + n)]).await?;
+                assert_eq!(row.get::<_, i32>(0), 3 * (i + n));
+                let arg = format!("v{i}");
+                let row = client.query_one(&own, &[&arg]).await?;
+                assert_eq!(row.get::<_, String>(0), format!("v{i}-{n}"));
+                assert_eq!(row.get::<_, i32>(1), n);
+                if i % 10 == 0 {
+                    // A transaction using both statements, pipelined.
+                    client.batch_execute("begin").await?;
+                    let (p1, p2): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
+                        ([&i], [&arg]);
+                    let (x, y) = tokio::join!(
+                        client.query_one(&shared, &p1),
+                        client.query_one(&own, &p2)
+                    );
+                    assert_eq!(x?.get::<_, i32>(0), 3 * i);
+                    assert_eq!(y?.get::<_, String>(0), format!("v{i}-{n}"));
+                    client.batch_execute("commit").await?;
+                }
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        }));
+    }
+    for (n, task) in tasks.into_iter().enumerate() {
+        with_timeout(120, "shared-pool client", task)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("client {n}: {e} ({})", sqlstate(&e)));
+    }
+    let sizes = proxy.pool_sizes();
+    assert!(sizes.iter().all(|(_, n)| *n <= 2), "pool sizes {sizes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_parameters_are_applied() {
+    let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
+    let mut config = proxy.pg_config("startup_params");
+    config.options("-c search_path=foo,public -c statement_timeout=12345");
+    let client = common::connect_with(&config).await;
+    let show = |sql: &'static str| {
+        let client = &client;
+        async move {
+            let rows = client.simple_query(sql).await.unwrap();
+            match &rows[0] {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).unwrap().to_string(),
+                other => panic!("no row: {other:?}"),
+            }
+        }
+    };
+    assert_eq!(show("show client_encoding").await, "UTF8");
+    assert_eq!(show("show search_path").await, "foo, public");
+    assert_eq!(show("show statement_timeout").await, "12345ms");
+    assert_eq!(show("show application_name").await, "startup_params");
+
+    // Another client on the same single server connection has its own defaults, and the
+    // first keeps its values afterwards.
+    let other = proxy.connect("startup_params_other").await;
+    let row = other.simple_query("show search_path").await.unwrap();
+    match &row[0] {
+        tokio_postgres::SimpleQueryMessage::Row(r) => {
+            assert_eq!(r.get(0), Some("\"$user\", public"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(show("show search_path").await, "foo, public");
+    assert_eq!(show("show statement_timeout").await, "12345ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_result_streams_through() {
+    let proxy = TestProxy::start(|_| {}).await;
+    let client = proxy.connect("large_result").await;
+    let rows = client
+        .query_raw(
+            "select repeat('x', 1000) from generate_series(1, 100000)",
+            std::iter::empty::<i32>(),
+        )
+        .await
+        .unwrap();
+    pin_mut!(rows);
+    let mut count = 0usize;
+    let mut bytes = 0usize;
+    while let Some(row) = with_timeout(60, "next row", rows.try_next()).await.unwrap() {
+        let s: &str = row.get(0);
+        bytes += s.len();
+        count += 1;
+    }
+    assert_eq!(count, 100_000);
+    assert_eq!(bytes, 100_000 * 1000);
+    assert_eq!(rows.rows_affected(), Some(100_000));
+    assert_eq!(one(&client, "select 1").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out_over_the_extended_protocol() {
+    let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
+    let client = proxy.connect("copy_extended").await;
+    let table = common::unique("copy_ext");
+    client
+        .batch_execute(&format!(
+            "drop table if exists {table}; create table {table} (id int primary key, t text)"
+        ))
+        .await
+        .unwrap();
+
+    let sink = client
+        .copy_in(&format!("copy {table} from stdin"))
+        .await
+        .unwrap();
+    pin_mut!(sink);
+    let mut expected = String::new();
+    for chunk in 0..20 {
+        let mut data = String::new();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            data.push_str(&format!("{i}\tvalue ü {i}\n"));
+        }
+        expected.push_str(&data);
+        sink.send(bytes::Bytes::from(data)).await.unwrap();
+    }
+    let n = sink.finish().await.unwrap();
+    assert_eq!(n, 20_000);
+
+    let stream = client
+        .copy_out(&format!("copy (select * from {table} order by id) to stdout"))
+        .await
+        .unwrap();
+    pin_mut!(stream);
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.try_next().await.unwrap() {
+        out.extend_from_slice(&chunk);
+    }
+    assert_eq!(String::from_utf8(out).unwrap(), expected);
+
+    // A COPY the client abandons (CopyFail) rolls back and leaves the connection usable.
+    {
+        let sink = client
+            .copy_in::<_, bytes::Bytes>(&format!("copy {table} from stdin"))
+            .await
+            .unwrap();
+        pin_mut!(sink);
+        sink.send(bytes::Bytes::from_static(b"999999\tabandoned\n"))
+            .await
+            .unwrap();
+        // Dropped without finish(): tokio-postgres sends CopyFail.
+    }
+    // Bad data: the server fails the COPY.
+    let sink = client
+        .copy_in::<_, bytes::Bytes>(&format!("copy {table} from stdin"))
+        .await
+        .unwrap();
+    pin_mut!(sink);
+    let _ = sink
+        .send(bytes::Bytes::from_static(b"not-a-number\tx\n"))
+        .await;
+    let e = sink.finish().await.unwrap_err();
+    assert_eq!(sqlstate(&e), "22P02");
+
+    let count: i64 = client
+        .query_one(&format!("select count(*) from {table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 20_000);
+    client
+        .batch_execute(&format!("drop table {table}"))
+        .await
+        .unwrap();
+}

@@ -1,0 +1,287 @@
+//! Shared harness for the integration tests: an in-process pgsplit per test, talking to the
+//! real local cluster (`dev/cluster.sh up`), plus clients for it (tokio-postgres, psql,
+//! pgbench) and a direct superuser connection to the primary for checks.
+//!
+//! Every test binary compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Output;
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+use pgsplit::config::{Config, NodeRole};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls};
+
+pub mod raw;
+
+/// Password of the `app` and `app_md5` roles, as dev/cluster.sh creates them.
+pub const APP_PASSWORD: &str = "secret";
+/// Password of the `postgres` superuser.
+pub const SUPERUSER_PASSWORD: &str = "postgres";
+
+/// The cluster's port for a node, from the variables dev/test.sh exports.
+pub fn node_port(name: &str) -> u16 {
+    let (var, default) = match name {
+        "primary" => ("PGSPLIT_PRIMARY_PORT", 15432),
+        "replica1" => ("PGSPLIT_REPLICA1_PORT", 15433),
+        "replica2" => ("PGSPLIT_REPLICA2_PORT", 15434),
+        other => panic!("unknown node {other}"),
+    };
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub fn primary_port() -> u16 {
+    node_port("primary")
+}
+
+/// Logs from the proxy when `RUST_LOG` is set (e.g. `RUST_LOG=pgsplit=debug`).
+fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// Panics with a helpful message when the primary does not accept connections.
+pub async fn require_cluster() {
+    let port = primary_port();
+    let up = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await;
+    if !matches!(up, Ok(Ok(_))) {
+        panic!(
+            "the dev cluster's primary is not reachable on 127.0.0.1:{port}; run dev/cluster.sh up \
+             (or use dev/test.sh, which starts it)"
+        );
+    }
+}
+
+/// The repository's config.toml with the cluster's ports and a free listen port, and
+/// limits suited to tests (patient checkouts: the machine may be loaded).
+pub fn test_config() -> Config {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"));
+    let mut config = Config::load(path).expect("config.toml loads");
+    config.proxy.listen = "127.0.0.1:0".parse().unwrap();
+    config.pool.checkout_timeout = pgsplit::config::Duration::from_secs(30);
+    for node in &mut config.nodes {
+        node.port = match node.role {
+            NodeRole::Primary => primary_port(),
+            NodeRole::Replica => node_port(&node.name),
+        };
+    }
+    config
+}
+
+/// A pgsplit running inside the test process. Stops accepting clients when dropped.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub proxy: Arc<pgsplit::server::Proxy>,
+    task: JoinHandle<()>,
+}
+
+impl TestProxy {
+    /// Starts a proxy with the test config, changed by `adjust`.
+    pub async fn start(adjust: impl FnOnce(&mut Config)) -> TestProxy {
+        init_tracing();
+        require_cluster().await;
+        let mut config = test_config();
+        adjust(&mut config);
+        let listener = pgsplit::server::Listener::bind(config)
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().unwrap();
+        let proxy = listener.proxy();
+        let task = tokio::spawn(listener.serve());
+        TestProxy { addr, proxy, task }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// A tokio-postgres config for `user`/`secret` on database `app` with this
+    /// application_name.
+    pub fn pg_config(&self, app_name: &str) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(self.port())
+            .user("app")
+            .password(APP_PASSWORD)
+            .dbname("app")
+            .application_name(app_name)
+            .connect_timeout(Duration::from_secs(30));
+        c
+    }
+
+    /// Connects as `app` to database `app`.
+    pub async fn connect(&self, app_name: &str) -> Client {
+        connect_with(&self.pg_config(app_name)).await
+    }
+
+    /// Connects and hands back the connection task too, to kill it.
+    pub async fn connect_raw(&self, app_name: &str) -> (Client, JoinHandle<()>) {
+        connect_task(&self.pg_config(app_name)).await
+    }
+
+    /// Largest number of server connections any pool of this proxy has open now.
+    pub fn pool_sizes(&self) -> Vec<(String, usize)> {
+        self.proxy
+            .pools()
+            .all()
+            .into_iter()
+            .map(|(key, pool)| {
+                (
+                    format!("node{}/{}/{}", key.node, key.database, key.user),
+                    pool.status().size,
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Connects with `config`; the connection runs in its own task.
+pub async fn connect_with(config: &tokio_postgres::Config) -> Client {
+    connect_task(config).await.0
+}
+
+pub async fn connect_task(config: &tokio_postgres::Config) -> (Client, JoinHandle<()>) {
+    let (client, connection) = with_timeout(30, "connect", config.connect(NoTls))
+        .await
+        .unwrap_or_else(|e| panic!("connect failed: {e} ({:?})", e.code()));
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (client, task)
+}
+
+/// A superuser connection straight to the primary (not through pgsplit), for checks.
+pub async fn superuser() -> Client {
+    require_cluster().await;
+    let mut c = tokio_postgres::Config::new();
+    c.host("127.0.0.1")
+        .port(primary_port())
+        .user("postgres")
+        .password(SUPERUSER_PASSWORD)
+        .dbname("app")
+        .application_name("pgsplit-test-checker")
+        .connect_timeout(Duration::from_secs(30));
+    connect_with(&c).await
+}
+
+/// Runs `fut`, panicking if it takes longer than `secs`.
+pub async fn with_timeout<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not finish within {secs} s"),
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true, or panics with `what` after `secs`.
+pub async fn wait_until<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {secs} s waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A name unique to this process and call, for tables and application names.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A client program (psql, pgbench) with the connection environment set.
+pub fn pg_command(program: &str, port: u16, user: &str, password: &str, db: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", user)
+        .env("PGPASSWORD", password)
+        .env("PGDATABASE", db)
+        .env("PGCONNECT_TIMEOUT", "30")
+        .env("PGCLIENTENCODING", "UTF8")
+        .env("LC_ALL", "C.UTF-8")
+        .env("TZ", "UTC")
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs a prepared command to completion, with `stdin` fed to it, within `secs`.
+pub async fn run_command(mut cmd: Command, stdin: Option<&[u8]>, secs: u64) -> Output {
+    use std::process::Stdio;
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn client program (is it installed?)");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input).await.unwrap();
+        drop(pipe);
+    }
+    with_timeout(secs, "client program", child.wait_with_output())
+        .await
+        .expect("client program ran")
+}
+
+/// Rows in pg_stat_activity on the primary with this application_name, as
+/// (state, query) pairs, leaving out the checker itself.
+pub async fn backends(checker: &Client, app_name: &str) -> Vec<(String, String)> {
+    checker
+        .query(
+            "select coalesce(state, ''), coalesce(query, '') from pg_stat_activity \
+             where application_name = $1 and pid <> pg_backend_pid()",
+            &[&app_name],
+        )
+        .await
+        .expect("query pg_stat_activity")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// The SQLSTATE of a tokio-postgres error, as text ("" when it is not a server error).
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
