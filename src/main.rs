@@ -90,7 +90,10 @@ fn run(config: Config) -> anyhow::Result<()> {
         // SIGTERM: stop accepting, let connected clients finish, then exit. A second
         // SIGTERM or a SIGINT exits at once.
         serving.abort();
-        tracing::info!(clients = proxy.client_count(), "SIGTERM received: draining clients");
+        tracing::info!(
+            clients = proxy.client_count(),
+            "SIGTERM received: draining clients"
+        );
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
         loop {
             tokio::select! {

@@ -301,9 +301,10 @@ impl ServerConn {
     }
 
     /// Records a ParameterStatus message (the whole message, header included).
-    pub fn note_parameter(&mut self, message: &Bytes) {
+    pub fn note_parameter(&mut self, message: &[u8]) {
         if let Some((name, _)) = read_parameter_status(&message[5..]) {
-            self.parameters.insert(name, message.clone());
+            self.parameters
+                .insert(name, Bytes::copy_from_slice(message));
         }
     }
 

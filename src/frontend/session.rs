@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use deadpool::managed::{Object, PoolError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,6 +21,7 @@ use crate::config::PoolMode;
 use crate::prepared::{ClientStatements, PreparedStatement};
 use crate::router::Router;
 use crate::wire::error::code;
+use crate::wire::frame::peek_frame_len;
 use crate::wire::message::{self as msg, read_bind, read_parse, read_query, read_target, TxStatus};
 use crate::wire::{split_frame, Frame, FrameError, PgError};
 
@@ -565,23 +566,26 @@ impl Session {
             return Ok(());
         };
         self.queue.emit_synthetic(&mut self.outbox);
+        // Walk the buffer in place; only what is consumed is cut off at the end.
+        let mut buf = std::mem::take(&mut server.read_buf);
+        let mut pos = 0;
+        let mut bad_frame = None;
         loop {
-            let frame = match split_frame(&mut server.read_buf, SERVER_MESSAGE_LIMIT) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
+            let total = match peek_frame_len(&buf[pos..], SERVER_MESSAGE_LIMIT) {
+                Ok(Some(total)) if buf.len() - pos >= total => total,
+                Ok(_) => break,
                 Err(e) => {
-                    server.broken = true;
-                    return Err(SessionEnd::ServerLost(BackendError::Read {
-                        node: server.node.name.clone(),
-                        source: e.into(),
-                    }));
+                    bad_frame = Some(e);
+                    break;
                 }
             };
-            let verdict = self.queue.on_server_message(frame.tag);
-            tracing::trace!(pid = self.ctx.cancel.pid, tag = %(frame.tag as char), ?verdict, queue = self.queue.len(), body = ?frame.body().first(), "server message");
-            match frame.tag {
+            let message = &buf[pos..pos + total];
+            pos += total;
+            let (tag, body) = (message[0], &message[5..]);
+            let verdict = self.queue.on_server_message(tag);
+            match tag {
                 b'Z' => {
-                    let status = msg::read_ready(frame.body()).unwrap_or(TxStatus::Idle);
+                    let status = msg::read_ready(body).unwrap_or(TxStatus::Idle);
                     server.status = status;
                     let was_in_tx = self.status != TxStatus::Idle;
                     match self.settings.ready(was_in_tx, status != TxStatus::Idle) {
@@ -591,10 +595,10 @@ impl Session {
                     }
                     self.status = status;
                 }
-                b'S' => server.note_parameter(&frame.bytes),
+                b'S' => server.note_parameter(message),
                 b'E' => self.settings.statement_failed(),
                 b'C' => {
-                    let tag = msg::read_command_tag(frame.body());
+                    let tag = msg::read_command_tag(body);
                     self.settings.command_completed(tag);
                     if tag == b"DISCARD ALL" || tag == b"DEALLOCATE ALL" {
                         server.statements.clear();
@@ -603,9 +607,18 @@ impl Session {
                 _ => {}
             }
             if verdict == Verdict::Forward {
-                self.outbox.extend_from_slice(&frame.bytes);
+                self.outbox.extend_from_slice(message);
             }
             self.queue.emit_synthetic(&mut self.outbox);
+        }
+        buf.advance(pos);
+        server.read_buf = buf;
+        if let Some(e) = bad_frame {
+            server.broken = true;
+            return Err(SessionEnd::ServerLost(BackendError::Read {
+                node: server.node.name.clone(),
+                source: e.into(),
+            }));
         }
         for name in self.queue.take_failed_statements() {
             server.statements.remove(&name);

@@ -93,7 +93,11 @@ impl ClientSettings {
     /// `after`: the running statements' changes take effect (at once outside a
     /// transaction block, at COMMIT inside one). Returns what the server's settings are
     /// now.
-    pub fn ready(&mut self, in_transaction_before: bool, in_transaction_after: bool) -> ServerSettings {
+    pub fn ready(
+        &mut self,
+        in_transaction_before: bool,
+        in_transaction_after: bool,
+    ) -> ServerSettings {
         let failed = std::mem::replace(&mut self.running_failed, false);
         if self.running.is_empty() && (self.in_transaction.is_empty() || in_transaction_after) {
             return ServerSettings::Unchanged;
@@ -481,7 +485,9 @@ mod tests {
         assert_eq!(s.ready(false, false), ServerSettings::Unchanged);
 
         s.statement_sent(b"SET work_mem = '8MB'");
-        assert!(matches!(s.ready(false, false), ServerSettings::Client(m) if m.contains_key("work_mem")));
+        assert!(
+            matches!(s.ready(false, false), ServerSettings::Client(m) if m.contains_key("work_mem"))
+        );
 
         s.statement_sent(b"SET x.y = 1");
         s.statement_failed();
