@@ -10,4 +10,5 @@ pub mod net;
 pub mod prepared;
 pub mod router;
 pub mod server;
+pub mod topology;
 pub mod wire;

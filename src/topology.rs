@@ -1,0 +1,213 @@
+//! The replicas as the router sees them: which may serve reads now, and which one gets
+//! the next read. Selection is a pure function of a snapshot (least outstanding work
+//! relative to weight, weighted round-robin among ties); `Topology` is the small shared
+//! shell around it that sessions lease replicas from.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Whether a replica may serve reads, as far as health and lag go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaState {
+    Healthy,
+    /// Behind by more than the threshold: out of the read rotation.
+    Lagging,
+    /// Unreachable or failing checks.
+    Down,
+}
+
+/// One replica's routing-relevant state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    /// Index of the node in the configured node list.
+    pub node: usize,
+    pub weight: u32,
+    pub state: ReplicaState,
+    /// Skipped until then after it refused a connection.
+    pub cooldown_until: Option<Instant>,
+    /// Server connections on it now serving clients.
+    pub outstanding: usize,
+    /// Reads routed to it so far.
+    pub reads: u64,
+}
+
+impl Replica {
+    pub fn new(node: usize, weight: u32) -> Replica {
+        Replica {
+            node,
+            weight: weight.max(1),
+            state: ReplicaState::Healthy,
+            cooldown_until: None,
+            outstanding: 0,
+            reads: 0,
+        }
+    }
+
+    /// Whether it may take a read at `now`.
+    pub fn available(&self, now: Instant) -> bool {
+        self.state == ReplicaState::Healthy && self.cooldown_until.is_none_or(|t| now >= t)
+    }
+}
+
+/// Picks the replica for the next read: the available one with the least outstanding
+/// work per unit of weight; among equals, weighted round-robin by `turn`. Returns an
+/// index into `replicas`.
+pub fn choose(replicas: &[Replica], now: Instant, turn: u64) -> Option<usize> {
+    let available = || replicas.iter().enumerate().filter(|(_, r)| r.available(now));
+    // Compare outstanding/weight without division: a.o * b.w vs b.o * a.w.
+    let (_, best) = available().min_by(|(_, a), (_, b)| {
+        (a.outstanding as u64 * b.weight as u64).cmp(&(b.outstanding as u64 * a.weight as u64))
+    })?;
+    let tied = || {
+        available().filter(|(_, r)| {
+            r.outstanding as u64 * best.weight as u64 == best.outstanding as u64 * r.weight as u64
+        })
+    };
+    let total: u64 = tied().map(|(_, r)| r.weight as u64).sum();
+    let mut slot = turn % total.max(1);
+    for (i, r) in tied() {
+        if slot < r.weight as u64 {
+            return Some(i);
+        }
+        slot -= r.weight as u64;
+    }
+    None
+}
+
+/// The shared replica table.
+#[derive(Debug)]
+pub struct Topology {
+    replicas: Mutex<Vec<Replica>>,
+    turn: AtomicU64,
+    cooldown: Duration,
+}
+
+/// A replica taken for one transaction; gives its slot back when dropped.
+#[derive(Debug)]
+pub struct Lease {
+    topology: Arc<Topology>,
+    pub node: usize,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.topology.update(self.node, |r| {
+            r.outstanding = r.outstanding.saturating_sub(1)
+        });
+    }
+}
+
+impl Topology {
+    pub fn new(replicas: Vec<Replica>, cooldown: Duration) -> Topology {
+        Topology {
+            replicas: Mutex::new(replicas),
+            turn: AtomicU64::new(0),
+            cooldown,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Replica>> {
+        self.replicas.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leases the replica that should take the next read, if any is available.
+    pub fn lease(self: &Arc<Self>, now: Instant) -> Option<Lease> {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let mut replicas = self.lock();
+        let i = choose(&replicas, now, turn)?;
+        let r = &mut replicas[i];
+        r.outstanding += 1;
+        r.reads += 1;
+        Some(Lease {
+            topology: self.clone(),
+            node: r.node,
+        })
+    }
+
+    /// A replica refused a connection: skip it for the cooldown.
+    pub fn refused(&self, node: usize, now: Instant) {
+        let until = now + self.cooldown;
+        self.update(node, |r| r.cooldown_until = Some(until));
+    }
+
+    /// Changes one replica's entry.
+    pub fn update(&self, node: usize, f: impl FnOnce(&mut Replica)) {
+        if let Some(r) = self.lock().iter_mut().find(|r| r.node == node) {
+            f(r);
+        }
+    }
+
+    /// A copy of the table.
+    pub fn snapshot(&self) -> Vec<Replica> {
+        self.lock().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picks(replicas: &[Replica], n: u64) -> Vec<usize> {
+        let now = Instant::now();
+        (0..n).map(|t| replicas[choose(replicas, now, t).unwrap()].node).collect()
+    }
+
+    #[test]
+    fn idle_replicas_share_reads_round_robin() {
+        let rs = vec![Replica::new(1, 1), Replica::new(2, 1)];
+        assert_eq!(picks(&rs, 4), vec![1, 2, 1, 2]);
+    }
+
+    #[test]
+    fn weights_skew_the_round_robin() {
+        let rs = vec![Replica::new(1, 3), Replica::new(2, 1)];
+        let p = picks(&rs, 8);
+        assert_eq!(p.iter().filter(|&&n| n == 1).count(), 6);
+    }
+
+    #[test]
+    fn least_outstanding_work_wins() {
+        let mut rs = vec![Replica::new(1, 1), Replica::new(2, 1)];
+        rs[0].outstanding = 3;
+        rs[1].outstanding = 1;
+        assert_eq!(picks(&rs, 3), vec![2, 2, 2]);
+        // Relative to weight: 4 on weight 4 beats 2 on weight 1.
+        rs[0] = Replica {
+            outstanding: 4,
+            ..Replica::new(1, 4)
+        };
+        rs[1].outstanding = 2;
+        assert_eq!(picks(&rs, 2), vec![1, 1]);
+    }
+
+    #[test]
+    fn unavailable_replicas_are_skipped() {
+        let now = Instant::now();
+        let mut rs = vec![Replica::new(1, 1), Replica::new(2, 1)];
+        rs[0].state = ReplicaState::Lagging;
+        assert_eq!(picks(&rs, 3), vec![2, 2, 2]);
+        rs[1].cooldown_until = Some(now + Duration::from_secs(5));
+        assert_eq!(choose(&rs, now, 0), None);
+        assert!(rs[1].available(now + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn leases_count_outstanding_work_until_dropped() {
+        let topo = Arc::new(Topology::new(
+            vec![Replica::new(1, 1), Replica::new(2, 1)],
+            Duration::from_secs(5),
+        ));
+        let now = Instant::now();
+        let a = topo.lease(now).unwrap();
+        let b = topo.lease(now).unwrap();
+        assert_ne!(a.node, b.node);
+        let c = topo.lease(now).unwrap();
+        assert_eq!(topo.snapshot().iter().map(|r| r.outstanding).sum::<usize>(), 3);
+        drop((a, b, c));
+        assert!(topo.snapshot().iter().all(|r| r.outstanding == 0));
+        topo.refused(1, now);
+        assert_eq!(topo.lease(now).unwrap().node, 2);
+        assert_eq!(topo.snapshot().iter().map(|r| r.reads).sum::<u64>(), 4);
+    }
+}
