@@ -54,7 +54,12 @@ impl Replica {
 /// work per unit of weight; among equals, weighted round-robin by `turn`. Returns an
 /// index into `replicas`.
 pub fn choose(replicas: &[Replica], now: Instant, turn: u64) -> Option<usize> {
-    let available = || replicas.iter().enumerate().filter(|(_, r)| r.available(now));
+    let available = || {
+        replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.available(now))
+    };
     // Compare outstanding/weight without division: a.o * b.w vs b.o * a.w.
     let (_, best) = available().min_by(|(_, a), (_, b)| {
         (a.outstanding as u64 * b.weight as u64).cmp(&(b.outstanding as u64 * a.weight as u64))
@@ -150,7 +155,9 @@ mod tests {
 
     fn picks(replicas: &[Replica], n: u64) -> Vec<usize> {
         let now = Instant::now();
-        (0..n).map(|t| replicas[choose(replicas, now, t).unwrap()].node).collect()
+        (0..n)
+            .map(|t| replicas[choose(replicas, now, t).unwrap()].node)
+            .collect()
     }
 
     #[test]
@@ -203,7 +210,10 @@ mod tests {
         let b = topo.lease(now).unwrap();
         assert_ne!(a.node, b.node);
         let c = topo.lease(now).unwrap();
-        assert_eq!(topo.snapshot().iter().map(|r| r.outstanding).sum::<usize>(), 3);
+        assert_eq!(
+            topo.snapshot().iter().map(|r| r.outstanding).sum::<usize>(),
+            3
+        );
         drop((a, b, c));
         assert!(topo.snapshot().iter().all(|r| r.outstanding == 0));
         topo.refused(1, now);

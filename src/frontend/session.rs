@@ -463,7 +463,18 @@ impl Session {
     /// Makes sure a server connection is checked out. Returns false when none could be
     /// had: the client has been sent the error and the message is dropped.
     async fn ensure_server(&mut self, sql: Option<&Bytes>) -> Result<bool, SessionEnd> {
-        if self.server.is_some() {
+        if let Some(server) = self.server.as_ref() {
+            // A server kept across statements (session pooling, a pinned client) whose
+            // settings were reset (RESET ALL, DISCARD ALL) gets the client's back before
+            // the next statement, as PostgreSQL restores startup values on RESET.
+            let resync = self.queue.is_empty()
+                && server.status == TxStatus::Idle
+                && server.settings != *self.settings.current();
+            if resync {
+                if let Err(e) = self.sync_settings().await {
+                    return Err(SessionEnd::ServerLost(e));
+                }
+            }
             return Ok(true);
         }
         let route = self.ctx.router.route(sql.map(|s| &s[..]));

@@ -109,13 +109,15 @@ impl ClientSettings {
             }
             return ServerSettings::Unchanged;
         }
+        let mut reset_all = false;
         if !failed {
             self.apply(&changes);
+            reset_all = changes.contains(&SettingChange::ResetAll);
         }
         if in_transaction_before {
-            self.end_transaction(self.committed);
+            reset_all |= self.end_transaction(self.committed);
         }
-        if changes.contains(&SettingChange::ResetAll) {
+        if reset_all {
             ServerSettings::Defaults
         } else {
             ServerSettings::Client(self.current.clone())
@@ -152,12 +154,15 @@ impl ClientSettings {
         self.in_transaction.extend_from_slice(changes);
     }
 
-    /// The transaction block ended: keep its changes if it committed.
-    pub fn end_transaction(&mut self, committed: bool) {
+    /// The transaction block ended: keep its changes if it committed. Returns whether
+    /// they included a RESET ALL.
+    pub fn end_transaction(&mut self, committed: bool) -> bool {
         let changes = std::mem::take(&mut self.in_transaction);
-        if committed {
-            self.apply(&changes);
+        if !committed {
+            return false;
         }
+        self.apply(&changes);
+        changes.contains(&SettingChange::ResetAll)
     }
 }
 
@@ -189,10 +194,11 @@ pub fn sync_sql(
 /// that are not SET / RESET contribute nothing; SET LOCAL and SET TRANSACTION are
 /// transaction-scoped and not tracked.
 pub fn setting_changes(sql: &str) -> Vec<SettingChange> {
-    split_statements(sql)
-        .into_iter()
-        .filter_map(parse_statement)
-        .collect()
+    let mut changes = Vec::new();
+    for stmt in split_statements(sql) {
+        parse_statement(stmt, &mut changes);
+    }
+    changes
 }
 
 /// Cheap test for whether a query might change a setting, to skip the full look on the
@@ -221,67 +227,77 @@ fn strip_leading_comments(mut stmt: &str) -> &str {
     }
 }
 
-fn parse_statement(stmt: &str) -> Option<SettingChange> {
+fn parse_statement(stmt: &str, out: &mut Vec<SettingChange>) {
     let stmt = strip_leading_comments(stmt);
     let words: Vec<&str> = stmt.split_whitespace().collect();
-    let first = words.first()?.to_ascii_lowercase();
-    match first.as_str() {
-        "reset" => {
-            let rest = words.get(1..)?.join(" ").to_ascii_lowercase();
-            match rest.as_str() {
-                "all" => Some(SettingChange::ResetAll),
-                "" => None,
-                "time zone" => Some(SettingChange::Reset {
-                    name: "timezone".into(),
-                }),
-                "session authorization" => Some(SettingChange::Reset {
-                    name: "session_authorization".into(),
-                }),
-                _ if words.len() == 2 => Some(SettingChange::Reset {
-                    name: unquote_name(words[1]),
-                }),
-                _ => None,
-            }
+    let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+    let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+    match lower.as_slice() {
+        ["discard", "all"] | ["reset", "all"] => out.push(SettingChange::ResetAll),
+        ["reset", "time", "zone"] => out.push(reset("timezone")),
+        ["reset", "session", "authorization"] => out.push(reset("session_authorization")),
+        ["reset", _] => out.push(SettingChange::Reset {
+            name: unquote_name(words[1]),
+        }),
+        ["set", "local" | "transaction" | "constraints", ..] => {}
+        ["set", "session", "characteristics", "as", "transaction", modes @ ..] => {
+            transaction_characteristics(modes, out)
         }
-        "set" => {
-            let mut i = 1;
-            let second = words.get(1)?.to_ascii_lowercase();
-            match second.as_str() {
-                "local" | "transaction" | "constraints" => return None,
-                "session" => {
-                    let third = words.get(2)?.to_ascii_lowercase();
-                    if third == "characteristics" {
-                        return None;
-                    }
-                    if third == "authorization" {
-                        return Some(SettingChange::Set {
-                            name: "session_authorization".into(),
-                            statement: stmt.to_string(),
-                        });
-                    }
-                    i = 2;
-                }
-                _ => {}
+        ["set", "session", "authorization", ..] => out.push(set("session_authorization", stmt)),
+        ["set", "session", _, ..] => out.push(set(&setting_name(&words[2..]), stmt)),
+        ["set", _, ..] => out.push(set(&setting_name(&words[1..]), stmt)),
+        _ => {}
+    }
+}
+
+fn set(name: &str, statement: &str) -> SettingChange {
+    SettingChange::Set {
+        name: name.to_string(),
+        statement: statement.to_string(),
+    }
+}
+
+fn reset(name: &str) -> SettingChange {
+    SettingChange::Reset {
+        name: name.to_string(),
+    }
+}
+
+/// The setting a `SET` changes, from the words after `SET [SESSION]`.
+fn setting_name(words: &[&str]) -> String {
+    let first = words[0].to_ascii_lowercase();
+    let second = words.get(1).map(|w| w.to_ascii_lowercase());
+    match (first.as_str(), second.as_deref()) {
+        ("time", Some("zone")) => "timezone".into(),
+        ("names", _) => "client_encoding".into(),
+        // `name=value` may come without spaces.
+        _ => unquote_name(words[0].split('=').next().unwrap_or(words[0])),
+    }
+}
+
+/// `SET SESSION CHARACTERISTICS AS TRANSACTION ...` sets the default_transaction_*
+/// settings; they are tracked as those, so RESET works on them.
+fn transaction_characteristics(modes: &[&str], out: &mut Vec<SettingChange>) {
+    let text = modes.join(" ").replace(',', " ");
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut i = 0;
+    while i < words.len() {
+        let (name, value, used) = match &words[i..] {
+            ["isolation", "level", "read", "committed", ..] => ("isolation", "read committed", 4),
+            ["isolation", "level", "read", "uncommitted", ..] => {
+                ("isolation", "read uncommitted", 4)
             }
-            let name_word = words.get(i)?;
-            let lower = name_word.to_ascii_lowercase();
-            let name = if lower == "time" && words.get(i + 1)?.eq_ignore_ascii_case("zone") {
-                "timezone".to_string()
-            } else if lower == "names" {
-                "client_encoding".to_string()
-            } else if lower == "role" {
-                "role".to_string()
-            } else {
-                // `name=value` may come without spaces.
-                let bare = name_word.split('=').next().unwrap_or(name_word);
-                unquote_name(bare)
-            };
-            Some(SettingChange::Set {
-                name,
-                statement: stmt.to_string(),
-            })
-        }
-        _ => None,
+            ["isolation", "level", "repeatable", "read", ..] => ("isolation", "repeatable read", 4),
+            ["isolation", "level", "serializable", ..] => ("isolation", "serializable", 3),
+            ["read", "only", ..] => ("read_only", "on", 2),
+            ["read", "write", ..] => ("read_only", "off", 2),
+            ["not", "deferrable", ..] => ("deferrable", "off", 2),
+            ["deferrable", ..] => ("deferrable", "on", 1),
+            _ => return,
+        };
+        let name = format!("default_transaction_{name}");
+        out.push(set(&name, &set_statement(&name, value)));
+        i += used;
     }
 }
 
@@ -425,6 +441,23 @@ mod tests {
         assert!(setting_changes("SET LOCAL work_mem = '1MB'").is_empty());
         assert!(setting_changes("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").is_empty());
         assert!(setting_changes("select 'SET x = 1'").is_empty());
+        assert_eq!(
+            setting_changes("DISCARD ALL"),
+            vec![SettingChange::ResetAll]
+        );
+        assert_eq!(
+            setting_changes("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY"),
+            vec![
+                set(
+                    "default_transaction_isolation",
+                    "SET \"default_transaction_isolation\" TO 'serializable'"
+                ),
+                set(
+                    "default_transaction_read_only",
+                    "SET \"default_transaction_read_only\" TO 'on'"
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -509,6 +542,14 @@ mod tests {
         s.statement_sent(b"RESET ALL");
         assert_eq!(s.ready(false, false), ServerSettings::Defaults);
         assert!(s.current().is_empty());
+
+        // RESET ALL inside a committed transaction also leaves the server at defaults.
+        s.statement_sent(b"SET a.b = 1");
+        s.ready(false, false);
+        s.statement_sent(b"RESET ALL");
+        s.ready(true, true);
+        s.command_completed(b"COMMIT");
+        assert_eq!(s.ready(true, false), ServerSettings::Defaults);
     }
 
     #[test]
