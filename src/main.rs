@@ -62,10 +62,20 @@ fn report_config_error(path: &std::path::Path, e: &ConfigError) {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    // One thread (like PgBouncer) is fastest when the proxy shares a small machine with
+    // PostgreSQL and the clients; more threads help where it has cores of its own.
+    let threads = config.proxy.worker_threads;
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .context("starting the runtime")?;
     runtime.block_on(async move {
         let listen = config.proxy.listen;
         let listener = Listener::bind(config)

@@ -60,6 +60,8 @@ pub struct ProxyConfig {
     pub client_idle_timeout: Duration,
     /// Give up connecting to a node after this long. Default 5s; must be > 0.
     pub server_connect_timeout: Duration,
+    /// Threads serving clients. Default 1; must be > 0.
+    pub worker_threads: usize,
     /// Users allowed on the admin database `pgsplit`; each must be in `[[users]]`.
     /// Default `["admin"]`.
     pub admin_users: Vec<String>,
@@ -74,6 +76,7 @@ impl Default for ProxyConfig {
             max_message_size: ByteSize::mb(64),
             client_idle_timeout: Duration::ZERO,
             server_connect_timeout: Duration::from_secs(5),
+            worker_threads: 1,
             admin_users: vec!["admin".to_owned()],
         }
     }

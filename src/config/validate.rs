@@ -34,6 +34,9 @@ const MAX_MESSAGE_SIZE: ByteSize = ByteSize::gb(1);
 
 fn proxy(config: &Config, out: &mut Problems) {
     let proxy = &config.proxy;
+    if proxy.worker_threads == 0 {
+        out.add("proxy.worker_threads", "must be at least 1");
+    }
     if proxy.max_client_conn == 0 {
         out.add("proxy.max_client_conn", "must be at least 1");
     }

@@ -516,8 +516,10 @@ impl Session {
 
     /// Brings the server's session settings to the client's.
     async fn sync_settings(&mut self) -> Result<(), BackendError> {
-        let desired = self.settings.current().clone();
-        apply_settings(self.server_mut(), &desired).await
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        apply_settings(server, self.settings.current()).await
     }
 
     /// Writes what is queued for the server. While the write is blocked, replies are

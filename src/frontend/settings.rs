@@ -202,15 +202,26 @@ pub fn setting_changes(sql: &str) -> Vec<SettingChange> {
 }
 
 /// Cheap test for whether a query might change a setting, to skip the full look on the
-/// hot path.
+/// hot path: a single statement must start with SET, RESET or DISCARD (or a comment);
+/// text with several statements gets the full look.
 pub fn might_change_setting(sql: &[u8]) -> bool {
-    let trimmed = sql
+    let mut end = sql.len();
+    while end > 0 && (sql[end - 1].is_ascii_whitespace() || sql[end - 1] == b';') {
+        end -= 1;
+    }
+    let sql = &sql[..end];
+    let start = sql
         .iter()
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(0);
-    let head = &sql[trimmed..];
+    let head = &sql[start..];
     let starts = |w: &[u8]| head.len() >= w.len() && head[..w.len()].eq_ignore_ascii_case(w);
-    starts(b"set") || starts(b"reset") || starts(b"/*") || starts(b"--") || sql.contains(&b';')
+    starts(b"set")
+        || starts(b"reset")
+        || starts(b"discard")
+        || starts(b"/*")
+        || starts(b"--")
+        || sql.contains(&b';')
 }
 
 /// Removes comments before the first word of a statement.
