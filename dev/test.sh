@@ -39,4 +39,4 @@ while IFS='=' read -r key value; do
 done <"$PGSPLIT_CLUSTER_DIR/cluster.env"
 
 # ---- the test command (the project decides the final flags here) -----------------------------
-exec cargo test --all-targets -- --test-threads=4 "$@"
+exec cargo test --all-targets --no-fail-fast -- --test-threads=4 "$@"

@@ -7,10 +7,11 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{sqlstate, with_timeout, TestProxy};
+use common::{show, sqlstate, with_timeout, TestProxy};
 use futures_util::future::try_join_all;
 use futures_util::{pin_mut, SinkExt, TryStreamExt};
 use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::SimpleQueryMessage;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_types_round_trip_with_parameters() {
@@ -47,8 +48,8 @@ async fn binary_types_round_trip_with_parameters() {
             .query_one(
                 &stmt,
                 &[
-                    &small, &int, &big, &float, &true, &all_bytes, &text, &when, &array,
-                    &numeric, &uuid, &json, &big_bytes,
+                    &small, &int, &big, &float, &true, &all_bytes, &text, &when, &array, &numeric,
+                    &uuid, &json, &big_bytes,
                 ],
             )
             .await
@@ -138,7 +139,10 @@ async fn binary_types_round_trip_with_parameters() {
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, Vec<Option<i32>>>(0), vec![Some(1), None, Some(3)]);
+    assert_eq!(
+        row.get::<_, Vec<Option<i32>>>(0),
+        vec![Some(1), None, Some(3)]
+    );
     assert_eq!(
         row.get::<_, Vec<String>>(1),
         vec!["ä", "", "\"quoted\"", "NULL"]
@@ -151,7 +155,10 @@ async fn pipelined_queries_on_one_client() {
     let client = proxy.connect("pipelined").await;
 
     // One prepared statement executed 500 times without waiting for answers.
-    let stmt = client.prepare("select $1::int4 * 2, $2::text").await.unwrap();
+    let stmt = client
+        .prepare("select $1::int4 * 2, $2::text")
+        .await
+        .unwrap();
     let labels: Vec<String> = (0..500).map(|i| format!("row-{i}")).collect();
     let futures = (0..500i32).map(|i| {
         let stmt = &stmt;
@@ -204,7 +211,15 @@ async fn pipelined_queries_on_one_client() {
     let simple = client.simple_query("select 1; select 2");
     let extended = client.query_one("select $1::text", &[&"x"]);
     let (simple, extended) = tokio::join!(simple, extended);
-    assert_eq!(simple.unwrap().len(), 4); // two rows and two CommandCompletes
+    let values: Vec<String> = simple
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(values, ["1", "2"]);
     assert_eq!(extended.unwrap().get::<_, &str>(0), "x");
 }
 
@@ -231,7 +246,14 @@ async fn errors_leave_the_connection_usable() {
     let stmt = client.prepare("select $1::text::int4").await.unwrap();
     let e = client.query_one(&stmt, &[&"nope"]).await.unwrap_err();
     assert_eq!(sqlstate(&e), "22P02");
-    assert_eq!(client.query_one(&stmt, &[&"7"]).await.unwrap().get::<_, i32>(0), 7);
+    assert_eq!(
+        client
+            .query_one(&stmt, &[&"7"])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        7
+    );
 
     // An error inside a transaction aborts it until ROLLBACK, then all is well.
     {
@@ -276,8 +298,8 @@ async fn prepared_statements_survive_eviction_from_a_small_server_cache() {
     let a_stmts = prepare_family(&a, "a", 10).await;
     let b_stmts = prepare_family(&b, "b", 10).await;
     for round in 0..5i32 {
-        for k in 0..10 {
-            let row = a.query_one(&a_stmts[k], &[&round]).await.unwrap();
+        for (k, a_stmt) in a_stmts.iter().enumerate() {
+            let row = a.query_one(a_stmt, &[&round]).await.unwrap();
             assert_eq!(row.get::<_, i32>(0), round + k as i32);
             assert_eq!(row.get::<_, &str>(1), format!("a{k}"));
             // Interleave the other client on the same (only) server connection, going
@@ -308,11 +330,25 @@ async fn prepared_statements_survive_eviction_from_a_small_server_cache() {
         .await
         .unwrap();
 
-    // The server connection never held more than 3 statements of ours.
-    let checker = common::superuser().await;
-    let _ = checker; // pg_prepared_statements is per-backend; the proxy's own table is checked below.
     let sizes = proxy.pool_sizes();
     assert!(sizes.iter().all(|(_, n)| *n <= 1), "pool sizes {sizes:?}");
+    // The only server connection holds no more than 3 prepared statements (this query's
+    // own among them).
+    let on_server: i64 = a
+        .query_one("select count(*) from pg_prepared_statements", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(on_server <= 3, "{on_server} statements on the server");
+    let on_server: i64 = a
+        .query_one("select count(*) from pg_prepared_statements", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        (1..=3).contains(&on_server),
+        "{on_server} statements on the server"
+    );
 }
 
 /// Prepares `n` statements that differ in text: `select $1 + k, '<tag>k'`.
@@ -357,10 +393,8 @@ async fn prepared_statements_across_a_shared_pool() {
                     client.batch_execute("begin").await?;
                     let (p1, p2): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
                         ([&i], [&arg]);
-                    let (x, y) = tokio::join!(
-                        client.query_one(&shared, &p1),
-                        client.query_one(&own, &p2)
-                    );
+                    let (x, y) =
+                        tokio::join!(client.query_one(&shared, &p1), client.query_one(&own, &p2));
                     assert_eq!(x?.get::<_, i32>(0), 3 * i);
                     assert_eq!(y?.get::<_, String>(0), format!("v{i}-{n}"));
                     client.batch_execute("commit").await?;
@@ -383,35 +417,59 @@ async fn prepared_statements_across_a_shared_pool() {
 async fn startup_parameters_are_applied() {
     let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
     let mut config = proxy.pg_config("startup_params");
-    config.options("-c search_path=foo,public -c statement_timeout=12345");
+    config.options("-c statement_timeout=12345 -c DateStyle=SQL,DMY");
     let client = common::connect_with(&config).await;
-    let show = |sql: &'static str| {
-        let client = &client;
-        async move {
-            let rows = client.simple_query(sql).await.unwrap();
-            match &rows[0] {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).unwrap().to_string(),
-                other => panic!("no row: {other:?}"),
-            }
-        }
-    };
-    assert_eq!(show("show client_encoding").await, "UTF8");
-    assert_eq!(show("show search_path").await, "foo, public");
-    assert_eq!(show("show statement_timeout").await, "12345ms");
-    assert_eq!(show("show application_name").await, "startup_params");
+    assert_eq!(show(&client, "show client_encoding").await, "UTF8");
+    assert_eq!(show(&client, "show statement_timeout").await, "12345ms");
+    assert_eq!(show(&client, "show datestyle").await, "SQL, DMY");
+    assert_eq!(
+        show(&client, "show application_name").await,
+        "startup_params"
+    );
 
     // Another client on the same single server connection has its own defaults, and the
     // first keeps its values afterwards.
     let other = proxy.connect("startup_params_other").await;
-    let row = other.simple_query("show search_path").await.unwrap();
-    match &row[0] {
-        tokio_postgres::SimpleQueryMessage::Row(r) => {
-            assert_eq!(r.get(0), Some("\"$user\", public"))
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(show("show search_path").await, "foo, public");
-    assert_eq!(show("show statement_timeout").await, "12345ms");
+    assert_eq!(show(&other, "show statement_timeout").await, "0");
+    assert_eq!(show(&other, "show datestyle").await, "ISO, MDY");
+    assert_eq!(
+        show(&other, "show application_name").await,
+        "startup_params_other"
+    );
+    assert_eq!(show(&client, "show statement_timeout").await, "12345ms");
+    assert_eq!(show(&client, "show datestyle").await, "SQL, DMY");
+    assert_eq!(
+        show(&client, "show application_name").await,
+        "startup_params"
+    );
+}
+
+/// PostgreSQL applies a startup value as the client wrote it, so `-c search_path=a,b`
+/// is a list of two schemas, not the one schema `"a,b"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_list_parameter_stays_a_list() {
+    let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
+    let mut config = proxy.pg_config("startup_list_param");
+    config.options("-c search_path=foo,public");
+    let client = common::connect_with(&config).await;
+    let table = common::unique("startup_list_t");
+    let setup = proxy.connect("startup_list_param_setup").await;
+    setup
+        .batch_execute(&format!("create table public.{table} (a int)"))
+        .await
+        .unwrap();
+    let found = client
+        .query_one(&format!("select count(*) from {table}"), &[])
+        .await;
+    let shown = show(&client, "show search_path").await;
+    setup
+        .batch_execute(&format!("drop table public.{table}"))
+        .await
+        .unwrap();
+    assert_eq!(shown, "foo,public");
+    let found =
+        found.unwrap_or_else(|e| panic!("search_path foo,public must find a table in public: {e}"));
+    assert_eq!(found.get::<_, i64>(0), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,6 +499,9 @@ async fn large_result_streams_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_in_and_out_over_the_extended_protocol() {
+    // tokio-postgres sends Bind, Execute, Sync and only then the CopyData; PostgreSQL
+    // ignores a Sync that arrives in copy-in mode, so only one ReadyForQuery comes back
+    // for the two Syncs of a COPY FROM STDIN.
     let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
     let client = proxy.connect("copy_extended").await;
     let table = common::unique("copy_ext");
@@ -468,8 +529,18 @@ async fn copy_in_and_out_over_the_extended_protocol() {
     let n = sink.finish().await.unwrap();
     assert_eq!(n, 20_000);
 
+    // The connection goes on normally after COPY FROM STDIN.
+    let count: i64 = client
+        .query_one(&format!("select count(*) from {table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 20_000);
+
     let stream = client
-        .copy_out(&format!("copy (select * from {table} order by id) to stdout"))
+        .copy_out(&format!(
+            "copy (select * from {table} order by id) to stdout"
+        ))
         .await
         .unwrap();
     pin_mut!(stream);
@@ -513,4 +584,89 @@ async fn copy_in_and_out_over_the_extended_protocol() {
         .batch_execute(&format!("drop table {table}"))
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_out_over_the_extended_protocol() {
+    let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
+    let client = proxy.connect("copy_out_extended").await;
+    for round in 0..3 {
+        let stream = client
+            .copy_out("copy (select g, md5(g::text) from generate_series(1, 50000) g) to stdout")
+            .await
+            .unwrap();
+        pin_mut!(stream);
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.try_next().await.unwrap() {
+            out.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 50_000, "round {round}");
+        assert!(text.starts_with("1\tc4ca4238a0b923820dcc509a6f75849b\n"));
+        assert_eq!(one(&client, "select 1").await, 1);
+    }
+}
+
+/// Notices (RAISE NOTICE / WARNING) reach the client in order, inside and outside
+/// transactions, in the simple and the extended protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_reach_the_client() {
+    let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
+    let (client, mut connection) = proxy
+        .pg_config("notices")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.try_next().await.unwrap_or(None) {
+            if let tokio_postgres::AsyncMessage::Notice(n) = message {
+                let _ = tx.send(format!("{}: {}", n.severity(), n.message()));
+            }
+        }
+    });
+    let mut expect = |want: &'static str| {
+        let got = notices
+            .try_recv()
+            .unwrap_or_else(|_| panic!("no notice; wanted {want}"));
+        assert_eq!(got, want);
+    };
+
+    client
+        .batch_execute("do $$ begin raise notice 'outside'; end $$")
+        .await
+        .unwrap();
+    expect("NOTICE: outside");
+    client
+        .batch_execute("begin; do $$ begin raise notice 'in tx 1'; raise warning 'in tx 2'; end $$")
+        .await
+        .unwrap();
+    expect("NOTICE: in tx 1");
+    expect("WARNING: in tx 2");
+    // A notice just before an error in an aborted transaction.
+    let e = client
+        .batch_execute("do $$ begin raise notice 'before error'; perform 1/0; end $$")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22012");
+    expect("NOTICE: before error");
+    client.batch_execute("rollback").await.unwrap();
+    // Extended protocol: a function that raises a notice per row.
+    client
+        .batch_execute(
+            "create or replace function pg_temp.noisy(i int) returns int language plpgsql \
+             as $$ begin raise notice 'row %', i; return i; end $$",
+        )
+        .await
+        .unwrap();
+    let rows = client
+        .query("select pg_temp.noisy(g) from generate_series(1, 3) g", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    expect("NOTICE: row 1");
+    expect("NOTICE: row 2");
+    expect("NOTICE: row 3");
+    assert!(notices.try_recv().is_err(), "unexpected extra notice");
 }

@@ -84,10 +84,9 @@ impl deadpool::managed::Manager for Manager {
         if conn.status != TxStatus::Idle {
             return Err(RecycleError::message("connection is inside a transaction"));
         }
-        // A connection idle for a while may have been closed by the server (restart,
-        // idle timeout): probe it without a round trip. Busy ones skip the syscall.
-        let probe = metrics.last_used() > Duration::from_secs(1);
-        if !conn.read_buf.is_empty() || (probe && !conn.is_quiet()) {
+        // The server may have closed it while it sat in the pool (terminated, restarted,
+        // idle timeout): a non-blocking read tells, without a round trip.
+        if !conn.is_quiet() {
             return Err(RecycleError::message(
                 "connection has unread data or is closed",
             ));

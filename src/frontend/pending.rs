@@ -66,6 +66,9 @@ pub enum Pending {
         statement: Option<Arc<str>>,
     },
     Synthetic(Bytes),
+    /// The client ended a COPY (CopyDone or CopyFail). No reply: it marks where the
+    /// Syncs a server ignores in copy-in mode stop.
+    CopyEnd,
 }
 
 impl Pending {
@@ -89,6 +92,9 @@ pub enum Verdict {
 #[derive(Debug, Default)]
 pub struct PendingQueue {
     queue: VecDeque<Pending>,
+    /// The server is in copy-in mode and the client has not ended the copy yet: the
+    /// server ignores Syncs until then, so none is expected.
+    copy_in: bool,
     /// Server-side statements whose Parse failed, for the caller to forget.
     failed_statements: Vec<Arc<str>>,
 }
@@ -96,6 +102,44 @@ pub struct PendingQueue {
 impl PendingQueue {
     pub fn push(&mut self, p: Pending) {
         self.queue.push_back(p);
+    }
+
+    /// Records a Sync the client sent; in copy-in mode the server ignores it.
+    pub fn push_sync(&mut self) {
+        if !self.copy_in {
+            self.queue.push_back(Pending::reply(Kind::Sync));
+        }
+    }
+
+    /// The client sent CopyDone or CopyFail.
+    pub fn client_copy_end(&mut self) {
+        if self.copy_in {
+            self.copy_in = false;
+        } else {
+            // The server has not said CopyInResponse yet (or there is no copy).
+            self.queue.push_back(Pending::CopyEnd);
+        }
+    }
+
+    /// The server entered copy-in mode: Syncs the client sent since, up to its end of
+    /// the copy, will be ignored by the server.
+    fn copy_in_started(&mut self) {
+        let mut i = 1;
+        while i < self.queue.len() {
+            match self.queue[i] {
+                Pending::CopyEnd => {
+                    self.queue.remove(i);
+                    return;
+                }
+                Pending::Reply {
+                    kind: Kind::Sync, ..
+                } => {
+                    self.queue.remove(i);
+                }
+                _ => i += 1,
+            }
+        }
+        self.copy_in = true;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -108,6 +152,7 @@ impl PendingQueue {
 
     pub fn clear(&mut self) {
         self.queue.clear();
+        self.copy_in = false;
     }
 
     /// Whether a Sync or Query is outstanding (the server will send ReadyForQuery).
@@ -123,10 +168,15 @@ impl PendingQueue {
         })
     }
 
-    /// Moves pgsplit's own answers at the head of the queue into `out`.
+    /// Moves pgsplit's own answers at the head of the queue into `out` (and drops copy
+    /// markers that no copy claimed).
     pub fn emit_synthetic(&mut self, out: &mut BytesMut) {
-        while let Some(Pending::Synthetic(bytes)) = self.queue.front() {
-            out.extend_from_slice(bytes);
+        loop {
+            match self.queue.front() {
+                Some(Pending::Synthetic(bytes)) => out.extend_from_slice(bytes),
+                Some(Pending::CopyEnd) => {}
+                _ => return,
+            }
             self.queue.pop_front();
         }
     }
@@ -144,7 +194,13 @@ impl PendingQueue {
             return Verdict::Forward;
         };
         let (kind, hide) = (*kind, *hide);
+        if tag == b'G' {
+            self.copy_in_started();
+            return Verdict::Forward;
+        }
         if tag == b'E' {
+            // An error ends copy-in mode too.
+            self.copy_in = false;
             if !kind.waits_for_ready() {
                 self.skip_to_sync();
             }
@@ -272,6 +328,32 @@ mod tests {
         let mut q = PendingQueue::default();
         q.push(Pending::reply(Kind::Query));
         assert_eq!(run(&mut q, b"TDCNESEZ"), b"TDCNESEZ");
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn syncs_sent_during_copy_in_are_not_expected() {
+        // tokio-postgres: Bind, Execute, Sync, then CopyData..., CopyDone, Sync.
+        let mut q = PendingQueue::default();
+        q.push(Pending::reply(Kind::Bind));
+        q.push(Pending::reply(Kind::Execute));
+        q.push_sync();
+        q.client_copy_end();
+        q.push_sync();
+        assert_eq!(run(&mut q, b"2GCZ"), b"2GCZ");
+        assert!(q.is_empty());
+
+        // The copy data arrives after CopyInResponse was seen.
+        q.push(Pending::reply(Kind::Query));
+        assert_eq!(run(&mut q, b"G"), b"G");
+        q.push_sync();
+        q.client_copy_end();
+        assert_eq!(run(&mut q, b"CZ"), b"CZ");
+        assert!(q.is_empty());
+
+        // A CopyDone with no copy leaves nothing behind.
+        q.client_copy_end();
+        run(&mut q, b"");
         assert!(q.is_empty());
     }
 

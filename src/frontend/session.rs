@@ -69,6 +69,13 @@ pub struct Session {
     settings: ClientSettings,
     /// The transaction status the client last saw.
     status: TxStatus,
+    /// The client used a feature that needs a real session: it keeps its server
+    /// connection until it leaves (which is then reset with DISCARD ALL).
+    pinned: bool,
+    /// The query of the last unnamed Parse.
+    unnamed_sql: Option<Bytes>,
+    /// Portals whose statement may change settings, with that statement's SQL.
+    portals: Portals,
     /// After a failure to get a server during an extended-protocol batch: drop messages
     /// until Sync, then answer ReadyForQuery (what PostgreSQL does after an error).
     skip_to_sync: bool,
@@ -95,6 +102,9 @@ impl Session {
             settings,
             status: TxStatus::Idle,
             skip_to_sync: false,
+            pinned: false,
+            unnamed_sql: None,
+            portals: Portals::default(),
         };
         if let Some(server) = server {
             session.attach(server);
@@ -225,10 +235,21 @@ impl Session {
             b'B' => self.on_bind(frame).await,
             b'D' => self.on_describe(frame).await,
             b'C' => self.on_close(frame).await,
-            b'E' => self.forward(frame, Some(Kind::Execute)).await,
+            b'E' => {
+                let portal = crate::wire::frame::cstr(frame.body()).map(|(p, _)| p);
+                if let Some(sql) = portal.and_then(|p| self.portals.get(p)) {
+                    self.settings.statement_sent(&sql);
+                }
+                self.forward(frame, Some(Kind::Execute)).await
+            }
             b'S' => self.forward(frame, Some(Kind::Sync)).await,
             b'F' => self.forward(frame, Some(Kind::Query)).await,
-            b'H' | b'd' | b'c' | b'f' => self.forward(frame, None).await,
+            b'H' | b'd' => self.forward(frame, None).await,
+            b'c' | b'f' => {
+                self.forward(frame, None).await?;
+                self.queue.client_copy_end();
+                Ok(())
+            }
             other => Err(SessionEnd::Refused(PgError::fatal(
                 code::PROTOCOL_VIOLATION,
                 format!("invalid frontend message type {}", other),
@@ -258,10 +279,10 @@ impl Session {
         let Some(parse) = read_parse(frame.body()) else {
             return Err(malformed("Parse"));
         };
-        self.settings.statement_sent(parse.query);
         if parse.name.is_empty() {
             // The query sits after the (empty) name and its terminator.
             let sql = frame.bytes.slice(6..6 + parse.query.len());
+            self.unnamed_sql = Some(sql.clone());
             return self.forward_routed(frame, Kind::Parse, &sql).await;
         }
         let stmt = Arc::new(PreparedStatement::from_parse(&parse));
@@ -290,10 +311,18 @@ impl Session {
         let Some((portal, name, rest)) = read_bind(frame.body()) else {
             return Err(malformed("Bind"));
         };
-        let Some(stmt) = (!name.is_empty())
+        let stmt = (!name.is_empty())
             .then(|| self.statements.get(name).cloned())
-            .flatten()
-        else {
+            .flatten();
+        // Remember what the portal will run, for settings it may change.
+        let sql = match &stmt {
+            Some(stmt) => Some(&stmt.query),
+            None if name.is_empty() => self.unnamed_sql.as_ref(),
+            None => None,
+        };
+        let sql = sql.filter(|sql| self.settings.wants(sql)).cloned();
+        self.portals.bind(portal, sql);
+        let Some(stmt) = stmt else {
             return self.forward(frame, Some(Kind::Bind)).await;
         };
         if !self.ensure_server(Some(&stmt.query)).await? {
@@ -364,8 +393,10 @@ impl Session {
             return Ok(());
         }
         self.to_server.extend_from_slice(&frame.bytes);
-        if let Some(kind) = kind {
-            self.queue.push(Pending::reply(kind));
+        match kind {
+            Some(Kind::Sync) => self.queue.push_sync(),
+            Some(kind) => self.queue.push(Pending::reply(kind)),
+            None => {}
         }
         Ok(())
     }
@@ -463,6 +494,19 @@ impl Session {
     /// Makes sure a server connection is checked out. Returns false when none could be
     /// had: the client has been sent the error and the message is dropped.
     async fn ensure_server(&mut self, sql: Option<&Bytes>) -> Result<bool, SessionEnd> {
+        let attached = self.attach_server(sql).await?;
+        if attached && !self.pinned && sql.is_some_and(|sql| needs_session(sql)) {
+            tracing::debug!(
+                client = self.ctx.cancel.pid,
+                "client pinned to its server connection"
+            );
+            self.pinned = true;
+        }
+        Ok(attached)
+    }
+
+    /// Checks out a server connection unless one is attached (see `ensure_server`).
+    async fn attach_server(&mut self, sql: Option<&Bytes>) -> Result<bool, SessionEnd> {
         if let Some(server) = self.server.as_ref() {
             // A server kept across statements (session pooling, a pinned client) whose
             // settings were reset (RESET ALL, DISCARD ALL) gets the client's back before
@@ -600,8 +644,7 @@ impl Session {
                 b'Z' => {
                     let status = msg::read_ready(body).unwrap_or(TxStatus::Idle);
                     server.status = status;
-                    let was_in_tx = self.status != TxStatus::Idle;
-                    match self.settings.ready(was_in_tx, status != TxStatus::Idle) {
+                    match self.settings.ready(self.status, status) {
                         ServerSettings::Unchanged => {}
                         ServerSettings::Client(current) => server.settings = current,
                         ServerSettings::Defaults => server.settings.clear(),
@@ -612,7 +655,6 @@ impl Session {
                 b'E' => self.settings.statement_failed(),
                 b'C' => {
                     let tag = msg::read_command_tag(body);
-                    self.settings.command_completed(tag);
                     if tag == b"DISCARD ALL" || tag == b"DEALLOCATE ALL" {
                         server.statements.clear();
                     }
@@ -644,7 +686,7 @@ impl Session {
     /// In transaction pooling, returns the server connection once the client is idle and
     /// nothing is outstanding.
     fn release_if_idle(&mut self) {
-        if self.ctx.mode != PoolMode::Transaction {
+        if self.ctx.mode != PoolMode::Transaction || self.pinned {
             return;
         }
         let idle = match self.server.as_ref() {
@@ -682,12 +724,26 @@ impl Session {
             && self.queue.is_empty()
             && server.read_buf.is_empty();
         if clean {
-            if self.ctx.mode == PoolMode::Session {
+            if self.ctx.mode == PoolMode::Session || self.pinned {
                 server.needs_discard = true;
             }
             drop(server);
         } else {
             tracing::debug!(node = %server.node.name, "closing a server connection left mid-transaction");
+            if !self.queue.is_empty() {
+                // A query may still be running; PostgreSQL would only notice the closed
+                // socket when it next writes, so cancel it.
+                let target = CancelTarget {
+                    node: server.node.clone(),
+                    pid: server.backend_pid,
+                    secret: server.backend_secret.clone(),
+                };
+                tokio::spawn(async move {
+                    if let Err(e) = crate::cancel::send_cancel(&target).await {
+                        tracing::debug!(error = %e, "could not cancel an abandoned query");
+                    }
+                });
+            }
             drop(Object::take(server));
         }
     }
@@ -709,6 +765,46 @@ pub async fn apply_settings(
         server.settings = desired.clone();
     }
     Ok(())
+}
+
+/// The portals whose statements may change session settings (most have none), so the
+/// change is recorded when the portal is executed, not when it is prepared.
+#[derive(Debug, Default)]
+struct Portals {
+    unnamed: Option<Bytes>,
+    named: std::collections::HashMap<Vec<u8>, Bytes>,
+}
+
+impl Portals {
+    fn bind(&mut self, portal: &[u8], sql: Option<Bytes>) {
+        match (portal.is_empty(), sql) {
+            (true, sql) => self.unnamed = sql,
+            (false, Some(sql)) => {
+                self.named.insert(portal.to_vec(), sql);
+            }
+            (false, None) => {
+                if !self.named.is_empty() {
+                    self.named.remove(portal);
+                }
+            }
+        }
+    }
+
+    fn get(&self, portal: &[u8]) -> Option<Bytes> {
+        if portal.is_empty() {
+            self.unnamed.clone()
+        } else {
+            self.named.get(portal).cloned()
+        }
+    }
+}
+
+/// Whether a statement uses session state pgsplit cannot carry from one server
+/// connection to the next: `set_config(...)` (a session-level setting by function).
+fn needs_session(sql: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"set_config";
+    sql.windows(NEEDLE.len())
+        .any(|w| w.eq_ignore_ascii_case(NEEDLE))
 }
 
 /// How much of a server's replies pgsplit reads ahead while it is still writing to it.

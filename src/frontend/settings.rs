@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-/// One change to a session setting.
+use crate::wire::message::TxStatus;
+
+/// One change to a session setting, or a transaction event that decides whether the
+/// changes before it are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SettingChange {
     /// `SET name ...`: the statement to replay, as the client wrote it.
@@ -16,6 +19,12 @@ pub enum SettingChange {
         name: String,
     },
     ResetAll,
+    Begin,
+    Commit,
+    Rollback,
+    Savepoint(String),
+    RollbackTo(String),
+    Release(String),
 }
 
 /// A client's settings: those from its startup packet and the current ones.
@@ -24,13 +33,13 @@ pub struct ClientSettings {
     startup: BTreeMap<String, String>,
     current: BTreeMap<String, String>,
     /// Changes made inside the open transaction block; they take effect at COMMIT.
-    in_transaction: Vec<SettingChange>,
-    /// Changes of the statements now running, settled at their ReadyForQuery.
+    pending: Vec<SettingChange>,
+    /// Savepoints of the open block, with how many pending changes preceded each.
+    savepoints: Vec<(String, usize)>,
+    /// Events of the statements now running, settled at their ReadyForQuery.
     running: Vec<SettingChange>,
     /// Whether a statement now running failed.
     running_failed: bool,
-    /// Whether the last command tag was COMMIT (a failed COMMIT reports ROLLBACK).
-    committed: bool,
 }
 
 /// What a server connection's settings are after a ReadyForQuery.
@@ -70,9 +79,15 @@ impl ClientSettings {
         }
     }
 
-    /// A statement with this SQL is being sent to the server.
+    /// Whether a statement with this SQL needs a look: it may change a setting, or a
+    /// transaction block holds changes its control statements decide on.
+    pub fn wants(&self, sql: &[u8]) -> bool {
+        !self.pending.is_empty() || might_change_setting(sql)
+    }
+
+    /// A statement with this SQL is being executed.
     pub fn statement_sent(&mut self, sql: &[u8]) {
-        if might_change_setting(sql) {
+        if self.wants(sql) {
             if let Ok(text) = std::str::from_utf8(sql) {
                 self.running.extend(setting_changes(text));
             }
@@ -84,43 +99,83 @@ impl ClientSettings {
         self.running_failed = true;
     }
 
-    /// The server completed a command with this tag.
-    pub fn command_completed(&mut self, tag: &[u8]) {
-        self.committed = tag == b"COMMIT";
+    /// The server is ready for the next query: the transaction status was `before` the
+    /// running statements and is `after` now. Their changes take effect (at once outside
+    /// a block, at COMMIT inside one; a COMMIT of a failed block rolls back). Returns
+    /// what the server's settings are now.
+    pub fn ready(&mut self, before: TxStatus, after: TxStatus) -> ServerSettings {
+        let block_before = before != TxStatus::Idle;
+        let block_after = after != TxStatus::Idle;
+        let committed = before != TxStatus::Failed;
+        let failed = std::mem::replace(&mut self.running_failed, false);
+        let events = std::mem::take(&mut self.running);
+        let mut outcome = Outcome::default();
+        if failed {
+            // What ran in the failed statement did not take effect; if the server left
+            // no block open, the block (explicit or implicit) is gone too.
+            if !block_after {
+                self.settle_block(false, &mut outcome);
+            }
+            return outcome.server_settings(&self.current);
+        }
+        let mut in_block = block_before;
+        for event in events {
+            match event {
+                SettingChange::Begin => in_block = true,
+                SettingChange::Commit => {
+                    self.settle_block(committed, &mut outcome);
+                    in_block = false;
+                }
+                SettingChange::Rollback => {
+                    self.settle_block(false, &mut outcome);
+                    in_block = false;
+                }
+                SettingChange::Savepoint(name) if in_block => {
+                    self.savepoints.push((name, self.pending.len()));
+                }
+                SettingChange::RollbackTo(name) if in_block => {
+                    // A savepoint we never saw was made while nothing was pending.
+                    let keep = match self.savepoints.iter().rposition(|(n, _)| *n == name) {
+                        Some(i) => {
+                            self.savepoints.truncate(i + 1);
+                            self.savepoints[i].1
+                        }
+                        None => 0,
+                    };
+                    self.pending.truncate(keep);
+                }
+                SettingChange::Release(name) if in_block => {
+                    if let Some(i) = self.savepoints.iter().rposition(|(n, _)| *n == name) {
+                        self.savepoints.truncate(i);
+                    }
+                }
+                change @ (SettingChange::Set { .. }
+                | SettingChange::Reset { .. }
+                | SettingChange::ResetAll) => {
+                    if in_block {
+                        self.pending.push(change);
+                    } else {
+                        self.apply(&change, &mut outcome);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if in_block && !block_after {
+            // The block ended in a way the text did not show (the server knows best).
+            self.settle_block(committed, &mut outcome);
+        }
+        outcome.server_settings(&self.current)
     }
 
-    /// The server is ready for the next query, with transaction status `before` ->
-    /// `after`: the running statements' changes take effect (at once outside a
-    /// transaction block, at COMMIT inside one). Returns what the server's settings are
-    /// now.
-    pub fn ready(
-        &mut self,
-        in_transaction_before: bool,
-        in_transaction_after: bool,
-    ) -> ServerSettings {
-        let failed = std::mem::replace(&mut self.running_failed, false);
-        if self.running.is_empty() && (self.in_transaction.is_empty() || in_transaction_after) {
-            return ServerSettings::Unchanged;
-        }
-        let changes = std::mem::take(&mut self.running);
-        if in_transaction_after {
-            if !failed {
-                self.defer(&changes);
+    /// The open block ended: keep its changes if it committed.
+    fn settle_block(&mut self, committed: bool, outcome: &mut Outcome) {
+        self.savepoints.clear();
+        let pending = std::mem::take(&mut self.pending);
+        if committed {
+            for change in &pending {
+                self.apply(change, outcome);
             }
-            return ServerSettings::Unchanged;
-        }
-        let mut reset_all = false;
-        if !failed {
-            self.apply(&changes);
-            reset_all = changes.contains(&SettingChange::ResetAll);
-        }
-        if in_transaction_before {
-            reset_all |= self.end_transaction(self.committed);
-        }
-        if reset_all {
-            ServerSettings::Defaults
-        } else {
-            ServerSettings::Client(self.current.clone())
         }
     }
 
@@ -129,40 +184,46 @@ impl ClientSettings {
         &self.current
     }
 
-    /// Records changes made by a statement that completed outside a transaction block.
-    pub fn apply(&mut self, changes: &[SettingChange]) {
-        for change in changes {
-            match change {
-                SettingChange::Set { name, statement } => {
-                    self.current.insert(name.clone(), statement.clone());
-                }
-                SettingChange::Reset { name } => match self.startup.get(name) {
-                    Some(s) => {
-                        self.current.insert(name.clone(), s.clone());
-                    }
-                    None => {
-                        self.current.remove(name);
-                    }
-                },
-                SettingChange::ResetAll => self.current = self.startup.clone(),
+    /// Applies one committed change.
+    fn apply(&mut self, change: &SettingChange, outcome: &mut Outcome) {
+        outcome.changed = true;
+        match change {
+            SettingChange::Set { name, statement } => {
+                self.current.insert(name.clone(), statement.clone());
             }
+            SettingChange::Reset { name } => match self.startup.get(name) {
+                Some(s) => {
+                    self.current.insert(name.clone(), s.clone());
+                }
+                None => {
+                    self.current.remove(name);
+                }
+            },
+            SettingChange::ResetAll => {
+                self.current = self.startup.clone();
+                outcome.reset_all = true;
+            }
+            _ => {}
         }
     }
+}
 
-    /// Records changes made inside a transaction block; they wait for its end.
-    pub fn defer(&mut self, changes: &[SettingChange]) {
-        self.in_transaction.extend_from_slice(changes);
-    }
+/// What settling changes did.
+#[derive(Debug, Default)]
+struct Outcome {
+    changed: bool,
+    reset_all: bool,
+}
 
-    /// The transaction block ended: keep its changes if it committed. Returns whether
-    /// they included a RESET ALL.
-    pub fn end_transaction(&mut self, committed: bool) -> bool {
-        let changes = std::mem::take(&mut self.in_transaction);
-        if !committed {
-            return false;
+impl Outcome {
+    fn server_settings(&self, current: &BTreeMap<String, String>) -> ServerSettings {
+        if self.reset_all {
+            ServerSettings::Defaults
+        } else if self.changed {
+            ServerSettings::Client(current.clone())
+        } else {
+            ServerSettings::Unchanged
         }
-        self.apply(&changes);
-        changes.contains(&SettingChange::ResetAll)
     }
 }
 
@@ -245,6 +306,20 @@ fn parse_statement(stmt: &str, out: &mut Vec<SettingChange>) {
     let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
     match lower.as_slice() {
         ["discard", "all"] | ["reset", "all"] => out.push(SettingChange::ResetAll),
+        ["begin", ..] | ["start", "transaction", ..] => out.push(SettingChange::Begin),
+        ["commit" | "end", ..] => out.push(SettingChange::Commit),
+        ["rollback" | "abort", rest @ ..] => match rest {
+            ["to", "savepoint", _] | ["work" | "transaction", "to", "savepoint", _] => out.push(
+                SettingChange::RollbackTo(unquote_name(words[words.len() - 1])),
+            ),
+            ["to", _] | ["work" | "transaction", "to", _] => out.push(SettingChange::RollbackTo(
+                unquote_name(words[words.len() - 1]),
+            )),
+            _ => out.push(SettingChange::Rollback),
+        },
+        ["savepoint", _] => out.push(SettingChange::Savepoint(unquote_name(words[1]))),
+        ["release", "savepoint", _] => out.push(SettingChange::Release(unquote_name(words[2]))),
+        ["release", _] => out.push(SettingChange::Release(unquote_name(words[1]))),
         ["reset", "time", "zone"] => out.push(reset("timezone")),
         ["reset", "session", "authorization"] => out.push(reset("session_authorization")),
         ["reset", _] => out.push(SettingChange::Reset {
@@ -400,9 +475,14 @@ fn parse_options(options: &str) -> Vec<(String, String)> {
     out
 }
 
-/// `SET "name" TO 'value'`.
+/// Sets `name` to `value` the way PostgreSQL applies startup options: as one string
+/// value (a list like `search_path = 'a,b'` stays a list).
 pub fn set_statement(name: &str, value: &str) -> String {
-    format!("SET {} TO {}", quote_ident(name), quote_literal(value))
+    format!(
+        "SELECT pg_catalog.set_config({}, {}, false)",
+        quote_literal(name),
+        quote_literal(value)
+    )
 }
 
 pub fn quote_ident(name: &str) -> String {
@@ -461,11 +541,11 @@ mod tests {
             vec![
                 set(
                     "default_transaction_isolation",
-                    "SET \"default_transaction_isolation\" TO 'serializable'"
+                    &set_statement("default_transaction_isolation", "serializable")
                 ),
                 set(
                     "default_transaction_read_only",
-                    "SET \"default_transaction_read_only\" TO 'on'"
+                    &set_statement("default_transaction_read_only", "on")
                 ),
             ]
         );
@@ -496,71 +576,127 @@ mod tests {
         assert_eq!(cur.len(), 3);
         assert_eq!(
             cur["application_name"],
-            "SET \"application_name\" TO 'psql'"
+            "SELECT pg_catalog.set_config('application_name', 'psql', false)"
         );
-        assert_eq!(cur["search_path"], "SET \"search_path\" TO 'x'");
+        assert_eq!(
+            cur["search_path"],
+            "SELECT pg_catalog.set_config('search_path', 'x', false)"
+        );
+    }
+
+    const IDLE: TxStatus = TxStatus::Idle;
+    const IN: TxStatus = TxStatus::InTransaction;
+    const FAILED: TxStatus = TxStatus::Failed;
+
+    /// Runs `sql` as one query with the transaction status before and after it.
+    fn run(s: &mut ClientSettings, sql: &str, before: TxStatus, after: TxStatus) -> ServerSettings {
+        s.statement_sent(sql.as_bytes());
+        s.ready(before, after)
     }
 
     #[test]
-    fn reset_returns_to_startup_values_and_transactions_commit_or_not() {
+    fn reset_returns_to_startup_values() {
         let mut s = ClientSettings::from_startup(&[("application_name".into(), "a".into())]);
         let start = s.current().clone();
-        s.apply(&setting_changes(
+        run(
+            &mut s,
             "SET application_name = 'b'; SET work_mem = '8MB'",
-        ));
+            IDLE,
+            IDLE,
+        );
         assert_eq!(s.current().len(), 2);
-        s.apply(&setting_changes("RESET application_name"));
+        run(&mut s, "RESET application_name", IDLE, IDLE);
         assert_eq!(s.current()["application_name"], start["application_name"]);
-        s.apply(&[SettingChange::ResetAll]);
+        assert_eq!(
+            run(&mut s, "RESET ALL", IDLE, IDLE),
+            ServerSettings::Defaults
+        );
         assert_eq!(s.current(), &start);
+    }
 
-        s.defer(&setting_changes("SET work_mem = '8MB'"));
-        s.end_transaction(false);
-        assert_eq!(s.current(), &start);
-        s.defer(&setting_changes("SET work_mem = '8MB'"));
-        s.end_transaction(true);
-        assert!(s.current().contains_key("work_mem"));
+    #[test]
+    fn transaction_blocks_inside_one_query_decide_too() {
+        let mut s = ClientSettings::default();
+        run(&mut s, "BEGIN; SET a.b = 1; ROLLBACK", IDLE, IDLE);
+        assert!(s.current().is_empty());
+        run(&mut s, "BEGIN; SET a.b = 1; COMMIT", IDLE, IDLE);
+        assert!(s.current().contains_key("a.b"));
+        run(
+            &mut s,
+            "BEGIN; SET a.c = 1; SAVEPOINT s; SET a.d = 1; ROLLBACK TO SAVEPOINT s; COMMIT",
+            IDLE,
+            IDLE,
+        );
+        assert!(s.current().contains_key("a.c"));
+        assert!(!s.current().contains_key("a.d"));
+        // COMMIT of a failed block rolls back.
+        run(&mut s, "BEGIN", IDLE, IN);
+        run(&mut s, "SET a.e = 1", IN, IN);
+        s.statement_sent(b"select 1/0");
+        s.statement_failed();
+        s.ready(IN, FAILED);
+        run(&mut s, "COMMIT", FAILED, IDLE);
+        assert!(!s.current().contains_key("a.e"));
+    }
+
+    #[test]
+    fn rollback_to_savepoint_drops_later_changes() {
+        let mut s = ClientSettings::default();
+        run(&mut s, "BEGIN", IDLE, IN);
+        run(&mut s, "SET a.one = 1", IN, IN);
+        run(&mut s, "SAVEPOINT s1", IN, IN);
+        run(&mut s, "SET a.two = 2", IN, IN);
+        run(&mut s, "ROLLBACK TO SAVEPOINT s1", IN, IN);
+        run(&mut s, "COMMIT", IN, IDLE);
+        assert!(s.current().contains_key("a.one"));
+        assert!(!s.current().contains_key("a.two"));
+
+        // A savepoint made before any change: rolling back to it drops them all.
+        run(&mut s, "BEGIN", IDLE, IN);
+        run(&mut s, "SAVEPOINT early", IN, IN);
+        run(&mut s, "SET a.three = 3", IN, IN);
+        run(&mut s, "ROLLBACK TO early", IN, IN);
+        run(&mut s, "COMMIT", IN, IDLE);
+        assert!(!s.current().contains_key("a.three"));
     }
 
     #[test]
     fn ready_settles_running_changes() {
         let mut s = ClientSettings::default();
-        s.statement_sent(b"select 1");
-        assert_eq!(s.ready(false, false), ServerSettings::Unchanged);
-
-        s.statement_sent(b"SET work_mem = '8MB'");
+        assert_eq!(
+            run(&mut s, "select 1", IDLE, IDLE),
+            ServerSettings::Unchanged
+        );
         assert!(
-            matches!(s.ready(false, false), ServerSettings::Client(m) if m.contains_key("work_mem"))
+            matches!(run(&mut s, "SET work_mem = '8MB'", IDLE, IDLE), ServerSettings::Client(m) if m.contains_key("work_mem"))
         );
 
         s.statement_sent(b"SET x.y = 1");
         s.statement_failed();
-        s.ready(false, false);
+        s.ready(IDLE, IDLE);
         assert!(!s.current().contains_key("x.y"));
 
         // Inside a transaction: kept only if it commits.
-        s.statement_sent(b"SET a.b = 1");
-        assert_eq!(s.ready(true, true), ServerSettings::Unchanged);
-        s.command_completed(b"ROLLBACK");
-        s.ready(true, false);
+        assert_eq!(
+            run(&mut s, "SET a.b = 1", IN, IN),
+            ServerSettings::Unchanged
+        );
+        run(&mut s, "ROLLBACK", IN, IDLE);
         assert!(!s.current().contains_key("a.b"));
-        s.statement_sent(b"SET a.b = 1");
-        s.ready(true, true);
-        s.command_completed(b"COMMIT");
-        s.ready(true, false);
+        run(&mut s, "SET a.b = 1", IN, IN);
+        run(&mut s, "COMMIT", IN, IDLE);
         assert!(s.current().contains_key("a.b"));
 
-        s.statement_sent(b"RESET ALL");
-        assert_eq!(s.ready(false, false), ServerSettings::Defaults);
+        assert_eq!(
+            run(&mut s, "RESET ALL", IDLE, IDLE),
+            ServerSettings::Defaults
+        );
         assert!(s.current().is_empty());
 
         // RESET ALL inside a committed transaction also leaves the server at defaults.
-        s.statement_sent(b"SET a.b = 1");
-        s.ready(false, false);
-        s.statement_sent(b"RESET ALL");
-        s.ready(true, true);
-        s.command_completed(b"COMMIT");
-        assert_eq!(s.ready(true, false), ServerSettings::Defaults);
+        run(&mut s, "SET a.b = 1", IDLE, IDLE);
+        run(&mut s, "RESET ALL", IN, IN);
+        assert_eq!(run(&mut s, "COMMIT", IN, IDLE), ServerSettings::Defaults);
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub fn test_config() -> Config {
     let mut config = Config::load(path).expect("config.toml loads");
     config.proxy.listen = "127.0.0.1:0".parse().unwrap();
     config.pool.checkout_timeout = pgsplit::config::Duration::from_secs(30);
+    config.proxy.server_connect_timeout = pgsplit::config::Duration::from_secs(30);
     for node in &mut config.nodes {
         node.port = match node.role {
             NodeRole::Primary => primary_port(),
@@ -254,7 +255,9 @@ pub async fn run_command(mut cmd: Command, stdin: Option<&[u8]>, secs: u64) -> O
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn client program (is it installed?)");
+    let mut child = cmd
+        .spawn()
+        .expect("spawn client program (is it installed?)");
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().unwrap();
         pipe.write_all(input).await.unwrap();
@@ -284,4 +287,72 @@ pub async fn backends(checker: &Client, app_name: &str) -> Vec<(String, String)>
 /// The SQLSTATE of a tokio-postgres error, as text ("" when it is not a server error).
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
+/// The first value of the first row a simple query returns ("<NULL>" for NULL).
+pub async fn show(client: &Client, sql: &str) -> String {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some(r.get(0).unwrap_or("<NULL>").to_string())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no row from {sql}"))
+}
+
+/// A tokio-postgres error with its SQLSTATE and server message, for assertion output.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => format!("{e:?}"),
+    }
+}
+
+/// Local ports of this process's TCP connections to `remote_port` (Linux: from
+/// /proc/self/net/tcp{,6}, matched to this process's socket descriptors). Lets a test
+/// tell its own proxy's server connections from anyone else's in pg_stat_activity.
+pub fn own_ports_to(remote_port: u16) -> Vec<i32> {
+    let mut inodes = std::collections::HashSet::new();
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let target = target.to_string_lossy().into_owned();
+                if let Some(inode) = target
+                    .strip_prefix("socket:[")
+                    .and_then(|t| t.strip_suffix(']'))
+                {
+                    inodes.insert(inode.to_string());
+                }
+            }
+        }
+    }
+    let mut ports = Vec::new();
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 {
+                continue;
+            }
+            let port_of = |addr: &str| {
+                addr.rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
+            if port_of(cols[2]) == Some(remote_port) && inodes.contains(cols[9]) {
+                if let Some(local) = port_of(cols[1]) {
+                    ports.push(local as i32);
+                }
+            }
+        }
+    }
+    ports
 }

@@ -74,7 +74,9 @@ pub struct RawConn {
 
 impl RawConn {
     pub async fn connect(addr: SocketAddr) -> RawConn {
-        let stream = TcpStream::connect(addr).await.expect("connect to the proxy");
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to the proxy");
         stream.set_nodelay(true).unwrap();
         RawConn {
             stream,
@@ -188,11 +190,8 @@ impl RawConn {
         let kind = i32::from_be_bytes(m.body[..4].try_into().unwrap());
         assert_eq!(kind, 5, "expected md5 authentication");
         let salt: [u8; 4] = m.body[4..8].try_into().unwrap();
-        let hash = postgres_protocol::authentication::md5_hash(
-            user.as_bytes(),
-            password.as_bytes(),
-            salt,
-        );
+        let hash =
+            postgres_protocol::authentication::md5_hash(user.as_bytes(), password.as_bytes(), salt);
         let mut body = hash.into_bytes();
         body.push(0);
         self.send(b'p', &body).await;
