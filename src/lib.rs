@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod backend;
 pub mod cancel;
+pub mod classify;
 pub mod config;
 pub mod frontend;
 pub mod net;

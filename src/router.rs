@@ -1,51 +1,553 @@
-//! Where a transaction runs. This is the seam read/write splitting plugs into: the
-//! session asks the router for a node each time it needs a server connection, with what
-//! it knows about the statement that starts the transaction.
+//! Where a transaction runs: the routing policy, as a pure function of what the
+//! statement is, what the router knows about the client (pin after a write, route mode,
+//! session-bound features) and the time. The session calls it each time it needs a
+//! server connection; replica selection and health live in `topology`.
 
-/// Why a node was chosen (reported in logs and, later, metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// Everything runs on the primary.
+use std::time::{Duration, Instant};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::classify::{Class, Classification, Classifier};
+pub use crate::config::Fallback;
+use crate::topology::Topology;
+
+/// `SET pgsplit.route`: `auto` routes by statement, `primary` sends everything to the
+/// primary for this session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteMode {
+    #[default]
+    Auto,
     Primary,
+}
+
+/// The routing settings (from `[routing]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// When false, everything runs on the primary (pooling only).
+    pub enabled: bool,
+    /// How long a client reads from the primary after it wrote; zero disables.
+    pub pin_after_write: Duration,
+    pub fallback: Fallback,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            enabled: true,
+            pin_after_write: Duration::from_secs(5),
+            fallback: Fallback::Primary,
+        }
+    }
+}
+
+/// Everything sessions need to route: shared by all clients.
+#[derive(Debug)]
+pub struct Routing {
+    pub classifier: Classifier,
+    pub policy: Policy,
+    pub topology: Arc<Topology>,
+    /// Index of the primary in the node list.
+    pub primary: usize,
+    pub stats: RouteStats,
+}
+
+/// Counts of routing decisions, by reason and by node.
+#[derive(Debug)]
+pub struct RouteStats {
+    reasons: [AtomicU64; Reason::ALL.len()],
+    nodes: Vec<AtomicU64>,
+}
+
+impl RouteStats {
+    pub fn new(nodes: usize) -> RouteStats {
+        RouteStats {
+            reasons: Default::default(),
+            nodes: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// A transaction or statement was routed to `node` for `reason`.
+    pub fn record(&self, reason: Reason, node: usize) {
+        self.reasons[reason as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = self.nodes.get(node) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many were routed for `reason`.
+    pub fn by_reason(&self, reason: Reason) -> u64 {
+        self.reasons[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// How many were routed to each node, by node index.
+    pub fn by_node(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+/// Combines the classes of the statements of one extended-protocol batch (up to its
+/// Sync, which is one implicit transaction): it may run on a replica only if every
+/// statement may.
+pub fn merge(a: Classification, b: Classification) -> Classification {
+    let replica_ok = |c: &Classification| {
+        matches!(
+            c.class,
+            Class::Read {
+                primary_table: false
+            } | Class::Begin { read_only: true }
+        )
+    };
+    if replica_ok(&a) && replica_ok(&b) {
+        return Classification {
+            class: a.class,
+            hint_primary: a.hint_primary || b.hint_primary,
+        };
+    }
+    let class = if a.class == Class::SessionBound || b.class == Class::SessionBound {
+        Class::SessionBound
+    } else if a.class
+        == (Class::Read {
+            primary_table: true,
+        })
+        && matches!(b.class, Class::Read { .. })
+    {
+        a.class
+    } else {
+        Class::Write
+    };
+    Classification {
+        class,
+        hint_primary: a.hint_primary || b.hint_primary,
+    }
+}
+
+/// A command about routing that pgsplit answers itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteCommand {
+    /// `SET pgsplit.route = 'auto' | 'primary'` (or `RESET pgsplit.route`: auto).
+    Set(RouteMode),
+    /// `SHOW pgsplit.route`.
+    Show,
+    /// `SET pgsplit.route` to something else.
+    Invalid(String),
+}
+
+/// Recognises `SET [SESSION] pgsplit.route {=|TO} value`, `RESET pgsplit.route` and
+/// `SHOW pgsplit.route` (one statement, any case, optional trailing `;`). Cheap for
+/// every other query: only text starting with `s` or `r` is looked at further.
+pub fn route_command(sql: &[u8]) -> Option<RouteCommand> {
+    let first = sql.iter().find(|b| !b.is_ascii_whitespace())?;
+    if !matches!(first.to_ascii_lowercase(), b's' | b'r') || sql.len() > 200 {
+        return None;
+    }
+    let text = std::str::from_utf8(sql)
+        .ok()?
+        .trim()
+        .trim_end_matches(';')
+        .trim();
+    let lower = text.to_ascii_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| c.is_whitespace() || c == '=')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let words = match words.as_slice() {
+        ["set", "session", rest @ ..] => [&["set"][..], rest].concat(),
+        other => other.to_vec(),
+    };
+    match words.as_slice() {
+        ["show", "pgsplit.route"] => Some(RouteCommand::Show),
+        ["reset", "pgsplit.route"] => Some(RouteCommand::Set(RouteMode::Auto)),
+        ["set", "pgsplit.route", "to", value] | ["set", "pgsplit.route", value] => {
+            let value = value.trim_matches('\'');
+            Some(match value {
+                "auto" | "default" => RouteCommand::Set(RouteMode::Auto),
+                "primary" => RouteCommand::Set(RouteMode::Primary),
+                other => RouteCommand::Invalid(other.to_string()),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// What the router remembers about one client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientRouting {
+    pub mode: RouteMode,
+    /// Reads go to the primary until then (read-your-writes).
+    pub pinned_until: Option<Instant>,
+    /// The client used a feature that needs a real session: it stays on one primary
+    /// connection for the rest of its session.
+    pub session_bound: bool,
+}
+
+impl ClientRouting {
+    /// The client wrote at `now`: pin its reads to the primary (extending any pin).
+    pub fn wrote(&mut self, policy: &Policy, now: Instant) {
+        if policy.pin_after_write.is_zero() {
+            return;
+        }
+        let until = now + policy.pin_after_write;
+        if self.pinned_until.is_none_or(|t| t < until) {
+            self.pinned_until = Some(until);
+        }
+    }
+
+    /// Whether reads are pinned to the primary at `now`.
+    pub fn is_pinned(&self, now: Instant) -> bool {
+        self.pinned_until.is_some_and(|t| now < t)
+    }
+}
+
+/// Why a node was chosen (for logs, metrics and `SHOW CLIENTS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Routing is switched off.
+    Disabled,
+    /// A write, or anything not known to be a read.
+    Write,
+    /// An explicit read-write transaction.
+    Transaction,
+    /// A read-only transaction, on a replica.
+    ReadOnlyTransaction,
+    /// A plain read, on a replica.
+    Read,
+    /// The `/* pgsplit:primary */` hint.
+    Hint,
+    /// `SET pgsplit.route = 'primary'`.
+    RouteSetting,
+    /// A read of a configured primary table.
+    PrimaryTable,
+    /// The client wrote recently (read-your-writes).
+    Pinned,
+    /// The client uses a session-bound feature.
+    SessionBound,
+    /// A read with no replica available, sent to the primary.
+    NoReplica,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 11] = [
+        Reason::Disabled,
+        Reason::Write,
+        Reason::Transaction,
+        Reason::ReadOnlyTransaction,
+        Reason::Read,
+        Reason::Hint,
+        Reason::RouteSetting,
+        Reason::PrimaryTable,
+        Reason::Pinned,
+        Reason::SessionBound,
+        Reason::NoReplica,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Disabled => "disabled",
+            Reason::Write => "write",
+            Reason::Transaction => "transaction",
+            Reason::ReadOnlyTransaction => "read_only_transaction",
+            Reason::Read => "read",
+            Reason::Hint => "hint",
+            Reason::RouteSetting => "route_setting",
+            Reason::PrimaryTable => "primary_table",
+            Reason::Pinned => "pinned",
+            Reason::SessionBound => "session_bound",
+            Reason::NoReplica => "no_replica",
+        }
+    }
+}
+
+/// Where to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Primary,
+    /// A replica, by node index.
+    Replica(usize),
+    /// Nowhere: a read with no replica available and `fallback = error`.
+    Refuse,
 }
 
 /// The router's decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route {
-    /// Index of the node in the configured node list.
-    pub node: usize,
+pub struct Decision {
+    pub target: Target,
     pub reason: Reason,
 }
 
-/// Picks nodes for transactions.
-#[derive(Debug, Clone)]
-pub struct Router {
-    primary: usize,
-}
-
-impl Router {
-    pub fn new(primary: usize) -> Router {
-        Router { primary }
-    }
-
-    /// The node for a transaction that starts with `_sql` (the statement text, when the
-    /// first message carries one).
-    pub fn route(&self, _sql: Option<&[u8]>) -> Route {
-        Route {
-            node: self.primary,
-            reason: Reason::Primary,
+impl Decision {
+    fn primary(reason: Reason) -> Decision {
+        Decision {
+            target: Target::Primary,
+            reason,
         }
     }
+}
+
+/// Decides where the transaction or statement that starts with `class` runs.
+/// `pick_replica` is asked only when a replica may serve it.
+pub fn decide(
+    policy: &Policy,
+    client: &ClientRouting,
+    class: &Classification,
+    now: Instant,
+    pick_replica: impl FnOnce() -> Option<usize>,
+) -> Decision {
+    if !policy.enabled {
+        return Decision::primary(Reason::Disabled);
+    }
+    if client.session_bound {
+        return Decision::primary(Reason::SessionBound);
+    }
+    let read_reason = match class.class {
+        Class::Read {
+            primary_table: false,
+        } => Reason::Read,
+        Class::Begin { read_only: true } => Reason::ReadOnlyTransaction,
+        Class::Read {
+            primary_table: true,
+        } => return Decision::primary(Reason::PrimaryTable),
+        Class::Begin { read_only: false } => return Decision::primary(Reason::Transaction),
+        Class::SessionBound => return Decision::primary(Reason::SessionBound),
+        // Writes, unknown SQL, transaction control outside a transaction and session
+        // statements (whose effect pgsplit replays anyway) go to the primary.
+        Class::Write | Class::End | Class::TransactionControl | Class::Session => {
+            return Decision::primary(Reason::Write)
+        }
+    };
+    if class.hint_primary {
+        return Decision::primary(Reason::Hint);
+    }
+    if client.mode == RouteMode::Primary {
+        return Decision::primary(Reason::RouteSetting);
+    }
+    if client.is_pinned(now) {
+        return Decision::primary(Reason::Pinned);
+    }
+    match pick_replica() {
+        Some(node) => Decision {
+            target: Target::Replica(node),
+            reason: read_reason,
+        },
+        None => match policy.fallback {
+            Fallback::Primary => Decision::primary(Reason::NoReplica),
+            Fallback::Error => Decision {
+                target: Target::Refuse,
+                reason: Reason::NoReplica,
+            },
+        },
+    }
+}
+
+/// Whether a statement of this class, run inside a transaction on the primary, makes
+/// the transaction a write (and so pins the client when it commits).
+pub fn writes(class: &Class) -> bool {
+    matches!(class, Class::Write | Class::SessionBound)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn c(class: Class) -> Classification {
+        Classification {
+            class,
+            hint_primary: false,
+        }
+    }
+
+    const READ: Class = Class::Read {
+        primary_table: false,
+    };
+
+    fn route(client: &ClientRouting, class: Class, now: Instant) -> Decision {
+        decide(&Policy::default(), client, &c(class), now, || Some(7))
+    }
+
     #[test]
-    fn everything_goes_to_the_primary_for_now() {
-        let r = Router::new(2);
-        assert_eq!(r.route(Some(b"select 1")).node, 2);
-        assert_eq!(r.route(None).reason, Reason::Primary);
+    fn reads_go_to_replicas_and_writes_to_the_primary() {
+        let now = Instant::now();
+        let client = ClientRouting::default();
+        assert_eq!(route(&client, READ, now).target, Target::Replica(7));
+        assert_eq!(route(&client, Class::Write, now).target, Target::Primary);
+        assert_eq!(route(&client, Class::Write, now).reason, Reason::Write);
+        assert_eq!(
+            route(&client, Class::Begin { read_only: false }, now).reason,
+            Reason::Transaction
+        );
+        assert_eq!(
+            route(&client, Class::Begin { read_only: true }, now).target,
+            Target::Replica(7)
+        );
+        assert_eq!(
+            route(&client, Class::SessionBound, now).reason,
+            Reason::SessionBound
+        );
+        assert_eq!(
+            route(
+                &client,
+                Class::Read {
+                    primary_table: true
+                },
+                now
+            )
+            .reason,
+            Reason::PrimaryTable
+        );
+        assert_eq!(route(&client, Class::Session, now).target, Target::Primary);
+    }
+
+    #[test]
+    fn pin_after_write_holds_reads_on_the_primary_until_it_ends() {
+        let policy = Policy::default();
+        let t0 = Instant::now();
+        let mut client = ClientRouting::default();
+        client.wrote(&policy, t0);
+        assert_eq!(route(&client, READ, t0).reason, Reason::Pinned);
+        let later = t0 + Duration::from_millis(4_999);
+        assert_eq!(route(&client, READ, later).reason, Reason::Pinned);
+        // A later write extends the pin.
+        client.wrote(&policy, t0 + Duration::from_secs(3));
+        assert_eq!(
+            route(&client, READ, t0 + Duration::from_millis(7_999)).reason,
+            Reason::Pinned
+        );
+        assert_eq!(
+            route(&client, READ, t0 + Duration::from_secs(8)).target,
+            Target::Replica(7)
+        );
+    }
+
+    #[test]
+    fn zero_pin_disables_read_your_writes() {
+        let policy = Policy {
+            pin_after_write: Duration::ZERO,
+            ..Policy::default()
+        };
+        let now = Instant::now();
+        let mut client = ClientRouting::default();
+        client.wrote(&policy, now);
+        assert!(!client.is_pinned(now));
+    }
+
+    #[test]
+    fn hint_route_setting_and_session_bound_force_the_primary() {
+        let now = Instant::now();
+        let hinted = Classification {
+            class: READ,
+            hint_primary: true,
+        };
+        let d = decide(
+            &Policy::default(),
+            &ClientRouting::default(),
+            &hinted,
+            now,
+            || Some(1),
+        );
+        assert_eq!(d.reason, Reason::Hint);
+        let client = ClientRouting {
+            mode: RouteMode::Primary,
+            ..Default::default()
+        };
+        assert_eq!(route(&client, READ, now).reason, Reason::RouteSetting);
+        let client = ClientRouting {
+            session_bound: true,
+            ..Default::default()
+        };
+        assert_eq!(route(&client, READ, now).reason, Reason::SessionBound);
+    }
+
+    #[test]
+    fn no_replica_falls_back_as_configured() {
+        let now = Instant::now();
+        let client = ClientRouting::default();
+        let d = decide(&Policy::default(), &client, &c(READ), now, || None);
+        assert_eq!((d.target, d.reason), (Target::Primary, Reason::NoReplica));
+        let strict = Policy {
+            fallback: Fallback::Error,
+            ..Policy::default()
+        };
+        let d = decide(&strict, &client, &c(READ), now, || None);
+        assert_eq!(d.target, Target::Refuse);
+        // Writes never ask for a replica.
+        let d = decide(&strict, &client, &c(Class::Write), now, || {
+            panic!("not asked")
+        });
+        assert_eq!(d.target, Target::Primary);
+    }
+
+    #[test]
+    fn a_batch_runs_on_a_replica_only_if_every_statement_may() {
+        let read = c(READ);
+        assert_eq!(merge(read, read).class, READ);
+        assert_eq!(merge(read, c(Class::Write)).class, Class::Write);
+        assert_eq!(merge(c(Class::Write), read).class, Class::Write);
+        assert_eq!(
+            merge(read, c(Class::SessionBound)).class,
+            Class::SessionBound
+        );
+        let ro = c(Class::Begin { read_only: true });
+        assert_eq!(merge(ro, read).class, Class::Begin { read_only: true });
+        let hinted = Classification {
+            class: READ,
+            hint_primary: true,
+        };
+        assert!(merge(read, hinted).hint_primary);
+    }
+
+    #[test]
+    fn route_commands_are_recognised() {
+        let cmd = |s: &str| route_command(s.as_bytes());
+        assert_eq!(
+            cmd("SET pgsplit.route = 'primary'"),
+            Some(RouteCommand::Set(RouteMode::Primary))
+        );
+        assert_eq!(
+            cmd("set session pgsplit.route to auto;"),
+            Some(RouteCommand::Set(RouteMode::Auto))
+        );
+        assert_eq!(
+            cmd("RESET pgsplit.route"),
+            Some(RouteCommand::Set(RouteMode::Auto))
+        );
+        assert_eq!(cmd("  show PGSPLIT.ROUTE"), Some(RouteCommand::Show));
+        assert_eq!(
+            cmd("SET pgsplit.route = 'replica'"),
+            Some(RouteCommand::Invalid("replica".into()))
+        );
+        assert_eq!(cmd("SET search_path = x"), None);
+        assert_eq!(cmd("select 'SET pgsplit.route = 1'"), None);
+    }
+
+    #[test]
+    fn stats_count_by_reason_and_node() {
+        let stats = RouteStats::new(3);
+        stats.record(Reason::Read, 1);
+        stats.record(Reason::Read, 2);
+        stats.record(Reason::Write, 0);
+        assert_eq!(stats.by_reason(Reason::Read), 2);
+        assert_eq!(stats.by_node(), vec![1, 1, 1]);
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+
+    #[test]
+    fn disabled_routing_sends_everything_to_the_primary() {
+        let policy = Policy {
+            enabled: false,
+            ..Policy::default()
+        };
+        let d = decide(
+            &policy,
+            &ClientRouting::default(),
+            &c(READ),
+            Instant::now(),
+            || panic!("not asked"),
+        );
+        assert_eq!(d.reason, Reason::Disabled);
     }
 }

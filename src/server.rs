@@ -16,11 +16,13 @@ use crate::backend::connection::Credentials;
 use crate::backend::pool::PoolSettings;
 use crate::backend::{NodeAddr, PoolKey, Pools, ServerPool};
 use crate::cancel::{send_cancel, CancelRegistry};
+use crate::classify::{Classifier, ClassifierOptions};
 use crate::config::{ClientAuth, Config, NodeRole, PasswordKind, PoolMode};
 use crate::frontend::login::{self, Accepted, LoginError};
 use crate::frontend::session::{apply_settings, Server, Session, SessionContext};
 use crate::frontend::settings::ClientSettings;
-use crate::router::Router;
+use crate::router::{Policy, RouteStats, Routing};
+use crate::topology::{Replica, Topology};
 use crate::wire::error::code;
 use crate::wire::message as msg;
 use crate::wire::PgError;
@@ -32,7 +34,7 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Proxy {
     config: Config,
     pools: Pools,
-    router: Router,
+    routing: Arc<Routing>,
     cancel: Arc<CancelRegistry>,
     clients: AtomicUsize,
     /// SCRAM secrets of the configured users, derived once.
@@ -85,9 +87,35 @@ impl Proxy {
                 Some((u.name.clone(), secret))
             })
             .collect();
+        let replicas = config
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.role == NodeRole::Replica)
+            .map(|(i, n)| Replica::new(i, n.weight))
+            .collect();
+        let routing = Arc::new(Routing {
+            classifier: Classifier::new(ClassifierOptions {
+                write_functions: config.routing.write_functions.clone(),
+                primary_tables: config.routing.primary_tables.clone(),
+                cache_capacity: config.routing.classify_cache_size,
+                ..ClassifierOptions::default()
+            }),
+            policy: Policy {
+                enabled: config.routing.enabled,
+                pin_after_write: config.routing.pin_after_write.as_std(),
+                fallback: config.routing.fallback,
+            },
+            topology: Arc::new(Topology::new(
+                replicas,
+                config.routing.replica_cooldown.as_std(),
+            )),
+            primary,
+            stats: RouteStats::new(config.nodes.len()),
+        });
         Proxy {
             pools: Pools::new(nodes, settings),
-            router: Router::new(primary),
+            routing,
             cancel: Arc::new(CancelRegistry::default()),
             clients: AtomicUsize::new(0),
             secrets,
@@ -101,6 +129,10 @@ impl Proxy {
 
     pub fn pools(&self) -> &Pools {
         &self.pools
+    }
+
+    pub fn routing(&self) -> &Arc<Routing> {
+        &self.routing
     }
 
     /// Clients connected now.
@@ -261,7 +293,7 @@ async fn login_client(
     // A server connection tells the client's startup parameters apart: the client sees
     // the ParameterStatus values a server reports with its settings applied.
     let settings = ClientSettings::from_startup(&startup.params);
-    let primary = proxy.router.route(None).node;
+    let primary = proxy.routing.primary;
     let mut server = pools[primary].get().await.map_err(|e| {
         let message = match &e {
             deadpool::managed::PoolError::Backend(b) => b.to_string(),
@@ -293,7 +325,7 @@ async fn login_client(
     let keep = (mode == PoolMode::Session).then_some(server);
     let ctx = SessionContext {
         pools,
-        router: proxy.router.clone(),
+        routing: proxy.routing.clone(),
         mode,
         max_message_size: proxy.config.proxy.max_message_size.as_usize(),
         idle_timeout: proxy.config.proxy.client_idle_timeout.non_zero(),

@@ -221,7 +221,6 @@ async fn set_config_pins_the_client_and_does_not_leak() {
 /// session advisory locks...) pin the client to one server connection in transaction
 /// pooling, instead of failing once the client lands on another connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pinning of session-bound clients is not implemented yet (DESIGN.md)"]
 async fn session_features_pin_the_client_in_transaction_pooling() {
     let proxy = TestProxy::start(|c| c.pool.max_size = 2).await;
     let temp = common::unique("pin_tmp");

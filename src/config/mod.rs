@@ -42,6 +42,54 @@ pub struct Config {
     /// `[[users]]`: the users clients may log in as.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// `[routing]`: read/write splitting.
+    #[serde(default)]
+    pub routing: RoutingConfig,
+}
+
+/// `[routing]`: which node runs each transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Split reads from writes. When false, everything runs on the primary. Default true.
+    pub enabled: bool,
+    /// After a write, the client's reads go to the primary this long. Default 5s; 0 = off.
+    pub pin_after_write: Duration,
+    /// What reads do when no replica is available. Default primary.
+    pub fallback: Fallback,
+    /// Tables whose reads always go to the primary (`name` or `schema.name`).
+    pub primary_tables: Vec<String>,
+    /// Functions that write, besides the built-in list (`name` or `schema.name`).
+    pub write_functions: Vec<String>,
+    /// How long a replica that refused a connection is skipped. Default 5s; > 0.
+    pub replica_cooldown: Duration,
+    /// Statement classifications cached, by normalised text. Default 10000; 0 = no cache.
+    pub classify_cache_size: usize,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            enabled: true,
+            pin_after_write: Duration::from_secs(5),
+            fallback: Fallback::Primary,
+            primary_tables: Vec::new(),
+            write_functions: Vec::new(),
+            replica_cooldown: Duration::from_secs(5),
+            classify_cache_size: 10_000,
+        }
+    }
+}
+
+/// What reads do when no replica is available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// Reads run on the primary.
+    #[default]
+    Primary,
+    /// Reads fail with an error.
+    Error,
 }
 
 /// `[proxy]`: where pgsplit listens and how it treats clients.

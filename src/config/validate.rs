@@ -15,7 +15,33 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     nodes(config, &mut out);
     databases(config, &mut out);
     users(config, &mut out);
+    routing(config, &mut out);
     out.0
+}
+
+fn routing(config: &Config, out: &mut Problems) {
+    let routing = &config.routing;
+    if routing.replica_cooldown.is_zero() {
+        out.add("routing.replica_cooldown", "must be greater than 0");
+    }
+    for (key, names) in [
+        ("primary_tables", &routing.primary_tables),
+        ("write_functions", &routing.write_functions),
+    ] {
+        for (i, name) in names.iter().enumerate() {
+            let parts: Vec<&str> = name.split('.').collect();
+            let ok = parts.len() <= 2
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
+            if !ok {
+                out.add(
+                    format!("routing.{key}[{i}]"),
+                    "must be a name or schema.name without spaces",
+                );
+            }
+        }
+    }
 }
 
 struct Problems(Vec<Problem>);

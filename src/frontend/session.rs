@@ -5,6 +5,7 @@
 //! server connection to the next.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use deadpool::managed::{Object, PoolError};
@@ -17,9 +18,11 @@ use crate::backend::connection::SERVER_MESSAGE_LIMIT;
 use crate::backend::pool::Manager;
 use crate::backend::{BackendError, ServerConn, ServerPool};
 use crate::cancel::{CancelKey, CancelTarget};
+use crate::classify::{Class, Classification};
 use crate::config::PoolMode;
 use crate::prepared::{ClientStatements, PreparedStatement};
-use crate::router::Router;
+use crate::router::{self, ClientRouting, RouteMode, Routing, Target};
+use crate::topology::Lease;
 use crate::wire::error::code;
 use crate::wire::frame::peek_frame_len;
 use crate::wire::message::{self as msg, read_bind, read_parse, read_query, read_target, TxStatus};
@@ -42,7 +45,7 @@ pub enum SessionEnd {
 pub struct SessionContext {
     /// One pool per node for this client's database and user, by node index.
     pub pools: Vec<ServerPool>,
-    pub router: Router,
+    pub routing: Arc<Routing>,
     pub mode: PoolMode,
     pub max_message_size: usize,
     /// Disconnect a client that holds no server and sends nothing for this long.
@@ -69,6 +72,15 @@ pub struct Session {
     settings: ClientSettings,
     /// The transaction status the client last saw.
     status: TxStatus,
+    /// What the router remembers about this client (pin after write, route mode).
+    routing: ClientRouting,
+    /// The replica slot held while a replica serves the client.
+    lease: Option<Lease>,
+    /// Whether the current server is the primary.
+    on_primary: bool,
+    /// A statement that writes ran on the primary since the client was last idle: its
+    /// reads are pinned to the primary once it is idle again.
+    wrote: bool,
     /// The client used a feature that needs a real session: it keeps its server
     /// connection until it leaves (which is then reset with DISCARD ALL).
     pinned: bool,
@@ -102,6 +114,10 @@ impl Session {
             settings,
             status: TxStatus::Idle,
             skip_to_sync: false,
+            routing: ClientRouting::default(),
+            lease: None,
+            on_primary: true,
+            wrote: false,
             pinned: false,
             unnamed_sql: None,
             portals: Portals::default(),
@@ -264,9 +280,12 @@ impl Session {
         if let Some(answer) = self.deallocate(sql) {
             return self.answer_locally(answer);
         }
+        if let Some(command) = router::route_command(sql) {
+            return self.on_route_command(command);
+        }
         self.settings.statement_sent(sql);
         let route_sql = frame.bytes.slice(5..5 + sql.len());
-        if !self.ensure_server(Some(&route_sql)).await? {
+        if !self.ensure_server(Some(&route_sql), false).await? {
             msg::ready_for_query(self.status, &mut self.outbox);
             return Ok(());
         }
@@ -325,7 +344,7 @@ impl Session {
         let Some(stmt) = stmt else {
             return self.forward(frame, Some(Kind::Bind)).await;
         };
-        if !self.ensure_server(Some(&stmt.query)).await? {
+        if !self.ensure_server(Some(&stmt.query), true).await? {
             self.skip_to_sync = true;
             return Ok(());
         }
@@ -344,7 +363,7 @@ impl Session {
         let Some(stmt) = named.then(|| self.statements.get(name).cloned()).flatten() else {
             return self.forward(frame, Some(Kind::Describe)).await;
         };
-        if !self.ensure_server(Some(&stmt.query)).await? {
+        if !self.ensure_server(Some(&stmt.query), true).await? {
             self.skip_to_sync = true;
             return Ok(());
         }
@@ -384,7 +403,7 @@ impl Session {
             }
             return Ok(());
         }
-        if !self.ensure_server(None).await? {
+        if !self.ensure_server(None, true).await? {
             if frame.tag == b'F' {
                 msg::ready_for_query(self.status, &mut self.outbox);
             } else {
@@ -408,7 +427,7 @@ impl Session {
         kind: Kind,
         sql: &Bytes,
     ) -> Result<(), SessionEnd> {
-        if !self.ensure_server(Some(sql)).await? {
+        if !self.ensure_server(Some(sql), true).await? {
             self.skip_to_sync = true;
             return Ok(());
         }
@@ -482,6 +501,12 @@ impl Session {
     fn answer_locally(&mut self, tag: &str) -> Result<(), SessionEnd> {
         let mut answer = BytesMut::new();
         msg::command_complete(tag, &mut answer);
+        self.reply_locally(answer)
+    }
+
+    /// Sends a reply pgsplit makes itself, followed by ReadyForQuery, in order with
+    /// whatever the server still owes.
+    fn reply_locally(&mut self, mut answer: BytesMut) -> Result<(), SessionEnd> {
         msg::ready_for_query(self.status, &mut answer);
         if self.server.is_some() && !self.queue.is_empty() {
             self.queue.push(Pending::Synthetic(answer.freeze()));
@@ -491,47 +516,209 @@ impl Session {
         Ok(())
     }
 
-    /// Makes sure a server connection is checked out. Returns false when none could be
-    /// had: the client has been sent the error and the message is dropped.
-    async fn ensure_server(&mut self, sql: Option<&Bytes>) -> Result<bool, SessionEnd> {
-        let attached = self.attach_server(sql).await?;
-        if attached && !self.pinned && sql.is_some_and(|sql| needs_session(sql)) {
+    /// `SET / RESET / SHOW pgsplit.route`, answered by pgsplit.
+    fn on_route_command(&mut self, command: router::RouteCommand) -> Result<(), SessionEnd> {
+        let mut answer = BytesMut::new();
+        match command {
+            router::RouteCommand::Set(mode) => {
+                self.routing.mode = mode;
+                msg::command_complete("SET", &mut answer);
+            }
+            router::RouteCommand::Show => {
+                let value = match self.routing.mode {
+                    RouteMode::Auto => "auto",
+                    RouteMode::Primary => "primary",
+                };
+                msg::single_value("pgsplit.route", value, &mut answer);
+                msg::command_complete("SHOW", &mut answer);
+            }
+            router::RouteCommand::Invalid(value) => PgError::error(
+                code::INVALID_PARAMETER_VALUE,
+                format!("invalid value for parameter \"pgsplit.route\": \"{value}\" (use 'auto' or 'primary')"),
+            )
+            .encode(&mut answer),
+        }
+        self.reply_locally(answer)
+    }
+
+    /// Makes sure a server connection is checked out for a statement with `sql` (none for
+    /// messages that carry no SQL), routing it when one must be chosen. `extended` says
+    /// the statement is part of an extended-protocol batch, which is routed as a whole.
+    /// Returns false when no server could be had: the client has been sent the error and
+    /// the message is dropped.
+    async fn ensure_server(
+        &mut self,
+        sql: Option<&Bytes>,
+        extended: bool,
+    ) -> Result<bool, SessionEnd> {
+        let class = sql.map(|sql| self.ctx.routing.classifier.classify(sql));
+        let attached = match self.server.is_some() {
+            true => self.resync_kept_server().await?,
+            false => {
+                let batch = match (class, extended) {
+                    (Some(c), true) => self.batch_class(c),
+                    (Some(c), false) => c,
+                    (None, _) => Classification {
+                        class: Class::Write,
+                        hint_primary: false,
+                    },
+                };
+                self.check_out(batch).await?
+            }
+        };
+        if attached {
+            self.note_statement(class, sql);
+        }
+        Ok(attached)
+    }
+
+    /// Keeps track of what a statement does to the session: a write pins later reads to
+    /// the primary; a session-bound feature keeps the server connection.
+    fn note_statement(&mut self, class: Option<Classification>, sql: Option<&Bytes>) {
+        let Some(class) = class else {
+            return;
+        };
+        if self.on_primary && router::writes(&class.class) {
+            self.wrote = true;
+        }
+        let session_bound =
+            class.class == Class::SessionBound || sql.is_some_and(|s| needs_session(s));
+        if session_bound && !self.pinned {
             tracing::debug!(
                 client = self.ctx.cancel.pid,
                 "client pinned to its server connection"
             );
             self.pinned = true;
+            self.routing.session_bound = true;
         }
-        Ok(attached)
     }
 
-    /// Checks out a server connection unless one is attached (see `ensure_server`).
-    async fn attach_server(&mut self, sql: Option<&Bytes>) -> Result<bool, SessionEnd> {
-        if let Some(server) = self.server.as_ref() {
-            // A server kept across statements (session pooling, a pinned client) whose
-            // settings were reset (RESET ALL, DISCARD ALL) gets the client's back before
-            // the next statement, as PostgreSQL restores startup values on RESET.
-            let resync = self.queue.is_empty()
-                && server.status == TxStatus::Idle
-                && server.settings != *self.settings.current();
-            if resync {
-                if let Err(e) = self.sync_settings().await {
-                    return Err(SessionEnd::ServerLost(e));
-                }
+    /// The class of the extended-protocol batch that starts with `first`: the statements
+    /// the client sent with it, up to the Sync, run as one implicit transaction on one
+    /// server. When the Sync has not arrived yet, what follows is unknown: primary.
+    fn batch_class(&self, first: Classification) -> Classification {
+        let classifier = &self.ctx.routing.classifier;
+        let mut class = first;
+        let mut rest = &self.inbox[..];
+        loop {
+            let Ok(Some(total)) = peek_frame_len(rest, self.ctx.max_message_size) else {
+                return router::merge(
+                    class,
+                    Classification {
+                        class: Class::Write,
+                        hint_primary: false,
+                    },
+                );
+            };
+            if rest.len() < total {
+                return router::merge(
+                    class,
+                    Classification {
+                        class: Class::Write,
+                        hint_primary: false,
+                    },
+                );
             }
-            return Ok(true);
+            let (tag, body) = (rest[0], &rest[5..total]);
+            let sql = match tag {
+                b'S' => return class,
+                b'P' => read_parse(body).map(|p| p.query),
+                b'B' => read_bind(body)
+                    .and_then(|(_, name, _)| (!name.is_empty()).then_some(name))
+                    .and_then(|name| self.statements.get(name))
+                    .map(|stmt| &stmt.query[..]),
+                _ => None,
+            };
+            if let Some(sql) = sql {
+                class = router::merge(class, classifier.classify(sql));
+            }
+            rest = &rest[total..];
         }
-        let route = self.ctx.router.route(sql.map(|s| &s[..]));
-        let pool = &self.ctx.pools[route.node];
-        let server = match pool.get().await {
-            Ok(server) => server,
-            Err(e) => {
-                let err = checkout_error(&e, &pool.manager_node());
-                tracing::warn!(error = %err, "server checkout failed");
-                err.encode(&mut self.outbox);
+    }
+
+    /// A server kept across statements (session pooling, a pinned client) whose settings
+    /// were reset (RESET ALL, DISCARD ALL) gets the client's back before the next
+    /// statement, as PostgreSQL restores startup values on RESET.
+    async fn resync_kept_server(&mut self) -> Result<bool, SessionEnd> {
+        let Some(server) = self.server.as_ref() else {
+            return Ok(false);
+        };
+        let resync = self.queue.is_empty()
+            && server.status == TxStatus::Idle
+            && server.settings != *self.settings.current();
+        if resync {
+            self.sync_settings().await.map_err(SessionEnd::ServerLost)?;
+        }
+        Ok(true)
+    }
+
+    /// Routes a transaction of class `class` and checks out a server connection on the
+    /// chosen node. A replica that cannot be reached is skipped for a cooldown and the
+    /// next choice is tried.
+    async fn check_out(&mut self, class: Classification) -> Result<bool, SessionEnd> {
+        let routing = self.ctx.routing.clone();
+        let now = Instant::now();
+        let mut lease = None;
+        let decision = if self.ctx.mode == PoolMode::Session {
+            router::Decision {
+                target: Target::Primary,
+                reason: router::Reason::Disabled,
+            }
+        } else {
+            router::decide(&routing.policy, &self.routing, &class, now, || {
+                lease = routing.topology.lease(now);
+                lease.as_ref().map(|l| l.node)
+            })
+        };
+        let mut reason = decision.reason;
+        let target = decision.target;
+        let mut node = match target {
+            Target::Primary => routing.primary,
+            Target::Replica(node) => node,
+            Target::Refuse => {
+                PgError::error(
+                    code::CANNOT_CONNECT_NOW,
+                    "pgsplit: no replica is available for reads (routing.fallback = \"error\")",
+                )
+                .encode(&mut self.outbox);
                 return Ok(false);
             }
         };
+        let server = loop {
+            let pool = &self.ctx.pools[node];
+            match pool.get().await {
+                Ok(server) => break server,
+                Err(e) if node != routing.primary && unreachable(&e) => {
+                    tracing::warn!(node = %pool.manager_node(), error = %e, "replica unreachable; skipping it for the cooldown");
+                    routing.topology.refused(node, now);
+                    lease = routing.topology.lease(now);
+                    node = match (&lease, routing.policy.fallback) {
+                        (Some(l), _) => l.node,
+                        (None, router::Fallback::Primary) => {
+                            reason = router::Reason::NoReplica;
+                            routing.primary
+                        }
+                        (None, router::Fallback::Error) => {
+                            PgError::error(
+                                code::CANNOT_CONNECT_NOW,
+                                "pgsplit: no replica is available for reads (routing.fallback = \"error\")",
+                            )
+                            .encode(&mut self.outbox);
+                            return Ok(false);
+                        }
+                    };
+                }
+                Err(e) => {
+                    let err = checkout_error(&e, &pool.manager_node());
+                    tracing::warn!(error = %err, "server checkout failed");
+                    err.encode(&mut self.outbox);
+                    return Ok(false);
+                }
+            }
+        };
+        routing.stats.record(reason, node);
+        self.on_primary = node == routing.primary;
+        self.lease = lease.filter(|l| l.node == node);
         self.attach(server);
         if let Err(e) = self.sync_settings().await {
             let err = PgError::error(
@@ -644,6 +831,9 @@ impl Session {
                 b'Z' => {
                     let status = msg::read_ready(body).unwrap_or(TxStatus::Idle);
                     server.status = status;
+                    if status == TxStatus::Idle && std::mem::take(&mut self.wrote) {
+                        self.routing.wrote(&self.ctx.routing.policy, Instant::now());
+                    }
                     match self.settings.ready(self.status, status) {
                         ServerSettings::Unchanged => {}
                         ServerSettings::Client(current) => server.settings = current,
@@ -704,6 +894,7 @@ impl Session {
 
     fn release(&mut self) {
         self.ctx.cancel.set_target(None);
+        self.lease = None;
         if let Some(server) = self.server.take() {
             if server.broken {
                 drop(Object::take(server));
@@ -716,6 +907,7 @@ impl Session {
     /// carry session state), anything else is closed so the server rolls back.
     fn finish(&mut self) {
         self.ctx.cancel.set_target(None);
+        self.lease = None;
         let Some(mut server) = self.server.take() else {
             return;
         };
@@ -797,6 +989,16 @@ impl Portals {
             self.named.get(portal).cloned()
         }
     }
+}
+
+/// Whether a checkout failed because the node could not be reached (as opposed to a
+/// pool that stayed exhausted or a server that refused the login).
+fn unreachable(e: &PoolError<BackendError>) -> bool {
+    matches!(
+        e,
+        PoolError::Backend(BackendError::Connect { .. } | BackendError::ConnectTimeout { .. })
+            | PoolError::Timeout(deadpool::managed::TimeoutType::Create)
+    )
 }
 
 /// Whether a statement uses session state pgsplit cannot carry from one server

@@ -19,6 +19,8 @@ pub mod code {
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const QUERY_CANCELED: &str = "57014";
     pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const INTERNAL_ERROR: &str = "XX000";
 }
 

@@ -189,6 +189,27 @@ pub fn command_complete(tag: &str, buf: &mut BytesMut) {
     encode(CommandComplete::new(tag.to_string()), buf);
 }
 
+/// A one-row, one-text-column result (RowDescription and DataRow), as SHOW returns.
+pub fn single_value(column: &str, value: &str, buf: &mut BytesMut) {
+    // RowDescription: one field, no table, text type (25), variable size, text format.
+    let mut field = Vec::with_capacity(column.len() + 21);
+    field.extend_from_slice(&1u16.to_be_bytes());
+    field.extend_from_slice(column.as_bytes());
+    field.push(0);
+    field.extend_from_slice(&0u32.to_be_bytes()); // table oid
+    field.extend_from_slice(&0u16.to_be_bytes()); // column number
+    field.extend_from_slice(&25u32.to_be_bytes()); // type oid: text
+    field.extend_from_slice(&(-1i16).to_be_bytes()); // type size
+    field.extend_from_slice(&(-1i32).to_be_bytes()); // type modifier
+    field.extend_from_slice(&0u16.to_be_bytes()); // text format
+    buf.extend_from_slice(&typed(b'T', &[&field]));
+    let mut row = Vec::with_capacity(value.len() + 6);
+    row.extend_from_slice(&1u16.to_be_bytes());
+    row.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    row.extend_from_slice(value.as_bytes());
+    buf.extend_from_slice(&typed(b'D', &[&row]));
+}
+
 /// Tells a client asking for protocol 3.x (x > 0) or `_pq_` options that pgsplit speaks 3.0.
 pub fn negotiate_protocol_version(unsupported: Vec<String>, buf: &mut BytesMut) {
     encode(NegotiateProtocolVersion::new(0, unsupported), buf);

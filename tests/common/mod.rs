@@ -79,6 +79,8 @@ pub fn test_config() -> Config {
     config.proxy.listen = "127.0.0.1:0".parse().unwrap();
     config.pool.checkout_timeout = pgsplit::config::Duration::from_secs(30);
     config.proxy.server_connect_timeout = pgsplit::config::Duration::from_secs(30);
+    // Pooling and protocol tests watch the primary; routing tests switch this on.
+    config.routing.enabled = false;
     for node in &mut config.nodes {
         node.port = match node.role {
             NodeRole::Primary => primary_port(),

@@ -1,0 +1,398 @@
+//! SQL text -> statement class, for routing: may this run on a replica, must it run on the
+//! primary, does it open or close a transaction, or does it need a real session?
+//!
+//! Pure and IO-free. [`Classifier::classify`] takes the raw bytes of a simple-protocol `Query`
+//! or of a `Parse` message's SQL and returns a [`Classification`]. The path it takes:
+//!
+//! 1. `lexer.rs` scans the bytes once into *canonical text*: literals become `''` / `0`,
+//!    comments go, whitespace collapses. It also notes a leading `/* pgsplit:primary */` hint.
+//!    Unterminated quotes or comments and control bytes make the statement a write.
+//! 2. `cache.rs` looks the canonical text up (bounded, sharded, CLOCK eviction). The class is a
+//!    function of the canonical text alone, so statements that differ only in literal values
+//!    (pgbench with random ids, ORMs that inline literals) share one entry.
+//! 3. On a miss, `statement.rs` splits the text into statements and applies keyword rules:
+//!    transaction control, session statements, DML, DDL, `COPY`, `EXPLAIN`, `DECLARE`,
+//!    locking clauses sqlparser cannot read (`FOR NO KEY UPDATE`, `FOR KEY SHARE`), and calls
+//!    of the functions in `functions.rs`. A plain `SELECT` without parentheses is settled there;
+//!    other queries are parsed with sqlparser and walked whole by `walk.rs`.
+//!
+//! Unknown or unparsable SQL is a [`Class::Write`]: it goes to the primary.
+
+mod cache;
+mod functions;
+mod lexer;
+mod statement;
+mod walk;
+
+use cache::Cache;
+use functions::{Functions, QualifiedNames};
+
+/// What a statement (or a multi-statement string) needs from the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// A plain read: may run on a replica. `primary_table` is true when it touches a
+    /// configured primary_tables table (must then run on the primary).
+    Read { primary_table: bool },
+    /// Writes, DDL, locking reads, SELECT INTO, data-modifying CTEs, write functions,
+    /// EXPLAIN ANALYZE of a write, DO, CALL, COPY FROM, VACUUM, anything unparsable: the primary.
+    Write,
+    /// `BEGIN` / `START TRANSACTION`; `read_only` when `READ ONLY` is given (also
+    /// `BEGIN ISOLATION LEVEL ... READ ONLY`).
+    Begin { read_only: bool },
+    /// Transaction control that ends a block: `COMMIT` / `END` / `ROLLBACK` / `ABORT` /
+    /// `PREPARE TRANSACTION`.
+    End,
+    /// Transaction control inside a block: `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`, `COMMIT AND
+    /// CHAIN` / `ROLLBACK AND CHAIN` (the block goes on), and cursor `FETCH` / `MOVE` / `CLOSE`
+    /// (they run where the cursor's transaction or pinned session is).
+    TransactionControl,
+    /// `SET` / `RESET` / `SHOW` / `DISCARD`: session utility statements that can run anywhere
+    /// (the proxy replays settings itself).
+    Session,
+    /// Needs a real session: `LISTEN`/`UNLISTEN`, `CREATE TEMP` table/view/sequence (and
+    /// `SELECT INTO TEMP`, anything created in `pg_temp`), session-level advisory locks, SQL-level
+    /// `PREPARE` / `EXECUTE` / `DEALLOCATE`, `DECLARE ... WITH HOLD`. The client gets pinned
+    /// to one primary connection.
+    SessionBound,
+}
+
+/// The result of [`Classifier::classify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Classification {
+    pub class: Class,
+    /// The text starts (after whitespace and other comments) with `/* pgsplit:primary */`.
+    pub hint_primary: bool,
+}
+
+/// Configuration of a [`Classifier`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassifierOptions {
+    /// Extra write functions, as stored in `pg_proc` (unquoted names are lowercase), `name`
+    /// (any schema) or `schema.name` (that schema, or unqualified).
+    pub write_functions: Vec<String>,
+    /// Tables whose reads must run on the primary, `name` (any schema) or `schema.name`
+    /// (that schema, or unqualified).
+    pub primary_tables: Vec<String>,
+    /// Maximum number of cached statement shapes; 0 disables the cache.
+    pub cache_capacity: usize,
+    /// Canonical texts longer than this many bytes are classified but not cached, which bounds
+    /// the cache's memory to about `cache_capacity * max_cached_len`.
+    pub max_cached_len: usize,
+}
+
+impl Default for ClassifierOptions {
+    fn default() -> Self {
+        ClassifierOptions {
+            write_functions: Vec::new(),
+            primary_tables: Vec::new(),
+            cache_capacity: 10_000,
+            max_cached_len: 4096,
+        }
+    }
+}
+
+/// Cache counters, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Statements classified afresh (including those that could not be cached).
+    pub misses: u64,
+    /// Statement shapes currently cached.
+    pub entries: usize,
+}
+
+/// Classifies SQL text; shared by all sessions (`Send + Sync`, `&self`).
+pub struct Classifier {
+    functions: Functions,
+    primary_tables: QualifiedNames,
+    cache: Cache,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Classifier {
+    pub fn new(options: ClassifierOptions) -> Self {
+        Classifier {
+            functions: Functions::new(&options.write_functions),
+            primary_tables: QualifiedNames::new(&options.primary_tables),
+            cache: Cache::new(options.cache_capacity, options.max_cached_len),
+        }
+    }
+
+    /// Classifies one simple-protocol query string or one prepared statement's SQL.
+    /// Never panics; bytes need not be UTF-8.
+    pub fn classify(&self, sql: &[u8]) -> Classification {
+        let mut canon = Vec::with_capacity(sql.len());
+        let scan = lexer::canonicalize(sql, true, &mut canon);
+        let write = Classification {
+            class: Class::Write,
+            hint_primary: scan.hint_primary,
+        };
+        if scan.result.is_err() {
+            self.cache.count_miss();
+            return write;
+        }
+        if scan.plain_backslash {
+            // With standard_conforming_strings off, `'a\'` would not end where we think it
+            // does. If that reading is valid too and differs, we cannot know which the server
+            // uses: a write. (If it is not valid, such a server rejects the statement anyway.)
+            let mut alternative = Vec::with_capacity(sql.len());
+            let other = lexer::canonicalize(sql, false, &mut alternative);
+            if other.result.is_ok() && alternative != canon {
+                self.cache.count_miss();
+                return write;
+            }
+        }
+        let hash = self.cache.hash(&canon);
+        let class = match self.cache.get(hash, &canon) {
+            Some(class) => class,
+            None => {
+                let class = statement::classify(&canon, &self.functions, &self.primary_tables);
+                self.cache.insert(hash, canon, class);
+                class
+            }
+        };
+        Classification {
+            class,
+            hint_primary: scan.hint_primary,
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const READ: Class = Class::Read {
+        primary_table: false,
+    };
+
+    fn classifier() -> Classifier {
+        Classifier::new(ClassifierOptions {
+            primary_tables: vec!["inventory".into()],
+            write_functions: vec!["app.bump".into()],
+            ..ClassifierOptions::default()
+        })
+    }
+
+    #[test]
+    fn is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Classifier>();
+    }
+
+    #[test]
+    fn literals_share_a_cache_entry() {
+        let c = classifier();
+        for aid in [1, 42, 99_999, 7] {
+            let sql = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {aid};");
+            assert_eq!(c.classify(sql.as_bytes()).class, READ);
+        }
+        assert_eq!(
+            c.stats(),
+            CacheStats {
+                hits: 3,
+                misses: 1,
+                entries: 1
+            }
+        );
+    }
+
+    #[test]
+    fn hint_is_per_call_not_cached() {
+        let c = classifier();
+        let hinted = c.classify(b"/* pgsplit:primary */ SELECT 1");
+        assert_eq!(
+            hinted,
+            Classification {
+                class: READ,
+                hint_primary: true
+            }
+        );
+        let plain = c.classify(b"SELECT 1");
+        assert_eq!(
+            plain,
+            Classification {
+                class: READ,
+                hint_primary: false
+            }
+        );
+        assert_eq!(c.stats().hits, 1);
+        let broken = c.classify(b"/* pgsplit:primary */ SELECT 'unterminated");
+        assert_eq!(
+            broken,
+            Classification {
+                class: Class::Write,
+                hint_primary: true
+            }
+        );
+    }
+
+    #[test]
+    fn empty_and_comment_only_are_reads() {
+        let c = classifier();
+        assert_eq!(c.classify(b"").class, READ);
+        assert_eq!(c.classify(b"  -- nothing\n").class, READ);
+        assert_eq!(c.classify(b";").class, READ);
+    }
+
+    #[test]
+    fn backslash_ambiguity_is_a_write() {
+        let c = classifier();
+        // standard_conforming_strings on: a read of two strings; off: a string, then DELETE.
+        let sql = b"SELECT '\\' , '; DELETE FROM t; --'";
+        assert_eq!(c.classify(sql).class, Class::Write);
+        // A backslash that means the same either way (LIKE escapes) is fine, and so is one
+        // that makes the other reading invalid.
+        assert_eq!(
+            c.classify(b"SELECT * FROM t WHERE a LIKE '50\\%' ESCAPE '\\'")
+                .class,
+            READ
+        );
+        assert_eq!(
+            c.classify(b"SELECT * FROM t WHERE a LIKE 'x\\_y%'").class,
+            READ
+        );
+        assert_eq!(c.classify(b"SELECT E'\\''").class, READ);
+    }
+
+    #[test]
+    fn literal_contents_never_change_the_class() {
+        let c = classifier();
+        assert_eq!(c.classify(b"SELECT 'nextval(1)'").class, READ);
+        assert_eq!(c.classify(b"SELECT $$; DELETE FROM t$$").class, READ);
+        assert_eq!(c.classify(b"SELECT '; DELETE FROM t'").class, READ);
+        assert_eq!(c.classify(b"SELECT nextval('s')").class, Class::Write);
+        assert_eq!(c.classify(b"SELECT \"a;b\" FROM t").class, READ);
+        assert_eq!(c.classify(b"SELECT 1 /* ; DELETE FROM t */").class, READ);
+    }
+
+    #[test]
+    fn configured_names() {
+        let c = classifier();
+        assert_eq!(c.classify(b"SELECT app.bump(1)").class, Class::Write);
+        assert_eq!(c.classify(b"SELECT other.bump(1)").class, READ);
+        assert_eq!(
+            c.classify(b"SELECT qty FROM inventory WHERE id = 1").class,
+            Class::Read {
+                primary_table: true
+            }
+        );
+        assert_eq!(
+            c.classify(b"SELECT inventory FROM t WHERE id = 1").class,
+            READ,
+            "a column named like the table: the parser tells them apart"
+        );
+    }
+
+    #[test]
+    fn non_utf8_input() {
+        let c = classifier();
+        assert_eq!(
+            c.classify(b"SELECT * FROM t WHERE x = '\xe9t\xe9'").class,
+            READ
+        );
+        assert_eq!(c.classify(b"SELECT caf\xe9 FROM t").class, READ);
+        // Needs the parser, which reads the LATIN1 name as replacement characters.
+        assert_eq!(c.classify(b"SELECT lower(caf\xe9) FROM t").class, READ);
+        assert_eq!(
+            c.classify(b"SELECT nextval(caf\xe9) FROM t").class,
+            Class::Write
+        );
+    }
+
+    #[test]
+    fn disabled_cache_still_classifies() {
+        let c = Classifier::new(ClassifierOptions {
+            cache_capacity: 0,
+            ..ClassifierOptions::default()
+        });
+        assert_eq!(c.classify(b"SELECT 1").class, READ);
+        assert_eq!(c.classify(b"SELECT 1").class, READ);
+        assert_eq!(
+            c.stats(),
+            CacheStats {
+                hits: 0,
+                misses: 2,
+                entries: 0
+            }
+        );
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let c = Classifier::new(ClassifierOptions {
+            cache_capacity: 64,
+            ..ClassifierOptions::default()
+        });
+        // xorshift: deterministic, no dependency
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet =
+            b"SELECTFROMWHEREFORUPDATEINTOnextval()'\"$;:,.-/*\\ \n\tEeUu&0123456789\x00\xff";
+        for _ in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    if r % 4 == 0 {
+                        (r >> 8) as u8
+                    } else {
+                        alphabet[(r >> 8) as usize % alphabet.len()]
+                    }
+                })
+                .collect();
+            let _ = c.classify(&bytes);
+        }
+    }
+
+    #[test]
+    fn many_threads_share_one_classifier() {
+        let c = Classifier::new(ClassifierOptions {
+            cache_capacity: 100,
+            ..ClassifierOptions::default()
+        });
+        std::thread::scope(|scope| {
+            for thread in 0..8 {
+                let c = &c;
+                scope.spawn(move || {
+                    for i in 0..2_000 {
+                        // 300 shapes through a 100-entry cache: hits, misses and evictions.
+                        let sql = format!("SELECT c{} FROM t{thread} WHERE id = {i}", i % 300);
+                        assert_eq!(c.classify(sql.as_bytes()).class, READ);
+                        let sql = format!("UPDATE t{thread} SET c{} = {i}", i % 7);
+                        assert_eq!(c.classify(sql.as_bytes()).class, Class::Write);
+                    }
+                });
+            }
+        });
+        let stats = c.stats();
+        assert_eq!(stats.hits + stats.misses, 8 * 2 * 2_000);
+        assert!(stats.entries <= 100);
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow() {
+        let c = classifier();
+        let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
+        assert_eq!(c.classify(deep.as_bytes()).class, Class::Write);
+        let comments = format!("SELECT 1 {}{}", "/*".repeat(5000), "*/".repeat(5000));
+        assert_eq!(c.classify(comments.as_bytes()).class, READ);
+    }
+}

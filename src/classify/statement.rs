@@ -1,0 +1,843 @@
+//! Statement-level rules over canonical text: split into statements, dispatch on the leading
+//! keywords, and combine the classes of a multi-statement string.
+//!
+//! Most statement kinds are settled here from their keywords alone (transaction control,
+//! `SET`/`SHOW`, `LISTEN`, `PREPARE`, DML, DDL, `COPY`, `EXPLAIN`, `DECLARE`); only queries go
+//! to the parser (`walk.rs`), and the commonest query shape (a single `SELECT` without
+//! parentheses, `INTO`, `FOR` or a primary-table name) is settled here too. The keyword rules
+//! also catch what sqlparser cannot read: `FOR NO KEY UPDATE` / `FOR KEY SHARE`, calls of
+//! write functions by their `name(` syntax, `CREATE TEMP ...`, `DO`, `VACUUM`, ...
+
+use std::borrow::Cow;
+
+use super::functions::{FnEffect, Functions, QualifiedNames};
+use super::lexer::{tokens, Kind, Token};
+use super::{walk, Class};
+
+/// Nesting limit for `EXPLAIN`/`COPY (...)`/`DECLARE ... FOR` wrappers.
+const MAX_DEPTH: u8 = 4;
+
+const READ: Class = Class::Read {
+    primary_table: false,
+};
+
+/// Classifies a whole canonical text (one or more statements).
+pub(crate) fn classify(
+    canon: &[u8],
+    functions: &Functions,
+    primary_tables: &QualifiedNames,
+) -> Class {
+    let toks = tokens(canon);
+    let rules = Rules {
+        canon,
+        functions,
+        primary_tables,
+    };
+    let mut classes = Vec::new();
+    let mut start = 0;
+    let mut depth = 0i64;
+    for (i, tok) in toks.iter().enumerate() {
+        match tok.kind {
+            Kind::Punct(b'(') => depth += 1,
+            Kind::Punct(b')') => depth -= 1,
+            Kind::Punct(b';') if depth == 0 => {
+                let stmt = toks.get(start..i).unwrap_or_default();
+                if !stmt.is_empty() {
+                    classes.push((stmt, rules.statement(stmt, 0)));
+                }
+                start = i + 1;
+            }
+            // `;` inside parentheses (CREATE RULE ... DO (a; b)) or unbalanced parentheses:
+            // nothing a read needs.
+            Kind::Punct(b';') => return Class::Write,
+            _ => {}
+        }
+        if depth < 0 {
+            return Class::Write;
+        }
+    }
+    let last = toks.get(start..).unwrap_or_default();
+    if !last.is_empty() {
+        classes.push((last, rules.statement(last, 0)));
+    }
+    match classes.as_slice() {
+        [] => READ,
+        [(_, class)] => *class,
+        many => rules.combine(many),
+    }
+}
+
+struct Rules<'a> {
+    canon: &'a [u8],
+    functions: &'a Functions,
+    primary_tables: &'a QualifiedNames,
+}
+
+impl Rules<'_> {
+    fn kw(&self, t: Option<&Token>, kw: &str) -> bool {
+        t.is_some_and(|t| t.is_kw(self.canon, kw))
+    }
+
+    fn any_kw(&self, t: Option<&Token>, kws: &[&str]) -> bool {
+        t.is_some_and(|t| t.is_any_kw(self.canon, kws))
+    }
+
+    /// A multi-statement simple query: a read only if every statement is (`SHOW` counts as a
+    /// read); a statement that needs a real session pins the whole string; transaction control
+    /// or settings inside it make it a write (conservative: it runs on the primary).
+    fn combine(&self, classes: &[(&[Token], Class)]) -> Class {
+        let mut write = false;
+        let mut primary_table = false;
+        for (toks, class) in classes {
+            match class {
+                Class::SessionBound => return Class::SessionBound,
+                // SET / RESET / DISCARD inside a multi-statement string: the proxy tracks and
+                // replays them like single ones; the string runs on the primary.
+                Class::Session if !self.kw(toks.first(), "SHOW") => write = true,
+                Class::Session => {}
+                Class::Read { primary_table: p } => primary_table |= p,
+                Class::Write | Class::Begin { .. } | Class::End | Class::TransactionControl => {
+                    write = true
+                }
+            }
+        }
+        if write {
+            Class::Write
+        } else {
+            Class::Read { primary_table }
+        }
+    }
+
+    /// One statement (non-empty token slice, no top-level `;`).
+    fn statement(&self, t: &[Token], depth: u8) -> Class {
+        if depth > MAX_DEPTH {
+            return Class::Write;
+        }
+        let Some(first) = t.first() else {
+            return Class::Write;
+        };
+        if first.kind == Kind::Punct(b'(') {
+            return self.query(t);
+        }
+        if first.kind != Kind::Word {
+            return Class::Write;
+        }
+        let mut head = [0u8; 12];
+        let text = first.text(self.canon);
+        if text.len() > head.len() {
+            return self.write_or_session(t);
+        }
+        for (h, b) in head.iter_mut().zip(text) {
+            *h = b.to_ascii_uppercase();
+        }
+        let second = t.get(1);
+        match head.get(..text.len()).unwrap_or_default() {
+            b"SELECT" => {
+                if self.fast_select(t) {
+                    READ
+                } else {
+                    self.query(t)
+                }
+            }
+            b"TABLE" => self.table(t),
+            b"WITH" | b"VALUES" => self.query(t),
+            b"BEGIN" => self.begin(t.get(1..).unwrap_or_default()),
+            b"START" if self.kw(second, "TRANSACTION") => {
+                self.begin(t.get(1..).unwrap_or_default())
+            }
+            b"COMMIT" | b"END" | b"ABORT" | b"ROLLBACK" => self.end(t),
+            b"SAVEPOINT" if t.len() == 2 => Class::TransactionControl,
+            b"RELEASE" if t.len() == 2 || (t.len() == 3 && self.kw(second, "SAVEPOINT")) => {
+                Class::TransactionControl
+            }
+            b"PREPARE" if self.kw(second, "TRANSACTION") => {
+                if t.len() == 3 && t.get(2).is_some_and(|t| t.kind == Kind::Str) {
+                    Class::End
+                } else {
+                    Class::Write
+                }
+            }
+            b"PREPARE" | b"EXECUTE" | b"DEALLOCATE" | b"LISTEN" | b"UNLISTEN" => {
+                Class::SessionBound
+            }
+            b"SET" | b"RESET" | b"SHOW" | b"DISCARD" => Class::Session,
+            b"FETCH" | b"MOVE" | b"CLOSE" => Class::TransactionControl,
+            b"DECLARE" => self.declare(t, depth),
+            b"EXPLAIN" => self.explain(t, depth),
+            b"COPY" => self.copy(t, depth),
+            b"CREATE" => self.create(t),
+            // INSERT, UPDATE, DELETE, MERGE, TRUNCATE, DDL, DO, CALL, VACUUM, ANALYZE, LOCK,
+            // NOTIFY, CHECKPOINT, REINDEX, CLUSTER, ALTER SYSTEM, GRANT, ... and anything unknown.
+            _ => self.write_or_session(t),
+        }
+    }
+
+    /// A write, unless it also calls a session-bound function (then the session is pinned).
+    fn write_or_session(&self, t: &[Token]) -> Class {
+        match self.calls(t) {
+            Some(FnEffect::SessionBound) => Class::SessionBound,
+            _ => Class::Write,
+        }
+    }
+
+    /// The single `SELECT` whose class needs no parse: no parentheses (so no function call,
+    /// subquery or CTE), no `INTO`, no `FOR` (locking), no DML keyword, no `U&"..."` name and
+    /// no identifier that names a configured primary table or write function. Such a statement
+    /// cannot write; at worst it is malformed, and PostgreSQL rejects it wherever it runs.
+    fn fast_select(&self, t: &[Token]) -> bool {
+        t.iter().all(|tok| match tok.kind {
+            Kind::Punct(b'(' | b')') | Kind::UnicodeQuoted => false,
+            Kind::Word => {
+                !tok.is_any_kw(
+                    self.canon,
+                    &["INTO", "FOR", "INSERT", "UPDATE", "DELETE", "MERGE"],
+                ) && !self.names_configured(tok)
+            }
+            Kind::Quoted => !self.names_configured(tok),
+            _ => true,
+        })
+    }
+
+    /// Whether an identifier is the name of a configured primary table or write function.
+    fn names_configured(&self, tok: &Token) -> bool {
+        if self.primary_tables.is_empty() && !self.functions.any_configured() {
+            return false;
+        }
+        tok.name(self.canon).is_some_and(|name| {
+            self.primary_tables.has_name(&name) || self.functions.is_configured(&name)
+        })
+    }
+
+    /// A query statement: keyword-level checks first, then the parser.
+    fn query(&self, t: &[Token]) -> Class {
+        match self.calls(t) {
+            Some(FnEffect::SessionBound) => return Class::SessionBound,
+            Some(FnEffect::Write) => return Class::Write,
+            None => {}
+        }
+        if self.locking_clause(t) {
+            return Class::Write;
+        }
+        let (Some(first), Some(last)) = (t.first(), t.last()) else {
+            return Class::Write;
+        };
+        let bytes = self.canon.get(first.start..last.end).unwrap_or_default();
+        let sql = match std::str::from_utf8(bytes) {
+            Ok(sql) => Cow::Borrowed(sql),
+            // Non-UTF-8 identifiers (a LATIN1 client): the parser gets replacement characters,
+            // which it may reject (then: a write).
+            Err(_) => String::from_utf8_lossy(bytes),
+        };
+        walk::classify_query(&sql, self.functions, self.primary_tables).unwrap_or(Class::Write)
+    }
+
+    /// The strongest effect among the calls `name(...)` / `schema.name(...)` in `t`.
+    /// A call through a `U&"..."` name is treated as a write (its real name is not decoded).
+    /// A configured write function also counts in attribute notation, `x.name` (PostgreSQL
+    /// calls `name(x)` when `x` has no such column).
+    fn calls(&self, t: &[Token]) -> Option<FnEffect> {
+        let mut strongest = None;
+        for (i, tok) in t.iter().enumerate() {
+            if self.functions.any_configured()
+                && matches!(tok.kind, Kind::Word | Kind::Quoted)
+                && i > 0
+                && t.get(i - 1).is_some_and(|d| d.kind == Kind::Punct(b'.'))
+                && t.get(i + 1).is_none_or(|p| p.kind != Kind::Punct(b'('))
+                && tok
+                    .name(self.canon)
+                    .is_some_and(|name| self.functions.is_configured(&name))
+            {
+                strongest = Some(FnEffect::Write);
+            }
+            if tok.kind != Kind::Punct(b'(') || i == 0 {
+                continue;
+            }
+            let Some(callee) = t.get(i - 1) else { continue };
+            let effect = match callee.kind {
+                Kind::UnicodeQuoted => Some(FnEffect::Write),
+                Kind::Word | Kind::Quoted => {
+                    let schema = (i >= 3
+                        && t.get(i - 2).is_some_and(|d| d.kind == Kind::Punct(b'.')))
+                    .then(|| t.get(i - 3).and_then(|s| s.name(self.canon)))
+                    .flatten();
+                    callee
+                        .name(self.canon)
+                        .and_then(|name| self.functions.effect(schema.as_deref(), &name))
+                }
+                _ => None,
+            };
+            match effect {
+                Some(FnEffect::SessionBound) => return Some(FnEffect::SessionBound),
+                Some(FnEffect::Write) => strongest = Some(FnEffect::Write),
+                None => {}
+            }
+        }
+        strongest
+    }
+
+    /// `FOR UPDATE`, `FOR NO KEY UPDATE`, `FOR SHARE`, `FOR KEY SHARE` anywhere.
+    fn locking_clause(&self, t: &[Token]) -> bool {
+        t.iter().enumerate().any(|(i, tok)| {
+            tok.is_kw(self.canon, "FOR") && {
+                let at = |k: usize| t.get(i + k);
+                self.any_kw(at(1), &["UPDATE", "SHARE"])
+                    || (self.kw(at(1), "NO") && self.kw(at(2), "KEY") && self.kw(at(3), "UPDATE"))
+                    || (self.kw(at(1), "KEY") && self.kw(at(2), "SHARE"))
+            }
+        })
+    }
+
+    /// `BEGIN [WORK | TRANSACTION] [mode [, ...]]` / `START TRANSACTION [mode [, ...]]`;
+    /// `rest` starts after `BEGIN` / `START`.
+    fn begin(&self, rest: &[Token]) -> Class {
+        let mut i = usize::from(self.any_kw(rest.first(), &["WORK", "TRANSACTION"]));
+        let (mut read_only, mut read_write) = (false, false);
+        while i < rest.len() {
+            let at = |k: usize| rest.get(i + k);
+            if self.kw(at(0), "ISOLATION") && self.kw(at(1), "LEVEL") {
+                if self.kw(at(2), "SERIALIZABLE") {
+                    i += 3;
+                } else if (self.kw(at(2), "REPEATABLE") && self.kw(at(3), "READ"))
+                    || (self.kw(at(2), "READ") && self.any_kw(at(3), &["COMMITTED", "UNCOMMITTED"]))
+                {
+                    i += 4;
+                } else {
+                    return Class::Write;
+                }
+            } else if self.kw(at(0), "READ") && self.kw(at(1), "ONLY") {
+                read_only = true;
+                i += 2;
+            } else if self.kw(at(0), "READ") && self.kw(at(1), "WRITE") {
+                read_write = true;
+                i += 2;
+            } else if self.kw(at(0), "DEFERRABLE") {
+                i += 1;
+            } else if self.kw(at(0), "NOT") && self.kw(at(1), "DEFERRABLE") {
+                i += 2;
+            } else {
+                return Class::Write;
+            }
+            if rest.get(i).is_some_and(|t| t.kind == Kind::Punct(b',')) && i + 1 < rest.len() {
+                i += 1;
+            }
+        }
+        Class::Begin {
+            read_only: read_only && !read_write,
+        }
+    }
+
+    /// `COMMIT`/`END`/`ABORT`/`ROLLBACK [WORK|TRANSACTION] [AND [NO] CHAIN]` end the block;
+    /// `ROLLBACK TO [SAVEPOINT] s` and `... AND CHAIN` (which opens a new block at once) are
+    /// transaction control; `COMMIT PREPARED` / `ROLLBACK PREPARED` are writes (they run
+    /// outside any block and act on the primary's prepared transactions).
+    fn end(&self, t: &[Token]) -> Class {
+        let rollback = self.kw(t.first(), "ROLLBACK");
+        let commit = self.kw(t.first(), "COMMIT");
+        if (rollback || commit) && self.kw(t.get(1), "PREPARED") {
+            return Class::Write;
+        }
+        let i = 1 + usize::from(self.any_kw(t.get(1), &["WORK", "TRANSACTION"]));
+        if rollback && self.kw(t.get(i), "TO") {
+            let name_at = i + 1 + usize::from(self.kw(t.get(i + 1), "SAVEPOINT"));
+            return if t.len() == name_at + 1 {
+                Class::TransactionControl
+            } else {
+                Class::Write
+            };
+        }
+        let at = |k: usize| t.get(i + k);
+        match t.len().saturating_sub(i) {
+            0 => Class::End,
+            2 if self.kw(at(0), "AND") && self.kw(at(1), "CHAIN") => Class::TransactionControl,
+            3 if self.kw(at(0), "AND") && self.kw(at(1), "NO") && self.kw(at(2), "CHAIN") => {
+                Class::End
+            }
+            _ => Class::Write,
+        }
+    }
+
+    /// Index of the first token at parenthesis depth 0 that satisfies `pred`.
+    fn find_top(&self, t: &[Token], from: usize, pred: impl Fn(&Token) -> bool) -> Option<usize> {
+        let mut depth = 0i64;
+        for (i, tok) in t.iter().enumerate().skip(from) {
+            match tok.kind {
+                Kind::Punct(b'(') => depth += 1,
+                Kind::Punct(b')') => depth -= 1,
+                _ if depth == 0 && pred(tok) => return Some(i),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Index of the `)` matching the `(` at `open`.
+    fn matching(&self, t: &[Token], open: usize) -> Option<usize> {
+        let mut depth = 0i64;
+        for (i, tok) in t.iter().enumerate().skip(open) {
+            match tok.kind {
+                Kind::Punct(b'(') => depth += 1,
+                Kind::Punct(b')') => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The class of a statement wrapped by `EXPLAIN ANALYZE`, `COPY (...) TO STDOUT` or
+    /// `DECLARE ... FOR`, which runs it: a read stays a read; anything else is a write,
+    /// except that session-bound stays session-bound.
+    fn executed(&self, inner: &[Token], depth: u8) -> Class {
+        if inner.is_empty() {
+            return Class::Write;
+        }
+        match self.statement(inner, depth + 1) {
+            read @ Class::Read { .. } => read,
+            Class::SessionBound => Class::SessionBound,
+            _ => Class::Write,
+        }
+    }
+
+    /// `EXPLAIN [ANALYZE] [VERBOSE] stmt` / `EXPLAIN (option [value], ...) stmt`.
+    /// Plain `EXPLAIN` does not run the statement: a read, whatever it explains (a write's
+    /// plan too), as long as it is a statement that can be explained. With `ANALYZE` (even
+    /// `ANALYZE false`, conservatively) the statement runs.
+    fn explain(&self, t: &[Token], depth: u8) -> Class {
+        let mut analyze = false;
+        let mut i = 1;
+        if t.get(1).is_some_and(|t| t.kind == Kind::Punct(b'(')) {
+            let Some(close) = self.matching(t, 1) else {
+                return Class::Write;
+            };
+            analyze = t
+                .get(2..close)
+                .unwrap_or_default()
+                .iter()
+                .any(|tok| tok.is_any_kw(self.canon, &["ANALYZE", "ANALYSE"]));
+            i = close + 1;
+        } else {
+            while self.any_kw(t.get(i), &["ANALYZE", "ANALYSE", "VERBOSE"]) {
+                analyze |= self.any_kw(t.get(i), &["ANALYZE", "ANALYSE"]);
+                i += 1;
+            }
+        }
+        let inner = t.get(i..).unwrap_or_default();
+        // What PostgreSQL can explain; anything else is a syntax error there.
+        let explainable = inner.first().is_some_and(|tok| {
+            tok.kind == Kind::Punct(b'(')
+                || tok.is_any_kw(
+                    self.canon,
+                    &[
+                        "SELECT", "WITH", "VALUES", "TABLE", "INSERT", "UPDATE", "DELETE", "MERGE",
+                        "EXECUTE", "DECLARE", "CREATE",
+                    ],
+                )
+        });
+        if !explainable {
+            return Class::Write;
+        }
+        if analyze {
+            return self.executed(inner, depth);
+        }
+        match self.statement(inner, depth + 1) {
+            read @ Class::Read { .. } => read,
+            Class::Write | Class::SessionBound => READ,
+            _ => Class::Write,
+        }
+    }
+
+    /// `TABLE [ONLY] name [*]` (sqlparser cannot parse it as a statement).
+    fn table(&self, t: &[Token]) -> Class {
+        let mut i = 1 + usize::from(self.kw(t.get(1), "ONLY"));
+        match self.qualified_name(t, &mut i) {
+            Some(primary_table)
+                if matches!(
+                    t.get(i..),
+                    Some(
+                        [] | [Token {
+                            kind: Kind::Punct(b'*'),
+                            ..
+                        }]
+                    )
+                ) =>
+            {
+                Class::Read { primary_table }
+            }
+            _ => self.query(t),
+        }
+    }
+
+    /// Reads `[schema .] name` at `*i` (advancing past it); returns whether it names a
+    /// configured primary table, or `None` if there is no name.
+    fn qualified_name(&self, t: &[Token], i: &mut usize) -> Option<bool> {
+        let mut parts: Vec<Cow<'_, [u8]>> = Vec::new();
+        while let Some(name) = t.get(*i).and_then(|tok| tok.name(self.canon)) {
+            parts.push(name);
+            *i += 1;
+            if t.get(*i).is_some_and(|d| d.kind == Kind::Punct(b'.')) {
+                *i += 1;
+            } else {
+                break;
+            }
+        }
+        let name = parts.last()?;
+        let schema = parts.len().checked_sub(2).and_then(|k| parts.get(k));
+        Some(self.primary_tables.matches(schema.map(|s| &**s), name))
+    }
+
+    /// `COPY (query) TO STDOUT` runs the query; `COPY t [(cols)] TO STDOUT` reads `t`;
+    /// `COPY ... FROM` writes; `COPY ... TO 'file' | PROGRAM` acts on the server: a write.
+    fn copy(&self, t: &[Token], depth: u8) -> Class {
+        if t.get(1).is_some_and(|t| t.kind == Kind::Punct(b'(')) {
+            let Some(close) = self.matching(t, 1) else {
+                return Class::Write;
+            };
+            if !(self.kw(t.get(close + 1), "TO") && self.kw(t.get(close + 2), "STDOUT")) {
+                return Class::Write;
+            }
+            return self.executed(t.get(2..close).unwrap_or_default(), depth);
+        }
+        let Some(dir) = self.find_top(t, 1, |tok| tok.is_any_kw(self.canon, &["FROM", "TO"]))
+        else {
+            return Class::Write;
+        };
+        if !(self.kw(t.get(dir), "TO") && self.kw(t.get(dir + 1), "STDOUT")) {
+            return Class::Write;
+        }
+        // The table name: `COPY [BINARY] [schema .] name`.
+        let mut i = 1 + usize::from(self.kw(t.get(1), "BINARY"));
+        match self.qualified_name(t, &mut i) {
+            Some(primary_table) => Class::Read { primary_table },
+            None => Class::Write,
+        }
+    }
+
+    /// `DECLARE name [...] CURSOR [WITH HOLD | WITHOUT HOLD] FOR query`: a cursor `WITH HOLD`
+    /// outlives the transaction, so it needs a real session; otherwise it runs its query.
+    fn declare(&self, t: &[Token], depth: u8) -> Class {
+        let Some(for_at) = self.find_top(t, 1, |tok| tok.is_kw(self.canon, "FOR")) else {
+            return Class::Write;
+        };
+        let options = t.get(1..for_at).unwrap_or_default();
+        let with_hold = options.windows(2).any(|w| {
+            matches!(w, [with, hold] if with.is_kw(self.canon, "WITH") && hold.is_kw(self.canon, "HOLD"))
+        });
+        if with_hold {
+            return Class::SessionBound;
+        }
+        self.executed(t.get(for_at + 1..).unwrap_or_default(), depth)
+    }
+
+    /// `CREATE [OR REPLACE] [GLOBAL | LOCAL] {TEMP | TEMPORARY} ...` and anything created in
+    /// `pg_temp` live only in this session; every other `CREATE` is a write.
+    fn create(&self, t: &[Token]) -> Class {
+        let mut i = 1;
+        if self.kw(t.get(1), "OR") && self.kw(t.get(2), "REPLACE") {
+            i = 3;
+        }
+        if self.any_kw(t.get(i), &["GLOBAL", "LOCAL"]) {
+            i += 1;
+        }
+        let temporary = self.any_kw(t.get(i), &["TEMP", "TEMPORARY"])
+            || t.iter().any(|tok| {
+                matches!(tok.kind, Kind::Word | Kind::Quoted)
+                    && tok.name(self.canon).as_deref() == Some(b"pg_temp")
+            });
+        if temporary {
+            Class::SessionBound
+        } else {
+            self.write_or_session(t)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::lexer::canonicalize;
+
+    fn class(sql: &str) -> Class {
+        let mut canon = Vec::new();
+        let scan = canonicalize(sql.as_bytes(), true, &mut canon);
+        assert_eq!(scan.result, Ok(()), "{sql}");
+        classify(
+            &canon,
+            &Functions::new(&["app.bump"]),
+            &QualifiedNames::new(&["inventory"]),
+        )
+    }
+
+    const READ_PRIMARY: Class = Class::Read {
+        primary_table: true,
+    };
+
+    #[test]
+    fn transactions() {
+        assert_eq!(class("BEGIN"), Class::Begin { read_only: false });
+        assert_eq!(class("begin work"), Class::Begin { read_only: false });
+        assert_eq!(class("BEGIN READ ONLY"), Class::Begin { read_only: true });
+        assert_eq!(
+            class("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+            Class::Begin { read_only: true }
+        );
+        assert_eq!(
+            class("START TRANSACTION ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE"),
+            Class::Begin { read_only: true }
+        );
+        assert_eq!(
+            class("START TRANSACTION READ ONLY, READ WRITE"),
+            Class::Begin { read_only: false }
+        );
+        assert_eq!(class("BEGIN ISOLATION LEVEL CHAOS"), Class::Write);
+        assert_eq!(class("START"), Class::Write);
+        for end in [
+            "COMMIT",
+            "commit work",
+            "END",
+            "END TRANSACTION",
+            "ABORT",
+            "ROLLBACK",
+            "ROLLBACK AND NO CHAIN",
+            "PREPARE TRANSACTION 'x'",
+        ] {
+            assert_eq!(class(end), Class::End, "{end}");
+        }
+        for control in [
+            "SAVEPOINT a",
+            "RELEASE a",
+            "RELEASE SAVEPOINT a",
+            "ROLLBACK TO a",
+            "ROLLBACK TO SAVEPOINT a",
+            "ROLLBACK WORK TO SAVEPOINT a",
+            "COMMIT AND CHAIN",
+            "FETCH 10 FROM c",
+            "CLOSE c",
+        ] {
+            assert_eq!(class(control), Class::TransactionControl, "{control}");
+        }
+        assert_eq!(class("COMMIT PREPARED 'x'"), Class::Write);
+        assert_eq!(class("ROLLBACK PREPARED 'x'"), Class::Write);
+        assert_eq!(class("COMMIT nonsense"), Class::Write);
+    }
+
+    #[test]
+    fn fast_select() {
+        let rules = Rules {
+            canon: b"",
+            functions: &Functions::default(),
+            primary_tables: &QualifiedNames::new(&["inventory"]),
+        };
+        let fast = |sql: &str| {
+            let toks = tokens(sql.as_bytes());
+            Rules {
+                canon: sql.as_bytes(),
+                ..rules
+            }
+            .fast_select(&toks)
+        };
+        assert!(fast("SELECT abalance FROM pgbench_accounts WHERE aid = 0"));
+        assert!(fast(
+            "SELECT \"users\".* FROM \"users\" WHERE \"users\".\"id\" = $1 LIMIT $2"
+        ));
+        assert!(!fast("SELECT count(*) FROM t"));
+        assert!(!fast("SELECT * INTO x FROM t"));
+        assert!(!fast("SELECT * FROM t FOR UPDATE"));
+        assert!(!fast("SELECT * FROM inventory"));
+        assert!(!fast("SELECT * FROM \"inventory\""));
+    }
+
+    #[test]
+    fn multi_statements() {
+        assert_eq!(
+            class("SELECT 1; SELECT 2;"),
+            Class::Read {
+                primary_table: false
+            }
+        );
+        assert_eq!(class("SELECT 1; SELECT * FROM inventory"), READ_PRIMARY);
+        assert_eq!(class("SELECT 1; DELETE FROM t"), Class::Write);
+        assert_eq!(class("SELECT 1; BEGIN"), Class::Write);
+        assert_eq!(class("BEGIN; SELECT 1; COMMIT"), Class::Write);
+        assert_eq!(class("SELECT 1; LISTEN x"), Class::SessionBound);
+        assert_eq!(class("SET search_path = a; SELECT 1"), Class::Write);
+        assert_eq!(
+            class("SHOW search_path; SELECT 1"),
+            Class::Read {
+                primary_table: false
+            }
+        );
+        assert_eq!(
+            class(";;"),
+            Class::Read {
+                primary_table: false
+            }
+        );
+        assert_eq!(class("SELECT (1; 2)"), Class::Write);
+        assert_eq!(class("SELECT 1)"), Class::Write);
+    }
+
+    #[test]
+    fn wrappers() {
+        assert_eq!(
+            class("EXPLAIN SELECT 1"),
+            Class::Read {
+                primary_table: false
+            }
+        );
+        assert_eq!(class("EXPLAIN SELECT * FROM inventory"), READ_PRIMARY);
+        assert_eq!(
+            class("EXPLAIN INSERT INTO t VALUES (1)"),
+            Class::Read {
+                primary_table: false
+            }
+        );
+        assert_eq!(
+            class("EXPLAIN ANALYZE INSERT INTO t VALUES (1)"),
+            Class::Write
+        );
+        assert_eq!(
+            class("EXPLAIN ANALYZE VERBOSE SELECT 1"),
+            Class::Read {
+                primary_table: false
+            }
+        );
+        assert_eq!(
+            class("EXPLAIN (ANALYZE, BUFFERS) DELETE FROM t"),
+            Class::Write
+        );
+        assert_eq!(
+            class("EXPLAIN (FORMAT JSON) DELETE FROM t"),
+            Class::Read {
+                primary_table: false
+            }
+        );
+        assert_eq!(class("EXPLAIN ANALYZE SELECT nextval('s')"), Class::Write);
+        assert_eq!(class("EXPLAIN BEGIN"), Class::Write);
+        assert_eq!(class("EXPLAIN"), Class::Write);
+        assert_eq!(
+            class("COPY (SELECT 1) TO STDOUT"),
+            Class::Read {
+                primary_table: false
+            }
+        );
+        assert_eq!(
+            class("COPY (SELECT * FROM t FOR UPDATE) TO STDOUT"),
+            Class::Write
+        );
+        assert_eq!(
+            class("COPY (DELETE FROM t RETURNING *) TO STDOUT"),
+            Class::Write
+        );
+        assert_eq!(
+            class("COPY t TO STDOUT"),
+            Class::Read {
+                primary_table: false
+            }
+        );
+        assert_eq!(
+            class("COPY public.inventory (a, b) TO stdout WITH (FORMAT csv)"),
+            READ_PRIMARY
+        );
+        assert_eq!(class("COPY t FROM STDIN"), Class::Write);
+        assert_eq!(class("COPY t TO '/tmp/x'"), Class::Write);
+        assert_eq!(class("COPY t TO PROGRAM 'gzip'"), Class::Write);
+        assert_eq!(
+            class("DECLARE c CURSOR FOR SELECT 1"),
+            Class::Read {
+                primary_table: false
+            }
+        );
+        assert_eq!(
+            class("DECLARE c NO SCROLL CURSOR WITHOUT HOLD FOR SELECT 1"),
+            Class::Read {
+                primary_table: false
+            }
+        );
+        assert_eq!(
+            class("DECLARE c CURSOR WITH HOLD FOR SELECT 1"),
+            Class::SessionBound
+        );
+        assert_eq!(
+            class("DECLARE c CURSOR FOR SELECT * FROM t FOR UPDATE"),
+            Class::Write
+        );
+        assert_eq!(
+            class("TABLE t"),
+            Class::Read {
+                primary_table: false
+            }
+        );
+        assert_eq!(class("TABLE ONLY public.inventory *"), READ_PRIMARY);
+        assert_eq!(class("TABLE t FOR UPDATE"), Class::Write);
+        assert_eq!(class("EXPLAIN TABLE inventory"), READ_PRIMARY);
+        assert_eq!(
+            class("EXPLAIN EXPLAIN EXPLAIN EXPLAIN EXPLAIN EXPLAIN SELECT 1"),
+            Class::Write
+        );
+    }
+
+    #[test]
+    fn session_statements() {
+        for s in [
+            "SET search_path TO a",
+            "RESET ALL",
+            "SHOW work_mem",
+            "DISCARD ALL",
+            "SET LOCAL x = 1",
+        ] {
+            assert_eq!(class(s), Class::Session, "{s}");
+        }
+        for s in [
+            "LISTEN ch",
+            "UNLISTEN *",
+            "PREPARE p AS SELECT 1",
+            "EXECUTE p(1)",
+            "DEALLOCATE ALL",
+            "CREATE TEMP TABLE t (a int)",
+            "CREATE GLOBAL TEMPORARY TABLE t (a int)",
+            "CREATE OR REPLACE TEMP VIEW v AS SELECT 1",
+            "CREATE TEMPORARY SEQUENCE s",
+            "CREATE TABLE pg_temp.t (a int)",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT pg_try_advisory_lock(1, 2)",
+            "INSERT INTO t VALUES (pg_advisory_lock(1))",
+        ] {
+            assert_eq!(class(s), Class::SessionBound, "{s}");
+        }
+    }
+
+    #[test]
+    fn writes() {
+        for s in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "TRUNCATE t",
+            "CREATE TABLE t (a int)",
+            "CREATE UNLOGGED TABLE t (a int)",
+            "DO $$ BEGIN END $$",
+            "CALL p(1)",
+            "VACUUM ANALYZE t",
+            "CHECKPOINT",
+            "NOTIFY ch",
+            "LOCK TABLE t",
+            "SELECT * FROM t FOR NO KEY UPDATE",
+            "SELECT * FROM t FOR KEY SHARE OF t",
+            "SELECT app.bump(1)",
+            "SELECT t.bump FROM t",
+            "SELECT t.\"bump\" FROM t",
+            "SELECT bump(1)",
+            "SELECT pg_advisory_xact_lock(1)",
+            "SELECT U&\"\\006Eextval\"('s')",
+            "WITH x AS (INSERT INTO t DEFAULT VALUES RETURNING *) SELECT * FROM x",
+            "a_very_long_unknown_keyword_here",
+            "42",
+        ] {
+            assert_eq!(class(s), Class::Write, "{s}");
+        }
+    }
+}
