@@ -4,10 +4,14 @@
 # For each round, for each protocol mode (-M simple, -M prepared), runs
 #   pgbench -n -S -M MODE -c CLIENTS -j THREADS -T DURATION
 # against each target, alternating the target order between rounds:
-#   direct   the primary, 127.0.0.1:15432, database bench
-#   pgsplit  127.0.0.1:6432, database bench (pgsplit may spread reads over the replicas)
-# both as user app / secret. Prints a table of TPS per round, the median, and the ratio of
-# medians against direct, and writes it to bench/last-pgbench.txt.
+#   direct     the primary, 127.0.0.1:15432, database bench
+#   pgsplit    127.0.0.1:6432, database bench: reads spread over the replicas
+#   pooling    127.0.0.1:6433, a second pgsplit with [routing] enabled = false (every
+#              statement on the primary): the cost of classifying and routing is the
+#              difference between pgsplit and this one
+# all as user app / secret. Prints a table of TPS per round, the median, and the ratio of
+# medians against direct and against pooling, then where pgsplit sent the transactions
+# (its "routing totals" log line), and writes it all to bench/last-pgbench.txt.
 #
 # The bench database is initialised once (pgbench -i -s SCALE, directly on the primary) and
 # reused while its scale matches.
@@ -23,7 +27,8 @@ DURATION="${DURATION:-15}"
 CLIENTS="${CLIENTS:-16}"
 THREADS="${THREADS:-2}"
 SCALE="${SCALE:-10}"
-TARGETS="${TARGETS:-direct pgsplit}"
+TARGETS="${TARGETS:-direct pgsplit pooling}"
+POOLING_PORT="${POOLING_PORT:-6433}"
 MODES="${MODES:-simple prepared}"
 OUT="$REPO_ROOT/bench/last-pgbench.txt"
 
@@ -38,7 +43,8 @@ Usage: bench/pgbench.sh [-r ROUNDS] [-T SECONDS] [-c CLIENTS] [-j THREADS] [-s S
   -s SCALE     pgbench scale of database bench  env SCALE (default 10)
 
 Other environment:
-  TARGETS="direct pgsplit"   which targets to run; TARGETS=direct needs no pgsplit binary
+  TARGETS="direct pgsplit pooling"   which targets to run; TARGETS=direct needs no pgsplit
+                             binary; pooling is pgsplit with routing switched off (port POOLING_PORT, 6433)
   MODES="simple prepared"    pgbench -M modes
   PGSPLIT_SKIP_BUILD=1       do not run cargo build --release
   PGSPLIT_BIN, PGSPLIT_CONFIG, PGSPLIT_PORT   pgsplit binary, config (config.toml), port (6432)
@@ -87,8 +93,8 @@ done
 read -r -a TARGET_LIST <<<"$TARGETS"
 read -r -a MODE_LIST <<<"$MODES"
 for t in "${TARGET_LIST[@]}"; do
-    [[ "$t" == direct || "$t" == pgsplit ]] || {
-        echo "bench/pgbench.sh: unknown target '$t' in TARGETS (use direct and/or pgsplit)" >&2
+    [[ "$t" == direct || "$t" == pgsplit || "$t" == pooling ]] || {
+        echo "bench/pgbench.sh: unknown target '$t' in TARGETS (direct, pgsplit, pooling)" >&2
         exit 2
     }
 done
@@ -108,12 +114,13 @@ target_url() {
     case "$1" in
     direct) echo "postgres://app:secret@127.0.0.1:$PRIMARY_PORT/bench" ;;
     pgsplit) echo "postgres://app:secret@$PGSPLIT_HOST:$PGSPLIT_PORT/bench" ;;
+    pooling) echo "postgres://app:secret@$PGSPLIT_HOST:$POOLING_PORT/bench" ;;
     esac
 }
 
 # ---- setup -------------------------------------------------------------------------------------
 uses_pgsplit=0
-if [[ " ${TARGET_LIST[*]} " == *" pgsplit "* ]]; then uses_pgsplit=1; fi
+if [[ " ${TARGET_LIST[*]} " == *" pgsplit "* || " ${TARGET_LIST[*]} " == *" pooling "* ]]; then uses_pgsplit=1; fi
 if ((uses_pgsplit)); then build_pgsplit; fi
 
 echo "== dev/cluster.sh up"
@@ -143,7 +150,34 @@ for port in "$REPLICA1_PORT" "$REPLICA2_PORT"; do
     done
 done
 
-if ((uses_pgsplit)); then start_pgsplit; fi
+POOLING_PID=""
+POOLING_LOG="$LOG_DIR/pgsplit-pooling.log"
+stop_pooling() {
+    [[ -n "$POOLING_PID" ]] || return 0
+    kill -TERM "$POOLING_PID" 2>/dev/null || true
+    wait "$POOLING_PID" 2>/dev/null || true
+    POOLING_PID=""
+}
+if ((uses_pgsplit)); then
+    start_pgsplit
+    trap 'stop_pooling; stop_pgsplit' EXIT
+    if [[ " ${TARGET_LIST[*]} " == *" pooling "* ]]; then
+        # The same configuration on another port, with routing switched off.
+        pooling_config="$LOG_DIR/pgsplit-pooling.toml"
+        sed -e "s/^listen = .*/listen = \"127.0.0.1:$POOLING_PORT\"/" \
+            -e '/^\[routing\]/,/^\[/ s/^enabled = true/enabled = false/' \
+            "$PGSPLIT_CONFIG" >"$pooling_config"
+        "$PGSPLIT_BIN" --config "$pooling_config" >"$POOLING_LOG" 2>&1 &
+        POOLING_PID=$!
+        deadline=$((SECONDS + 30))
+        until port_open "$POOLING_PORT"; do
+            kill -0 "$POOLING_PID" 2>/dev/null || lib_die "the pooling-only pgsplit exited; see $POOLING_LOG"
+            ((SECONDS < deadline)) || lib_die "the pooling-only pgsplit did not listen on $POOLING_PORT; see $POOLING_LOG"
+            sleep 0.2
+        done
+        echo "== pooling-only pgsplit (routing off) listening on $PGSPLIT_HOST:$POOLING_PORT"
+    fi
+fi
 
 # ---- runs --------------------------------------------------------------------------------------
 declare -A TPS=() # TPS[mode/target/round]
@@ -192,28 +226,42 @@ failed=0
     echo "pgbench -n -S -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, $ROUNDS rounds; $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores; git $(git rev-parse --short HEAD 2>/dev/null || echo '-')"
     printf '%-9s %-8s' mode target
     for ((round = 1; round <= ROUNDS; round++)); do printf ' %10s' "round$round"; done
-    printf ' %10s %9s\n' median vs_direct
+    printf ' %10s %9s %10s\n' median vs_direct vs_pooling
     for mode in "${MODE_LIST[@]}"; do
-        direct_values=()
-        for ((round = 1; round <= ROUNDS; round++)); do direct_values+=("${TPS[$mode/direct/$round]:-}"); done
-        direct_median="$(median "${direct_values[@]}")"
+        declare -A MEDIAN=()
+        for target in "${TARGET_LIST[@]}"; do
+            values=()
+            for ((round = 1; round <= ROUNDS; round++)); do values+=("${TPS[$mode/$target/$round]:-}"); done
+            MEDIAN[$target]="$(median "${values[@]}")"
+        done
         for target in "${TARGET_LIST[@]}"; do
             values=()
             for ((round = 1; round <= ROUNDS; round++)); do values+=("${TPS[$mode/$target/$round]}"); done
             [[ " ${values[*]} " == *FAIL* ]] && failed=1
-            med="$(median "${values[@]}")"
-            ratio=-
-            if [[ -n "$med" && -n "$direct_median" ]]; then
-                ratio="$(awk -v a="$med" -v b="$direct_median" 'BEGIN { printf "%.2fx", a / b }')"
-            fi
+            med="${MEDIAN[$target]}"
             printf '%-9s %-8s' "$mode" "$target"
             for v in "${values[@]}"; do
                 if [[ "$v" == FAIL ]]; then printf ' %10s' FAIL; else printf ' %10.0f' "$v"; fi
             done
             if [[ -n "$med" ]]; then printf ' %10.0f' "$med"; else printf ' %10s' -; fi
-            printf ' %9s\n' "$ratio"
+            for base in direct pooling; do
+                ratio=-
+                if [[ -n "$med" && -n "${MEDIAN[$base]:-}" ]]; then
+                    ratio="$(awk -v a="$med" -v b="${MEDIAN[$base]}" 'BEGIN { printf "%.2fx", a / b }')"
+                fi
+                printf ' %9s' "$ratio"
+            done
+            printf '\n'
         done
+        unset MEDIAN
     done
+    if ((uses_pgsplit)); then
+        stop_pooling
+        stop_pgsplit >/dev/null
+        echo
+        echo "where pgsplit (routing on) sent transactions over all its runs:"
+        grep -h 'routing totals' "$PGSPLIT_LOG" | sed 's/.*routing totals */  /' || echo "  (no routing totals in $PGSPLIT_LOG)"
+    fi
 } >"$OUT"
 
 echo

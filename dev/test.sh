@@ -39,4 +39,5 @@ while IFS='=' read -r key value; do
 done <"$PGSPLIT_CLUSTER_DIR/cluster.env"
 
 # ---- the test command (the project decides the final flags here) -----------------------------
-exec cargo test --all-targets --no-fail-fast -- --test-threads=4 "$@"
+# Benches (criterion) are built by clippy --all-targets; they run with cargo bench.
+exec cargo test --lib --bins --tests --no-fail-fast -- --test-threads=4 "$@"

@@ -24,6 +24,8 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PGSPLIT_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -92,6 +94,7 @@ fn run(config: Config) -> anyhow::Result<()> {
                 }
                 Signal::Interrupt => {
                     tracing::info!("SIGINT received: exiting now");
+                    log_totals(&proxy);
                     return Ok(());
                 }
                 Signal::Terminate => break,
@@ -110,18 +113,43 @@ fn run(config: Config) -> anyhow::Result<()> {
                 _ = tick.tick() => {
                     if proxy.client_count() == 0 {
                         tracing::info!("all clients gone; exiting");
+                        log_totals(&proxy);
                         return Ok(());
                     }
                 }
                 signal = signals.next() => {
                     if signal != Signal::Hangup {
                         tracing::info!("second signal: exiting now");
+                        log_totals(&proxy);
                         return Ok(());
                     }
                 }
             }
         }
     })
+}
+
+/// One log line with where transactions went, by node and by reason.
+fn log_totals(proxy: &pgsplit::server::Proxy) {
+    let stats = &proxy.routing().stats;
+    let nodes: Vec<String> = proxy
+        .config()
+        .nodes
+        .iter()
+        .zip(stats.by_node())
+        .map(|(n, count)| format!("{}={count}", n.name))
+        .collect();
+    let reasons: Vec<String> = pgsplit::router::Reason::ALL
+        .iter()
+        .map(|r| (r.as_str(), stats.by_reason(*r)))
+        .filter(|(_, count)| *count > 0)
+        .map(|(r, count)| format!("{r}={count}"))
+        .collect();
+    tracing::info!(
+        nodes = %nodes.join(" "),
+        reasons = %reasons.join(" "),
+        "routing totals"
+    );
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

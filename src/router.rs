@@ -140,8 +140,17 @@ pub enum RouteCommand {
 /// `SHOW pgsplit.route` (one statement, any case, optional trailing `;`). Cheap for
 /// every other query: only text starting with `s` or `r` is looked at further.
 pub fn route_command(sql: &[u8]) -> Option<RouteCommand> {
-    let first = sql.iter().find(|b| !b.is_ascii_whitespace())?;
-    if !matches!(first.to_ascii_lowercase(), b's' | b'r') || sql.len() > 200 {
+    let start = sql.iter().position(|b| !b.is_ascii_whitespace())?;
+    let head = &sql[start..];
+    let starts = |w: &[u8]| head.len() > w.len() && head[..w.len()].eq_ignore_ascii_case(w);
+    if !(starts(b"set") || starts(b"show") || starts(b"reset")) || sql.len() > 200 {
+        return None;
+    }
+    const NAME: &[u8] = b"pgsplit.route";
+    if !sql
+        .windows(NAME.len())
+        .any(|w| w.eq_ignore_ascii_case(NAME))
+    {
         return None;
     }
     let text = std::str::from_utf8(sql)

@@ -471,6 +471,10 @@ impl Session {
     /// `DEALLOCATE name` / `DEALLOCATE ALL` for protocol-level statements is answered
     /// by pgsplit: the statements live in its own table.
     fn deallocate(&mut self, sql: &[u8]) -> Option<&'static str> {
+        let first = sql.iter().find(|b| !b.is_ascii_whitespace())?;
+        if !first.eq_ignore_ascii_case(&b'd') {
+            return None;
+        }
         let text = std::str::from_utf8(sql).ok()?;
         let words: Vec<&str> = text
             .trim()
@@ -581,8 +585,12 @@ impl Session {
         if self.on_primary && router::writes(&class.class) {
             self.wrote = true;
         }
-        let session_bound =
-            class.class == Class::SessionBound || sql.is_some_and(|s| needs_session(s));
+        // set_config() is a write function to the classifier: only writes need the look.
+        let session_bound = match class.class {
+            Class::SessionBound => true,
+            Class::Write => sql.is_some_and(|s| needs_session(s)),
+            _ => false,
+        };
         if session_bound && !self.pinned {
             tracing::debug!(
                 client = self.ctx.cancel.pid,
