@@ -683,14 +683,7 @@ impl Session {
         let mut node = match target {
             Target::Primary => routing.primary,
             Target::Replica(node) => node,
-            Target::Refuse => {
-                PgError::error(
-                    code::CANNOT_CONNECT_NOW,
-                    "pgsplit: no replica is available for reads (routing.fallback = \"error\")",
-                )
-                .encode(&mut self.outbox);
-                return Ok(false);
-            }
+            Target::Refuse => return Ok(self.refuse_read()),
         };
         let server = loop {
             let pool = &self.ctx.pools[node];
@@ -706,14 +699,7 @@ impl Session {
                             reason = router::Reason::NoReplica;
                             routing.primary
                         }
-                        (None, router::Fallback::Error) => {
-                            PgError::error(
-                                code::CANNOT_CONNECT_NOW,
-                                "pgsplit: no replica is available for reads (routing.fallback = \"error\")",
-                            )
-                            .encode(&mut self.outbox);
-                            return Ok(false);
-                        }
+                        (None, router::Fallback::Error) => return Ok(self.refuse_read()),
                     };
                 }
                 Err(e) => {
@@ -730,7 +716,7 @@ impl Session {
         self.attach(server);
         if let Err(e) = self.sync_settings().await {
             let err = PgError::error(
-                leak_code(e.sqlstate()),
+                static_code(e.sqlstate()),
                 format!("could not apply session settings on the server: {e}"),
             );
             err.encode(&mut self.outbox);
@@ -741,6 +727,17 @@ impl Session {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// A read with no replica available and `routing.fallback = "error"`: the client
+    /// gets 57P03. Returns false (no server).
+    fn refuse_read(&mut self) -> bool {
+        PgError::error(
+            code::CANNOT_CONNECT_NOW,
+            "pgsplit: no replica is available for reads (routing.fallback = \"error\")",
+        )
+        .encode(&mut self.outbox);
+        false
     }
 
     /// Gives the session a server connection.
@@ -1041,8 +1038,9 @@ fn frame_error(e: FrameError) -> PgError {
     }
 }
 
-/// SQLSTATE codes are 5 ASCII characters; anything else becomes an internal error.
-fn leak_code(code: &str) -> &'static str {
+/// The SQLSTATE to show for a server-side failure pgsplit reports in its own error:
+/// the codes a client can act on are kept, anything else becomes a connection failure.
+fn static_code(code: &str) -> &'static str {
     match code {
         "08001" => code::CANNOT_CONNECT,
         "3D000" => code::UNKNOWN_DATABASE,
@@ -1061,7 +1059,7 @@ fn checkout_error(e: &PoolError<BackendError>, node: &str) -> PgError {
             code::TOO_MANY_CONNECTIONS,
             format!("pgsplit: no server connection to node {node} became free in time (pool exhausted; raise pool.max_size or pool.checkout_timeout)"),
         ),
-        PoolError::Backend(b) => PgError::error(leak_code(b.sqlstate()), b.to_string()),
+        PoolError::Backend(b) => PgError::error(static_code(b.sqlstate()), b.to_string()),
         other => PgError::error(code::CONNECTION_FAILURE, format!("pgsplit: {other}")),
     }
 }
