@@ -89,11 +89,22 @@ impl RouteStats {
     }
 }
 
+/// Whether a statement of this class may run on a replica (whatever the client's pin).
+pub fn replica_ok(c: &Classification) -> bool {
+    !c.hint_primary
+        && matches!(
+            c.class,
+            Class::Read {
+                primary_table: false
+            } | Class::Begin { read_only: true }
+        )
+}
+
 /// Combines the classes of the statements of one extended-protocol batch (up to its
 /// Sync, which is one implicit transaction): it may run on a replica only if every
 /// statement may.
 pub fn merge(a: Classification, b: Classification) -> Classification {
-    let replica_ok = |c: &Classification| {
+    let eligible = |c: &Classification| {
         matches!(
             c.class,
             Class::Read {
@@ -101,7 +112,7 @@ pub fn merge(a: Classification, b: Classification) -> Classification {
             } | Class::Begin { read_only: true }
         )
     };
-    if replica_ok(&a) && replica_ok(&b) {
+    if eligible(&a) && eligible(&b) {
         return Classification {
             class: a.class,
             hint_primary: a.hint_primary || b.hint_primary,
@@ -191,6 +202,8 @@ pub struct ClientRouting {
     /// The client used a feature that needs a real session: it stays on one primary
     /// connection for the rest of its session.
     pub session_bound: bool,
+    /// The client's transactions default to SERIALIZABLE, which a hot standby refuses.
+    pub serializable: bool,
 }
 
 impl ClientRouting {
@@ -236,10 +249,12 @@ pub enum Reason {
     SessionBound,
     /// A read with no replica available, sent to the primary.
     NoReplica,
+    /// The client's transactions default to SERIALIZABLE (a standby cannot run them).
+    Serializable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Disabled,
         Reason::Write,
         Reason::Transaction,
@@ -251,6 +266,7 @@ impl Reason {
         Reason::Pinned,
         Reason::SessionBound,
         Reason::NoReplica,
+        Reason::Serializable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -266,6 +282,7 @@ impl Reason {
             Reason::Pinned => "pinned",
             Reason::SessionBound => "session_bound",
             Reason::NoReplica => "no_replica",
+            Reason::Serializable => "serializable",
         }
     }
 }
@@ -332,6 +349,9 @@ pub fn decide(
     }
     if client.mode == RouteMode::Primary {
         return Decision::primary(Reason::RouteSetting);
+    }
+    if client.serializable {
+        return Decision::primary(Reason::Serializable);
     }
     if client.is_pinned(now) {
         return Decision::primary(Reason::Pinned);
@@ -467,6 +487,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(route(&client, READ, now).reason, Reason::SessionBound);
+        let client = ClientRouting {
+            serializable: true,
+            ..Default::default()
+        };
+        assert_eq!(route(&client, READ, now).reason, Reason::Serializable);
     }
 
     #[test]

@@ -179,6 +179,15 @@ impl ClientSettings {
         }
     }
 
+    /// Whether the client's transactions default to SERIALIZABLE (which a hot standby
+    /// cannot run).
+    pub fn serializable(&self) -> bool {
+        ["default_transaction_isolation", "transaction_isolation"]
+            .iter()
+            .filter_map(|name| self.current.get(*name))
+            .any(|stmt| stmt.to_ascii_lowercase().contains("serializable"))
+    }
+
     /// The settings to apply on a server connection: name -> SET statement.
     pub fn current(&self) -> &BTreeMap<String, String> {
         &self.current
@@ -612,6 +621,28 @@ mod tests {
             ServerSettings::Defaults
         );
         assert_eq!(s.current(), &start);
+    }
+
+    #[test]
+    fn serializable_default_is_noticed() {
+        let mut s = ClientSettings::default();
+        assert!(!s.serializable());
+        run(
+            &mut s,
+            "SET default_transaction_isolation = 'serializable'",
+            IDLE,
+            IDLE,
+        );
+        assert!(s.serializable());
+        run(&mut s, "RESET default_transaction_isolation", IDLE, IDLE);
+        assert!(!s.serializable());
+        run(
+            &mut s,
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            IDLE,
+            IDLE,
+        );
+        assert!(s.serializable());
     }
 
     #[test]

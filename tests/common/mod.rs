@@ -358,3 +358,116 @@ pub fn own_ports_to(remote_port: u16) -> Vec<i32> {
     }
     ports
 }
+
+/// Advisory lock key (on the primary) held by any test that changes how the replicas
+/// replay (`recovery_min_apply_delay`, `pg_wal_replay_pause()`), so two such tests, in
+/// this process or another, never fight over the replicas.
+pub const REPLICA_REPLAY_LOCK: i64 = 7_468_526_581;
+
+/// Holds `recovery_min_apply_delay` on both replicas while alive, so that they are always
+/// behind the primary by at least that long; puts back what was there before when dropped,
+/// even when the test panics. Holds [`REPLICA_REPLAY_LOCK`] in a session of its own
+/// (PostgreSQL releases it if the process dies).
+pub struct ReplicaApplyDelay {
+    restore: Vec<(u16, String)>,
+    _lock: Client,
+}
+
+impl ReplicaApplyDelay {
+    pub async fn hold(delay: Duration) -> ReplicaApplyDelay {
+        let lock = superuser().await;
+        with_timeout(
+            300,
+            "the replica replay lock",
+            lock.batch_execute(&format!("select pg_advisory_lock({REPLICA_REPLAY_LOCK})")),
+        )
+        .await
+        .unwrap();
+        let ms = delay.as_millis();
+        let mut restore = Vec::new();
+        for name in ["replica1", "replica2"] {
+            let port = node_port(name);
+            let c = replica_superuser(port).await;
+            let row = c
+                .query_one(
+                    "select setting, coalesce(sourcefile, '') from pg_settings \
+                     where name = 'recovery_min_apply_delay'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let (setting, file): (String, String) = (row.get(0), row.get(1));
+            // A delay set with ALTER SYSTEM (dev/cluster.sh delay) is put back; one equal to
+            // ours is taken for the leftover of a run that was killed, and cleared.
+            let keep = file.ends_with("postgresql.auto.conf")
+                && setting != "0"
+                && setting != ms.to_string();
+            let back = if keep {
+                format!("alter system set recovery_min_apply_delay = '{setting}ms'")
+            } else {
+                "alter system reset recovery_min_apply_delay".to_string()
+            };
+            restore.push((port, back));
+            c.simple_query(&format!(
+                "alter system set recovery_min_apply_delay = '{ms}ms'"
+            ))
+            .await
+            .unwrap();
+            c.simple_query("select pg_reload_conf()").await.unwrap();
+        }
+        ReplicaApplyDelay {
+            restore,
+            _lock: lock,
+        }
+    }
+}
+
+impl Drop for ReplicaApplyDelay {
+    fn drop(&mut self) {
+        // Synchronous on purpose: this also runs while a panic unwinds.
+        for (port, sql) in &self.restore {
+            let status = std::process::Command::new("psql")
+                .args([
+                    "-X",
+                    "-w",
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "app",
+                ])
+                .args([
+                    "-p",
+                    &port.to_string(),
+                    "-c",
+                    sql,
+                    "-c",
+                    "select pg_reload_conf()",
+                ])
+                .env("PGPASSWORD", SUPERUSER_PASSWORD)
+                .stdout(std::process::Stdio::null())
+                .status();
+            if !matches!(status, Ok(s) if s.success()) {
+                eprintln!(
+                    "could not restore recovery_min_apply_delay on port {port} ({status:?}): \
+                     run dev/cluster.sh delay 1 0; dev/cluster.sh delay 2 0"
+                );
+            }
+        }
+    }
+}
+
+/// A superuser connection straight to the node on `port` (a replica, say), database app.
+pub async fn replica_superuser(port: u16) -> Client {
+    let mut c = tokio_postgres::Config::new();
+    c.host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .password(SUPERUSER_PASSWORD)
+        .dbname("app")
+        .application_name("pgsplit-test-checker")
+        .connect_timeout(Duration::from_secs(30));
+    connect_with(&c).await
+}

@@ -1,0 +1,328 @@
+//! Getting a server connection for a statement: classify it (an extended-protocol batch
+//! as a whole), ask the router, check out from the chosen node's pool (skipping a
+//! replica that cannot be reached), bring the connection's settings to the client's, and
+//! note what the statement does to the session (a write pins reads, a session-bound
+//! feature keeps the connection).
+
+use super::*;
+
+impl Session {
+    /// Whether the next client message starts a statement (a Query, or the first message
+    /// of an extended-protocol batch) that may not run on the replica the client is on,
+    /// while that replica still owes replies to earlier pipelined statements. Such a
+    /// message waits: once the replica is done and released, it is routed afresh.
+    pub(super) fn must_wait_for_route(&self) -> bool {
+        let Some(server) = self.server.as_ref() else {
+            return false;
+        };
+        if self.on_primary || self.queue.is_empty() || server.status != TxStatus::Idle {
+            return false;
+        }
+        let Ok(Some(total)) = peek_frame_len(&self.inbox, self.ctx.max_message_size) else {
+            return false;
+        };
+        if self.inbox.len() < total {
+            return false;
+        }
+        let (tag, body) = (self.inbox[0], &self.inbox[5..total]);
+        let classifier = &self.ctx.routing.classifier;
+        let class = match tag {
+            b'Q' => read_query(body).map(|sql| classifier.classify(sql)),
+            // A FunctionCall names its function by OID: not known to be a read.
+            b'F' => Some(Classification {
+                class: Class::Write,
+                hint_primary: false,
+            }),
+            _ if self.in_batch => return false,
+            b'P' => read_parse(body).map(|p| classifier.classify(p.query)),
+            b'B' => read_bind(body)
+                .and_then(|(_, name, _)| self.statements.get(name))
+                .map(|stmt| classifier.classify(&stmt.query)),
+            _ => None,
+        };
+        let Some(class) = class else {
+            return false;
+        };
+        let class = if tag == b'Q' || tag == b'F' {
+            class
+        } else {
+            // With the rest of the batch after this message.
+            self.batch_class_of(&self.inbox[total..], class)
+        };
+        !router::replica_ok(&class)
+    }
+
+    /// Makes sure a server connection is checked out for a statement with `sql` (none for
+    /// messages that carry no SQL), routing it when one must be chosen. `extended` says
+    /// the statement is part of an extended-protocol batch, which is routed as a whole.
+    /// Returns false when no server could be had: the client has been sent the error and
+    /// the message is dropped.
+    pub(super) async fn ensure_server(
+        &mut self,
+        sql: Option<&Bytes>,
+        extended: bool,
+    ) -> Result<bool, SessionEnd> {
+        let class = sql.map(|sql| self.ctx.routing.classifier.classify(sql));
+        let attached = match self.server.is_some() {
+            true => self.resync_kept_server().await?,
+            false => {
+                let batch = match (class, extended) {
+                    (Some(c), true) => self.batch_class(c),
+                    (Some(c), false) => c,
+                    (None, _) => Classification {
+                        class: Class::Write,
+                        hint_primary: false,
+                    },
+                };
+                self.check_out(batch).await?
+            }
+        };
+        Ok(attached)
+    }
+
+    /// Keeps track of what a statement does to the session: a write pins later reads to
+    /// the primary; a session-bound feature keeps the server connection.
+    pub(super) fn note_statement(&mut self, sql: &[u8]) {
+        let class = self.ctx.routing.classifier.classify(sql);
+        if self.on_primary && router::writes(&class.class) {
+            self.wrote = true;
+        }
+        // set_config() is a write function to the classifier: only writes need the look.
+        let session_bound = match class.class {
+            Class::SessionBound => true,
+            Class::Write => needs_session(sql),
+            _ => false,
+        };
+        if session_bound && !self.pinned {
+            tracing::debug!(
+                client = self.ctx.cancel.pid,
+                "client pinned to its server connection"
+            );
+            self.pinned = true;
+            self.routing.session_bound = true;
+        }
+    }
+
+    /// The class of the extended-protocol batch that starts with `first`: the statements
+    /// the client sent with it, up to the Sync, run as one implicit transaction on one
+    /// server. When the Sync has not arrived yet, what follows is unknown: primary.
+    pub(super) fn batch_class(&self, first: Classification) -> Classification {
+        self.batch_class_of(&self.inbox, first)
+    }
+
+    /// The class of a batch that starts with `first` and goes on with the messages in
+    /// `rest`, up to its Sync.
+    fn batch_class_of(&self, rest: &[u8], first: Classification) -> Classification {
+        let classifier = &self.ctx.routing.classifier;
+        let unknown = Classification {
+            class: Class::Write,
+            hint_primary: false,
+        };
+        let mut class = first;
+        let mut rest = rest;
+        loop {
+            let Ok(Some(total)) = peek_frame_len(rest, self.ctx.max_message_size) else {
+                return router::merge(class, unknown);
+            };
+            if rest.len() < total {
+                return router::merge(class, unknown);
+            }
+            let (tag, body) = (rest[0], &rest[5..total]);
+            let sql = match tag {
+                b'S' => return class,
+                b'P' => read_parse(body).map(|p| p.query),
+                b'B' => read_bind(body)
+                    .and_then(|(_, name, _)| (!name.is_empty()).then_some(name))
+                    .and_then(|name| self.statements.get(name))
+                    .map(|stmt| &stmt.query[..]),
+                _ => None,
+            };
+            if let Some(sql) = sql {
+                class = router::merge(class, classifier.classify(sql));
+            }
+            rest = &rest[total..];
+        }
+    }
+
+    /// A server kept across statements (session pooling, a pinned client) whose settings
+    /// were reset (RESET ALL, DISCARD ALL) gets the client's back before the next
+    /// statement, as PostgreSQL restores startup values on RESET.
+    pub(super) async fn resync_kept_server(&mut self) -> Result<bool, SessionEnd> {
+        let Some(server) = self.server.as_ref() else {
+            return Ok(false);
+        };
+        let resync = self.queue.is_empty()
+            && server.status == TxStatus::Idle
+            && server.settings != *self.settings.current();
+        if resync {
+            self.sync_settings().await.map_err(SessionEnd::ServerLost)?;
+        }
+        Ok(true)
+    }
+
+    /// Routes a transaction of class `class` and checks out a server connection on the
+    /// chosen node. A replica that cannot be reached is skipped for a cooldown and the
+    /// next choice is tried.
+    pub(super) async fn check_out(&mut self, class: Classification) -> Result<bool, SessionEnd> {
+        let routing = self.ctx.routing.clone();
+        let now = Instant::now();
+        self.routing.serializable = self.settings.serializable();
+        let mut lease = None;
+        let decision = if self.ctx.mode == PoolMode::Session {
+            router::Decision {
+                target: Target::Primary,
+                reason: router::Reason::Disabled,
+            }
+        } else {
+            router::decide(&routing.policy, &self.routing, &class, now, || {
+                lease = routing.topology.lease(now);
+                lease.as_ref().map(|l| l.node)
+            })
+        };
+        let mut reason = decision.reason;
+        let target = decision.target;
+        let mut node = match target {
+            Target::Primary => routing.primary,
+            Target::Replica(node) => node,
+            Target::Refuse => return Ok(self.refuse_read()),
+        };
+        let server = loop {
+            let pool = &self.ctx.pools[node];
+            match pool.get().await {
+                Ok(server) => break server,
+                Err(e) if node != routing.primary && unreachable(&e) => {
+                    tracing::warn!(node = %pool.manager_node(), error = %e, "replica unreachable; skipping it for the cooldown");
+                    routing.topology.refused(node, now);
+                    lease = routing.topology.lease(now);
+                    node = match (&lease, routing.policy.fallback) {
+                        (Some(l), _) => l.node,
+                        (None, router::Fallback::Primary) => {
+                            reason = router::Reason::NoReplica;
+                            routing.primary
+                        }
+                        (None, router::Fallback::Error) => return Ok(self.refuse_read()),
+                    };
+                }
+                Err(e) => {
+                    let err = checkout_error(&e, &pool.manager_node());
+                    tracing::warn!(error = %err, "server checkout failed");
+                    err.encode(&mut self.outbox);
+                    return Ok(false);
+                }
+            }
+        };
+        routing.stats.record(reason, node);
+        self.on_primary = node == routing.primary;
+        self.lease = lease.filter(|l| l.node == node);
+        self.attach(server);
+        if let Err(e) = self.sync_settings().await {
+            let err = PgError::error(
+                static_code(e.sqlstate()),
+                format!("could not apply session settings on the server: {e}"),
+            );
+            err.encode(&mut self.outbox);
+            if let Some(server) = self.server.as_mut() {
+                server.broken = !matches!(e, BackendError::Server { .. });
+            }
+            self.release();
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// A read with no replica available and `routing.fallback = "error"`: the client
+    /// gets 57P03. Returns false (no server).
+    pub(super) fn refuse_read(&mut self) -> bool {
+        PgError::error(
+            code::CANNOT_CONNECT_NOW,
+            "pgsplit: no replica is available for reads (routing.fallback = \"error\")",
+        )
+        .encode(&mut self.outbox);
+        false
+    }
+
+    /// Gives the session a server connection.
+    pub(super) fn attach(&mut self, server: Server) {
+        self.ctx.cancel.set_target(Some(CancelTarget {
+            node: server.node.clone(),
+            pid: server.backend_pid,
+            secret: server.backend_secret.clone(),
+        }));
+        self.server = Some(server);
+    }
+
+    /// Brings the server's session settings to the client's.
+    pub(super) async fn sync_settings(&mut self) -> Result<(), BackendError> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        apply_settings(server, self.settings.current()).await
+    }
+}
+
+/// Brings a server connection's session settings to `desired`.
+pub async fn apply_settings(
+    server: &mut ServerConn,
+    desired: &std::collections::BTreeMap<String, String>,
+) -> Result<(), BackendError> {
+    if let Some(sql) = sync_sql(&server.settings, desired) {
+        server.execute(&sql).await?;
+        server.settings = desired.clone();
+    }
+    Ok(())
+}
+
+/// Whether a checkout failed because the node could not be reached (as opposed to a
+/// pool that stayed exhausted or a server that refused the login).
+fn unreachable(e: &PoolError<BackendError>) -> bool {
+    matches!(
+        e,
+        PoolError::Backend(BackendError::Connect { .. } | BackendError::ConnectTimeout { .. })
+            | PoolError::Timeout(deadpool::managed::TimeoutType::Create)
+    )
+}
+
+/// Whether a statement uses session state pgsplit cannot carry from one server
+/// connection to the next: `set_config(...)` (a session-level setting by function).
+fn needs_session(sql: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"set_config";
+    sql.windows(NEEDLE.len())
+        .any(|w| w.eq_ignore_ascii_case(NEEDLE))
+}
+
+/// The error a client sees when no server connection could be had.
+fn checkout_error(e: &PoolError<BackendError>, node: &str) -> PgError {
+    match e {
+        PoolError::Timeout(_) => PgError::error(
+            code::TOO_MANY_CONNECTIONS,
+            format!("pgsplit: no server connection to node {node} became free in time (pool exhausted; raise pool.max_size or pool.checkout_timeout)"),
+        ),
+        PoolError::Backend(b) => PgError::error(static_code(b.sqlstate()), b.to_string()),
+        other => PgError::error(code::CONNECTION_FAILURE, format!("pgsplit: {other}")),
+    }
+}
+
+/// The SQLSTATE to show for a server-side failure pgsplit reports in its own error:
+/// the codes a client can act on are kept, anything else becomes a connection failure.
+fn static_code(code: &str) -> &'static str {
+    match code {
+        "08001" => code::CANNOT_CONNECT,
+        "3D000" => code::UNKNOWN_DATABASE,
+        "28P01" => code::INVALID_PASSWORD,
+        "53300" => code::TOO_MANY_CONNECTIONS,
+        "22023" => "22023",
+        "42704" => "42704",
+        _ => code::CONNECTION_FAILURE,
+    }
+}
+
+/// The node a pool serves, for error messages.
+trait PoolNode {
+    fn manager_node(&self) -> String;
+}
+
+impl PoolNode for ServerPool {
+    fn manager_node(&self) -> String {
+        self.manager().node_name().to_string()
+    }
+}

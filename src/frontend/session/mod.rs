@@ -1,0 +1,446 @@
+//! One task per client after login: read client messages, check out a server connection
+//! when one is needed, forward, relay the replies, and give the connection back to its
+//! pool as soon as the client is idle (transaction pooling) or when it leaves (session
+//! pooling). Named prepared statements and session settings follow the client from one
+//! server connection to the next.
+
+mod checkout;
+mod relay;
+mod statements;
+
+pub use checkout::apply_settings;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use deadpool::managed::{Object, PoolError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::pending::{Hide, Kind, Pending, PendingQueue, Verdict};
+use super::settings::{sync_sql, ClientSettings, ServerSettings};
+use crate::backend::connection::SERVER_MESSAGE_LIMIT;
+use crate::backend::pool::Manager;
+use crate::backend::{BackendError, ServerConn, ServerPool};
+use crate::cancel::{CancelKey, CancelTarget};
+use crate::classify::{Class, Classification};
+use crate::config::PoolMode;
+use crate::prepared::{ClientStatements, PreparedStatement};
+use crate::router::{self, ClientRouting, RouteMode, Routing, Target};
+use crate::topology::Lease;
+use crate::wire::error::code;
+use crate::wire::frame::peek_frame_len;
+use crate::wire::message::{self as msg, read_bind, read_parse, read_query, read_target, TxStatus};
+use crate::wire::{split_frame, Frame, FrameError, PgError};
+
+/// How a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionEnd {
+    #[error("client closed the connection")]
+    ClientGone,
+    #[error("client error: {0}")]
+    ClientIo(#[from] std::io::Error),
+    #[error("{0}")]
+    Refused(PgError),
+    #[error("server connection lost: {0}")]
+    ServerLost(BackendError),
+}
+
+/// What a session needs from the proxy around it.
+pub struct SessionContext {
+    /// One pool per node for this client's database and user, by node index.
+    pub pools: Vec<ServerPool>,
+    pub routing: Arc<Routing>,
+    pub mode: PoolMode,
+    pub max_message_size: usize,
+    /// Disconnect a client that holds no server and sends nothing for this long.
+    pub idle_timeout: Option<std::time::Duration>,
+    pub cancel: CancelKey,
+}
+
+/// A checked-out server connection.
+pub type Server = Object<Manager>;
+
+/// One client's connection state.
+pub struct Session {
+    client: TcpStream,
+    ctx: SessionContext,
+    /// Bytes read from the client, not yet handled.
+    inbox: BytesMut,
+    /// Bytes to write to the client.
+    outbox: BytesMut,
+    /// Bytes to write to the server.
+    to_server: BytesMut,
+    server: Option<Server>,
+    queue: PendingQueue,
+    statements: ClientStatements,
+    settings: ClientSettings,
+    /// The transaction status the client last saw.
+    status: TxStatus,
+    /// What the router remembers about this client (pin after write, route mode).
+    routing: ClientRouting,
+    /// The replica slot held while a replica serves the client.
+    lease: Option<Lease>,
+    /// Whether the current server is the primary.
+    on_primary: bool,
+    /// A statement that writes ran on the primary since the client was last idle: its
+    /// reads are pinned to the primary once it is idle again.
+    wrote: bool,
+    /// Client messages wait in the inbox until the current replica has answered: they
+    /// start a statement that must run elsewhere.
+    held_for_route: bool,
+    /// An extended-protocol batch is open (messages sent since the last Sync).
+    in_batch: bool,
+    /// The client used a feature that needs a real session: it keeps its server
+    /// connection until it leaves (which is then reset with DISCARD ALL).
+    pinned: bool,
+    /// The query of the last unnamed Parse.
+    unnamed_sql: Option<Bytes>,
+    /// Portals whose statement may change settings, with that statement's SQL.
+    portals: Portals,
+    /// After a failure to get a server during an extended-protocol batch: drop messages
+    /// until Sync, then answer ReadyForQuery (what PostgreSQL does after an error).
+    skip_to_sync: bool,
+}
+
+impl Session {
+    /// A session for a client that has logged in. `server` is the connection used for
+    /// login, still checked out (it is kept in session pooling).
+    pub fn new(
+        client: TcpStream,
+        ctx: SessionContext,
+        settings: ClientSettings,
+        server: Option<Server>,
+    ) -> Session {
+        let mut session = Session {
+            client,
+            ctx,
+            inbox: BytesMut::with_capacity(16 * 1024),
+            outbox: BytesMut::with_capacity(16 * 1024),
+            to_server: BytesMut::with_capacity(16 * 1024),
+            server: None,
+            queue: PendingQueue::default(),
+            statements: ClientStatements::default(),
+            settings,
+            status: TxStatus::Idle,
+            skip_to_sync: false,
+            routing: ClientRouting::default(),
+            lease: None,
+            on_primary: true,
+            wrote: false,
+            held_for_route: false,
+            in_batch: false,
+            pinned: false,
+            unnamed_sql: None,
+            portals: Portals::default(),
+        };
+        if let Some(server) = server {
+            session.attach(server);
+        }
+        session
+    }
+
+    /// Serves the client until it leaves or the session fails.
+    pub async fn run(mut self) -> SessionEnd {
+        let end = self.serve().await;
+        let notice = match &end {
+            SessionEnd::Refused(e) => Some(e.clone()),
+            SessionEnd::ServerLost(e) => Some(PgError::fatal(
+                code::CONNECTION_FAILURE,
+                format!("server connection lost: {e}"),
+            )),
+            _ => None,
+        };
+        if let Some(err) = notice {
+            let _ = self.client.write_all(&err.to_bytes()).await;
+        }
+        self.finish();
+        end
+    }
+
+    async fn serve(&mut self) -> SessionEnd {
+        loop {
+            if let Err(end) = self.step().await {
+                return end;
+            }
+        }
+    }
+
+    /// Waits for bytes from the client or the server, and handles them.
+    async fn step(&mut self) -> Result<(), SessionEnd> {
+        if self.held_for_route && self.server.is_none() {
+            self.held_for_route = false;
+            return self.on_client_data().await;
+        }
+        reserve(&mut self.inbox);
+        let from_server = match self.server.as_mut() {
+            Some(server) => {
+                let server: &mut ServerConn = server;
+                reserve(&mut server.read_buf);
+                tokio::select! {
+                    r = self.client.read_buf(&mut self.inbox) => Err(r),
+                    r = server.stream.read_buf(&mut server.read_buf) => Ok(r),
+                }
+            }
+            None => match self.ctx.idle_timeout {
+                Some(limit) => {
+                    match tokio::time::timeout(limit, self.client.read_buf(&mut self.inbox)).await {
+                        Ok(r) => Err(r),
+                        Err(_) => {
+                            return Err(SessionEnd::Refused(PgError::fatal(
+                                code::IDLE_SESSION_TIMEOUT,
+                                "terminating connection due to client_idle_timeout",
+                            )))
+                        }
+                    }
+                }
+                None => Err(self.client.read_buf(&mut self.inbox).await),
+            },
+        };
+        match from_server {
+            Err(read) => {
+                if read? == 0 {
+                    return Err(SessionEnd::ClientGone);
+                }
+                self.on_client_data().await
+            }
+            Ok(read) => {
+                let n = read.map_err(|e| self.server_lost(e))?;
+                if n == 0 {
+                    return Err(self.server_lost(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                self.on_server_data().await
+            }
+        }
+    }
+
+    fn server_lost(&mut self, e: std::io::Error) -> SessionEnd {
+        let node = self
+            .server
+            .as_ref()
+            .map(|s| s.node.name.clone())
+            .unwrap_or_default();
+        if let Some(server) = self.server.as_mut() {
+            server.broken = true;
+        }
+        SessionEnd::ServerLost(BackendError::Read {
+            node,
+            source: crate::net::ReadError::Io(e),
+        })
+    }
+
+    async fn on_client_data(&mut self) -> Result<(), SessionEnd> {
+        loop {
+            if self.must_wait_for_route() {
+                // Handled once the replica has answered what came before.
+                self.held_for_route = true;
+                break;
+            }
+            let frame = match split_frame(&mut self.inbox, self.ctx.max_message_size) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => return Err(SessionEnd::Refused(frame_error(e))),
+            };
+            if self.skip_to_sync {
+                if frame.tag == b'S' {
+                    self.skip_to_sync = false;
+                    msg::ready_for_query(self.status, &mut self.outbox);
+                }
+                continue;
+            }
+            self.on_client_message(frame).await?;
+        }
+        self.flush_server().await?;
+        if self.server.as_ref().is_some_and(|s| !s.read_buf.is_empty()) {
+            // Replies that arrived while writing.
+            return self.on_server_data().await;
+        }
+        self.queue.emit_synthetic(&mut self.outbox);
+        self.flush_client().await?;
+        self.release_if_idle();
+        Ok(())
+    }
+
+    async fn on_client_message(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        match frame.tag {
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => self.in_batch = true,
+            b'S' => self.in_batch = false,
+            _ => {}
+        }
+        tracing::trace!(pid = self.ctx.cancel.pid, tag = %(frame.tag as char), queue = self.queue.len(), server = self.server.is_some(), "client message");
+        match frame.tag {
+            b'X' => Err(SessionEnd::ClientGone),
+            b'Q' => self.on_query(frame).await,
+            b'P' => self.on_parse(frame).await,
+            b'B' => self.on_bind(frame).await,
+            b'D' => self.on_describe(frame).await,
+            b'C' => self.on_close(frame).await,
+            b'E' => {
+                let portal = crate::wire::frame::cstr(frame.body()).map(|(p, _)| p);
+                if let Some(sql) = portal.and_then(|p| self.portals.get(p)) {
+                    self.settings.statement_sent(&sql);
+                }
+                self.forward(frame, Some(Kind::Execute)).await
+            }
+            b'S' => self.forward(frame, Some(Kind::Sync)).await,
+            b'F' => self.forward(frame, Some(Kind::Query)).await,
+            b'H' | b'd' => self.forward(frame, None).await,
+            b'c' | b'f' => {
+                self.forward(frame, None).await?;
+                self.queue.client_copy_end();
+                Ok(())
+            }
+            other => Err(SessionEnd::Refused(PgError::fatal(
+                code::PROTOCOL_VIOLATION,
+                format!("invalid frontend message type {}", other),
+            ))),
+        }
+    }
+
+    /// Writes what is queued for the server. While the write is blocked, replies are
+    /// read into the server's buffer (up to a bound), so a client that pipelines a lot
+    /// cannot deadlock with a server that is blocked sending results.
+    async fn flush_server(&mut self) -> Result<(), SessionEnd> {
+        let Some(server) = self.server.as_mut() else {
+            self.to_server.clear();
+            return Ok(());
+        };
+        let server: &mut ServerConn = server;
+        let mut written = 0;
+        let mut failure = None;
+        let (mut reader, mut writer) = server.stream.split();
+        while written < self.to_server.len() {
+            reserve(&mut server.read_buf);
+            let room = server.read_buf.len() < READ_AHEAD_LIMIT;
+            tokio::select! {
+                biased;
+                w = writer.write(&self.to_server[written..]) => match w {
+                    Ok(0) => failure = Some(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => written += n,
+                    Err(e) => failure = Some(e),
+                },
+                r = reader.read_buf(&mut server.read_buf), if room => match r {
+                    Ok(0) => failure = Some(std::io::ErrorKind::UnexpectedEof.into()),
+                    Ok(_) => {}
+                    Err(e) => failure = Some(e),
+                },
+            }
+            if failure.is_some() {
+                break;
+            }
+        }
+        self.to_server.clear();
+        match failure {
+            Some(e) => Err(self.server_lost(e)),
+            None => Ok(()),
+        }
+    }
+
+    async fn flush_client(&mut self) -> Result<(), SessionEnd> {
+        if !self.outbox.is_empty() {
+            self.client.write_all(&self.outbox).await?;
+            self.outbox.clear();
+        }
+        Ok(())
+    }
+
+    /// The client left: a clean connection goes back to the pool (reset first if it may
+    /// carry session state), anything else is closed so the server rolls back.
+    fn finish(&mut self) {
+        self.ctx.cancel.set_target(None);
+        self.lease = None;
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        let clean = !server.broken
+            && server.status == TxStatus::Idle
+            && self.queue.is_empty()
+            && server.read_buf.is_empty();
+        if clean {
+            if self.ctx.mode == PoolMode::Session || self.pinned {
+                server.needs_discard = true;
+            }
+            drop(server);
+        } else {
+            tracing::debug!(node = %server.node.name, "closing a server connection left mid-transaction");
+            if !self.queue.is_empty() {
+                // A query may still be running; PostgreSQL would only notice the closed
+                // socket when it next writes, so cancel it.
+                let target = CancelTarget {
+                    node: server.node.clone(),
+                    pid: server.backend_pid,
+                    secret: server.backend_secret.clone(),
+                };
+                tokio::spawn(async move {
+                    if let Err(e) = crate::cancel::send_cancel(&target).await {
+                        tracing::debug!(error = %e, "could not cancel an abandoned query");
+                    }
+                });
+            }
+            drop(Object::take(server));
+        }
+    }
+
+    fn server_mut(&mut self) -> &mut ServerConn {
+        self.server
+            .as_mut()
+            .expect("a server is checked out when statements are forwarded")
+    }
+}
+
+/// The portals whose statements may change session settings (most have none), so the
+/// change is recorded when the portal is executed, not when it is prepared.
+#[derive(Debug, Default)]
+struct Portals {
+    unnamed: Option<Bytes>,
+    named: std::collections::HashMap<Vec<u8>, Bytes>,
+}
+
+impl Portals {
+    fn bind(&mut self, portal: &[u8], sql: Option<Bytes>) {
+        match (portal.is_empty(), sql) {
+            (true, sql) => self.unnamed = sql,
+            (false, Some(sql)) => {
+                self.named.insert(portal.to_vec(), sql);
+            }
+            (false, None) => {
+                if !self.named.is_empty() {
+                    self.named.remove(portal);
+                }
+            }
+        }
+    }
+
+    fn get(&self, portal: &[u8]) -> Option<Bytes> {
+        if portal.is_empty() {
+            self.unnamed.clone()
+        } else {
+            self.named.get(portal).cloned()
+        }
+    }
+}
+
+/// How much of a server's replies pgsplit reads ahead while it is still writing to it.
+const READ_AHEAD_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Keeps room to read into.
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+}
+
+fn malformed(what: &str) -> SessionEnd {
+    SessionEnd::Refused(PgError::fatal(
+        code::PROTOCOL_VIOLATION,
+        format!("invalid {what} message"),
+    ))
+}
+
+fn frame_error(e: FrameError) -> PgError {
+    match e {
+        FrameError::TooLarge { .. } => PgError::fatal(code::PROGRAM_LIMIT, e.to_string()),
+        FrameError::BadLength(_) => PgError::fatal(code::PROTOCOL_VIOLATION, e.to_string()),
+    }
+}

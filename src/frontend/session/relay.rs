@@ -1,0 +1,107 @@
+//! Server to client: relay replies in order with pgsplit's own answers, track the
+//! transaction status, and give the connection back when the client is idle.
+
+use super::*;
+
+impl Session {
+    /// Handles the whole messages in the server's buffer: relays them to the client (or
+    /// drops the replies meant for pgsplit), inserts pgsplit's own answers in order,
+    /// tracks transaction status, and releases the server when the client is idle.
+    pub(super) async fn on_server_data(&mut self) -> Result<(), SessionEnd> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        self.queue.emit_synthetic(&mut self.outbox);
+        // Walk the buffer in place; only what is consumed is cut off at the end.
+        let mut buf = std::mem::take(&mut server.read_buf);
+        let mut pos = 0;
+        let mut bad_frame = None;
+        loop {
+            let total = match peek_frame_len(&buf[pos..], SERVER_MESSAGE_LIMIT) {
+                Ok(Some(total)) if buf.len() - pos >= total => total,
+                Ok(_) => break,
+                Err(e) => {
+                    bad_frame = Some(e);
+                    break;
+                }
+            };
+            let message = &buf[pos..pos + total];
+            pos += total;
+            let (tag, body) = (message[0], &message[5..]);
+            let verdict = self.queue.on_server_message(tag);
+            match tag {
+                b'Z' => {
+                    let status = msg::read_ready(body).unwrap_or(TxStatus::Idle);
+                    server.status = status;
+                    if status == TxStatus::Idle && std::mem::take(&mut self.wrote) {
+                        self.routing.wrote(&self.ctx.routing.policy, Instant::now());
+                    }
+                    match self.settings.ready(self.status, status) {
+                        ServerSettings::Unchanged => {}
+                        ServerSettings::Client(current) => server.settings = current,
+                        ServerSettings::Defaults => server.settings.clear(),
+                    }
+                    self.status = status;
+                }
+                b'S' => server.note_parameter(message),
+                b'E' => self.settings.statement_failed(),
+                b'C' => {
+                    let tag = msg::read_command_tag(body);
+                    if tag == b"DISCARD ALL" || tag == b"DEALLOCATE ALL" {
+                        server.statements.clear();
+                    }
+                }
+                _ => {}
+            }
+            if verdict == Verdict::Forward {
+                self.outbox.extend_from_slice(message);
+            }
+            self.queue.emit_synthetic(&mut self.outbox);
+        }
+        buf.advance(pos);
+        server.read_buf = buf;
+        if let Some(e) = bad_frame {
+            server.broken = true;
+            return Err(SessionEnd::ServerLost(BackendError::Read {
+                node: server.node.name.clone(),
+                source: e.into(),
+            }));
+        }
+        for name in self.queue.take_failed_statements() {
+            server.statements.remove(&name);
+        }
+        self.flush_client().await?;
+        self.release_if_idle();
+        Ok(())
+    }
+
+    /// In transaction pooling, returns the server connection once the client is idle and
+    /// nothing is outstanding.
+    pub(super) fn release_if_idle(&mut self) {
+        if self.ctx.mode != PoolMode::Transaction || self.pinned {
+            return;
+        }
+        let idle = match self.server.as_ref() {
+            Some(server) => {
+                server.status == TxStatus::Idle
+                    && self.queue.is_empty()
+                    && server.read_buf.is_empty()
+            }
+            None => false,
+        };
+        if idle {
+            self.release();
+        }
+    }
+
+    pub(super) fn release(&mut self) {
+        self.ctx.cancel.set_target(None);
+        self.lease = None;
+        if let Some(server) = self.server.take() {
+            if server.broken {
+                drop(Object::take(server));
+            }
+        }
+        self.queue.clear();
+    }
+}

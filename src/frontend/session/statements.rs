@@ -1,0 +1,305 @@
+//! Client messages that carry statements: Query, Parse, Bind, Describe, Close and the
+//! rest, forwarded with statement names rewritten, or answered by pgsplit itself
+//! (DEALLOCATE, `SET pgsplit.route`, ParseComplete for statements prepared lazily).
+
+use super::*;
+
+impl Session {
+    pub(super) async fn on_query(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        let Some(sql) = read_query(frame.body()) else {
+            return Err(malformed("Query"));
+        };
+        if let Some(answer) = self.deallocate(sql) {
+            return self.answer_locally(answer);
+        }
+        if let Some(command) = router::route_command(sql) {
+            return self.on_route_command(command);
+        }
+        self.settings.statement_sent(sql);
+        let route_sql = frame.bytes.slice(5..5 + sql.len());
+        if !self.ensure_server(Some(&route_sql), false).await? {
+            msg::ready_for_query(self.status, &mut self.outbox);
+            return Ok(());
+        }
+        self.note_statement(sql);
+        self.to_server.extend_from_slice(&frame.bytes);
+        self.queue.push(Pending::reply(Kind::Query));
+        Ok(())
+    }
+
+    pub(super) async fn on_parse(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        let Some(parse) = read_parse(frame.body()) else {
+            return Err(malformed("Parse"));
+        };
+        if self.server.is_none() && router::route_command(parse.query).is_some() {
+            // pgsplit answers `SET / SHOW pgsplit.route` only as simple queries; over the
+            // extended protocol it says so rather than let the server accept a setting
+            // that would change nothing.
+            PgError::error(
+                code::FEATURE_NOT_SUPPORTED,
+                "pgsplit.route can only be set or shown with a simple query (not a prepared statement)",
+            )
+            .encode(&mut self.outbox);
+            self.skip_to_sync = true;
+            return Ok(());
+        }
+        if parse.name.is_empty() {
+            // The query sits after the (empty) name and its terminator.
+            let sql = frame.bytes.slice(6..6 + parse.query.len());
+            self.unnamed_sql = Some(sql.clone());
+            return self.forward_routed(frame, Kind::Parse, &sql).await;
+        }
+        let stmt = Arc::new(PreparedStatement::from_parse(&parse));
+        self.statements.insert(parse.name, stmt.clone());
+        if self.server.is_none() {
+            // Outside a transaction, preparing needs no server: the statement is
+            // prepared on whichever server first executes it. Clients that prepare
+            // synchronously (pgbench -M prepared, PQprepare) then never wait for a
+            // server while holding none, and errors in the statement surface at its
+            // first Bind or Describe.
+            msg::parse_complete(&mut self.outbox);
+            return Ok(());
+        }
+        let server = self.server_mut();
+        if server.statements.touch(&stmt.server_name) {
+            let mut done = BytesMut::new();
+            msg::parse_complete(&mut done);
+            self.queue.push(Pending::Synthetic(done.freeze()));
+        } else {
+            self.prepare_on_server(&stmt, Hide::Nothing);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn on_bind(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        let Some((portal, name, rest)) = read_bind(frame.body()) else {
+            return Err(malformed("Bind"));
+        };
+        let stmt = (!name.is_empty())
+            .then(|| self.statements.get(name).cloned())
+            .flatten();
+        // What the portal will run: binding is when a statement starts to count (writes
+        // pin reads, session-bound features pin the connection, settings change).
+        let sql = match &stmt {
+            Some(stmt) => Some(stmt.query.clone()),
+            None if name.is_empty() => self.unnamed_sql.clone(),
+            None => None,
+        };
+        let settings_sql = sql.clone().filter(|sql| self.settings.wants(sql));
+        self.portals.bind(portal, settings_sql);
+        let Some(stmt) = stmt else {
+            self.forward(frame, Some(Kind::Bind)).await?;
+            if let (Some(sql), true) = (sql, self.server.is_some()) {
+                self.note_statement(&sql);
+            }
+            return Ok(());
+        };
+        if !self.ensure_server(Some(&stmt.query), true).await? {
+            self.skip_to_sync = true;
+            return Ok(());
+        }
+        self.note_statement(&stmt.query);
+        self.ensure_prepared(&stmt);
+        let bind = msg::bind_message(portal, stmt.server_name.as_bytes(), rest);
+        self.to_server.extend_from_slice(&bind);
+        self.queue.push(Pending::reply(Kind::Bind));
+        Ok(())
+    }
+
+    pub(super) async fn on_describe(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        let Some((kind, name)) = read_target(frame.body()) else {
+            return Err(malformed("Describe"));
+        };
+        let named = kind == b'S' && !name.is_empty();
+        let Some(stmt) = named.then(|| self.statements.get(name).cloned()).flatten() else {
+            return self.forward(frame, Some(Kind::Describe)).await;
+        };
+        if !self.ensure_server(Some(&stmt.query), true).await? {
+            self.skip_to_sync = true;
+            return Ok(());
+        }
+        self.ensure_prepared(&stmt);
+        let describe = msg::target_message(b'D', b'S', stmt.server_name.as_bytes());
+        self.to_server.extend_from_slice(&describe);
+        self.queue.push(Pending::reply(Kind::Describe));
+        Ok(())
+    }
+
+    pub(super) async fn on_close(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        let Some((kind, name)) = read_target(frame.body()) else {
+            return Err(malformed("Close"));
+        };
+        if kind == b'S' && !name.is_empty() {
+            // The server-side statement stays cached for other clients; the client's
+            // name is gone, as PostgreSQL would have it.
+            self.statements.remove(name);
+            let mut done = BytesMut::new();
+            msg::close_complete(&mut done);
+            if self.server.is_some() {
+                self.queue.push(Pending::Synthetic(done.freeze()));
+            } else {
+                self.outbox.extend_from_slice(&done);
+            }
+            return Ok(());
+        }
+        self.forward(frame, Some(Kind::Close)).await
+    }
+
+    /// Forwards a message as it came, checking out a server first if needed.
+    pub(super) async fn forward(
+        &mut self,
+        frame: Frame,
+        kind: Option<Kind>,
+    ) -> Result<(), SessionEnd> {
+        if self.server.is_none() && matches!(frame.tag, b'S' | b'H') {
+            // Nothing is outstanding: a Sync only asks for ReadyForQuery.
+            if frame.tag == b'S' {
+                msg::ready_for_query(self.status, &mut self.outbox);
+            }
+            return Ok(());
+        }
+        if !self.ensure_server(None, true).await? {
+            if frame.tag == b'F' {
+                msg::ready_for_query(self.status, &mut self.outbox);
+            } else {
+                self.skip_to_sync = true;
+            }
+            return Ok(());
+        }
+        self.to_server.extend_from_slice(&frame.bytes);
+        match kind {
+            Some(Kind::Sync) => self.queue.push_sync(),
+            Some(kind) => self.queue.push(Pending::reply(kind)),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Forwards a message that carries SQL the router can look at.
+    pub(super) async fn forward_routed(
+        &mut self,
+        frame: Frame,
+        kind: Kind,
+        sql: &Bytes,
+    ) -> Result<(), SessionEnd> {
+        if !self.ensure_server(Some(sql), true).await? {
+            self.skip_to_sync = true;
+            return Ok(());
+        }
+        self.to_server.extend_from_slice(&frame.bytes);
+        self.queue.push(Pending::reply(kind));
+        Ok(())
+    }
+
+    /// Queues a Parse for `stmt` on the current server unless it has it already; the
+    /// client does not see the reply.
+    pub(super) fn ensure_prepared(&mut self, stmt: &Arc<PreparedStatement>) {
+        if !self.server_mut().statements.touch(&stmt.server_name) {
+            self.prepare_on_server(stmt, Hide::Completion);
+        }
+    }
+
+    /// Sends the Parse for `stmt`, closing the least recently used statement first when
+    /// the server's cache is full.
+    pub(super) fn prepare_on_server(&mut self, stmt: &Arc<PreparedStatement>, hide: Hide) {
+        let evicted = self
+            .server_mut()
+            .statements
+            .insert(stmt.server_name.clone());
+        if let Some(old) = evicted {
+            let close = msg::target_message(b'C', b'S', old.as_bytes());
+            self.to_server.extend_from_slice(&close);
+            self.queue.push(Pending::Reply {
+                kind: Kind::Close,
+                hide: Hide::Completion,
+                statement: None,
+            });
+        }
+        self.to_server.extend_from_slice(&stmt.parse);
+        self.queue.push(Pending::Reply {
+            kind: Kind::Parse,
+            hide,
+            statement: Some(stmt.server_name.clone()),
+        });
+    }
+
+    /// `DEALLOCATE name` / `DEALLOCATE ALL` for protocol-level statements is answered
+    /// by pgsplit: the statements live in its own table.
+    pub(super) fn deallocate(&mut self, sql: &[u8]) -> Option<&'static str> {
+        let first = sql.iter().find(|b| !b.is_ascii_whitespace())?;
+        if !first.eq_ignore_ascii_case(&b'd') {
+            return None;
+        }
+        let text = std::str::from_utf8(sql).ok()?;
+        let words: Vec<&str> = text
+            .trim()
+            .trim_end_matches(';')
+            .split_whitespace()
+            .collect();
+        let first = words.first()?;
+        if !first.eq_ignore_ascii_case("deallocate") {
+            return None;
+        }
+        let name = match words.as_slice() {
+            [_, p, name] if p.eq_ignore_ascii_case("prepare") => *name,
+            [_, name] => *name,
+            _ => return None,
+        };
+        if name.eq_ignore_ascii_case("all") {
+            self.statements.clear();
+            return Some("DEALLOCATE ALL");
+        }
+        let name = name.trim_matches('"');
+        self.statements
+            .remove(name.as_bytes())
+            .map(|_| "DEALLOCATE")
+    }
+
+    /// Answers a command without a server: CommandComplete and ReadyForQuery, in order
+    /// with whatever the server still owes.
+    pub(super) fn answer_locally(&mut self, tag: &str) -> Result<(), SessionEnd> {
+        let mut answer = BytesMut::new();
+        msg::command_complete(tag, &mut answer);
+        self.reply_locally(answer)
+    }
+
+    /// Sends a reply pgsplit makes itself, followed by ReadyForQuery, in order with
+    /// whatever the server still owes.
+    pub(super) fn reply_locally(&mut self, mut answer: BytesMut) -> Result<(), SessionEnd> {
+        msg::ready_for_query(self.status, &mut answer);
+        if self.server.is_some() && !self.queue.is_empty() {
+            self.queue.push(Pending::Synthetic(answer.freeze()));
+        } else {
+            self.outbox.extend_from_slice(&answer);
+        }
+        Ok(())
+    }
+
+    /// `SET / RESET / SHOW pgsplit.route`, answered by pgsplit.
+    pub(super) fn on_route_command(
+        &mut self,
+        command: router::RouteCommand,
+    ) -> Result<(), SessionEnd> {
+        let mut answer = BytesMut::new();
+        match command {
+            router::RouteCommand::Set(mode) => {
+                self.routing.mode = mode;
+                msg::command_complete("SET", &mut answer);
+            }
+            router::RouteCommand::Show => {
+                let value = match self.routing.mode {
+                    RouteMode::Auto => "auto",
+                    RouteMode::Primary => "primary",
+                };
+                msg::single_value("pgsplit.route", value, &mut answer);
+                msg::command_complete("SHOW", &mut answer);
+            }
+            router::RouteCommand::Invalid(value) => PgError::error(
+                code::INVALID_PARAMETER_VALUE,
+                format!("invalid value for parameter \"pgsplit.route\": \"{value}\" (use 'auto' or 'primary')"),
+            )
+            .encode(&mut answer),
+        }
+        self.reply_locally(answer)
+    }
+}

@@ -1,0 +1,2277 @@
+//! Read/write splitting against the real cluster. Every check names the node that served a
+//! statement with `inet_server_port()` evaluated inside that same statement (directly, in a
+//! `RETURNING` clause, or through a view `w_*` that is `select inet_server_port() as port`,
+//! which keeps the SQL free of parentheses so the classifier's fast path is exercised too),
+//! or, where PostgreSQL gives no row to look at, by the proxy's routing counters.
+//!
+//! Covered: every routing rule (autocommit reads, writes, DDL, transactions, read-only
+//! transactions, locking reads, write functions, data-modifying CTEs, multi-statement
+//! queries, unparsable SQL, the hint, `SET pgsplit.route`, `primary_tables`, the extended
+//! protocol and re-used prepared statements, pipelining, session-bound features, settings
+//! on replicas), the read-your-writes pin (including against replicas held 2 s behind with
+//! `recovery_min_apply_delay`), pgbench TPC-B-like in all query modes, a 90/10 mixed
+//! workload, a replica that refuses connections and `fallback = "error"`.
+//!
+//! Tables and views come from `common::unique`; setup runs straight on the primary as user
+//! `app`, so the proxy's counters only see what each test sends through it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::raw::{Message, RawConn};
+use common::{describe, node_port, primary_port, sqlstate, unique, TestProxy, APP_PASSWORD};
+use futures_util::{SinkExt, TryStreamExt};
+use pgsplit::config::{Config, Fallback};
+use pgsplit::router::Reason;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+fn primary() -> i32 {
+    primary_port() as i32
+}
+
+fn replica_ports() -> [i32; 2] {
+    [node_port("replica1") as i32, node_port("replica2") as i32]
+}
+
+fn is_replica(port: i32) -> bool {
+    replica_ports().contains(&port)
+}
+
+/// A proxy with routing on and, unless `adjust` says otherwise, no read-your-writes pin (so
+/// that rule tests can write and read on one connection).
+async fn routed(adjust: impl FnOnce(&mut Config)) -> TestProxy {
+    TestProxy::start(|c| {
+        c.routing.enabled = true;
+        c.routing.pin_after_write = pgsplit::config::Duration::ZERO;
+        adjust(c);
+    })
+    .await
+}
+
+/// Every row of every statement of a simple query, as text.
+async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("<NULL>").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first column of the first row of a simple query, as a port.
+async fn port(client: &Client, sql: &str) -> i32 {
+    let rows = rows(client, sql).await;
+    let first = rows.first().unwrap_or_else(|| panic!("no row from {sql}"));
+    first[0]
+        .parse()
+        .unwrap_or_else(|_| panic!("{sql}: {:?} is not a port", first[0]))
+}
+
+/// The first column of the only row of a query over the extended protocol, as a port.
+async fn port_ext(client: &Client, sql: &str) -> i32 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
+        .get(0)
+}
+
+#[track_caller]
+fn assert_primary(port: i32, what: &str) {
+    assert_eq!(
+        port,
+        primary(),
+        "{what}: expected the primary, served by {port}"
+    );
+}
+
+#[track_caller]
+fn assert_replica(port: i32, what: &str) {
+    assert!(
+        is_replica(port),
+        "{what}: expected a replica {:?}, served by {port}",
+        replica_ports()
+    );
+}
+
+/// The error of a simple query that must fail.
+async fn simple_error(client: &Client, sql: &str) -> tokio_postgres::Error {
+    match client.simple_query(sql).await {
+        Ok(_) => panic!("{sql}: expected an error"),
+        Err(e) => e,
+    }
+}
+
+/// A connection straight to a node (not through pgsplit) as `user`.
+async fn direct(port: u16, user: &str, password: &str) -> Client {
+    let mut c = tokio_postgres::Config::new();
+    c.host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname("app")
+        .application_name("pgsplit-routing-test-setup")
+        .connect_timeout(Duration::from_secs(30));
+    common::connect_with(&c).await
+}
+
+/// User `app` straight on the primary: setup and checks that must not go through pgsplit.
+async fn app_on_primary() -> Client {
+    common::require_cluster().await;
+    direct(primary_port(), "app", APP_PASSWORD).await
+}
+
+/// Superuser connections straight to each replica.
+async fn replica_superusers() -> Vec<Client> {
+    let mut out = Vec::new();
+    for name in ["replica1", "replica2"] {
+        out.push(common::replica_superuser(node_port(name)).await);
+    }
+    out
+}
+
+/// Waits until both replicas have replayed every transaction the primary committed so far:
+/// commits a transaction there and waits for its commit record on each replica (replay
+/// follows WAL order, so everything committed before it is visible too).
+async fn replicas_caught_up(secs: u64) {
+    let primary = app_on_primary().await;
+    let xid: String = primary
+        .query_one("select pg_current_xact_id()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let replicas = replica_superusers().await;
+    let sql = format!("select pg_xact_status('{xid}'::xid8) = 'committed'");
+    for (i, replica) in replicas.iter().enumerate() {
+        common::wait_until(
+            secs,
+            &format!("replica{} replays xid {xid}", i + 1),
+            || async {
+                // "transaction ID is in the future" until the replica has heard of it.
+                replica
+                    .query_one(&sql, &[])
+                    .await
+                    .map(|r| r.get::<_, Option<bool>>(0) == Some(true))
+                    .unwrap_or(false)
+            },
+        )
+        .await;
+    }
+}
+
+/// Routing counters of a proxy at one moment, to compare with a later moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Counts {
+    reasons: Vec<u64>,
+    nodes: Vec<u64>,
+}
+
+impl Counts {
+    fn of(proxy: &TestProxy) -> Counts {
+        let stats = &proxy.proxy.routing().stats;
+        Counts {
+            reasons: Reason::ALL.iter().map(|r| stats.by_reason(*r)).collect(),
+            nodes: stats.by_node(),
+        }
+    }
+
+    /// What was counted since `self`.
+    fn since(&self, proxy: &TestProxy) -> Counts {
+        let now = Counts::of(proxy);
+        Counts {
+            reasons: now
+                .reasons
+                .iter()
+                .zip(&self.reasons)
+                .map(|(a, b)| a - b)
+                .collect(),
+            nodes: now
+                .nodes
+                .iter()
+                .zip(&self.nodes)
+                .map(|(a, b)| a - b)
+                .collect(),
+        }
+    }
+
+    fn reason(&self, r: Reason) -> u64 {
+        self.reasons[r as usize]
+    }
+
+    fn replicas(&self) -> u64 {
+        self.nodes[1..].iter().sum()
+    }
+
+    fn reads_anywhere(&self) -> u64 {
+        [
+            Reason::Read,
+            Reason::NoReplica,
+            Reason::Pinned,
+            Reason::Hint,
+            Reason::RouteSetting,
+            Reason::PrimaryTable,
+        ]
+        .iter()
+        .map(|r| self.reason(*r))
+        .sum()
+    }
+}
+
+/// Waits until the proxy holds no server connection for any client. tokio-postgres hands
+/// an error to the caller as soon as the ErrorResponse arrives, before the ReadyForQuery
+/// behind it, so the next statement can reach the proxy while the failed one's server is
+/// still attached (see `statement_sent_right_after_an_error_is_routed_by_its_own_sql`).
+/// Tests of other rules wait for this after an error, so they check only their own rule.
+async fn settled(proxy: &TestProxy) {
+    common::wait_until(
+        10,
+        "the proxy to release its server connections",
+        || async {
+            proxy
+                .proxy
+                .pools()
+                .all()
+                .iter()
+                .all(|(_, pool)| pool.status().available == pool.status().size)
+        },
+    )
+    .await;
+}
+
+/// Runs `sql` (one simple query) and checks from the counters that it was routed once, to
+/// the primary, as a write. Returns the query's result.
+async fn routed_as_write(
+    proxy: &TestProxy,
+    client: &Client,
+    sql: &str,
+) -> Result<Vec<SimpleQueryMessage>, tokio_postgres::Error> {
+    let before = Counts::of(proxy);
+    let result = client.simple_query(sql).await;
+    if result.is_err() {
+        settled(proxy).await;
+    }
+    let delta = before.since(proxy);
+    assert_eq!(
+        (delta.nodes[0], delta.replicas(), delta.reason(Reason::Write)),
+        (1, 0, 1),
+        "{sql}: expected one routing decision, to the primary, as a write; counters moved by {delta:?}"
+    );
+    result
+}
+
+/// A table `t_*` (id 1..=10, v 0) and a view `w_*` (`select inet_server_port() as port`),
+/// created on the primary in one transaction and visible on both replicas.
+struct Fixture {
+    t: String,
+    w: String,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let t = unique("t_routing");
+        let w = unique("w_routing");
+        let setup = app_on_primary().await;
+        setup
+            .batch_execute(&format!(
+                "begin;
+                 create table {t} (id int primary key, v int not null default 0);
+                 insert into {t} select g, 0 from generate_series(1, 10) g;
+                 create view {w} as select inet_server_port() as port;
+                 grant select, insert, update, delete on {t} to app_md5;
+                 grant select on {w} to app_md5;
+                 commit;"
+            ))
+            .await
+            .unwrap();
+        let fixture = Fixture { t, w };
+        fixture.wait_on_replicas().await;
+        fixture
+    }
+
+    async fn wait_on_replicas(&self) {
+        let replicas = replica_superusers().await;
+        let sql = format!(
+            "select to_regclass('public.{}') is not null and to_regclass('public.{}') is not null",
+            self.t, self.w
+        );
+        for (i, replica) in replicas.iter().enumerate() {
+            common::wait_until(
+                30,
+                &format!("{} and {} on replica{}", self.t, self.w, i + 1),
+                || async {
+                    replica
+                        .query_one(&sql, &[])
+                        .await
+                        .map(|r| r.get::<_, bool>(0))
+                        .unwrap_or(false)
+                },
+            )
+            .await;
+        }
+    }
+
+    async fn drop(self) {
+        let setup = app_on_primary().await;
+        setup
+            .batch_execute(&format!("drop view {}; drop table {}", self.w, self.t))
+            .await
+            .unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw protocol (what tokio-postgres will not send: batches in one write)
+// ---------------------------------------------------------------------------------------
+
+fn cstr(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+    out.push(0);
+}
+
+fn parse_msg(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, name);
+    cstr(&mut b, sql);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    common::raw::message(b'P', &b)
+}
+
+fn bind_msg(statement: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, "");
+    cstr(&mut b, statement);
+    b.extend_from_slice(&0i16.to_be_bytes()); // parameter formats
+    b.extend_from_slice(&0i16.to_be_bytes()); // parameters
+    b.extend_from_slice(&0i16.to_be_bytes()); // result formats
+    common::raw::message(b'B', &b)
+}
+
+fn execute_msg() -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, "");
+    b.extend_from_slice(&0i32.to_be_bytes());
+    common::raw::message(b'E', &b)
+}
+
+fn sync_msg() -> Vec<u8> {
+    common::raw::message(b'S', &[])
+}
+
+fn query_msg(sql: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, sql);
+    common::raw::message(b'Q', &b)
+}
+
+/// Logs in to the proxy as `app_md5` over the raw protocol.
+async fn raw_login(proxy: &TestProxy) -> RawConn {
+    RawConn::login_md5(proxy.addr, "app_md5", APP_PASSWORD, &[("database", "app")])
+        .await
+        .0
+}
+
+/// What came back for one batch (up to ReadyForQuery): the first column of each DataRow
+/// and the SQLSTATE of each error.
+#[derive(Debug, Default)]
+struct BatchResult {
+    values: Vec<String>,
+    errors: Vec<String>,
+}
+
+async fn read_batch(conn: &mut RawConn) -> BatchResult {
+    let mut out = BatchResult::default();
+    for m in conn.until_ready().await {
+        match m.tag {
+            b'D' => out.values.push(m.data_row()[0].clone().unwrap_or_default()),
+            b'E' => out.errors.push(describe_raw(&m)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Sends one simple query and returns the first value it gave (as a port) and its errors.
+async fn raw_port(conn: &mut RawConn, sql: &str) -> (Option<i32>, Vec<String>) {
+    conn.write_raw(&query_msg(sql)).await.unwrap();
+    let got = read_batch(conn).await;
+    (
+        got.values.first().map(|v| v.parse::<i32>().unwrap()),
+        got.errors,
+    )
+}
+
+fn describe_raw(m: &Message) -> String {
+    let f = m.fields();
+    format!(
+        "{} {}",
+        f.get(&b'C').cloned().unwrap_or_default(),
+        f.get(&b'M').cloned().unwrap_or_default()
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Routing rules
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autocommit_reads_go_to_replicas_and_both_serve() {
+    let proxy = routed(|_| {}).await;
+    let f = Fixture::new().await;
+    let client = proxy.connect("routing_reads").await;
+    let before = Counts::of(&proxy);
+
+    let mut seen = BTreeSet::new();
+    for i in 0..10 {
+        let p = port(&client, "select inet_server_port()").await;
+        assert_replica(p, &format!("simple read {i}"));
+        seen.insert(p);
+        // The fast path (no parentheses): a plain SELECT of a view.
+        let p = port(&client, &format!("select port from {}", f.w)).await;
+        assert_replica(p, &format!("simple read of the view {i}"));
+        seen.insert(p);
+        let p = port(
+            &client,
+            &format!("SELECT port FROM {} , {} WHERE id = 3", f.w, f.t),
+        )
+        .await;
+        assert_replica(p, &format!("join {i}"));
+        seen.insert(p);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "30 reads should be shared by both replicas, saw {seen:?}"
+    );
+    let delta = before.since(&proxy);
+    assert_eq!(
+        delta.nodes[0], 0,
+        "no read may reach the primary: {delta:?}"
+    );
+    assert_eq!(delta.reason(Reason::Read), 30, "{delta:?}");
+    assert!(
+        delta.nodes[1] >= 10 && delta.nodes[2] >= 10,
+        "reads should be shared out evenly: {delta:?}"
+    );
+
+    // The extended protocol: tokio-postgres prepares (Parse, Describe), then binds and
+    // executes.
+    for i in 0..10 {
+        let p = port_ext(&client, "select inet_server_port()").await;
+        assert_replica(p, &format!("extended read {i}"));
+    }
+    // A prepared statement executed again and again is shared by both replicas.
+    let stmt = client.prepare("select inet_server_port()").await.unwrap();
+    let mut seen = BTreeSet::new();
+    for i in 0..10 {
+        let p: i32 = client.query_one(&stmt, &[]).await.unwrap().get(0);
+        assert_replica(p, &format!("prepared read {i}"));
+        seen.insert(p);
+    }
+    assert_eq!(seen.len(), 2, "prepared reads on both replicas: {seen:?}");
+
+    // COPY (SELECT ...) TO STDOUT is a read.
+    let stream = client
+        .copy_out(&format!("copy (select port from {}) to stdout", f.w))
+        .await
+        .unwrap();
+    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
+    let text: String = chunks
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    assert_replica(text.trim().parse().unwrap(), "COPY (SELECT) TO STDOUT");
+    f.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_ddl_go_to_the_primary() {
+    let proxy = routed(|_| {}).await;
+    let f = Fixture::new().await;
+    let (t, w) = (&f.t, &f.w);
+    let client = proxy.connect("routing_writes").await;
+
+    for sql in [
+        format!("insert into {t} (id) values (11) returning inet_server_port()"),
+        format!("update {t} set v = v + 1 where id = 1 returning inet_server_port()"),
+        format!("delete from {t} where id = 11 returning inet_server_port()"),
+        format!("INSERT INTO {t} (id) VALUES (12) ON CONFLICT (id) DO UPDATE SET v = 1 RETURNING inet_server_port()"),
+        // Data-modifying CTEs: first, second, and referenced only from a subquery.
+        format!("with u as (update {t} set v = v + 1 where id = 2 returning id) select inet_server_port() from u"),
+        format!("with a as (select 1 as one), b as (insert into {t} (id) values (13) returning id) \
+                 select inet_server_port() from a, (select * from b) s"),
+        format!("with a as (select id from {t} where id = 3), d as (delete from {t} where id = 13 returning id) \
+                 select port from {w}, a where exists (select 1 from d)"),
+        // MERGE is a write too.
+        format!("merge into {t} using (select 4 as id) s on {t}.id = s.id \
+                 when matched then update set v = v + 1; select inet_server_port()"),
+    ] {
+        let p = port(&client, &sql).await;
+        assert_primary(p, &sql);
+    }
+
+    // Over the extended protocol too.
+    let p = port_ext(
+        &client,
+        &format!("update {t} set v = v + 1 where id = 5 returning inet_server_port()"),
+    )
+    .await;
+    assert_primary(p, "extended UPDATE");
+
+    // A data-modifying CTE at depth 2 is rejected by PostgreSQL, but only after it was
+    // routed: it must have gone to the primary.
+    for sql in [
+        format!("with a as (with b as (insert into {t} (id) values (14) returning id) select * from b) select * from a"),
+        format!("select * from (with b as (insert into {t} (id) values (14) returning id) select * from b) s"),
+    ] {
+        let e = routed_as_write(&proxy, &client, &sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "0A000", "{sql}: {}", describe(&e));
+    }
+
+    // DDL, SELECT INTO and CREATE TABLE AS: a replica would refuse them (25006), and the
+    // tables they fill record where they ran.
+    let (ctas, into) = (unique("ctas_routing"), unique("into_routing"));
+    for sql in [
+        format!("create table {ctas} as select port from {w}"),
+        format!("select port into {into} from {w}"),
+        format!("alter table {ctas} add column z int"),
+        format!("create index on {ctas} (port)"),
+        format!("comment on table {ctas} is 'routing test'"),
+        format!("explain analyze insert into {t} (id) values (15)"),
+        format!("explain (analyze, costs off) update {t} set v = v where id = 1"),
+        "do $$ begin perform 1; end $$".to_string(),
+        format!("vacuum {t}"),
+        format!("analyze {t}"),
+        format!("truncate {ctas}; insert into {ctas} (port) select port from {w}"),
+    ] {
+        if let Err(e) = routed_as_write(&proxy, &client, &sql).await {
+            panic!("{sql}: {}", describe(&e));
+        }
+    }
+    let check = app_on_primary().await;
+    for table in [&ctas, &into] {
+        let p: i32 = check
+            .query_one(&format!("select port from {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_primary(p, &format!("the row written into {table}"));
+    }
+
+    // COPY ... FROM STDIN.
+    let sink = client
+        .copy_in(&format!("copy {t} (id, v) from stdin"))
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"16\t1\n17\t1\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+
+    for sql in [format!("drop table {ctas}"), format!("drop table {into}")] {
+        routed_as_write(&proxy, &client, &sql).await.unwrap();
+    }
+    f.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_transactions_run_on_the_primary() {
+    let proxy = routed(|_| {}).await;
+    let f = Fixture::new().await;
+    let mut client = proxy.connect("routing_transactions").await;
+
+    for begin in [
+        "begin",
+        "BEGIN TRANSACTION",
+        "start transaction",
+        "begin isolation level repeatable read",
+        "begin read write",
+    ] {
+        client.batch_execute(begin).await.unwrap();
+        for i in 0..3 {
+            assert_primary(
+                port(&client, "select inet_server_port()").await,
+                &format!("read {i} after {begin}"),
+            );
+            assert_primary(
+                port(&client, &format!("select port from {}", f.w)).await,
+                &format!("view read {i} after {begin}"),
+            );
+        }
+        client.batch_execute("commit").await.unwrap();
+        assert_replica(
+            port(&client, "select inet_server_port()").await,
+            &format!("autocommit read after {begin} ... commit"),
+        );
+    }
+
+    // tokio-postgres' transaction API (BEGIN, then the extended protocol inside).
+    let tx = client.transaction().await.unwrap();
+    for i in 0..3 {
+        let p: i32 = tx
+            .query_one("select inet_server_port()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_primary(p, &format!("extended read {i} in a transaction"));
+    }
+    tx.rollback().await.unwrap();
+
+    // BEGIN and a read in one simple query.
+    let rows = rows(&client, "begin; select inet_server_port(); commit").await;
+    assert_primary(rows[0][0].parse().unwrap(), "begin; select; commit");
+    f.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_transactions_stay_on_one_replica() {
+    let proxy = routed(|_| {}).await;
+    let f = Fixture::new().await;
+    let client = proxy.connect("routing_read_only").await;
+    let before = Counts::of(&proxy);
+
+    let begins = [
+        "BEGIN READ ONLY",
+        "start transaction read only",
+        "begin isolation level repeatable read read only",
+    ];
+    let mut seen = BTreeSet::new();
+    for round in 0..3 {
+        for begin in begins {
+            client.batch_execute(begin).await.unwrap();
+            let mut ports = Vec::new();
+            for _ in 0..3 {
+                ports.push(port(&client, "select inet_server_port()").await);
+                ports.push(port(&client, &format!("select port from {}", f.w)).await);
+                ports.push(port_ext(&client, "select inet_server_port()").await);
+            }
+            client.batch_execute("commit").await.unwrap();
+            assert_replica(ports[0], &format!("{begin} (round {round})"));
+            assert!(
+                ports.iter().all(|p| *p == ports[0]),
+                "every statement of one read-only transaction must run on the same server: \
+                 {begin} gave {ports:?}"
+            );
+            seen.insert(ports[0]);
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "read-only transactions on both replicas: {seen:?}"
+    );
+
+    // tokio-postgres' builder.
+    let mut client = client;
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .unwrap();
+    let a: i32 = tx
+        .query_one("select inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let b: i32 = tx
+        .query_one(&format!("select port from {}", f.w), &[])
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    assert_replica(a, "build_transaction().read_only(true)");
+    assert_eq!(a, b, "one read-only transaction, one replica");
+
+    let delta = before.since(&proxy);
+    assert_eq!(delta.nodes[0], 0, "nothing on the primary: {delta:?}");
+    assert_eq!(
+        delta.reason(Reason::ReadOnlyTransaction),
+        3 * begins.len() as u64 + 1,
+        "{delta:?}"
+    );
+
+    // A write inside a read-only transaction fails as PostgreSQL would fail it.
+    client.batch_execute("begin read only").await.unwrap();
+    let e = simple_error(&client, &format!("update {} set v = 1 where id = 1", f.t)).await;
+    assert_eq!(sqlstate(&e), "25006", "{}", describe(&e));
+    client.batch_execute("rollback").await.unwrap();
+    assert_replica(
+        port(&client, "select inet_server_port()").await,
+        "a read after the failed read-only transaction",
+    );
+    f.drop().await;
+}
+
+/// A hot standby cannot run SERIALIZABLE transactions ("cannot use serializable mode in a
+/// hot standby", 0A000): reads that would run serializable must not be sent to a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serializable_reads_are_not_sent_to_replicas() {
+    let proxy = routed(|_| {}).await;
+    let mut problems = Vec::new();
+
+    let client = proxy.connect("routing_serializable").await;
+    for begin in [
+        "begin isolation level serializable read only",
+        "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY",
+        "begin read only isolation level serializable deferrable",
+    ] {
+        // On a standby the BEGIN itself fails (the transaction_isolation check).
+        for sql in [begin, "select inet_server_port()"] {
+            if let Err(e) = client.simple_query(sql).await {
+                problems.push(format!("{begin}: {sql}: {}", describe(&e)));
+                break;
+            }
+        }
+        client.batch_execute("rollback").await.unwrap();
+    }
+    for set in [
+        "set default_transaction_isolation = 'serializable'",
+        "set session characteristics as transaction isolation level serializable",
+    ] {
+        let client = proxy.connect("routing_serializable_default").await;
+        client.batch_execute(set).await.unwrap();
+        for sql in [
+            "select inet_server_port()",
+            "begin read only; select 1; commit",
+        ] {
+            if let Err(e) = client.simple_query(sql).await {
+                problems.push(format!("{set}, then {sql}: {}", describe(&e)));
+            }
+        }
+        if let Err(e) = client.query("select inet_server_port()", &[]).await {
+            problems.push(format!("{set}, then an extended read: {}", describe(&e)));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locking_reads_and_write_functions_go_to_the_primary() {
+    let bump = unique("bump_routing");
+    let bump_cfg = bump.clone();
+    let proxy = routed(move |c| c.routing.write_functions = vec![bump_cfg]).await;
+    let f = Fixture::new().await;
+    let (t, w) = (&f.t, &f.w);
+    let seq = unique("seq_routing");
+    let setup = app_on_primary().await;
+    setup
+        .batch_execute(&format!(
+            "create sequence {seq}; create function {bump}() returns int language sql immutable as 'select 1';"
+        ))
+        .await
+        .unwrap();
+    replicas_caught_up(30).await;
+    let client = proxy.connect("routing_locking").await;
+
+    let lock_key = std::process::id() as i64 * 1000 + 17;
+    for sql in [
+        format!("select inet_server_port() from {t} where id = 1 for update"),
+        format!("select inet_server_port() from {t} where id = 1 for no key update"),
+        format!("select inet_server_port() from {t} where id = 1 for share"),
+        format!("select inet_server_port() from {t} where id = 1 for key share"),
+        format!("select inet_server_port() from {t} where id = 1 for update nowait"),
+        format!("select inet_server_port() from {t} where id = 1 for update skip locked"),
+        // No parentheses: the fast path must see the locking clause.
+        format!("select port from {w}, {t} where {t}.id = 1 for update of {t}"),
+        format!("SELECT port FROM {w}, {t} WHERE {t}.id = 1 FOR\n  NO KEY UPDATE OF {t}"),
+        format!("select port from {w}, {t} where {t}.id = 1 for /* x */ share of {t}"),
+        format!("select port from {w}, {t} where {t}.id = 1 for key\tshare of {t}"),
+        // In a subquery.
+        format!("select inet_server_port() from (select id from {t} where id = 1 for update) s"),
+        // Write functions.
+        format!("select inet_server_port(), nextval('{seq}')"),
+        format!("select inet_server_port(), setval('{seq}', 100)"),
+        format!("select inet_server_port() where nextval('{seq}') > 0"),
+        "select inet_server_port(), txid_current()".to_string(),
+        format!("select inet_server_port(), pg_advisory_xact_lock({lock_key})"),
+        format!("select inet_server_port() from (select pg_try_advisory_xact_lock({lock_key})) s"),
+        "select inet_server_port(), pg_current_wal_lsn()".to_string(),
+        "select inet_server_port(), pg_notify('routing_test', 'x')".to_string(),
+        "SELECT INET_SERVER_PORT(), PG_CATALOG.NEXTVAL('".to_string() + &seq + "')",
+        // A configured write function, plain and qualified.
+        format!("select inet_server_port(), {bump}()"),
+        format!("select inet_server_port() from {t} where id = public.{bump}()"),
+    ] {
+        assert_primary(port(&client, &sql).await, &sql);
+    }
+
+    // set_config in WHERE (a fresh client each time: set_config holds its client on the
+    // primary for the rest of its session).
+    for sql in [
+        "select inet_server_port() where set_config('pgsplit_test.x', '1', true) is not null",
+        "select inet_server_port() from (select set_config('pgsplit_test.y', '1', false)) s",
+    ] {
+        let fresh = proxy.connect("routing_set_config").await;
+        assert_replica(
+            port(&fresh, "select inet_server_port()").await,
+            "a fresh client's read",
+        );
+        assert_primary(port(&fresh, sql).await, sql);
+    }
+
+    // The extended protocol too.
+    let p = port_ext(
+        &client,
+        &format!("select inet_server_port() from {t} where id = 2 for update"),
+    )
+    .await;
+    assert_primary(p, "extended FOR UPDATE");
+    let p: i32 = client
+        .query_one(&format!("select inet_server_port(), nextval('{seq}')"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_primary(p, "extended nextval");
+
+    // ...and the same table read without a lock still goes to a replica.
+    assert_replica(
+        port(
+            &client,
+            &format!("select inet_server_port() from {t} where id = 1"),
+        )
+        .await,
+        "the same read without a locking clause",
+    );
+    setup
+        .batch_execute(&format!("drop sequence {seq}; drop function {bump}()"))
+        .await
+        .unwrap();
+    f.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_statement_queries_run_on_a_replica_only_if_every_statement_may() {
+    let proxy = routed(|_| {}).await;
+    let f = Fixture::new().await;
+    let (t, w) = (&f.t, &f.w);
+    let client = proxy.connect("routing_multi").await;
+
+    // A read first, then a write: both on the primary (not routed by the first statement).
+    for sql in [
+        format!("select inet_server_port(); insert into {t} (id) values (20) returning inet_server_port()"),
+        format!("select port from {w}; update {t} set v = v + 1 where id = 1 returning inet_server_port()"),
+        format!("select port from {w}; select port from {w} ; select port from {w}, {t} where {t}.id = 1 for update of {t}"),
+        format!("update {t} set v = v + 1 where id = 2 returning inet_server_port(); select inet_server_port()"),
+        format!("select port from {w}; select nextval(pg_get_serial_sequence('{t}', 'id'))"),
+    ] {
+        let all = rows(&client, &sql).await;
+        let ports: Vec<i32> = all.iter().filter_map(|r| r[0].parse().ok()).collect();
+        assert!(!ports.is_empty(), "{sql}: no rows");
+        for p in ports {
+            assert_primary(p, &sql);
+        }
+    }
+    // Reads only: one replica for all of them.
+    let all = rows(
+        &client,
+        &format!("select inet_server_port(); select port from {w}; select port from {w}"),
+    )
+    .await;
+    let ports: Vec<i32> = all.iter().map(|r| r[0].parse().unwrap()).collect();
+    assert_replica(ports[0], "three reads in one query");
+    assert!(ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+    f.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparsable_sql_goes_to_the_primary_and_never_reuses_a_route() {
+    let proxy = routed(|_| {}).await;
+    // The raw client waits for each ReadyForQuery, as libpq does.
+    let mut raw = raw_login(&proxy).await;
+    for bad in [
+        "selec 1",
+        "select 'unterminated",
+        "select inet_server_port( from",
+        "/* unterminated comment select 1",
+        // A bad statement after a good one: PostgreSQL rejects the whole string before
+        // running any of it.
+        "select inet_server_port(); selec 1",
+    ] {
+        // The previous statement ran on a replica...
+        let (p, errors) = raw_port(&mut raw, "select inet_server_port()").await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_replica(p.unwrap(), &format!("the read before {bad}"));
+        // ...the bad one goes to the primary all the same...
+        let before = Counts::of(&proxy);
+        let (_, errors) = raw_port(&mut raw, bad).await;
+        assert!(
+            errors.len() == 1 && errors[0].starts_with("42601"),
+            "{bad}: {errors:?}"
+        );
+        let d = before.since(&proxy);
+        assert_eq!(
+            (d.nodes[0], d.replicas(), d.reason(Reason::Write)),
+            (1, 0, 1),
+            "{bad} must be routed to the primary as unknown SQL: {d:?}"
+        );
+        // ...and routing carries on normally.
+        let (p, errors) = raw_port(&mut raw, "select inet_server_port()").await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_replica(p.unwrap(), &format!("the read after {bad}"));
+    }
+
+    // With tokio-postgres, simple and extended.
+    let client = proxy.connect("routing_unparsable").await;
+    for bad in ["selec 1", "select inet_server_port( from"] {
+        let e = routed_as_write(&proxy, &client, bad).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42601", "{bad}: {}", describe(&e));
+        assert_replica(
+            port(&client, "select inet_server_port()").await,
+            &format!("the read after {bad}"),
+        );
+        let before = Counts::of(&proxy);
+        let e = client.query(bad, &[]).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42601", "extended {bad}: {}", describe(&e));
+        settled(&proxy).await;
+        let d = before.since(&proxy);
+        assert!(
+            d.nodes[0] >= 1 && d.replicas() == 0,
+            "extended {bad}: must be routed to the primary: {d:?}"
+        );
+        assert_replica(
+            port_ext(&client, "select inet_server_port()").await,
+            &format!("the extended read after {bad}"),
+        );
+    }
+}
+
+/// The same rule for SQL that looks like a plain SELECT (no parentheses, so the
+/// classifier's fast path sees it) but that PostgreSQL cannot parse: it is not known to be a
+/// read, so it goes to the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_plain_selects_go_to_the_primary() {
+    let proxy = routed(|_| {}).await;
+    let client = proxy.connect("routing_malformed_select").await;
+    let mut problems = Vec::new();
+    for bad in [
+        "select 1 +",
+        "select 1 1",
+        "select * frm pg_class",
+        "select from where",
+        "select a, from pg_class",
+    ] {
+        let before = Counts::of(&proxy);
+        let e = simple_error(&client, bad).await;
+        assert_eq!(sqlstate(&e), "42601", "{bad}: {}", describe(&e));
+        settled(&proxy).await;
+        let d = before.since(&proxy);
+        if d.nodes[0] != 1 {
+            problems.push(format!("{bad:?} was routed to {:?} (by node)", d.nodes));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hint_comment_sends_a_read_to_the_primary() {
+    let proxy = routed(|_| {}).await;
+    let f = Fixture::new().await;
+    let client = proxy.connect("routing_hint").await;
+    let before = Counts::of(&proxy);
+
+    for sql in [
+        "/* pgsplit:primary */ select inet_server_port()".to_string(),
+        "  /* pgsplit:primary */\nselect inet_server_port()".to_string(),
+        format!("/* pgsplit:primary */ select port from {}", f.w),
+        format!(
+            "/* pgsplit:primary */ select port from {}; select port from {}",
+            f.w, f.w
+        ),
+    ] {
+        assert_primary(port(&client, &sql).await, &sql);
+        // The hint holds for that statement only.
+        assert_replica(
+            port(&client, "select inet_server_port()").await,
+            &format!("the read after {sql:?}"),
+        );
+    }
+    assert_eq!(before.since(&proxy).reason(Reason::Hint), 4);
+
+    // Extended protocol, and a prepared statement with the hint re-used.
+    assert_primary(
+        port_ext(&client, "/* pgsplit:primary */ select inet_server_port()").await,
+        "extended hinted read",
+    );
+    let hinted = client
+        .prepare("/* pgsplit:primary */ select inet_server_port()")
+        .await
+        .unwrap();
+    let plain = client.prepare("select inet_server_port()").await.unwrap();
+    for i in 0..5 {
+        let p: i32 = client.query_one(&hinted, &[]).await.unwrap().get(0);
+        assert_primary(p, &format!("hinted prepared statement, use {i}"));
+        let p: i32 = client.query_one(&plain, &[]).await.unwrap().get(0);
+        assert_replica(p, &format!("plain prepared statement, use {i}"));
+    }
+    f.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_pgsplit_route_sends_reads_to_the_primary_until_reset() {
+    let proxy = routed(|_| {}).await;
+    let client = proxy.connect("routing_route_setting").await;
+    let other = proxy.connect("routing_route_setting_other").await;
+
+    assert_eq!(common::show(&client, "show pgsplit.route").await, "auto");
+    client
+        .batch_execute("SET pgsplit.route = 'primary'")
+        .await
+        .unwrap();
+    assert_eq!(common::show(&client, "SHOW pgsplit.route").await, "primary");
+    for i in 0..5 {
+        assert_primary(
+            port(&client, "select inet_server_port()").await,
+            &format!("read {i} with pgsplit.route = primary"),
+        );
+        assert_primary(
+            port_ext(&client, "select inet_server_port()").await,
+            &format!("extended read {i} with pgsplit.route = primary"),
+        );
+    }
+    // Read-only transactions too.
+    client.batch_execute("begin read only").await.unwrap();
+    assert_primary(
+        port(&client, "select inet_server_port()").await,
+        "read-only transaction with pgsplit.route = primary",
+    );
+    client.batch_execute("commit").await.unwrap();
+    // Another client is not affected.
+    assert_replica(
+        port(&other, "select inet_server_port()").await,
+        "another client",
+    );
+
+    client.batch_execute("RESET pgsplit.route").await.unwrap();
+    assert_eq!(common::show(&client, "show pgsplit.route").await, "auto");
+    assert_replica(
+        port(&client, "select inet_server_port()").await,
+        "read after RESET pgsplit.route",
+    );
+
+    client
+        .batch_execute("set session pgsplit.route to primary")
+        .await
+        .unwrap();
+    assert_primary(
+        port(&client, "select inet_server_port()").await,
+        "SET ... TO primary",
+    );
+    client
+        .batch_execute("set pgsplit.route = auto")
+        .await
+        .unwrap();
+    assert_replica(
+        port(&client, "select inet_server_port()").await,
+        "SET ... = auto",
+    );
+
+    // An invalid value is an error (22023) that changes nothing, and the connection goes on.
+    let e = simple_error(&client, "set pgsplit.route = 'replica'").await;
+    assert_eq!(sqlstate(&e), "22023", "{}", describe(&e));
+    assert_eq!(common::show(&client, "show pgsplit.route").await, "auto");
+    assert_replica(
+        port(&client, "select inet_server_port()").await,
+        "read after the invalid SET",
+    );
+    // Inside a transaction block too.
+    client.batch_execute("begin").await.unwrap();
+    let e = simple_error(&client, "set pgsplit.route = 'bogus'").await;
+    assert_eq!(sqlstate(&e), "22023", "{}", describe(&e));
+    client.batch_execute("rollback").await.unwrap();
+    assert_eq!(common::show(&client, "show pgsplit.route").await, "auto");
+}
+
+/// Drivers that send everything over the extended protocol (JDBC, asyncpg, Npgsql,
+/// tokio-postgres' `execute`) may send `SET pgsplit.route`. pgsplit need not support that,
+/// but it must not pretend to: either the setting takes effect, or the client gets an error.
+/// Never a success that leaves reads on the replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_pgsplit_route_over_the_extended_protocol_works_or_fails_loudly() {
+    let proxy = routed(|_| {}).await;
+    let client = proxy.connect("routing_route_setting_ext").await;
+    if let Err(e) = client.execute("SET pgsplit.route = 'primary'", &[]).await {
+        // Refused: fine, as long as the connection goes on.
+        eprintln!(
+            "SET pgsplit.route over the extended protocol: {}",
+            describe(&e)
+        );
+        settled(&proxy).await;
+        assert_replica(
+            port(&client, "select inet_server_port()").await,
+            "a read after the refused SET",
+        );
+        return;
+    }
+    let shown: String = client
+        .query_one("SHOW pgsplit.route", &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or_else(|e| describe(&e));
+    for (p, how) in [
+        (
+            port_ext(&client, "select inet_server_port()").await,
+            "extended",
+        ),
+        (port(&client, "select inet_server_port()").await, "simple"),
+    ] {
+        assert_primary(
+            p,
+            &format!(
+                "{how} read after SET pgsplit.route = 'primary' succeeded over the extended \
+                 protocol (and SHOW pgsplit.route over the extended protocol says {shown:?})"
+            ),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_tables_are_read_on_the_primary() {
+    let inventory = unique("inventory");
+    let cfg = inventory.clone();
+    let proxy = routed(move |c| c.routing.primary_tables = vec![cfg]).await;
+    let f = Fixture::new().await;
+    let setup = app_on_primary().await;
+    setup
+        .batch_execute(&format!(
+            "create table {inventory} (sku int primary key, stock int); \
+             insert into {inventory} values (1, 5), (2, 0);"
+        ))
+        .await
+        .unwrap();
+    replicas_caught_up(30).await;
+    let client = proxy.connect("routing_primary_tables").await;
+    let before = Counts::of(&proxy);
+
+    for sql in [
+        format!("select inet_server_port(), stock from {inventory} where sku = 1"),
+        format!("select inet_server_port(), stock from public.{inventory} where sku = 1"),
+        format!("SELECT port FROM {}, {inventory} WHERE sku = 1", f.w),
+        format!(
+            "select port from {}, {inventory} i join {} t on t.id = i.sku where sku = 1",
+            f.w, f.t
+        ),
+        format!(
+            "select inet_server_port() where exists (select 1 from {inventory} where stock > 0)"
+        ),
+        format!(
+            "with s as (select stock from {inventory}) select inet_server_port() from s limit 1"
+        ),
+    ] {
+        assert_primary(port(&client, &sql).await, &sql);
+        assert_primary(port_ext(&client, &sql).await, &format!("extended {sql}"));
+    }
+    let delta = before.since(&proxy);
+    assert!(delta.reason(Reason::PrimaryTable) >= 6, "{delta:?}");
+    assert_eq!(delta.replicas(), 0, "{delta:?}");
+
+    // Other tables still go to replicas, with either protocol.
+    for sql in [
+        format!("select inet_server_port(), v from {} where id = 1", f.t),
+        format!("select port from {}", f.w),
+        format!(
+            "select port from {} where port > 0 /* not {inventory} */",
+            f.w
+        ),
+    ] {
+        assert_replica(port(&client, &sql).await, &sql);
+        assert_replica(port_ext(&client, &sql).await, &format!("extended {sql}"));
+    }
+    setup
+        .batch_execute(&format!("drop table {inventory}"))
+        .await
+        .unwrap();
+    f.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_route_by_their_own_sql() {
+    let proxy = routed(|_| {}).await;
+    let f = Fixture::new().await;
+    let (t, w) = (&f.t, &f.w);
+    let client = proxy.connect("routing_prepared").await;
+
+    // The peers' bug: an UPDATE reaching a replica after a re-used prepared statement.
+    let update = client
+        .prepare(&format!(
+            "update {t} set v = v + 1 where id = $1 returning inet_server_port()"
+        ))
+        .await
+        .unwrap();
+    let select = client
+        .prepare(&format!(
+            "select inet_server_port(), v from {t} where id = $1"
+        ))
+        .await
+        .unwrap();
+    let view = client
+        .prepare(&format!("select port from {w}"))
+        .await
+        .unwrap();
+    let mut replicas_seen = BTreeSet::new();
+    for i in 0..30 {
+        let id = 1 + i % 10;
+        let p: i32 = client.query_one(&select, &[&id]).await.unwrap().get(0);
+        assert_replica(p, &format!("prepared SELECT, use {i}"));
+        replicas_seen.insert(p);
+        let p: i32 = client.query_one(&update, &[&id]).await.unwrap().get(0);
+        assert_primary(p, &format!("prepared UPDATE, use {i}"));
+        let p: i32 = client.query_one(&view, &[]).await.unwrap().get(0);
+        assert_replica(p, &format!("prepared view read, use {i}"));
+        replicas_seen.insert(p);
+    }
+    assert_eq!(replicas_seen.len(), 2, "{replicas_seen:?}");
+    // All 30 updates landed.
+    let check = app_on_primary().await;
+    let total: i64 = check
+        .query_one(&format!("select sum(v) from {t}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 30);
+
+    // Raw protocol: statements parsed in earlier batches, bound by name later.
+    let mut raw = raw_login(&proxy).await;
+    let mut setup = parse_msg(
+        "w",
+        &format!("update {t} set v = v + 1 where id = 1 returning inet_server_port()"),
+    );
+    setup.extend(parse_msg("r", &format!("select port from {w}")));
+    setup.extend(sync_msg());
+    raw.write_raw(&setup).await.unwrap();
+    let got = read_batch(&mut raw).await;
+    assert!(got.errors.is_empty(), "{got:?}");
+    for i in 0..10 {
+        for (name, want_primary) in [("r", false), ("w", true), ("r", false)] {
+            let mut batch = bind_msg(name);
+            batch.extend(execute_msg());
+            batch.extend(sync_msg());
+            raw.write_raw(&batch).await.unwrap();
+            let got = read_batch(&mut raw).await;
+            assert!(got.errors.is_empty(), "Bind {name} (round {i}): {got:?}");
+            let p: i32 = got.values[0].parse().unwrap();
+            if want_primary {
+                assert_primary(p, &format!("Bind of the UPDATE (round {i})"));
+            } else {
+                assert_replica(p, &format!("Bind of the SELECT (round {i})"));
+            }
+        }
+    }
+    // Both in one batch (one Sync): one implicit transaction, on the primary.
+    let mut batch = bind_msg("r");
+    batch.extend(execute_msg());
+    batch.extend(bind_msg("w"));
+    batch.extend(execute_msg());
+    batch.extend(sync_msg());
+    raw.write_raw(&batch).await.unwrap();
+    let got = read_batch(&mut raw).await;
+    assert!(got.errors.is_empty(), "{got:?}");
+    assert_eq!(got.values.len(), 2, "{got:?}");
+    for v in &got.values {
+        assert_primary(v.parse().unwrap(), "Bind r + Bind w in one batch");
+    }
+    // Unnamed statements: Parse, Bind, Execute in one batch.
+    let mut batch = parse_msg(
+        "",
+        &format!("update {t} set v = v + 1 where id = 2 returning inet_server_port()"),
+    );
+    batch.extend(bind_msg(""));
+    batch.extend(execute_msg());
+    batch.extend(sync_msg());
+    raw.write_raw(&batch).await.unwrap();
+    let got = read_batch(&mut raw).await;
+    assert!(got.errors.is_empty(), "{got:?}");
+    assert_primary(got.values[0].parse().unwrap(), "unnamed UPDATE");
+    f.drop().await;
+}
+
+/// A client that sends its next statement before the previous one's results came back
+/// (libpq pipeline mode, JDBC batches, tokio-postgres with concurrent queries): each
+/// statement must still run where its own SQL says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_write_after_a_replica_read_runs_on_the_primary() {
+    let proxy = routed(|_| {}).await;
+    let f = Fixture::new().await;
+    let (t, w) = (&f.t, &f.w);
+
+    // Extended protocol: two batches (two Syncs) in one write.
+    let mut raw = raw_login(&proxy).await;
+    let mut setup = parse_msg(
+        "w",
+        &format!("update {t} set v = v + 1 where id = 1 returning inet_server_port()"),
+    );
+    setup.extend(parse_msg("r", &format!("select port from {w}")));
+    setup.extend(sync_msg());
+    raw.write_raw(&setup).await.unwrap();
+    read_batch(&mut raw).await;
+    let mut problems = Vec::new();
+    for i in 0..5 {
+        let mut both = Vec::new();
+        for name in ["r", "w"] {
+            both.extend(bind_msg(name));
+            both.extend(execute_msg());
+            both.extend(sync_msg());
+        }
+        raw.write_raw(&both).await.unwrap();
+        let read = read_batch(&mut raw).await;
+        let write = read_batch(&mut raw).await;
+        if !read.errors.is_empty()
+            || read.values.first().map(|p| is_replica(p.parse().unwrap())) != Some(true)
+        {
+            problems.push(format!("round {i}: pipelined read: {read:?}"));
+        }
+        if !write.errors.is_empty()
+            || write.values.first().map(|p| p.parse::<i32>().unwrap()) != Some(primary())
+        {
+            problems.push(format!(
+                "round {i}: pipelined UPDATE after the read: {write:?}"
+            ));
+        }
+    }
+
+    // Simple protocol: two Query messages in one write.
+    for i in 0..5 {
+        let mut both = query_msg(&format!("select port from {w}"));
+        both.extend(query_msg(&format!(
+            "update {t} set v = v + 1 where id = 2 returning inet_server_port()"
+        )));
+        raw.write_raw(&both).await.unwrap();
+        let _read = read_batch(&mut raw).await;
+        let write = read_batch(&mut raw).await;
+        if !write.errors.is_empty()
+            || write.values.first().map(|p| p.parse::<i32>().unwrap()) != Some(primary())
+        {
+            problems.push(format!(
+                "round {i}: pipelined simple UPDATE after a read: {write:?}"
+            ));
+        }
+    }
+
+    // tokio-postgres pipelines concurrent queries on one connection.
+    let client = proxy.connect("routing_pipelined").await;
+    let select = client
+        .prepare(&format!("select port from {w}"))
+        .await
+        .unwrap();
+    let update = client
+        .prepare(&format!(
+            "update {t} set v = v + 1 where id = 3 returning inet_server_port()"
+        ))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let (r, u) = tokio::join!(
+            client.query_one(&select, &[]),
+            client.query_one(&update, &[])
+        );
+        match u {
+            Ok(row) if row.get::<_, i32>(0) == primary() => {}
+            Ok(row) => problems.push(format!(
+                "round {i}: tokio-postgres pipelined UPDATE ran on {}",
+                row.get::<_, i32>(0)
+            )),
+            Err(e) => problems.push(format!(
+                "round {i}: tokio-postgres pipelined UPDATE failed: {}",
+                describe(&e)
+            )),
+        }
+        if let Err(e) = r {
+            problems.push(format!(
+                "round {i}: pipelined read failed: {}",
+                describe(&e)
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    f.drop().await;
+}
+
+/// tokio-postgres returns an error to the application as soon as the ErrorResponse
+/// arrives; the ReadyForQuery behind it may still be on its way when the application sends
+/// its next statement. A read that failed on a replica followed by a write must not send
+/// the write to that replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_sent_right_after_an_error_is_routed_by_its_own_sql() {
+    let proxy = routed(|_| {}).await;
+    let f = Fixture::new().await;
+    let (t, w) = (&f.t, &f.w);
+    let client = proxy.connect("routing_after_error").await;
+    let update_sql = format!("update {t} set v = v + 1 where id = 1 returning inet_server_port()");
+    let update = client.prepare(&update_sql).await.unwrap();
+    let mut problems = Vec::new();
+    for i in 0..30 {
+        let e = simple_error(&client, &format!("select port / 0 from {w}")).await;
+        assert_eq!(sqlstate(&e), "22012", "{}", describe(&e));
+        match client.simple_query(&update_sql).await {
+            Ok(_) => {}
+            Err(e) => problems.push(format!("round {i}, simple: {}", describe(&e))),
+        }
+        let e = client
+            .query(&format!("select port / 0 from {w}"), &[])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "22012", "{}", describe(&e));
+        match client.query_one(&update, &[]).await {
+            Ok(row) if row.get::<_, i32>(0) == primary() => {}
+            Ok(row) => problems.push(format!(
+                "round {i}, extended: ran on {}",
+                row.get::<_, i32>(0)
+            )),
+            Err(e) => problems.push(format!("round {i}, extended: {}", describe(&e))),
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} of 60 writes failed after a failed replica read:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    f.drop().await;
+}
+
+/// A FunctionCall message (libpq's PQfn, used by its large-object API: lo_creat, lo_write,
+/// ...) names a function by OID, which pgsplit does not look up: it runs on the primary,
+/// also when it arrives while a replica still owes the replies to a read before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_calls_run_on_the_primary() {
+    let proxy = routed(|_| {}).await;
+    let f = Fixture::new().await;
+    let mut raw = raw_login(&proxy).await;
+    let (oid, _) = raw_port(
+        &mut raw,
+        "select 'inet_server_port()'::regprocedure::oid::int4",
+    )
+    .await;
+    let mut call = Vec::new();
+    call.extend_from_slice(&oid.unwrap().to_be_bytes());
+    call.extend_from_slice(&0i16.to_be_bytes()); // argument formats
+    call.extend_from_slice(&0i16.to_be_bytes()); // arguments
+    call.extend_from_slice(&0i16.to_be_bytes()); // text result
+    let call = common::raw::message(b'F', &call);
+    let result_port = |answer: &[Message]| -> Result<i32, String> {
+        match answer.first() {
+            Some(m) if m.tag == b'V' => Ok(String::from_utf8_lossy(&m.body[4..]).parse().unwrap()),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    for i in 0..3 {
+        raw.write_raw(&call).await.unwrap();
+        let answer = raw.until_ready().await;
+        assert_eq!(result_port(&answer), Ok(primary()), "FunctionCall {i}");
+    }
+    let mut problems = Vec::new();
+    for i in 0..5 {
+        let mut both = query_msg(&format!("select port from {}", f.w));
+        both.extend_from_slice(&call);
+        raw.write_raw(&both).await.unwrap();
+        raw.until_ready().await;
+        let answer = raw.until_ready().await;
+        match result_port(&answer) {
+            Ok(p) if p == primary() => {}
+            other => problems.push(format!("round {i}: pipelined FunctionCall: {other:?}")),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    f.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_bound_features_hold_the_client_on_the_primary() {
+    let proxy = routed(|_| {}).await;
+    let key = std::process::id() as i64 * 1000 + 29;
+    let tmp = unique("tmp_routing");
+    let features: Vec<(String, Option<String>)> = vec![
+        (format!("listen {}", unique("chan")), None),
+        (
+            format!("create temp table {tmp} (i int); insert into {tmp} values (1)"),
+            Some(format!("select inet_server_port() from {tmp}")),
+        ),
+        (format!("select pg_advisory_lock({key})"), None),
+        (
+            "prepare routing_p as select inet_server_port()".to_string(),
+            Some("execute routing_p".to_string()),
+        ),
+        (
+            "declare routing_c cursor with hold for select inet_server_port() from generate_series(1, 3)"
+                .to_string(),
+            Some("fetch routing_c".to_string()),
+        ),
+    ];
+    for (feature, use_it) in features {
+        let client = proxy.connect("routing_session_bound").await;
+        assert_replica(
+            port(&client, "select inet_server_port()").await,
+            &format!("a read before {feature}"),
+        );
+        client
+            .batch_execute(&feature)
+            .await
+            .unwrap_or_else(|e| panic!("{feature}: {}", describe(&e)));
+        for i in 0..3 {
+            if let Some(sql) = &use_it {
+                assert_primary(port(&client, sql).await, &format!("{sql} after {feature}"));
+            }
+            assert_primary(
+                port(&client, "select inet_server_port()").await,
+                &format!("read {i} after {feature}"),
+            );
+            assert_primary(
+                port_ext(&client, "select inet_server_port()").await,
+                &format!("extended read {i} after {feature}"),
+            );
+        }
+        if feature.contains("advisory") {
+            client
+                .batch_execute(&format!("select pg_advisory_unlock({key})"))
+                .await
+                .unwrap();
+        }
+        // Another client is not held.
+        let other = proxy.connect("routing_session_bound_other").await;
+        assert_replica(
+            port(&other, "select inet_server_port()").await,
+            &format!("another client, after {feature}"),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_settings_follow_the_client_to_replicas() {
+    let proxy = routed(|_| {}).await;
+    let schema = unique("s_routing");
+    let setup = app_on_primary().await;
+    setup
+        .batch_execute(&format!(
+            "create schema {schema}; create table {schema}.only_here (x int); \
+             insert into {schema}.only_here values (42);"
+        ))
+        .await
+        .unwrap();
+    replicas_caught_up(30).await;
+
+    let client = proxy.connect("routing_settings").await;
+    client
+        .batch_execute(&format!(
+            "set search_path = {schema}, public; set statement_timeout = '12345ms'"
+        ))
+        .await
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    for i in 0..6 {
+        let row = &rows(
+            &client,
+            "select inet_server_port(), x, current_setting('statement_timeout') from only_here",
+        )
+        .await[0];
+        let p: i32 = row[0].parse().unwrap();
+        assert_replica(p, &format!("read {i} with search_path set"));
+        assert_eq!(row[1], "42");
+        assert_eq!(row[2], "12345ms", "statement_timeout on {p}");
+        seen.insert(p);
+        let row = client
+            .query_one("select inet_server_port(), x from only_here", &[])
+            .await
+            .unwrap_or_else(|e| panic!("extended read with search_path: {}", describe(&e)));
+        assert_replica(row.get(0), "extended read with search_path set");
+        seen.insert(row.get(0));
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // Another client on the same server connections does not see them.
+    let other = proxy.connect("routing_settings_other").await;
+    for _ in 0..4 {
+        let row = &rows(
+            &other,
+            "select inet_server_port(), current_setting('statement_timeout'), current_setting('search_path')",
+        )
+        .await[0];
+        assert_replica(row[0].parse().unwrap(), "the other client's read");
+        assert_ne!(row[1], "12345ms", "a setting leaked on {}", row[0]);
+        assert!(
+            !row[2].contains(&schema),
+            "search_path leaked on {}",
+            row[0]
+        );
+    }
+    setup
+        .batch_execute(&format!("drop schema {schema} cascade"))
+        .await
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Read-your-writes pin
+// ---------------------------------------------------------------------------------------
+
+const PIN: Duration = Duration::from_millis(2000);
+
+async fn pinned_proxy(pin: Duration) -> TestProxy {
+    routed(move |c| c.routing.pin_after_write = pin.into()).await
+}
+
+/// One timed read: where it ran, when it was sent and when its answer came.
+struct TimedRead {
+    port: i32,
+    sent: Instant,
+    done: Instant,
+}
+
+async fn timed_read(client: &Client) -> TimedRead {
+    let sent = Instant::now();
+    let port = port(client, "select inet_server_port()").await;
+    TimedRead {
+        port,
+        sent,
+        done: Instant::now(),
+    }
+}
+
+/// Reads every 50 ms until one runs on a replica, checking that every read answered before
+/// `pinned_at_least` ran on the primary. Returns the first replica read.
+async fn read_until_unpinned(client: &Client, pinned_at_least: Instant, secs: u64) -> TimedRead {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let read = timed_read(client).await;
+        if read.done < pinned_at_least {
+            assert_primary(
+                read.port,
+                &format!(
+                    "a read answered {:?} before the pin could end",
+                    pinned_at_least - read.done
+                ),
+            );
+        }
+        if is_replica(read.port) {
+            return read;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reads did not return to the replicas within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_after_write_reads_own_writes_then_returns_to_replicas() {
+    let proxy = pinned_proxy(PIN).await;
+    let f = Fixture::new().await;
+    let t = &f.t;
+    let client = proxy.connect("routing_pin").await;
+    let bystander = proxy.connect("routing_pin_bystander").await;
+    assert_replica(
+        port(&client, "select inet_server_port()").await,
+        "before any write",
+    );
+
+    // A write, then reads on the primary until the pin ends, then replicas.
+    let sent = Instant::now();
+    let p = port(
+        &client,
+        &format!("update {t} set v = v + 1 where id = 1 returning inet_server_port()"),
+    )
+    .await;
+    let answered = Instant::now();
+    assert_primary(p, "the write");
+    let read = timed_read(&client).await;
+    assert!(
+        read.done < sent + PIN,
+        "the machine is too slow for this test"
+    );
+    assert_primary(read.port, "the read right after the write");
+    assert_primary(
+        port_ext(&client, "select inet_server_port()").await,
+        "an extended read right after the write",
+    );
+    // Only this client is pinned.
+    assert_replica(
+        port(&bystander, "select inet_server_port()").await,
+        "another client's read",
+    );
+    let back = read_until_unpinned(&client, sent + PIN, 6).await;
+    assert!(
+        back.done >= sent + PIN,
+        "reads returned to a replica {:?} after the write, before the {PIN:?} pin ended",
+        back.done - sent
+    );
+    assert!(
+        back.sent <= answered + PIN + Duration::from_secs(2),
+        "reads returned to a replica only {:?} after the write",
+        back.sent - answered
+    );
+
+    // A later write extends the pin.
+    port(
+        &client,
+        &format!("insert into {t} (id) values (30) returning inet_server_port()"),
+    )
+    .await;
+    let first_done = Instant::now();
+    tokio::time::sleep_until((first_done + PIN / 2).into()).await;
+    let second = Instant::now();
+    port(
+        &client,
+        &format!("update {t} set v = v + 1 where id = 30 returning inet_server_port()"),
+    )
+    .await;
+    // A read after the first pin would have ended, but inside the second.
+    tokio::time::sleep_until((first_done + PIN + Duration::from_millis(200)).into()).await;
+    let read = timed_read(&client).await;
+    if read.done < second + PIN {
+        assert_primary(
+            read.port,
+            "a read after the first pin, inside the extended one",
+        );
+    } else {
+        panic!(
+            "the machine is too slow for this test (read {:?} after the second write)",
+            read.done - second
+        );
+    }
+    let back = read_until_unpinned(&client, second + PIN, 6).await;
+    assert!(back.done >= second + PIN, "the extended pin ended early");
+
+    // A write over the extended protocol pins too.
+    let sent = Instant::now();
+    let p: i32 = client
+        .query_one(
+            &format!("update {t} set v = v + 1 where id = 2 returning inet_server_port()"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_primary(p, "extended write");
+    let read = timed_read(&client).await;
+    assert!(
+        read.done < sent + PIN,
+        "the machine is too slow for this test"
+    );
+    assert_primary(read.port, "the read right after an extended write");
+    f.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_after_write_zero_disables_the_pin() {
+    let proxy = pinned_proxy(Duration::ZERO).await;
+    let f = Fixture::new().await;
+    let client = proxy.connect("routing_no_pin").await;
+    let before = Counts::of(&proxy);
+    for i in 0..10 {
+        let p = port(
+            &client,
+            &format!(
+                "update {} set v = v + 1 where id = 1 returning inet_server_port()",
+                f.t
+            ),
+        )
+        .await;
+        assert_primary(p, "the write");
+        assert_replica(
+            port(&client, "select inet_server_port()").await,
+            &format!("read {i} right after a write, with pin_after_write = 0"),
+        );
+    }
+    assert_eq!(before.since(&proxy).reason(Reason::Pinned), 0);
+    f.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_pin_only_when_they_wrote() {
+    // A long pin: anything pinned stays pinned for the whole test.
+    let proxy = pinned_proxy(Duration::from_secs(60)).await;
+    let f = Fixture::new().await;
+    let t = &f.t;
+
+    // Read-only transaction: no pin.
+    let client = proxy.connect("routing_tx_pin_ro").await;
+    client.batch_execute("begin read only").await.unwrap();
+    port(&client, "select inet_server_port()").await;
+    client.batch_execute("commit").await.unwrap();
+    assert_replica(
+        port(&client, "select inet_server_port()").await,
+        "a read after a read-only transaction",
+    );
+
+    // Read-write transaction that only read: no pin.
+    client.batch_execute("begin").await.unwrap();
+    port(
+        &client,
+        &format!("select inet_server_port() from {t} where id = 1"),
+    )
+    .await;
+    client.batch_execute("commit").await.unwrap();
+    assert_replica(
+        port(&client, "select inet_server_port()").await,
+        "a read after a transaction that only read",
+    );
+
+    // Transaction that wrote and committed: pinned.
+    for (name, statements) in [
+        (
+            "simple",
+            vec!["begin", "update T set v = v + 1 where id = 1", "commit"],
+        ),
+        (
+            "end",
+            vec!["start transaction", "insert into T (id) values (40)", "end"],
+        ),
+        (
+            "one query",
+            vec!["begin; update T set v = v + 1 where id = 2; commit"],
+        ),
+    ] {
+        let client = proxy.connect("routing_tx_pin").await;
+        assert_replica(port(&client, "select inet_server_port()").await, "before");
+        for s in statements {
+            client.batch_execute(&s.replace('T', t)).await.unwrap();
+        }
+        for i in 0..3 {
+            assert_primary(
+                port(&client, "select inet_server_port()").await,
+                &format!("read {i} after a committed write transaction ({name})"),
+            );
+        }
+    }
+    // tokio-postgres' transaction API, the write over the extended protocol.
+    let mut client = proxy.connect("routing_tx_pin_ext").await;
+    assert_replica(port(&client, "select inet_server_port()").await, "before");
+    let tx = client.transaction().await.unwrap();
+    tx.execute(&format!("update {t} set v = v + 1 where id = 3"), &[])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_primary(
+        port_ext(&client, "select inet_server_port()").await,
+        "read after a committed transaction (extended)",
+    );
+    f.drop().await;
+}
+
+/// Preparing a statement is not writing: a client that prepares an UPDATE (without
+/// running it) still reads from replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preparing_a_write_does_not_pin() {
+    let proxy = pinned_proxy(Duration::from_secs(60)).await;
+    let f = Fixture::new().await;
+    let client = proxy.connect("routing_prepare_no_pin").await;
+    let _update = client
+        .prepare(&format!("update {} set v = v + 1 where id = $1", f.t))
+        .await
+        .unwrap();
+    assert_replica(
+        port_ext(&client, "select inet_server_port()").await,
+        "a read after preparing (not executing) an UPDATE",
+    );
+    f.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_against_replicas_that_are_always_behind() {
+    const ROUNDS: i32 = 50;
+    let pin = Duration::from_secs(3);
+    let proxy = pinned_proxy(pin).await;
+    let table = unique("ryw_routing");
+    let setup = app_on_primary().await;
+    setup
+        .batch_execute(&format!(
+            "create table {table} (id int primary key, note text)"
+        ))
+        .await
+        .unwrap();
+    replicas_caught_up(30).await;
+
+    let behind = common::ReplicaApplyDelay::hold(Duration::from_secs(2)).await;
+    let writer = proxy.connect("routing_ryw_writer").await;
+    let watcher = proxy.connect("routing_ryw_watcher").await;
+    let mut stale_for_watcher = 0;
+    let mut last_write = Instant::now();
+    for i in 1..=ROUNDS {
+        last_write = Instant::now();
+        let p = port(
+            &writer,
+            &format!("insert into {table} values ({i}, 'n{i}') returning inet_server_port()"),
+        )
+        .await;
+        assert_primary(p, "the write");
+        // The writer reads its own write, at once.
+        let row = &rows(
+            &writer,
+            &format!("select inet_server_port(), (select count(*) from {table} where id = {i})"),
+        )
+        .await[0];
+        assert_eq!(
+            (row[0].parse::<i32>().unwrap(), row[1].as_str()),
+            (primary(), "1"),
+            "round {i}: the writer must read its own write on the primary"
+        );
+        // Someone else reads the same row from a replica.
+        let row = &rows(
+            &watcher,
+            &format!("select inet_server_port(), (select count(*) from {table} where id = {i})"),
+        )
+        .await[0];
+        assert_replica(row[0].parse().unwrap(), "the watcher (never wrote)");
+        if row[1] == "0" {
+            stale_for_watcher += 1;
+        }
+    }
+    assert!(
+        stale_for_watcher > 0,
+        "the replicas were never behind: the test proves nothing (is recovery_min_apply_delay applied?)"
+    );
+
+    // After the pin, the writer's reads go back to the replicas.
+    let back = read_until_unpinned(&writer, last_write + pin, 10).await;
+    assert!(back.done >= last_write + pin);
+    drop(behind);
+    eprintln!("watcher saw {stale_for_watcher}/{ROUNDS} rows missing; writer saw none");
+    setup
+        .batch_execute(&format!("drop table {table}"))
+        .await
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// 3-4. pgbench
+// ---------------------------------------------------------------------------------------
+
+/// Runs pgbench through the proxy and returns its stdout and stderr, after checking that it
+/// succeeded, with no failed transaction and no error in its output.
+async fn pgbench(port: u16, db: &str, env: &[(&str, String)], args: &[&str]) -> String {
+    let mut cmd = common::pg_command("pgbench", port, "app", APP_PASSWORD, db);
+    cmd.env("PGAPPNAME", "pgsplit_routing_pgbench");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args);
+    let out = common::run_command(cmd, None, 240).await;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "pgbench {args:?} failed ({:?}):\n{text}",
+        out.status
+    );
+    for bad in ["read-only transaction", "recovery", "ERROR"] {
+        assert!(
+            !text.contains(bad),
+            "pgbench {args:?} reported {bad:?}:\n{text}"
+        );
+    }
+    text
+}
+
+/// The number after `label` on its line, e.g. "number of failed transactions: 0 (0.000%)".
+fn figure(output: &str, label: &str) -> u64 {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no '{label}' in pgbench output:\n{output}"));
+    line[label.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.split('/').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read '{line}'"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_tpcb_through_routing_has_no_read_only_errors() {
+    const SCHEMA: &str = "pgsplit_test_routing_pgbench";
+    let proxy = routed(|c| {
+        c.routing.pin_after_write = pgsplit::config::Duration::from_secs(5);
+        c.pool.max_size = 4;
+        c.pool.checkout_timeout = pgsplit::config::Duration::from_secs(60);
+    })
+    .await;
+    // One run of this test at a time on the cluster (the schema is shared).
+    let lock = common::superuser().await;
+    common::with_timeout(
+        600,
+        "the routing pgbench lock",
+        lock.batch_execute("select pg_advisory_lock(7468526580)"),
+    )
+    .await
+    .unwrap();
+    let setup = {
+        let mut c = proxy.pg_config("routing_pgbench_setup");
+        c.dbname("bench");
+        common::connect_with(&c).await
+    };
+    setup
+        .batch_execute(&format!("create schema if not exists {SCHEMA}"))
+        .await
+        .unwrap();
+    let env = [("PGOPTIONS", format!("-c search_path={SCHEMA}"))];
+    pgbench(proxy.port(), "bench", &env, &["-i", "-s", "1", "-q"]).await;
+    // pgbench reads the scale from pgbench_branches before it starts: on a replica.
+    replicas_caught_up(60).await;
+
+    for mode in ["simple", "extended", "prepared"] {
+        let before = Counts::of(&proxy);
+        let args = ["-c", "16", "-j", "2", "-T", "5", "-M", mode];
+        let out = pgbench(proxy.port(), "bench", &env, &args).await;
+        let done = figure(&out, "number of transactions actually processed:");
+        let failed = figure(&out, "number of failed transactions:");
+        assert_eq!(failed, 0, "pgbench -M {mode}:\n{out}");
+        assert!(done > 0, "pgbench -M {mode} processed nothing:\n{out}");
+        let delta = before.since(&proxy);
+        assert!(
+            delta.reason(Reason::Transaction) >= done,
+            "-M {mode}: {done} transactions but {delta:?}"
+        );
+        eprintln!("pgbench TPC-B -M {mode} through routing: {done} transactions, {delta:?}");
+    }
+    let row = setup
+        .query_one(
+            &format!(
+                "select (select sum(bbalance) from {SCHEMA}.pgbench_branches), \
+                        (select sum(tbalance) from {SCHEMA}.pgbench_tellers), \
+                        (select sum(abalance) from {SCHEMA}.pgbench_accounts)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let (b, t, a): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((b, t), (t, a), "balances must agree");
+    setup
+        .batch_execute(&format!("drop schema {SCHEMA} cascade"))
+        .await
+        .unwrap();
+    drop(lock);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_workload_sends_reads_to_replicas_and_writes_to_the_primary() {
+    let proxy =
+        routed(|c| c.pool.checkout_timeout = pgsplit::config::Duration::from_secs(60)).await;
+    let table = unique("mixed_routing");
+    let setup = app_on_primary().await;
+    setup
+        .batch_execute(&format!(
+            "create table {table} (id int primary key, v int not null default 0); \
+             insert into {table} select g, 0 from generate_series(1, 1000) g;"
+        ))
+        .await
+        .unwrap();
+    replicas_caught_up(30).await;
+    let script = std::env::temp_dir().join(format!("{}.sql", unique("pgsplit_mixed")));
+    std::fs::write(
+        &script,
+        format!(
+            "\\set id random(1, 1000)\n\
+             \\set r random(1, 100)\n\
+             \\if :r <= 10\n\
+             update {table} set v = v + 1 where id = :id;\n\
+             \\else\n\
+             select v from {table} where id = :id;\n\
+             \\endif\n"
+        ),
+    )
+    .unwrap();
+    let script_arg = script.to_string_lossy().into_owned();
+
+    let mut total_writes = 0;
+    for mode in ["simple", "prepared"] {
+        let before = Counts::of(&proxy);
+        let args = [
+            "-n",
+            "-c",
+            "32",
+            "-j",
+            "2",
+            "-T",
+            "4",
+            "-M",
+            mode,
+            "-f",
+            &script_arg,
+        ];
+        let out = pgbench(proxy.port(), "app", &[], &args).await;
+        let done = figure(&out, "number of transactions actually processed:");
+        assert_eq!(figure(&out, "number of failed transactions:"), 0, "{out}");
+        let d = before.since(&proxy);
+        let reads = d.reads_anywhere();
+        let writes = d.reason(Reason::Write);
+        let on_replicas = d.reason(Reason::Read);
+        eprintln!(
+            "mixed -M {mode}: {done} transactions; reads {reads} ({on_replicas} on replicas), \
+             writes {writes}; by node {:?}",
+            d.nodes
+        );
+        assert!(done > 100, "-M {mode}: only {done} transactions:\n{out}");
+        // Every statement was one routing decision (in-flight ones at the end may be cut).
+        assert!(
+            reads + writes >= done && reads + writes <= done + 64,
+            "-M {mode}: {done} transactions but {reads} reads + {writes} writes routed: {d:?}"
+        );
+        assert!(
+            on_replicas as f64 >= 0.85 * reads as f64,
+            "-M {mode}: only {on_replicas} of {reads} autocommit reads reached replicas: {d:?}"
+        );
+        let share = writes as f64 / (reads + writes) as f64;
+        assert!(
+            (0.04..0.2).contains(&share),
+            "-M {mode}: write share {share}: {d:?}"
+        );
+        // Reads by replica are counted with the node that served them: every decision that
+        // reached a replica was a read.
+        assert_eq!(
+            d.replicas(),
+            on_replicas + d.reason(Reason::ReadOnlyTransaction),
+            "-M {mode}: {d:?}"
+        );
+        assert!(d.nodes[1] > 0 && d.nodes[2] > 0, "-M {mode}: {d:?}");
+        total_writes += writes;
+    }
+    // Every routed write landed on the primary (a replica refuses them, and pgbench saw no
+    // failure): the table's sum counts them.
+    let sum: i64 = setup
+        .query_one(&format!("select sum(v) from {table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        sum as u64 <= total_writes && sum as u64 + 64 >= total_writes,
+        "{total_writes} writes routed, {sum} applied"
+    );
+    let _ = std::fs::remove_file(&script);
+    setup
+        .batch_execute(&format!("drop table {table}"))
+        .await
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// 5-6. Replicas that cannot be reached
+// ---------------------------------------------------------------------------------------
+
+/// A port nothing listens on.
+const CLOSED_PORT: u16 = 1;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_refuses_connections_is_skipped() {
+    let proxy = routed(|c| {
+        c.routing.replica_cooldown = pgsplit::config::Duration::from_secs(60);
+        for n in &mut c.nodes {
+            if n.name == "replica1" {
+                n.port = CLOSED_PORT;
+            }
+        }
+    })
+    .await;
+    let replica2 = node_port("replica2") as i32;
+    let client = proxy.connect("routing_refused").await;
+    let mut on_replica2 = 0;
+    for i in 0..10 {
+        for p in [
+            port(&client, "select inet_server_port()").await,
+            port_ext(&client, "select inet_server_port()").await,
+        ] {
+            assert!(
+                p == replica2 || p == primary(),
+                "read {i}: served by {p}, expected replica2 or the primary"
+            );
+            if p == replica2 {
+                on_replica2 += 1;
+            }
+        }
+    }
+    assert!(
+        on_replica2 >= 10,
+        "replica2 should serve the reads ({on_replica2} of 20)"
+    );
+    // Read-only transactions too.
+    client.batch_execute("begin read only").await.unwrap();
+    assert_eq!(port(&client, "select inet_server_port()").await, replica2);
+    client.batch_execute("commit").await.unwrap();
+
+    let now = Instant::now();
+    let snapshot = proxy.proxy.routing().topology.snapshot();
+    let r1 = snapshot
+        .iter()
+        .find(|r| r.node == 1)
+        .expect("replica1 in the topology");
+    assert!(
+        r1.cooldown_until.is_some_and(|t| t > now),
+        "replica1 should be in cooldown: {snapshot:?}"
+    );
+    assert_eq!(proxy.proxy.routing().stats.by_node()[1], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_error_refuses_reads_when_no_replica_is_available() {
+    let proxy = routed(|c| {
+        c.routing.fallback = Fallback::Error;
+        for n in &mut c.nodes {
+            if n.name != "primary" {
+                n.port = CLOSED_PORT;
+            }
+        }
+    })
+    .await;
+    let client = proxy.connect("routing_fallback_error").await;
+    for round in 0..3 {
+        let e = simple_error(&client, "select inet_server_port()").await;
+        assert_eq!(sqlstate(&e), "57P03", "round {round}: {}", describe(&e));
+        let e = client
+            .query("select inet_server_port()", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            sqlstate(&e),
+            "57P03",
+            "round {round} extended: {}",
+            describe(&e)
+        );
+        let e = simple_error(&client, "begin read only").await;
+        assert_eq!(
+            sqlstate(&e),
+            "57P03",
+            "round {round} begin read only: {}",
+            describe(&e)
+        );
+        // The connection is usable, and anything for the primary works.
+        assert_primary(
+            port(&client, "/* pgsplit:primary */ select inet_server_port()").await,
+            "hinted read",
+        );
+        assert_primary(
+            port(&client, "select inet_server_port(), txid_current()").await,
+            "write",
+        );
+        client.batch_execute("begin").await.unwrap();
+        assert_primary(
+            port(&client, "select inet_server_port()").await,
+            "read in a transaction",
+        );
+        client.batch_execute("commit").await.unwrap();
+        let p: i32 = client
+            .query_one("select inet_server_port(), txid_current()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_primary(p, "extended write");
+    }
+    let snapshot = proxy.proxy.routing().topology.snapshot();
+    assert!(
+        snapshot.iter().all(|r| r.cooldown_until.is_some()),
+        "both replicas should be in cooldown: {snapshot:?}"
+    );
+}
