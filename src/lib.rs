@@ -7,6 +7,7 @@ pub mod cancel;
 pub mod classify;
 pub mod config;
 pub mod frontend;
+pub mod lag;
 pub mod net;
 pub mod prepared;
 pub mod router;
