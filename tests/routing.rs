@@ -225,6 +225,7 @@ impl Counts {
             Reason::Hint,
             Reason::RouteSetting,
             Reason::PrimaryTable,
+            Reason::Serializable,
         ]
         .iter()
         .map(|r| self.reason(*r))
@@ -235,7 +236,8 @@ impl Counts {
 /// Waits until the proxy holds no server connection for any client. tokio-postgres hands
 /// an error to the caller as soon as the ErrorResponse arrives, before the ReadyForQuery
 /// behind it, so the next statement can reach the proxy while the failed one's server is
-/// still attached (see `statement_sent_right_after_an_error_is_routed_by_its_own_sql`).
+/// still attached (see `statement_sent_right_after_an_error_is_routed_by_its_own_sql`);
+/// its COPY ... FROM STDIN returns at CommandComplete too.
 /// Tests of other rules wait for this after an error, so they check only their own rule.
 async fn settled(proxy: &TestProxy) {
     common::wait_until(
@@ -274,17 +276,62 @@ async fn routed_as_write(
     result
 }
 
+/// Drops what a test created (SQL run as `app` on the primary) when the test ends, also
+/// when it panics. Synchronous on purpose, since it runs while a panic unwinds.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let status = std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-w",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "app",
+                "-d",
+                "app",
+            ])
+            .args(["-p", &primary_port().to_string()])
+            .args(["-c", "set lock_timeout = '5s'", "-c", &self.0])
+            .env("PGPASSWORD", APP_PASSWORD)
+            .stdout(std::process::Stdio::null())
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("cleanup failed ({status:?}): {}", self.0);
+        }
+    }
+}
+
+/// Runs `drop_sql` (`drop ... if exists`) now, in case a process with the same pid left
+/// the objects behind, and again when the test ends.
+async fn cleanup(drop_sql: &str) -> Cleanup {
+    app_on_primary()
+        .await
+        .batch_execute(drop_sql)
+        .await
+        .unwrap();
+    Cleanup(drop_sql.to_string())
+}
+
 /// A table `t_*` (id 1..=10, v 0) and a view `w_*` (`select inet_server_port() as port`),
 /// created on the primary in one transaction and visible on both replicas.
 struct Fixture {
     t: String,
     w: String,
+    _cleanup: Cleanup,
 }
 
 impl Fixture {
     async fn new() -> Fixture {
         let t = unique("t_routing");
         let w = unique("w_routing");
+        let cleanup = cleanup(&format!(
+            "drop view if exists {w}; drop table if exists {t}"
+        ))
+        .await;
         let setup = app_on_primary().await;
         setup
             .batch_execute(&format!(
@@ -298,7 +345,11 @@ impl Fixture {
             ))
             .await
             .unwrap();
-        let fixture = Fixture { t, w };
+        let fixture = Fixture {
+            t,
+            w,
+            _cleanup: cleanup,
+        };
         fixture.wait_on_replicas().await;
         fixture
     }
@@ -323,14 +374,6 @@ impl Fixture {
             )
             .await;
         }
-    }
-
-    async fn drop(self) {
-        let setup = app_on_primary().await;
-        setup
-            .batch_execute(&format!("drop view {}; drop table {}", self.w, self.t))
-            .await
-            .unwrap();
     }
 }
 
@@ -495,7 +538,6 @@ async fn autocommit_reads_go_to_replicas_and_both_serve() {
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .collect();
     assert_replica(text.trim().parse().unwrap(), "COPY (SELECT) TO STDOUT");
-    f.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -545,6 +587,10 @@ async fn writes_and_ddl_go_to_the_primary() {
     // DDL, SELECT INTO and CREATE TABLE AS: a replica would refuse them (25006), and the
     // tables they fill record where they ran.
     let (ctas, into) = (unique("ctas_routing"), unique("into_routing"));
+    let _cleanup = cleanup(&format!(
+        "drop table if exists {ctas}; drop table if exists {into}"
+    ))
+    .await;
     for sql in [
         format!("create table {ctas} as select port from {w}"),
         format!("select port into {into} from {w}"),
@@ -582,11 +628,12 @@ async fn writes_and_ddl_go_to_the_primary() {
         .await
         .unwrap();
     assert_eq!(sink.finish().await.unwrap(), 2);
+    // tokio-postgres returns at CommandComplete; let the ReadyForQuery behind it arrive.
+    settled(&proxy).await;
 
     for sql in [format!("drop table {ctas}"), format!("drop table {into}")] {
         routed_as_write(&proxy, &client, &sql).await.unwrap();
     }
-    f.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -635,7 +682,6 @@ async fn explicit_transactions_run_on_the_primary() {
     // BEGIN and a read in one simple query.
     let rows = rows(&client, "begin; select inet_server_port(); commit").await;
     assert_primary(rows[0][0].parse().unwrap(), "begin; select; commit");
-    f.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -715,7 +761,6 @@ async fn read_only_transactions_stay_on_one_replica() {
         port(&client, "select inet_server_port()").await,
         "a read after the failed read-only transaction",
     );
-    f.drop().await;
 }
 
 /// A hot standby cannot run SERIALIZABLE transactions ("cannot use serializable mode in a
@@ -724,6 +769,22 @@ async fn read_only_transactions_stay_on_one_replica() {
 async fn serializable_reads_are_not_sent_to_replicas() {
     let proxy = routed(|_| {}).await;
     let mut problems = Vec::new();
+    // Where `statements` ran (the port of the last one), or the first error.
+    async fn run(client: &Client, statements: &[&str]) -> Result<i32, String> {
+        let mut last = Err("no row".to_string());
+        for sql in statements {
+            let messages = client
+                .simple_query(sql)
+                .await
+                .map_err(|e| format!("{sql}: {}", describe(&e)))?;
+            for m in messages {
+                if let SimpleQueryMessage::Row(r) = m {
+                    last = Ok(r.get(0).unwrap().parse().unwrap());
+                }
+            }
+        }
+        last
+    }
 
     let client = proxy.connect("routing_serializable").await;
     for begin in [
@@ -732,30 +793,57 @@ async fn serializable_reads_are_not_sent_to_replicas() {
         "begin read only isolation level serializable deferrable",
     ] {
         // On a standby the BEGIN itself fails (the transaction_isolation check).
-        for sql in [begin, "select inet_server_port()"] {
-            if let Err(e) = client.simple_query(sql).await {
-                problems.push(format!("{begin}: {sql}: {}", describe(&e)));
-                break;
-            }
+        match run(&client, &[begin, "select inet_server_port()"]).await {
+            Ok(p) if p == primary() => {}
+            other => problems.push(format!("{begin}: {other:?}")),
         }
         client.batch_execute("rollback").await.unwrap();
     }
+    // Repeatable read is fine on a replica.
+    let p = run(
+        &client,
+        &[
+            "begin isolation level repeatable read read only",
+            "select inet_server_port()",
+        ],
+    )
+    .await;
+    client.batch_execute("rollback").await.unwrap();
+    assert_replica(p.unwrap(), "a REPEATABLE READ, READ ONLY transaction");
+
     for set in [
         "set default_transaction_isolation = 'serializable'",
         "set session characteristics as transaction isolation level serializable",
     ] {
         let client = proxy.connect("routing_serializable_default").await;
         client.batch_execute(set).await.unwrap();
-        for sql in [
-            "select inet_server_port()",
-            "begin read only; select 1; commit",
+        for statements in [
+            &["select inet_server_port()"][..],
+            &["begin read only", "select inet_server_port()", "commit"][..],
         ] {
-            if let Err(e) = client.simple_query(sql).await {
-                problems.push(format!("{set}, then {sql}: {}", describe(&e)));
+            match run(&client, statements).await {
+                Ok(p) if p == primary() => {}
+                other => problems.push(format!("{set}, then {statements:?}: {other:?}")),
             }
         }
-        if let Err(e) = client.query("select inet_server_port()", &[]).await {
-            problems.push(format!("{set}, then an extended read: {}", describe(&e)));
+        match client.query_one("select inet_server_port()", &[]).await {
+            Ok(row) if row.get::<_, i32>(0) == primary() => {}
+            Ok(row) => problems.push(format!(
+                "{set}, then an extended read: ran on {}",
+                row.get::<_, i32>(0)
+            )),
+            Err(e) => problems.push(format!("{set}, then an extended read: {}", describe(&e))),
+        }
+        // Back to the default: back to the replicas.
+        client
+            .batch_execute("set default_transaction_isolation = 'read committed'")
+            .await
+            .unwrap();
+        match run(&client, &["select inet_server_port()"]).await {
+            Ok(p) if is_replica(p) => {}
+            other => problems.push(format!(
+                "{set}, then back to read committed: {other:?} (expected a replica)"
+            )),
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -769,6 +857,10 @@ async fn locking_reads_and_write_functions_go_to_the_primary() {
     let f = Fixture::new().await;
     let (t, w) = (&f.t, &f.w);
     let seq = unique("seq_routing");
+    let _cleanup = cleanup(&format!(
+        "drop sequence if exists {seq}; drop function if exists {bump}()"
+    ))
+    .await;
     let setup = app_on_primary().await;
     setup
         .batch_execute(&format!(
@@ -848,11 +940,6 @@ async fn locking_reads_and_write_functions_go_to_the_primary() {
         .await,
         "the same read without a locking clause",
     );
-    setup
-        .batch_execute(&format!("drop sequence {seq}; drop function {bump}()"))
-        .await
-        .unwrap();
-    f.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -886,7 +973,6 @@ async fn multi_statement_queries_run_on_a_replica_only_if_every_statement_may() 
     let ports: Vec<i32> = all.iter().map(|r| r[0].parse().unwrap()).collect();
     assert_replica(ports[0], "three reads in one query");
     assert!(ports.iter().all(|p| *p == ports[0]), "{ports:?}");
-    f.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1019,7 +1105,6 @@ async fn hint_comment_sends_a_read_to_the_primary() {
         let p: i32 = client.query_one(&plain, &[]).await.unwrap().get(0);
         assert_replica(p, &format!("plain prepared statement, use {i}"));
     }
-    f.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1097,6 +1182,61 @@ async fn set_pgsplit_route_sends_reads_to_the_primary_until_reset() {
     assert_eq!(common::show(&client, "show pgsplit.route").await, "auto");
 }
 
+/// pgsplit answers `SET pgsplit.route` itself, but an error it answers inside a transaction
+/// block must have PostgreSQL's effect: the transaction is aborted, later statements fail
+/// with 25P02 until it ends, and its COMMIT rolls it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_route_command_aborts_the_transaction_like_any_error() {
+    let proxy = routed(|_| {}).await;
+    let f = Fixture::new().await;
+    let client = proxy.connect("routing_route_setting_tx").await;
+    let mut problems = Vec::new();
+    for (id, how) in [(50, "simple"), (51, "extended")] {
+        client.batch_execute("begin").await.unwrap();
+        client
+            .batch_execute(&format!("insert into {} (id) values ({id})", f.t))
+            .await
+            .unwrap();
+        let refused = match how {
+            "simple" => client
+                .simple_query("set pgsplit.route = 'bogus'")
+                .await
+                .err(),
+            _ => client
+                .execute("set pgsplit.route = 'primary'", &[])
+                .await
+                .err(),
+        };
+        let Some(e) = refused else {
+            // Accepted over the extended protocol: nothing to abort.
+            client.batch_execute("rollback").await.unwrap();
+            continue;
+        };
+        let next = client.simple_query("select 1").await;
+        client.batch_execute("commit").await.unwrap();
+        let kept: i64 = app_on_primary()
+            .await
+            .query_one(
+                &format!("select count(*) from {} where id = {id}", f.t),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let next = next
+            .map(|_| "success".to_string())
+            .map_err(|e| describe(&e));
+        if !(matches!(&next, Err(e) if e.contains("25P02")) && kept == 0) {
+            problems.push(format!(
+                "{how}: after the refused SET ({}) in a transaction block, `select 1` gave \
+                 {next:?} (want 25P02) and COMMIT kept {kept} inserted row(s) (want 0)",
+                describe(&e)
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 /// Drivers that send everything over the extended protocol (JDBC, asyncpg, Npgsql,
 /// tokio-postgres' `execute`) may send `SET pgsplit.route`. pgsplit need not support that,
 /// but it must not pretend to: either the setting takes effect, or the client gets an error.
@@ -1104,40 +1244,51 @@ async fn set_pgsplit_route_sends_reads_to_the_primary_until_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_pgsplit_route_over_the_extended_protocol_works_or_fails_loudly() {
     let proxy = routed(|_| {}).await;
-    let client = proxy.connect("routing_route_setting_ext").await;
-    if let Err(e) = client.execute("SET pgsplit.route = 'primary'", &[]).await {
-        // Refused: fine, as long as the connection goes on.
-        eprintln!(
-            "SET pgsplit.route over the extended protocol: {}",
-            describe(&e)
-        );
-        settled(&proxy).await;
-        assert_replica(
-            port(&client, "select inet_server_port()").await,
-            "a read after the refused SET",
-        );
-        return;
-    }
-    let shown: String = client
-        .query_one("SHOW pgsplit.route", &[])
-        .await
-        .map(|r| r.get(0))
-        .unwrap_or_else(|e| describe(&e));
-    for (p, how) in [
-        (
-            port_ext(&client, "select inet_server_port()").await,
-            "extended",
-        ),
-        (port(&client, "select inet_server_port()").await, "simple"),
-    ] {
-        assert_primary(
-            p,
-            &format!(
-                "{how} read after SET pgsplit.route = 'primary' succeeded over the extended \
-                 protocol (and SHOW pgsplit.route over the extended protocol says {shown:?})"
+    let mut problems = Vec::new();
+    for in_transaction in [false, true] {
+        let client = proxy.connect("routing_route_setting_ext").await;
+        let context = if in_transaction {
+            "inside a transaction block"
+        } else {
+            "outside a transaction"
+        };
+        if in_transaction {
+            client.batch_execute("begin").await.unwrap();
+        }
+        let result = client.execute("SET pgsplit.route = 'primary'", &[]).await;
+        if in_transaction {
+            client.batch_execute("commit").await.unwrap();
+        }
+        if let Err(e) = result {
+            // Refused: fine, as long as the connection goes on.
+            eprintln!(
+                "SET pgsplit.route over the extended protocol, {context}: {}",
+                describe(&e)
+            );
+            settled(&proxy).await;
+            assert_replica(
+                port(&client, "select inet_server_port()").await,
+                "a read after the refused SET",
+            );
+            continue;
+        }
+        let shown = common::show(&client, "SHOW pgsplit.route").await;
+        for (p, how) in [
+            (
+                port_ext(&client, "select inet_server_port()").await,
+                "extended",
             ),
-        );
+            (port(&client, "select inet_server_port()").await, "simple"),
+        ] {
+            if p != primary() {
+                problems.push(format!(
+                    "SET pgsplit.route = 'primary' over the extended protocol {context} \
+                     succeeded, yet the {how} read ran on {p} (SHOW pgsplit.route says {shown:?})"
+                ));
+            }
+        }
     }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1146,6 +1297,7 @@ async fn primary_tables_are_read_on_the_primary() {
     let cfg = inventory.clone();
     let proxy = routed(move |c| c.routing.primary_tables = vec![cfg]).await;
     let f = Fixture::new().await;
+    let _cleanup = cleanup(&format!("drop table if exists {inventory}")).await;
     let setup = app_on_primary().await;
     setup
         .batch_execute(&format!(
@@ -1192,11 +1344,6 @@ async fn primary_tables_are_read_on_the_primary() {
         assert_replica(port(&client, &sql).await, &sql);
         assert_replica(port_ext(&client, &sql).await, &format!("extended {sql}"));
     }
-    setup
-        .batch_execute(&format!("drop table {inventory}"))
-        .await
-        .unwrap();
-    f.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1297,7 +1444,6 @@ async fn prepared_statements_route_by_their_own_sql() {
     let got = read_batch(&mut raw).await;
     assert!(got.errors.is_empty(), "{got:?}");
     assert_primary(got.values[0].parse().unwrap(), "unnamed UPDATE");
-    f.drop().await;
 }
 
 /// A client that sends its next statement before the previous one's results came back
@@ -1398,7 +1544,6 @@ async fn pipelined_write_after_a_replica_read_runs_on_the_primary() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    f.drop().await;
 }
 
 /// tokio-postgres returns an error to the application as soon as the ErrorResponse
@@ -1441,7 +1586,6 @@ async fn statement_sent_right_after_an_error_is_routed_by_its_own_sql() {
         problems.len(),
         problems.join("\n")
     );
-    f.drop().await;
 }
 
 /// A FunctionCall message (libpq's PQfn, used by its large-object API: lo_creat, lo_write,
@@ -1487,7 +1631,6 @@ async fn function_calls_run_on_the_primary() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    f.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1554,6 +1697,7 @@ async fn session_bound_features_hold_the_client_on_the_primary() {
 async fn session_settings_follow_the_client_to_replicas() {
     let proxy = routed(|_| {}).await;
     let schema = unique("s_routing");
+    let _cleanup = cleanup(&format!("drop schema if exists {schema} cascade")).await;
     let setup = app_on_primary().await;
     setup
         .batch_execute(&format!(
@@ -1607,10 +1751,6 @@ async fn session_settings_follow_the_client_to_replicas() {
             row[0]
         );
     }
-    setup
-        .batch_execute(&format!("drop schema {schema} cascade"))
-        .await
-        .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1762,7 +1902,6 @@ async fn pin_after_write_reads_own_writes_then_returns_to_replicas() {
         "the machine is too slow for this test"
     );
     assert_primary(read.port, "the read right after an extended write");
-    f.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1787,7 +1926,6 @@ async fn pin_after_write_zero_disables_the_pin() {
         );
     }
     assert_eq!(before.since(&proxy).reason(Reason::Pinned), 0);
-    f.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1859,7 +1997,6 @@ async fn transactions_pin_only_when_they_wrote() {
         port_ext(&client, "select inet_server_port()").await,
         "read after a committed transaction (extended)",
     );
-    f.drop().await;
 }
 
 /// Preparing a statement is not writing: a client that prepares an UPDATE (without
@@ -1877,7 +2014,6 @@ async fn preparing_a_write_does_not_pin() {
         port_ext(&client, "select inet_server_port()").await,
         "a read after preparing (not executing) an UPDATE",
     );
-    f.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1886,6 +2022,7 @@ async fn read_your_writes_against_replicas_that_are_always_behind() {
     let pin = Duration::from_secs(3);
     let proxy = pinned_proxy(pin).await;
     let table = unique("ryw_routing");
+    let _cleanup = cleanup(&format!("drop table if exists {table}")).await;
     let setup = app_on_primary().await;
     setup
         .batch_execute(&format!(
@@ -1940,10 +2077,6 @@ async fn read_your_writes_against_replicas_that_are_always_behind() {
     assert!(back.done >= last_write + pin);
     drop(behind);
     eprintln!("watcher saw {stale_for_watcher}/{ROUNDS} rows missing; writer saw none");
-    setup
-        .batch_execute(&format!("drop table {table}"))
-        .await
-        .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2057,11 +2190,46 @@ async fn pgbench_tpcb_through_routing_has_no_read_only_errors() {
     drop(lock);
 }
 
+/// Opens server connections before a timed run: `primary` transactions on the primary and
+/// `replicas` read-only transactions on the replicas, all open at once. Each new server
+/// connection costs a SCRAM login (PBKDF2, about 0.1 s of CPU in a debug build), which
+/// would otherwise eat into a short pgbench run.
+async fn warm_up(proxy: &TestProxy, primary: usize, replicas: usize) {
+    let n = primary + replicas;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(n));
+    // Log every client in first: a login borrows a primary connection too.
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(proxy.connect("routing_warm_up").await);
+    }
+    let mut tasks = Vec::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let begin = if i < primary {
+                "begin"
+            } else {
+                "begin read only"
+            };
+            client.batch_execute(begin).await.unwrap();
+            client.simple_query("select 1").await.unwrap();
+            barrier.wait().await;
+            client.batch_execute("commit").await.unwrap();
+        }));
+    }
+    for t in tasks {
+        common::with_timeout(120, "warming the pools up", t)
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_workload_sends_reads_to_replicas_and_writes_to_the_primary() {
     let proxy =
         routed(|c| c.pool.checkout_timeout = pgsplit::config::Duration::from_secs(60)).await;
     let table = unique("mixed_routing");
+    let _cleanup = cleanup(&format!("drop table if exists {table}")).await;
     let setup = app_on_primary().await;
     setup
         .batch_execute(&format!(
@@ -2087,6 +2255,7 @@ async fn mixed_workload_sends_reads_to_replicas_and_writes_to_the_primary() {
     .unwrap();
     let script_arg = script.to_string_lossy().into_owned();
 
+    warm_up(&proxy, 10, 20).await;
     let mut total_writes = 0;
     for mode in ["simple", "prepared"] {
         let before = Counts::of(&proxy);
@@ -2152,10 +2321,6 @@ async fn mixed_workload_sends_reads_to_replicas_and_writes_to_the_primary() {
         "{total_writes} writes routed, {sum} applied"
     );
     let _ = std::fs::remove_file(&script);
-    setup
-        .batch_execute(&format!("drop table {table}"))
-        .await
-        .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------
