@@ -250,12 +250,25 @@ impl ServerConn {
                     scram = Some(client);
                 }
                 11 | 12 => {
-                    let client = scram.as_mut().ok_or_else(|| BackendError::Auth {
+                    let mut client = scram.take().ok_or_else(|| BackendError::Auth {
                         node: node.clone(),
                         reason: "SASL message before SASL started".into(),
                     })?;
                     let step = if code == 11 {
-                        client.update(data)
+                        // The key derivation (PBKDF2, thousands of rounds) runs off the
+                        // async threads, so a new server connection never stalls clients.
+                        let data = data.to_vec();
+                        let (c, step) = tokio::task::spawn_blocking(move || {
+                            let step = client.update(&data);
+                            (client, step)
+                        })
+                        .await
+                        .map_err(|e| BackendError::Auth {
+                            node: node.clone(),
+                            reason: e.to_string(),
+                        })?;
+                        client = c;
+                        step
                     } else {
                         client.finish(data)
                     };
@@ -267,6 +280,7 @@ impl ServerConn {
                         let reply = sasl_response(client.message());
                         self.write(&reply).await?;
                     }
+                    scram = Some(client);
                 }
                 method => return Err(BackendError::UnsupportedAuth { node, method }),
             }

@@ -21,6 +21,7 @@ pub mod code {
     pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const IN_FAILED_TRANSACTION: &str = "25P02";
     pub const INTERNAL_ERROR: &str = "XX000";
 }
 

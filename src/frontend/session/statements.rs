@@ -13,7 +13,7 @@ impl Session {
             return self.answer_locally(answer);
         }
         if let Some(command) = router::route_command(sql) {
-            return self.on_route_command(command);
+            return self.on_route_command(command).await;
         }
         self.settings.statement_sent(sql);
         let route_sql = frame.bytes.slice(5..5 + sql.len());
@@ -31,17 +31,21 @@ impl Session {
         let Some(parse) = read_parse(frame.body()) else {
             return Err(malformed("Parse"));
         };
-        if self.server.is_none() && router::route_command(parse.query).is_some() {
+        if router::route_command(parse.query).is_some() {
             // pgsplit answers `SET / SHOW pgsplit.route` only as simple queries; over the
             // extended protocol it says so rather than let the server accept a setting
             // that would change nothing.
-            PgError::error(
-                code::FEATURE_NOT_SUPPORTED,
-                "pgsplit.route can only be set or shown with a simple query (not a prepared statement)",
-            )
-            .encode(&mut self.outbox);
-            self.skip_to_sync = true;
-            return Ok(());
+            const REFUSAL: &str = "pgsplit.route can only be set or shown with a simple query (not a prepared statement)";
+            if self.server.is_none() {
+                PgError::error(code::FEATURE_NOT_SUPPORTED, REFUSAL).encode(&mut self.outbox);
+                self.skip_to_sync = true;
+                return Ok(());
+            }
+            // Inside a transaction the refusal must abort it, as any error would: the
+            // server runs a statement that fails with the same error instead.
+            let raise = raise_sql(code::FEATURE_NOT_SUPPORTED, REFUSAL);
+            let bytes = msg::parse_message(parse.name, raise.as_bytes(), parse.param_types);
+            return Box::pin(self.on_parse(Frame { tag: b'P', bytes })).await;
         }
         if parse.name.is_empty() {
             // The query sits after the (empty) name and its terminator.
@@ -276,10 +280,31 @@ impl Session {
     }
 
     /// `SET / RESET / SHOW pgsplit.route`, answered by pgsplit.
-    pub(super) fn on_route_command(
+    pub(super) async fn on_route_command(
         &mut self,
         command: router::RouteCommand,
     ) -> Result<(), SessionEnd> {
+        let in_block = self.server.is_some() && self.status != TxStatus::Idle;
+        if let (true, router::RouteCommand::Invalid(value)) = (in_block, &command) {
+            // An error inside a transaction block aborts it, as PostgreSQL would: the
+            // server runs a statement that fails with the same error (in a block that
+            // already failed, it answers 25P02 itself).
+            let raise = raise_sql(code::INVALID_PARAMETER_VALUE, &invalid_route(value));
+            self.to_server
+                .extend_from_slice(&msg::query_message(&raise));
+            self.queue.push(Pending::reply(Kind::Query));
+            return Ok(());
+        }
+        if in_block && self.status == TxStatus::Failed {
+            let raise = raise_sql(
+                code::IN_FAILED_TRANSACTION,
+                "current transaction is aborted",
+            );
+            self.to_server
+                .extend_from_slice(&msg::query_message(&raise));
+            self.queue.push(Pending::reply(Kind::Query));
+            return Ok(());
+        }
         let mut answer = BytesMut::new();
         match command {
             router::RouteCommand::Set(mode) => {
@@ -294,12 +319,26 @@ impl Session {
                 msg::single_value("pgsplit.route", value, &mut answer);
                 msg::command_complete("SHOW", &mut answer);
             }
-            router::RouteCommand::Invalid(value) => PgError::error(
-                code::INVALID_PARAMETER_VALUE,
-                format!("invalid value for parameter \"pgsplit.route\": \"{value}\" (use 'auto' or 'primary')"),
-            )
-            .encode(&mut answer),
+            router::RouteCommand::Invalid(value) => {
+                PgError::error(code::INVALID_PARAMETER_VALUE, invalid_route(&value))
+                    .encode(&mut answer)
+            }
         }
         self.reply_locally(answer)
     }
+}
+
+/// The message for a bad `SET pgsplit.route` value.
+fn invalid_route(value: &str) -> String {
+    format!("invalid value for parameter \"pgsplit.route\": \"{value}\" (use 'auto' or 'primary')")
+}
+
+/// SQL that fails with `code` and `message` when the server runs it: how pgsplit makes an
+/// error of its own abort the client's transaction block, exactly as a server error would.
+fn raise_sql(code: &str, message: &str) -> String {
+    format!(
+        "DO $pgsplit$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = {}; END$pgsplit$",
+        // No `$` in the message, so it cannot end the dollar quote.
+        crate::frontend::settings::quote_literal(&message.replace('$', ""))
+    )
 }
