@@ -527,20 +527,7 @@ async fn client_killed_mid_transaction_is_rolled_back() {
     conn_task.abort();
     let _ = conn_task.await;
     drop(client);
-    wait_until(
-        5,
-        "no idle-in-transaction backend for the killed client",
-        || {
-            let (checker, app) = (&checker, &app);
-            async move {
-                backends(checker, app)
-                    .await
-                    .iter()
-                    .all(|(s, _)| s != "idle in transaction")
-            }
-        },
-    )
-    .await;
+    wait_no_idle_in_transaction(&checker, &app).await;
     // The pool of one is usable right away by someone else.
     let next = proxy.connect(&format!("{app}_next")).await;
     let n: i64 = with_timeout(
@@ -811,23 +798,25 @@ async fn client_killed_mid_transaction_in_session_mode() {
     conn_task.abort();
     let _ = conn_task.await;
     drop(client);
-    wait_until(
-        5,
-        "no idle-in-transaction backend for the killed client",
-        || {
-            let (checker, app) = (&checker, &app);
-            async move {
-                backends(checker, app)
-                    .await
-                    .iter()
-                    .all(|(s, _)| s != "idle in transaction")
-            }
-        },
-    )
-    .await;
+    wait_no_idle_in_transaction(&checker, &app).await;
     let next = proxy.connect(&format!("{app}_next")).await;
     assert_eq!(
         show(&next, &format!("select pg_try_advisory_xact_lock({key})")).await,
         "t"
     );
+}
+
+/// Waits (up to 5 s) until the primary has no idle-in-transaction backend for `app`.
+async fn wait_no_idle_in_transaction(checker: &tokio_postgres::Client, app: &str) {
+    wait_until(
+        5,
+        "no idle-in-transaction backend for the killed client",
+        || async move {
+            backends(checker, app)
+                .await
+                .iter()
+                .all(|(s, _)| s != "idle in transaction")
+        },
+    )
+    .await;
 }
