@@ -266,10 +266,11 @@ async fn login_client(
         LOGIN_TIMEOUT,
     )
     .await?;
+    // Unknown users never get here (their exchange cannot succeed); be sure anyway.
     let user = user.ok_or_else(|| {
         LoginError::Refused(PgError::fatal(
             code::INVALID_PASSWORD,
-            "password authentication failed",
+            format!("password authentication failed for user \"{user_name}\""),
         ))
     })?;
     let database = login::find_database(&proxy.config.databases, &database_name)?;
@@ -290,8 +291,8 @@ async fn login_client(
         })
         .collect();
 
-    // A server connection tells the client's startup parameters apart: the client sees
-    // the ParameterStatus values a server reports with its settings applied.
+    // The client's ParameterStatus values come from a real server connection with the
+    // client's startup parameters applied, exactly as PostgreSQL would report them.
     let settings = ClientSettings::from_startup(&startup.params);
     let primary = proxy.routing.primary;
     let mut server = pools[primary].get().await.map_err(|e| {
@@ -300,10 +301,9 @@ async fn login_client(
             other => format!("no server connection available: {other}"),
         };
         let sqlstate = match &e {
-            deadpool::managed::PoolError::Backend(crate::backend::BackendError::Server {
-                code,
-                ..
-            }) if code == "3D000" => code::UNKNOWN_DATABASE,
+            deadpool::managed::PoolError::Backend(
+                b @ crate::backend::BackendError::Server { .. },
+            ) => code::relayed(b.sqlstate()),
             _ => code::CANNOT_CONNECT,
         };
         LoginError::Refused(PgError::fatal(sqlstate, message))
@@ -311,7 +311,7 @@ async fn login_client(
     apply_settings(&mut server, settings.current())
         .await
         .map_err(|e| {
-            LoginError::Refused(PgError::fatal(code::CONNECTION_FAILURE, e.to_string()))
+            LoginError::Refused(PgError::fatal(code::relayed(e.sqlstate()), e.to_string()))
         })?;
     let cancel = proxy.cancel.register();
     for status in server.parameters.values() {

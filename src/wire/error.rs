@@ -22,7 +22,23 @@ pub mod code {
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const IN_FAILED_TRANSACTION: &str = "25P02";
+    pub const UNDEFINED_OBJECT: &str = "42704";
     pub const INTERNAL_ERROR: &str = "XX000";
+
+    /// The SQLSTATE pgsplit shows when it reports a server's failure in an error of its
+    /// own (a checkout or settings sync that failed): the codes a client can act on are
+    /// kept, anything else becomes a connection failure.
+    pub fn relayed(code: &str) -> &'static str {
+        match code {
+            "08001" => CANNOT_CONNECT,
+            "3D000" => UNKNOWN_DATABASE,
+            "28P01" => INVALID_PASSWORD,
+            "53300" => TOO_MANY_CONNECTIONS,
+            "22023" => INVALID_PARAMETER_VALUE,
+            "42704" => UNDEFINED_OBJECT,
+            _ => CONNECTION_FAILURE,
+        }
+    }
 }
 
 /// How bad an error is: `Error` ends the statement, `Fatal` ends the connection.

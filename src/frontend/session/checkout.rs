@@ -217,7 +217,7 @@ impl Session {
         self.attach(server);
         if let Err(e) = self.sync_settings().await {
             let err = PgError::error(
-                static_code(e.sqlstate()),
+                code::relayed(e.sqlstate()),
                 format!("could not apply session settings on the server: {e}"),
             );
             err.encode(&mut self.outbox);
@@ -297,22 +297,8 @@ fn checkout_error(e: &PoolError<BackendError>, node: &str) -> PgError {
             code::TOO_MANY_CONNECTIONS,
             format!("pgsplit: no server connection to node {node} became free in time (pool exhausted; raise pool.max_size or pool.checkout_timeout)"),
         ),
-        PoolError::Backend(b) => PgError::error(static_code(b.sqlstate()), b.to_string()),
+        PoolError::Backend(b) => PgError::error(code::relayed(b.sqlstate()), b.to_string()),
         other => PgError::error(code::CONNECTION_FAILURE, format!("pgsplit: {other}")),
-    }
-}
-
-/// The SQLSTATE to show for a server-side failure pgsplit reports in its own error:
-/// the codes a client can act on are kept, anything else becomes a connection failure.
-fn static_code(code: &str) -> &'static str {
-    match code {
-        "08001" => code::CANNOT_CONNECT,
-        "3D000" => code::UNKNOWN_DATABASE,
-        "28P01" => code::INVALID_PASSWORD,
-        "53300" => code::TOO_MANY_CONNECTIONS,
-        "22023" => "22023",
-        "42704" => "42704",
-        _ => code::CONNECTION_FAILURE,
     }
 }
 
