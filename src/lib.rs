@@ -8,6 +8,7 @@ pub mod classify;
 pub mod config;
 pub mod frontend;
 pub mod lag;
+pub mod monitor;
 pub mod net;
 pub mod prepared;
 pub mod router;

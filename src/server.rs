@@ -135,6 +135,25 @@ impl Proxy {
         &self.routing
     }
 
+    /// Starts the lag guard's checks of every node.
+    fn start_monitor(&self) {
+        let nodes = self.pools.nodes();
+        let replicas = self
+            .config
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.role == NodeRole::Replica)
+            .map(|(i, _)| (i, nodes[i].clone()))
+            .collect();
+        crate::monitor::spawn(
+            nodes[self.routing.primary].clone(),
+            replicas,
+            self.routing.topology.clone(),
+            crate::monitor::MonitorSettings::from_config(&self.config),
+        );
+    }
+
     /// Clients connected now.
     pub fn client_count(&self) -> usize {
         self.clients.load(Ordering::Relaxed)
@@ -163,6 +182,7 @@ impl Listener {
     pub async fn serve(self) {
         let proxy = self.proxy.clone();
         tokio::spawn(maintain(Arc::downgrade(&proxy)));
+        proxy.start_monitor();
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {

@@ -45,6 +45,52 @@ pub struct Config {
     /// `[routing]`: read/write splitting.
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// `[lag]`: the replica lag guard.
+    #[serde(default)]
+    pub lag: LagConfig,
+}
+
+/// `[lag]`: how replica lag is watched and when a replica leaves the read rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LagConfig {
+    /// How often each node is checked. Default 250ms; > 0.
+    pub check_interval: Duration,
+    /// A replica further behind than this many bytes of WAL leaves the rotation.
+    /// Default 16MB; 0 = bytes do not eject.
+    pub max_replica_lag: ByteSize,
+    /// A replica further behind than this in time leaves the rotation. Default 0 = time
+    /// does not eject (a replica kept deliberately behind stays in).
+    pub max_replica_delay: Duration,
+    /// It comes back once its lag has stayed at or below this percentage of the
+    /// thresholds for `readmit_after`. Default 50; 1..=100.
+    pub readmit_percent: u32,
+    /// Default 1s.
+    pub readmit_after: Duration,
+    /// Consecutive failed checks that mark a replica down. Default 3; > 0.
+    pub down_after_failures: u32,
+    /// Consecutive good checks that bring a down replica back. Default 2; > 0.
+    pub up_after_successes: u32,
+    /// The `[[users]]` entry whose server login the monitor uses. Default: the first user.
+    pub monitor_user: Option<String>,
+    /// The database the monitor connects to. Default: the first database.
+    pub monitor_database: Option<String>,
+}
+
+impl Default for LagConfig {
+    fn default() -> Self {
+        LagConfig {
+            check_interval: Duration::from_millis(250),
+            max_replica_lag: ByteSize::mb(16),
+            max_replica_delay: Duration::ZERO,
+            readmit_percent: 50,
+            readmit_after: Duration::from_secs(1),
+            down_after_failures: 3,
+            up_after_successes: 2,
+            monitor_user: None,
+            monitor_database: None,
+        }
+    }
 }
 
 /// `[routing]`: which node runs each transaction.

@@ -16,7 +16,46 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     databases(config, &mut out);
     users(config, &mut out);
     routing(config, &mut out);
+    lag(config, &mut out);
     out.0
+}
+
+fn lag(config: &Config, out: &mut Problems) {
+    let lag = &config.lag;
+    if lag.check_interval.is_zero() {
+        out.add("lag.check_interval", "must be greater than 0");
+    }
+    if lag.max_replica_lag.as_u64() == 0 && lag.max_replica_delay.is_zero() {
+        out.add(
+            "lag.max_replica_lag",
+            "max_replica_lag and max_replica_delay cannot both be 0",
+        );
+    }
+    if !(1..=100).contains(&lag.readmit_percent) {
+        out.add("lag.readmit_percent", "must be between 1 and 100");
+    }
+    if lag.down_after_failures == 0 {
+        out.add("lag.down_after_failures", "must be at least 1");
+    }
+    if lag.up_after_successes == 0 {
+        out.add("lag.up_after_successes", "must be at least 1");
+    }
+    if let Some(user) = &lag.monitor_user {
+        if config.user(user).is_none() {
+            out.add(
+                "lag.monitor_user",
+                format!("no [[users]] entry named {user:?}"),
+            );
+        }
+    }
+    if let Some(db) = &lag.monitor_database {
+        if config.database(db).is_none() {
+            out.add(
+                "lag.monitor_database",
+                format!("no [[databases]] entry named {db:?}"),
+            );
+        }
+    }
 }
 
 fn routing(config: &Config, out: &mut Problems) {
