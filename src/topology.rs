@@ -116,9 +116,15 @@ impl Topology {
         self.replicas.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Leases the replica that should take the next read, if any is available.
-    pub fn lease(self: &Arc<Self>, now: Instant) -> Option<Lease> {
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+    /// Leases the replica that should take the next read, if any is available. `turn`
+    /// says whether this read takes a round-robin turn: a batch that only prepares and
+    /// describes a statement does not, so a client that prepares and then executes each
+    /// query does not keep executing on the same replica.
+    pub fn lease(self: &Arc<Self>, now: Instant, turn: bool) -> Option<Lease> {
+        let turn = match turn {
+            true => self.turn.fetch_add(1, Ordering::Relaxed),
+            false => self.turn.load(Ordering::Relaxed),
+        };
         let mut replicas = self.lock();
         let i = choose(&replicas, now, turn)?;
         let r = &mut replicas[i];
@@ -206,10 +212,10 @@ mod tests {
             Duration::from_secs(5),
         ));
         let now = Instant::now();
-        let a = topo.lease(now).unwrap();
-        let b = topo.lease(now).unwrap();
+        let a = topo.lease(now, true).unwrap();
+        let b = topo.lease(now, true).unwrap();
         assert_ne!(a.node, b.node);
-        let c = topo.lease(now).unwrap();
+        let c = topo.lease(now, true).unwrap();
         assert_eq!(
             topo.snapshot().iter().map(|r| r.outstanding).sum::<usize>(),
             3
@@ -217,7 +223,23 @@ mod tests {
         drop((a, b, c));
         assert!(topo.snapshot().iter().all(|r| r.outstanding == 0));
         topo.refused(1, now);
-        assert_eq!(topo.lease(now).unwrap().node, 2);
+        assert_eq!(topo.lease(now, true).unwrap().node, 2);
         assert_eq!(topo.snapshot().iter().map(|r| r.reads).sum::<u64>(), 4);
+    }
+
+    #[test]
+    fn a_lease_without_a_turn_leaves_the_round_robin_where_it_was() {
+        let topo = Arc::new(Topology::new(
+            vec![Replica::new(1, 1), Replica::new(2, 1)],
+            Duration::from_secs(5),
+        ));
+        let now = Instant::now();
+        let mut nodes = Vec::new();
+        for _ in 0..4 {
+            // Describe-only batch, then the execution: alternate between replicas.
+            drop(topo.lease(now, false));
+            nodes.push(topo.lease(now, true).unwrap().node);
+        }
+        assert_eq!(nodes, vec![1, 2, 1, 2]);
     }
 }

@@ -74,7 +74,9 @@ impl Session {
                         hint_primary: false,
                     },
                 };
-                self.check_out(batch).await?
+                // A batch that only prepares/describes takes no round-robin turn.
+                let executes = !extended || self.batch_executes();
+                self.check_out(batch, executes).await?
             }
         };
         Ok(attached)
@@ -144,6 +146,24 @@ impl Session {
         }
     }
 
+    /// Whether the rest of the current extended-protocol batch (up to its Sync) executes
+    /// something, as opposed to only preparing and describing.
+    fn batch_executes(&self) -> bool {
+        let mut rest = &self.inbox[..];
+        while let Ok(Some(total)) = peek_frame_len(rest, self.ctx.max_message_size) {
+            match rest.first() {
+                Some(b'E') => return true,
+                Some(b'S') | None => return false,
+                _ => {}
+            }
+            if rest.len() < total {
+                return true;
+            }
+            rest = &rest[total..];
+        }
+        true
+    }
+
     /// A server kept across statements (session pooling, a pinned client) whose settings
     /// were reset (RESET ALL, DISCARD ALL) gets the client's back before the next
     /// statement, as PostgreSQL restores startup values on RESET.
@@ -163,7 +183,11 @@ impl Session {
     /// Routes a transaction of class `class` and checks out a server connection on the
     /// chosen node. A replica that cannot be reached is skipped for a cooldown and the
     /// next choice is tried.
-    pub(super) async fn check_out(&mut self, class: Classification) -> Result<bool, SessionEnd> {
+    pub(super) async fn check_out(
+        &mut self,
+        class: Classification,
+        executes: bool,
+    ) -> Result<bool, SessionEnd> {
         let routing = self.ctx.routing.clone();
         let now = Instant::now();
         self.routing.serializable = self.settings.serializable();
@@ -175,7 +199,7 @@ impl Session {
             }
         } else {
             router::decide(&routing.policy, &self.routing, &class, now, || {
-                lease = routing.topology.lease(now);
+                lease = routing.topology.lease(now, executes);
                 lease.as_ref().map(|l| l.node)
             })
         };
@@ -193,7 +217,7 @@ impl Session {
                 Err(e) if node != routing.primary && unreachable(&e) => {
                     tracing::warn!(node = %pool.manager_node(), error = %e, "replica unreachable; skipping it for the cooldown");
                     routing.topology.refused(node, now);
-                    lease = routing.topology.lease(now);
+                    lease = routing.topology.lease(now, true);
                     node = match (&lease, routing.policy.fallback) {
                         (Some(l), _) => l.node,
                         (None, router::Fallback::Primary) => {
