@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         println!("{}: configuration is valid", args.config.display());
         return ExitCode::SUCCESS;
     }
-    match run(config) {
+    match run(config, args.config.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pgsplit: {e:#}");
@@ -63,7 +63,7 @@ fn report_config_error(path: &std::path::Path, e: &ConfigError) {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
     // One thread (like PgBouncer) is fastest when the proxy shares a small machine with
     // PostgreSQL and the clients; more threads help where it has cores of its own.
     let threads = config.proxy.worker_threads;
@@ -89,9 +89,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         let serving = tokio::spawn(listener.serve());
         loop {
             match signals.next().await {
-                Signal::Hangup => {
-                    tracing::warn!("SIGHUP received: configuration reload is not implemented yet")
-                }
+                Signal::Hangup => reload(&proxy, &config_path),
                 Signal::Interrupt => {
                     tracing::info!("SIGINT received: exiting now");
                     log_totals(&proxy);
@@ -127,6 +125,27 @@ fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// SIGHUP: reads the configuration file again; an invalid file changes nothing.
+fn reload(proxy: &pgsplit::server::Proxy, path: &std::path::Path) {
+    match Config::load(path) {
+        Ok(config) => {
+            let needs_restart = proxy.reload(&config);
+            if needs_restart.is_empty() {
+                tracing::info!(path = %path.display(), "configuration reloaded");
+            } else {
+                tracing::warn!(
+                    path = %path.display(),
+                    sections = %needs_restart.join(", "),
+                    "configuration reloaded; these changes need a restart and were not applied"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "reload refused; the old configuration stays")
+        }
+    }
 }
 
 /// One log line with where transactions went, by node and by reason.

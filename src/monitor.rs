@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, NoTls};
 
@@ -73,6 +74,7 @@ pub fn spawn(
     replicas: Vec<(usize, Arc<NodeAddr>)>,
     topology: Arc<Topology>,
     settings: MonitorSettings,
+    thresholds: watch::Receiver<LagThresholds>,
 ) {
     let timeline = Arc::new(Mutex::new(PrimaryTimeline::new()));
     tokio::spawn(watch_primary(primary, timeline.clone(), settings.clone()));
@@ -91,6 +93,7 @@ pub fn spawn(
             timeline.clone(),
             topology.clone(),
             settings.clone(),
+            thresholds.clone(),
         ));
     }
 }
@@ -188,6 +191,7 @@ async fn watch_replica(
     timeline: Arc<Mutex<PrimaryTimeline>>,
     topology: Arc<Topology>,
     settings: MonitorSettings,
+    mut thresholds: watch::Receiver<LagThresholds>,
 ) {
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -198,6 +202,12 @@ async fn watch_replica(
     };
     loop {
         tick.tick().await;
+        if thresholds.has_changed().unwrap_or(false) {
+            let new = thresholds.borrow_and_update().clone();
+            if let Err(e) = health.set_thresholds(new) {
+                tracing::warn!(node = %node.name, error = %e, "lag thresholds refused; keeping the old ones");
+            }
+        }
         let sample = match control
             .query_one("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()")
             .await

@@ -21,6 +21,7 @@ use crate::config::{ClientAuth, Config, NodeRole, PasswordKind, PoolMode};
 use crate::frontend::login::{self, Accepted, LoginError};
 use crate::frontend::session::{apply_settings, Server, Session, SessionContext};
 use crate::frontend::settings::ClientSettings;
+use crate::monitor::MonitorSettings;
 use crate::router::{Policy, RouteStats, Routing};
 use crate::topology::{Replica, Topology};
 use crate::wire::error::code;
@@ -39,6 +40,8 @@ pub struct Proxy {
     clients: AtomicUsize,
     /// SCRAM secrets of the configured users, derived once.
     secrets: HashMap<String, ScramSecret>,
+    /// The lag thresholds the monitor applies; replaced live on reload.
+    lag_thresholds: tokio::sync::watch::Sender<crate::lag::LagThresholds>,
 }
 
 /// A bound, not yet serving, proxy.
@@ -113,7 +116,10 @@ impl Proxy {
             primary,
             stats: RouteStats::new(config.nodes.len()),
         });
+        let (lag_thresholds, _) =
+            tokio::sync::watch::channel(MonitorSettings::from_config(&config).thresholds);
         Proxy {
+            lag_thresholds,
             pools: Pools::new(nodes, settings),
             routing,
             cancel: Arc::new(CancelRegistry::default()),
@@ -150,8 +156,48 @@ impl Proxy {
             nodes[self.routing.primary].clone(),
             replicas,
             self.routing.topology.clone(),
-            crate::monitor::MonitorSettings::from_config(&self.config),
+            MonitorSettings::from_config(&self.config),
+            self.lag_thresholds.subscribe(),
         );
+    }
+
+    /// Applies a reloaded configuration (SIGHUP): the lag thresholds change at once, for
+    /// the next check of every replica. Other changes need a restart; they are returned
+    /// so the caller can say so. An invalid configuration never gets here (the loader
+    /// validates it), so the old values stay on any error.
+    pub fn reload(&self, new: &Config) -> Vec<&'static str> {
+        let thresholds = MonitorSettings::from_config(new).thresholds;
+        if *self.lag_thresholds.borrow() != thresholds {
+            tracing::info!(?thresholds, "lag thresholds changed");
+            self.lag_thresholds.send_replace(thresholds);
+        }
+        let mut needs_restart = Vec::new();
+        if new.proxy != self.config.proxy {
+            needs_restart.push("proxy");
+        }
+        if new.pool != self.config.pool {
+            needs_restart.push("pool");
+        }
+        if new.nodes != self.config.nodes
+            || new.databases != self.config.databases
+            || new.users != self.config.users
+        {
+            needs_restart.push("nodes/databases/users");
+        }
+        if new.routing != self.config.routing {
+            needs_restart.push("routing");
+        }
+        let lag_rest = |c: &Config| {
+            (
+                c.lag.check_interval,
+                c.lag.monitor_user.clone(),
+                c.lag.monitor_database.clone(),
+            )
+        };
+        if lag_rest(new) != lag_rest(&self.config) {
+            needs_restart.push("lag.check_interval/monitor_user/monitor_database");
+        }
+        needs_restart
     }
 
     /// Clients connected now.

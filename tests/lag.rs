@@ -63,6 +63,25 @@ async fn a_paused_replica_is_ejected_and_readmitted() {
         c.lag.max_replica_lag = ByteSize::mb(2);
     })
     .await;
+    eject_and_readmit(&proxy).await;
+}
+
+/// The threshold changed live (what SIGHUP does after reading the file again): the 8 MB
+/// behind that the default 16 MB tolerates now ejects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_lowered_live_takes_effect() {
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let mut lowered = common::test_config();
+    lowered.routing.enabled = true;
+    lowered.lag.max_replica_lag = ByteSize::mb(2);
+    let needs_restart = proxy.proxy.reload(&lowered);
+    assert!(needs_restart.is_empty(), "{needs_restart:?}");
+    eject_and_readmit(&proxy).await;
+}
+
+/// Pauses replay on replica1, writes 8 MB on the primary, and checks that replica1 leaves
+/// the rotation within 2 s while replica2 serves, then comes back within 3 s of resuming.
+async fn eject_and_readmit(proxy: &TestProxy) {
     // No other test may pause or delay the replicas meanwhile.
     let lock = superuser().await;
     lock.batch_execute(&format!("select pg_advisory_lock({REPLICA_REPLAY_LOCK})"))
@@ -73,7 +92,7 @@ async fn a_paused_replica_is_ejected_and_readmitted() {
 
     // Both replicas serve at first.
     wait_until(10, "both replicas serve reads", || async {
-        let ports = read_ports(&proxy, 8).await;
+        let ports = read_ports(proxy, 8).await;
         ports.contains(&(replica1 as i32)) && ports.contains(&(replica2 as i32))
     })
     .await;
@@ -97,11 +116,11 @@ async fn a_paused_replica_is_ejected_and_readmitted() {
     wait_until(
         2,
         "replica1 ejected within 2 s of the 8 MB write",
-        || async { state_of(&proxy, replica1_index) == Some(ReplicaState::Lagging) },
+        || async { state_of(proxy, replica1_index) == Some(ReplicaState::Lagging) },
     )
     .await;
     let ejected_after = written.elapsed();
-    let ports = read_ports(&proxy, 20).await;
+    let ports = read_ports(proxy, 20).await;
     assert!(
         !ports.contains(&(replica1 as i32)),
         "a read reached the lagging replica: {ports:?}"
@@ -116,12 +135,12 @@ async fn a_paused_replica_is_ejected_and_readmitted() {
         .unwrap();
     let resumed = Instant::now();
     wait_until(3, "replica1 readmitted within 3 s of resuming", || async {
-        state_of(&proxy, replica1_index) == Some(ReplicaState::Healthy)
+        state_of(proxy, replica1_index) == Some(ReplicaState::Healthy)
     })
     .await;
     let readmitted_after = resumed.elapsed();
     wait_until(5, "replica1 serves reads again", || async {
-        read_ports(&proxy, 8).await.contains(&(replica1 as i32))
+        read_ports(proxy, 8).await.contains(&(replica1 as i32))
     })
     .await;
     eprintln!(
@@ -133,8 +152,5 @@ async fn a_paused_replica_is_ejected_and_readmitted() {
         .unwrap();
     // Hold the state stable: no flapping back while it is caught up.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        state_of(&proxy, replica1_index),
-        Some(ReplicaState::Healthy)
-    );
+    assert_eq!(state_of(proxy, replica1_index), Some(ReplicaState::Healthy));
 }
