@@ -154,3 +154,67 @@ async fn eject_and_readmit(proxy: &TestProxy) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(state_of(proxy, replica1_index), Some(ReplicaState::Healthy));
 }
+
+/// Both replicas paused behind the threshold: reads go to the primary (the fallback) and
+/// see data written after the pause, which the replicas do not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_both_replicas_behind_reads_go_to_the_primary_and_are_fresh() {
+    let proxy = TestProxy::start(|c| {
+        c.routing.enabled = true;
+        c.lag.max_replica_lag = ByteSize::mb(2);
+    })
+    .await;
+    let lock = superuser().await;
+    lock.batch_execute(&format!("select pg_advisory_lock({REPLICA_REPLAY_LOCK})"))
+        .await
+        .unwrap();
+    let ports = [node_port("replica1"), node_port("replica2")];
+    let mut paused = Vec::new();
+    for port in ports {
+        replica_superuser(port)
+            .await
+            .batch_execute("select pg_wal_replay_pause()")
+            .await
+            .unwrap();
+        paused.push(Paused(port));
+    }
+    let table = common::unique("lag_both");
+    let primary = superuser().await;
+    primary
+        .batch_execute(&format!(
+            "create table {table} (x text); grant select on {table} to app; \
+             insert into {table} select repeat('x', 1000) from generate_series(1, 8000)"
+        ))
+        .await
+        .unwrap();
+    wait_until(2, "both replicas ejected", || async {
+        [1, 2]
+            .iter()
+            .all(|&n| state_of(&proxy, n) == Some(ReplicaState::Lagging))
+    })
+    .await;
+    let client = proxy.connect("lag_both_reader").await;
+    for _ in 0..5 {
+        let sql = format!("select inet_server_port() || ':' || count(*) from {table}");
+        let row = match client.simple_query(&sql).await {
+            Ok(messages) => messages
+                .iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+            Err(e) => panic!("{sql}: {}", common::describe(&e)),
+        };
+        assert_eq!(
+            row,
+            format!("{}:8000", common::primary_port()),
+            "a read while both replicas are behind must run on the primary and see the rows"
+        );
+    }
+    drop(paused);
+    primary
+        .batch_execute(&format!("drop table {table}"))
+        .await
+        .unwrap();
+}
