@@ -106,6 +106,14 @@ struct Control {
 }
 
 impl Control {
+    fn new(node: Arc<NodeAddr>, settings: MonitorSettings) -> Control {
+        Control {
+            node,
+            settings,
+            client: None,
+        }
+    }
+
     /// Runs `sql` (one row expected), connecting first if needed.
     async fn query_one(&mut self, sql: &str) -> Result<tokio_postgres::Row, String> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
@@ -151,13 +159,8 @@ async fn watch_primary(
     timeline: Arc<Mutex<PrimaryTimeline>>,
     settings: MonitorSettings,
 ) {
-    let mut tick = tokio::time::interval(settings.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut control = Control {
-        node: node.clone(),
-        settings,
-        client: None,
-    };
+    let mut tick = ticker(settings.interval);
+    let mut control = Control::new(node.clone(), settings);
     let mut failing = false;
     loop {
         tick.tick().await;
@@ -193,13 +196,8 @@ async fn watch_replica(
     settings: MonitorSettings,
     mut thresholds: watch::Receiver<LagThresholds>,
 ) {
-    let mut tick = tokio::time::interval(settings.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut control = Control {
-        node: node.clone(),
-        settings,
-        client: None,
-    };
+    let mut tick = ticker(settings.interval);
+    let mut control = Control::new(node.clone(), settings);
     loop {
         tick.tick().await;
         if thresholds.has_changed().unwrap_or(false) {
@@ -256,6 +254,13 @@ async fn watch_replica(
             }
         }
     }
+}
+
+/// A check every `interval`; a late check is not made up for.
+fn ticker(interval: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
 }
 
 fn lock(timeline: &Mutex<PrimaryTimeline>) -> std::sync::MutexGuard<'_, PrimaryTimeline> {
