@@ -15,21 +15,13 @@ struct Paused(u16);
 
 impl Drop for Paused {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.0.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args(["-d", "postgres", "-c", "select pg_wal_replay_resume()"])
-            .env("PGPASSWORD", common::SUPERUSER_PASSWORD)
-            .stdout(std::process::Stdio::null())
-            .status();
+        let resume = ["select pg_wal_replay_resume()"];
+        if !common::psql_sync(self.0, "postgres", common::SUPERUSER_PASSWORD, &resume) {
+            eprintln!(
+                "could not resume replay on port {}: run dev/cluster.sh resume",
+                self.0
+            );
+        }
     }
 }
 

@@ -282,25 +282,9 @@ struct Cleanup(String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let status = std::process::Command::new("psql")
-            .args([
-                "-X",
-                "-w",
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "app",
-                "-d",
-                "app",
-            ])
-            .args(["-p", &primary_port().to_string()])
-            .args(["-c", "set lock_timeout = '5s'", "-c", &self.0])
-            .env("PGPASSWORD", APP_PASSWORD)
-            .stdout(std::process::Stdio::null())
-            .status();
-        if !matches!(status, Ok(s) if s.success()) {
-            eprintln!("cleanup failed ({status:?}): {}", self.0);
+        let sql = ["set lock_timeout = '5s'", self.0.as_str()];
+        if !common::psql_sync(primary_port(), "app", APP_PASSWORD, &sql) {
+            eprintln!("cleanup failed: {}", self.0);
         }
     }
 }

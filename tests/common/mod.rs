@@ -181,15 +181,7 @@ pub async fn connect_task(config: &tokio_postgres::Config) -> (Client, JoinHandl
 /// A superuser connection straight to the primary (not through pgsplit), for checks.
 pub async fn superuser() -> Client {
     require_cluster().await;
-    let mut c = tokio_postgres::Config::new();
-    c.host("127.0.0.1")
-        .port(primary_port())
-        .user("postgres")
-        .password(SUPERUSER_PASSWORD)
-        .dbname("app")
-        .application_name("pgsplit-test-checker")
-        .connect_timeout(Duration::from_secs(30));
-    connect_with(&c).await
+    replica_superuser(primary_port()).await
 }
 
 /// Runs `fut`, panicking if it takes longer than `secs`.
@@ -426,37 +418,36 @@ impl Drop for ReplicaApplyDelay {
     fn drop(&mut self) {
         // Synchronous on purpose: this also runs while a panic unwinds.
         for (port, sql) in &self.restore {
-            let status = std::process::Command::new("psql")
-                .args([
-                    "-X",
-                    "-w",
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "app",
-                ])
-                .args([
-                    "-p",
-                    &port.to_string(),
-                    "-c",
-                    sql,
-                    "-c",
-                    "select pg_reload_conf()",
-                ])
-                .env("PGPASSWORD", SUPERUSER_PASSWORD)
-                .stdout(std::process::Stdio::null())
-                .status();
-            if !matches!(status, Ok(s) if s.success()) {
+            let restored = psql_sync(
+                *port,
+                "postgres",
+                SUPERUSER_PASSWORD,
+                &[sql, "select pg_reload_conf()"],
+            );
+            if !restored {
                 eprintln!(
-                    "could not restore recovery_min_apply_delay on port {port} ({status:?}): \
+                    "could not restore recovery_min_apply_delay on port {port}: \
                      run dev/cluster.sh delay 1 0; dev/cluster.sh delay 2 0"
                 );
             }
         }
     }
+}
+
+/// Runs SQL statements with psql, synchronously (for drop guards, which also run while a
+/// panic unwinds), as `user` on the node at `port`, database app. True when psql succeeded.
+pub fn psql_sync(port: u16, user: &str, password: &str, statements: &[&str]) -> bool {
+    let mut cmd = std::process::Command::new("psql");
+    cmd.args(["-X", "-w", "-q", "-h", "127.0.0.1", "-U", user, "-d", "app"])
+        .args(["-p", &port.to_string()]);
+    for sql in statements {
+        cmd.args(["-c", sql]);
+    }
+    let status = cmd
+        .env("PGPASSWORD", password)
+        .stdout(std::process::Stdio::null())
+        .status();
+    matches!(status, Ok(s) if s.success())
 }
 
 /// A superuser connection straight to the node on `port` (a replica, say), database app.
