@@ -63,6 +63,8 @@ impl Session {
         extended: bool,
     ) -> Result<bool, SessionEnd> {
         let class = sql.map(|sql| self.ctx.routing.classifier.classify(sql));
+        // Kept for `note_statement`, so the statement is classified once.
+        self.statement_class = class;
         let attached = match self.server.is_some() {
             true => self.resync_kept_server().await?,
             false => {
@@ -85,7 +87,10 @@ impl Session {
     /// Keeps track of what a statement does to the session: a write pins later reads to
     /// the primary; a session-bound feature keeps the server connection.
     pub(super) fn note_statement(&mut self, sql: &[u8]) {
-        let class = self.ctx.routing.classifier.classify(sql);
+        let class = match self.statement_class.take() {
+            Some(class) => class,
+            None => self.ctx.routing.classifier.classify(sql),
+        };
         if self.on_primary && router::writes(&class.class) {
             self.wrote = true;
         }

@@ -95,6 +95,8 @@ pub struct Session {
     /// The client used a feature that needs a real session: it keeps its server
     /// connection until it leaves (which is then reset with DISCARD ALL).
     pinned: bool,
+    /// The class `ensure_server` found for the statement it was given.
+    statement_class: Option<Classification>,
     /// The query of the last unnamed Parse.
     unnamed_sql: Option<Bytes>,
     /// Portals whose statement may change settings, with that statement's SQL.
@@ -132,6 +134,7 @@ impl Session {
             held_for_route: false,
             in_batch: false,
             pinned: false,
+            statement_class: None,
             unnamed_sql: None,
             portals: Portals::default(),
         };
