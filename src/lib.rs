@@ -1,10 +1,12 @@
 //! pgsplit: a PostgreSQL wire-protocol proxy that pools server connections and routes
 //! each transaction to the primary or a replica.
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cancel;
 pub mod classify;
+pub mod clients;
 pub mod config;
 pub mod frontend;
 pub mod lag;

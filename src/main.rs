@@ -80,7 +80,7 @@ fn run(config: Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
     .context("starting the runtime")?;
     runtime.block_on(async move {
         let listen = config.proxy.listen;
-        let listener = Listener::bind(config)
+        let listener = Listener::bind(config, Some(config_path.clone()))
             .await
             .with_context(|| format!("listening on {listen}"))?;
         tracing::info!(addr = %listener.local_addr()?, "pgsplit listening");
@@ -129,19 +129,15 @@ fn run(config: Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
 
 /// SIGHUP: reads the configuration file again; an invalid file changes nothing.
 fn reload(proxy: &pgsplit::server::Proxy, path: &std::path::Path) {
-    match Config::load(path) {
-        Ok(config) => {
-            let needs_restart = proxy.reload(&config);
-            if needs_restart.is_empty() {
-                tracing::info!(path = %path.display(), "configuration reloaded");
-            } else {
-                tracing::warn!(
-                    path = %path.display(),
-                    sections = %needs_restart.join(", "),
-                    "configuration reloaded; these changes need a restart and were not applied"
-                );
-            }
+    match proxy.reload_file() {
+        Ok(needs_restart) if needs_restart.is_empty() => {
+            tracing::info!(path = %path.display(), "configuration reloaded")
         }
+        Ok(needs_restart) => tracing::warn!(
+            path = %path.display(),
+            sections = %needs_restart.join(", "),
+            "configuration reloaded; these changes need a restart and were not applied"
+        ),
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "reload refused; the old configuration stays")
         }

@@ -14,16 +14,17 @@ use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, NoTls};
 
 use crate::backend::NodeAddr;
-use crate::config::Config;
+use crate::config::{Config, LagConfig};
 use crate::lag::timeline::lag_bytes;
-use crate::lag::{HealthState, LagThresholds, PrimaryTimeline, ReplicaHealth, Sample};
+use crate::lag::{
+    HealthState, LagBoard, LagThresholds, PrimaryReport, PrimaryTimeline, ReplicaHealth, Sample,
+};
 use crate::topology::{ReplicaState, Topology};
 
-/// What the monitor needs to know.
+/// How the monitor logs in to each node. The check interval and thresholds are not here:
+/// they come live from the `[lag]` section (see [`spawn`]).
 #[derive(Debug, Clone)]
 pub struct MonitorSettings {
-    pub interval: Duration,
-    pub thresholds: LagThresholds,
     pub user: String,
     pub password: Option<String>,
     pub database: String,
@@ -31,7 +32,7 @@ pub struct MonitorSettings {
 }
 
 impl MonitorSettings {
-    /// The monitor settings of a (validated) configuration.
+    /// The monitor login of a (validated) configuration.
     pub fn from_config(config: &Config) -> MonitorSettings {
         let lag = &config.lag;
         let user = lag
@@ -44,17 +45,7 @@ impl MonitorSettings {
             .as_deref()
             .and_then(|d| config.database(d))
             .or(config.databases.first());
-        let bytes = lag.max_replica_lag.as_u64();
         MonitorSettings {
-            interval: lag.check_interval.as_std(),
-            thresholds: LagThresholds {
-                max_bytes: (bytes > 0).then_some(bytes),
-                max_lag: lag.max_replica_delay.non_zero(),
-                readmit_fraction: f64::from(lag.readmit_percent) / 100.0,
-                readmit_after: lag.readmit_after.as_std(),
-                down_after_failures: lag.down_after_failures,
-                up_after_successes: lag.up_after_successes,
-            },
             user: user
                 .map(|u| u.server_user().to_string())
                 .unwrap_or_default(),
@@ -67,33 +58,58 @@ impl MonitorSettings {
     }
 }
 
+/// The thresholds a `[lag]` section sets.
+pub fn thresholds(lag: &LagConfig) -> LagThresholds {
+    let bytes = lag.max_replica_lag.as_u64();
+    LagThresholds {
+        max_bytes: (bytes > 0).then_some(bytes),
+        max_lag: lag.max_replica_delay.non_zero(),
+        readmit_fraction: f64::from(lag.readmit_percent) / 100.0,
+        readmit_after: lag.readmit_after.as_std(),
+        down_after_failures: lag.down_after_failures,
+        up_after_successes: lag.up_after_successes,
+    }
+}
+
 /// Starts the checks: one task for the primary, one per replica (`replicas` holds node
-/// indexes and addresses). They stop when the runtime does.
+/// indexes and addresses). Each follows `lag`, the live `[lag]` section: a new interval or
+/// new thresholds apply from the next check. What they see goes to `board`; transitions go
+/// to `topology`. The tasks stop when the runtime does.
 pub fn spawn(
     primary: Arc<NodeAddr>,
     replicas: Vec<(usize, Arc<NodeAddr>)>,
     topology: Arc<Topology>,
+    board: Arc<LagBoard>,
     settings: MonitorSettings,
-    thresholds: watch::Receiver<LagThresholds>,
+    lag: watch::Receiver<LagConfig>,
 ) {
     let timeline = Arc::new(Mutex::new(PrimaryTimeline::new()));
-    tokio::spawn(watch_primary(primary, timeline.clone(), settings.clone()));
+    tokio::spawn(watch_primary(
+        primary,
+        timeline.clone(),
+        board.clone(),
+        settings.clone(),
+        lag.clone(),
+    ));
     for (index, node) in replicas {
-        let health = match ReplicaHealth::new(settings.thresholds.clone(), Instant::now()) {
+        let health = match ReplicaHealth::new(thresholds(&lag.borrow()), Instant::now()) {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!(node = %node.name, error = %e, "lag thresholds are invalid; replica not watched");
                 continue;
             }
         };
-        tokio::spawn(watch_replica(
+        let watch = ReplicaWatch {
             index,
-            node,
             health,
-            timeline.clone(),
-            topology.clone(),
-            settings.clone(),
-            thresholds.clone(),
+            timeline: timeline.clone(),
+            topology: topology.clone(),
+            board: board.clone(),
+        };
+        tokio::spawn(watch_replica(
+            watch,
+            Control::new(node, settings.clone()),
+            lag.clone(),
         ));
     }
 }
@@ -103,6 +119,8 @@ struct Control {
     node: Arc<NodeAddr>,
     settings: MonitorSettings,
     client: Option<Client>,
+    /// A check taking longer than this fails.
+    limit: Duration,
 }
 
 impl Control {
@@ -111,6 +129,7 @@ impl Control {
             node,
             settings,
             client: None,
+            limit: Duration::from_secs(2),
         }
     }
 
@@ -120,7 +139,7 @@ impl Control {
             self.client = Some(self.connect().await?);
         }
         let client = self.client.as_ref().ok_or("not connected")?;
-        let limit = self.settings.interval.max(Duration::from_millis(100)) * 8;
+        let limit = self.limit;
         match tokio::time::timeout(limit, client.query_one(sql, &[])).await {
             Ok(Ok(row)) => Ok(row),
             Ok(Err(e)) => {
@@ -154,104 +173,178 @@ impl Control {
     }
 }
 
+/// The check loop's clock: a tick every `check_interval`, rebuilt when it changes; also the
+/// check timeout (8 intervals, at least 800 ms).
+struct Clock {
+    lag: watch::Receiver<LagConfig>,
+    interval: Duration,
+    tick: tokio::time::Interval,
+}
+
+impl Clock {
+    fn new(lag: watch::Receiver<LagConfig>) -> Clock {
+        let interval = lag.borrow().check_interval.as_std();
+        Clock {
+            lag,
+            interval,
+            tick: ticker(interval),
+        }
+    }
+
+    /// Waits for the next check; returns the `[lag]` section if it changed since the last.
+    async fn next(&mut self, control: &mut Control) -> Option<LagConfig> {
+        self.tick.tick().await;
+        if !self.lag.has_changed().unwrap_or(false) {
+            return None;
+        }
+        let lag = self.lag.borrow_and_update().clone();
+        let interval = lag.check_interval.as_std();
+        if interval != self.interval {
+            self.interval = interval;
+            self.tick = ticker(interval);
+            self.tick.tick().await; // the first tick is immediate
+        }
+        control.limit = (interval * 8).max(Duration::from_millis(800));
+        Some(lag)
+    }
+}
+
 async fn watch_primary(
     node: Arc<NodeAddr>,
     timeline: Arc<Mutex<PrimaryTimeline>>,
+    board: Arc<LagBoard>,
     settings: MonitorSettings,
+    lag: watch::Receiver<LagConfig>,
 ) {
-    let mut tick = ticker(settings.interval);
+    let mut clock = Clock::new(lag);
     let mut control = Control::new(node.clone(), settings);
-    let mut failing = false;
     loop {
-        tick.tick().await;
-        match control.query_one("SELECT pg_current_wal_lsn()").await {
-            Ok(row) => {
-                let lsn: PgLsn = match row.try_get(0) {
-                    Ok(lsn) => lsn,
-                    Err(e) => {
-                        tracing::warn!(node = %node.name, error = %e, "unexpected LSN from the primary");
-                        continue;
-                    }
-                };
-                lock(&timeline).record(Instant::now(), u64::from(lsn));
-                if std::mem::replace(&mut failing, false) {
+        clock.next(&mut control).await;
+        let lsn = control
+            .query_one("SELECT pg_current_wal_lsn()")
+            .await
+            .and_then(|row| row.try_get::<_, PgLsn>(0).map_err(|e| e.to_string()));
+        let was_failing = board.primary().error.is_some();
+        match lsn {
+            Ok(lsn) => {
+                let now = Instant::now();
+                lock(&timeline).record(now, u64::from(lsn));
+                board.set_primary(PrimaryReport {
+                    checked_at: Some(now),
+                    error: None,
+                });
+                if was_failing {
                     tracing::info!(node = %node.name, "primary checks work again");
                 }
             }
             Err(e) => {
-                if !std::mem::replace(&mut failing, true) {
+                if !was_failing {
                     tracing::warn!(node = %node.name, error = %e, "cannot check the primary's WAL position");
                 }
+                let checked_at = board.primary().checked_at;
+                board.set_primary(PrimaryReport {
+                    checked_at,
+                    error: Some(e),
+                });
+            }
+        }
+    }
+}
+
+/// One replica's part of the lag guard: its state machine and where results go.
+struct ReplicaWatch {
+    index: usize,
+    health: ReplicaHealth,
+    timeline: Arc<Mutex<PrimaryTimeline>>,
+    topology: Arc<Topology>,
+    board: Arc<LagBoard>,
+}
+
+impl ReplicaWatch {
+    /// The sample a check's result makes; `None` while there is no primary position to
+    /// compare with.
+    fn sample(&self, result: Result<tokio_postgres::Row, String>, now: Instant) -> Option<Sample> {
+        let row = match result {
+            Ok(row) => row,
+            Err(reason) => return Some(Sample::Failed { reason }),
+        };
+        let in_recovery: bool = row.try_get(0).unwrap_or(false);
+        let replay: Option<PgLsn> = row.try_get(1).unwrap_or(None);
+        let timeline = lock(&self.timeline);
+        let primary = timeline.latest()?;
+        let replay = replay.map(u64::from).unwrap_or(0);
+        // Behind everything the timeline remembers: at least its whole span.
+        let lag = timeline
+            .lag_seconds(replay, now)
+            .unwrap_or_else(|| timeline.span(now));
+        Some(Sample::Ok {
+            lag_bytes: lag_bytes(primary, replay),
+            lag: Some(lag),
+            in_recovery,
+        })
+    }
+
+    /// Feeds one sample to the state machine; publishes the figures and any transition.
+    fn observe(&mut self, sample: &Sample, now: Instant, name: &str) {
+        let transition = self.health.observe(sample, now);
+        let health = &self.health;
+        self.board.update(self.index, |r| {
+            if let Sample::Ok { lag_bytes, lag, .. } = sample {
+                r.lag_bytes = Some(*lag_bytes);
+                r.lag = *lag;
+                r.history.record(now, *lag_bytes, *lag);
+            }
+            if let Some(t) = &transition {
+                if t.from == HealthState::Healthy {
+                    r.ejections += 1;
+                }
+            }
+            r.state = health.state();
+            r.since = health.since();
+            r.reason = health.reason().to_owned();
+        });
+        let Some(t) = transition else {
+            return;
+        };
+        let state = match t.to {
+            HealthState::Healthy => ReplicaState::Healthy,
+            HealthState::Lagging => ReplicaState::Lagging,
+            HealthState::Down | HealthState::Promoted => ReplicaState::Down,
+        };
+        self.topology.update(self.index, |r| r.state = state);
+        match t.to {
+            HealthState::Healthy => {
+                tracing::info!(node = %name, transition = %t, "replica back in the read rotation")
+            }
+            HealthState::Promoted => {
+                tracing::error!(node = %name, transition = %t, "node is no longer a replica (promoted?); no reads go to it")
+            }
+            _ => {
+                tracing::warn!(node = %name, transition = %t, "replica out of the read rotation")
             }
         }
     }
 }
 
 async fn watch_replica(
-    index: usize,
-    node: Arc<NodeAddr>,
-    mut health: ReplicaHealth,
-    timeline: Arc<Mutex<PrimaryTimeline>>,
-    topology: Arc<Topology>,
-    settings: MonitorSettings,
-    mut thresholds: watch::Receiver<LagThresholds>,
+    mut watch: ReplicaWatch,
+    mut control: Control,
+    lag: watch::Receiver<LagConfig>,
 ) {
-    let mut tick = ticker(settings.interval);
-    let mut control = Control::new(node.clone(), settings);
+    let mut clock = Clock::new(lag);
+    let name = control.node.name.clone();
     loop {
-        tick.tick().await;
-        if thresholds.has_changed().unwrap_or(false) {
-            let new = thresholds.borrow_and_update().clone();
-            if let Err(e) = health.set_thresholds(new) {
-                tracing::warn!(node = %node.name, error = %e, "lag thresholds refused; keeping the old ones");
+        if let Some(lag) = clock.next(&mut control).await {
+            if let Err(e) = watch.health.set_thresholds(thresholds(&lag)) {
+                tracing::warn!(node = %name, error = %e, "lag thresholds refused; keeping the old ones");
             }
         }
-        let sample = match control
+        let result = control
             .query_one("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()")
-            .await
-        {
-            Ok(row) => {
-                let in_recovery: bool = row.try_get(0).unwrap_or(false);
-                let replay: Option<PgLsn> = row.try_get(1).unwrap_or(None);
-                let now = Instant::now();
-                let timeline = lock(&timeline);
-                let Some(primary) = timeline.latest() else {
-                    // No primary position yet: nothing to compare with.
-                    continue;
-                };
-                let replay = replay.map(u64::from).unwrap_or(0);
-                // Behind everything the timeline remembers: at least its whole span.
-                let lag = timeline
-                    .lag_seconds(replay, now)
-                    .unwrap_or_else(|| timeline.span(now));
-                Sample::Ok {
-                    lag_bytes: lag_bytes(primary, replay),
-                    lag: Some(lag),
-                    in_recovery,
-                }
-            }
-            Err(reason) => Sample::Failed { reason },
-        };
-        let Some(t) = health.observe(&sample, Instant::now()) else {
-            continue;
-        };
-        let state = match t.to {
-            HealthState::Healthy => ReplicaState::Healthy,
-            HealthState::Lagging => ReplicaState::Lagging,
-            HealthState::Down => ReplicaState::Down,
-            HealthState::Promoted => ReplicaState::Down,
-        };
-        topology.update(index, |r| r.state = state);
-        match t.to {
-            HealthState::Healthy => {
-                tracing::info!(node = %node.name, transition = %t, "replica back in the read rotation")
-            }
-            HealthState::Promoted => {
-                tracing::error!(node = %node.name, transition = %t, "node is no longer a replica (promoted?); no reads go to it")
-            }
-            _ => {
-                tracing::warn!(node = %node.name, transition = %t, "replica out of the read rotation")
-            }
+            .await;
+        let now = Instant::now();
+        if let Some(sample) = watch.sample(result, now) {
+            watch.observe(&sample, now, &name);
         }
     }
 }

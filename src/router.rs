@@ -57,6 +57,7 @@ pub struct Routing {
 pub struct RouteStats {
     reasons: [AtomicU64; Reason::ALL.len()],
     nodes: Vec<AtomicU64>,
+    pins: AtomicU64,
 }
 
 impl RouteStats {
@@ -64,6 +65,7 @@ impl RouteStats {
         RouteStats {
             reasons: Default::default(),
             nodes: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+            pins: AtomicU64::new(0),
         }
     }
 
@@ -73,6 +75,16 @@ impl RouteStats {
         if let Some(n) = self.nodes.get(node) {
             n.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A client wrote: its reads are pinned to the primary (a new pin or a longer one).
+    pub fn record_pin(&self) {
+        self.pins.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Pins started or extended so far.
+    pub fn pins(&self) -> u64 {
+        self.pins.load(Ordering::Relaxed)
     }
 
     /// How many were routed for `reason`.

@@ -3,30 +3,46 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::admin::show::PoolRow;
 use crate::auth::ScramSecret;
 use crate::backend::connection::Credentials;
 use crate::backend::pool::PoolSettings;
 use crate::backend::{NodeAddr, PoolKey, Pools, ServerPool};
 use crate::cancel::{send_cancel, CancelRegistry};
 use crate::classify::{Classifier, ClassifierOptions};
-use crate::config::{ClientAuth, Config, NodeRole, PasswordKind, PoolMode};
+use crate::clients::{ClientNow, ClientRegistry, ClientRow};
+use crate::config::ADMIN_DATABASE;
+use crate::config::{
+    ClientAuth, Config, ConfigError, LagConfig, NodeRole, PasswordKind, PoolMode, SetError,
+};
 use crate::frontend::login::{self, Accepted, LoginError};
 use crate::frontend::session::{apply_settings, Server, Session, SessionContext};
 use crate::frontend::settings::ClientSettings;
+use crate::lag::LagBoard;
 use crate::monitor::MonitorSettings;
 use crate::router::{Policy, RouteStats, Routing};
-use crate::topology::{Replica, Topology};
+use crate::topology::{Replica, ReplicaState, Topology};
 use crate::wire::error::code;
 use crate::wire::message as msg;
 use crate::wire::PgError;
+
+/// Why `RELOAD` changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("pgsplit was not started from a configuration file")]
+    NoFile,
+    #[error("{0}")]
+    Config(ConfigError),
+}
 
 /// How long a client may take to log in (PostgreSQL's authentication_timeout is 60 s).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,11 +53,18 @@ pub struct Proxy {
     pools: Pools,
     routing: Arc<Routing>,
     cancel: Arc<CancelRegistry>,
+    /// Connections counted against `max_client_conn` (logging in or logged in).
     clients: AtomicUsize,
+    /// Logged-in clients, for `SHOW CLIENTS`.
+    registry: Arc<ClientRegistry>,
     /// SCRAM secrets of the configured users, derived once.
     secrets: HashMap<String, ScramSecret>,
-    /// The lag thresholds the monitor applies; replaced live on reload.
-    lag_thresholds: tokio::sync::watch::Sender<crate::lag::LagThresholds>,
+    /// The `[lag]` section in force: the file's, or changed live by `SET` or a reload.
+    lag: tokio::sync::watch::Sender<LagConfig>,
+    /// What the monitor last saw of each node.
+    board: Arc<LagBoard>,
+    /// The file `RELOAD` and SIGHUP read again, if the proxy was started from one.
+    config_path: Option<PathBuf>,
 }
 
 /// A bound, not yet serving, proxy.
@@ -95,8 +118,13 @@ impl Proxy {
             .iter()
             .enumerate()
             .filter(|(_, n)| n.role == NodeRole::Replica)
-            .map(|(i, n)| Replica::new(i, n.weight))
-            .collect();
+            // Out of the rotation until the monitor has seen them fresh.
+            .map(|(i, n)| Replica {
+                state: ReplicaState::Down,
+                ..Replica::new(i, n.weight)
+            })
+            .collect::<Vec<_>>();
+        let replica_nodes: Vec<usize> = replicas.iter().map(|r: &Replica| r.node).collect();
         let routing = Arc::new(Routing {
             classifier: Classifier::new(ClassifierOptions {
                 write_functions: config.routing.write_functions.clone(),
@@ -116,14 +144,16 @@ impl Proxy {
             primary,
             stats: RouteStats::new(config.nodes.len()),
         });
-        let (lag_thresholds, _) =
-            tokio::sync::watch::channel(MonitorSettings::from_config(&config).thresholds);
+        let (lag, _) = tokio::sync::watch::channel(config.lag.clone());
         Proxy {
-            lag_thresholds,
+            lag,
+            board: Arc::new(LagBoard::new(&replica_nodes, Instant::now())),
+            config_path: None,
             pools: Pools::new(nodes, settings),
             routing,
             cancel: Arc::new(CancelRegistry::default()),
             clients: AtomicUsize::new(0),
+            registry: Arc::default(),
             secrets,
             config,
         }
@@ -156,20 +186,30 @@ impl Proxy {
             nodes[self.routing.primary].clone(),
             replicas,
             self.routing.topology.clone(),
+            self.board.clone(),
             MonitorSettings::from_config(&self.config),
-            self.lag_thresholds.subscribe(),
+            self.lag.subscribe(),
         );
     }
 
-    /// Applies a reloaded configuration (SIGHUP): the lag thresholds change at once, for
-    /// the next check of every replica. Other changes need a restart; they are returned
-    /// so the caller can say so. An invalid configuration never gets here (the loader
-    /// validates it), so the old values stay on any error.
+    /// Applies a reloaded configuration (SIGHUP, `RELOAD`): the `[lag]` thresholds and
+    /// check interval change at once, from the next check of every node (replacing values
+    /// changed by `SET`). Other changes need a restart; they are returned so the caller can
+    /// say so. An invalid configuration never gets here (the loader validates it), so the
+    /// old values stay on any error.
     pub fn reload(&self, new: &Config) -> Vec<&'static str> {
-        let thresholds = MonitorSettings::from_config(new).thresholds;
-        if *self.lag_thresholds.borrow() != thresholds {
-            tracing::info!(?thresholds, "lag thresholds changed");
-            self.lag_thresholds.send_replace(thresholds);
+        let live = |c: &LagConfig| LagConfig {
+            monitor_user: None,
+            monitor_database: None,
+            ..c.clone()
+        };
+        if live(&self.lag.borrow()) != live(&new.lag) {
+            tracing::info!(lag = ?live(&new.lag), "lag settings changed");
+            self.lag.send_replace(LagConfig {
+                monitor_user: self.config.lag.monitor_user.clone(),
+                monitor_database: self.config.lag.monitor_database.clone(),
+                ..new.lag.clone()
+            });
         }
         let mut needs_restart = Vec::new();
         if new.proxy != self.config.proxy {
@@ -187,32 +227,89 @@ impl Proxy {
         if new.routing != self.config.routing {
             needs_restart.push("routing");
         }
-        let lag_rest = |c: &Config| {
-            (
-                c.lag.check_interval,
-                c.lag.monitor_user.clone(),
-                c.lag.monitor_database.clone(),
-            )
-        };
-        if lag_rest(new) != lag_rest(&self.config) {
-            needs_restart.push("lag.check_interval/monitor_user/monitor_database");
+        let monitor_login =
+            |c: &Config| (c.lag.monitor_user.clone(), c.lag.monitor_database.clone());
+        if monitor_login(new) != monitor_login(&self.config) {
+            needs_restart.push("lag.monitor_user/monitor_database");
         }
         needs_restart
     }
 
-    /// Clients connected now.
+    /// Reads the configuration file again and applies it (see [`reload`](Self::reload)).
+    /// Returns the sections that need a restart; an unreadable or invalid file changes
+    /// nothing.
+    pub fn reload_file(&self) -> Result<Vec<&'static str>, ReloadError> {
+        let path = self.config_path.as_deref().ok_or(ReloadError::NoFile)?;
+        let config = Config::load(path).map_err(ReloadError::Config)?;
+        Ok(self.reload(&config))
+    }
+
+    /// Changes one `[lag]` key live (the admin console's `SET`); an invalid value changes
+    /// nothing. Returns the value now in force, as `SHOW CONFIG` prints it.
+    pub fn set_lag(&self, key: &str, value: &str) -> Result<String, SetError> {
+        let new = self.lag.borrow().with(key, value)?;
+        let key = key.trim().to_ascii_lowercase();
+        let key = key.strip_prefix("lag.").unwrap_or(&key);
+        let shown = new.value_of(key).unwrap_or_default();
+        tracing::info!(key, value = %shown, "lag setting changed from the admin console");
+        self.lag.send_replace(new);
+        Ok(shown)
+    }
+
+    /// The `[lag]` section in force now.
+    pub fn lag_config(&self) -> LagConfig {
+        self.lag.borrow().clone()
+    }
+
+    /// What the monitor last saw of each node.
+    pub fn board(&self) -> &LagBoard {
+        &self.board
+    }
+
+    /// The logged-in clients.
+    pub fn clients(&self) -> &ClientRegistry {
+        &self.registry
+    }
+
+    /// Every server pool's figures, for `SHOW POOLS` and the metrics.
+    pub fn pool_rows(&self) -> Vec<PoolRow> {
+        let mut rows: Vec<PoolRow> = self
+            .pools
+            .all()
+            .into_iter()
+            .map(|(key, pool)| {
+                let status = pool.status();
+                PoolRow {
+                    node: self.pools.nodes()[key.node].name.clone(),
+                    database: key.database,
+                    user: key.user,
+                    size: status.size,
+                    idle: status.available,
+                    waiting: status.waiting,
+                    max_size: status.max_size,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.database, &a.user, &a.node).cmp(&(&b.database, &b.user, &b.node)));
+        rows
+    }
+
+    /// Connections counted now (logging in or logged in, admin console included).
     pub fn client_count(&self) -> usize {
         self.clients.load(Ordering::Relaxed)
     }
 }
 
 impl Listener {
-    /// Binds the configured listen address.
-    pub async fn bind(config: Config) -> std::io::Result<Listener> {
+    /// Binds the configured listen address. `config_path` is the file `RELOAD` and SIGHUP
+    /// read again (none for a proxy built in code, as tests do).
+    pub async fn bind(config: Config, config_path: Option<PathBuf>) -> std::io::Result<Listener> {
         let listener = TcpListener::bind(config.proxy.listen).await?;
+        let mut proxy = Proxy::new(config);
+        proxy.config_path = config_path;
         Ok(Listener {
             listener,
-            proxy: Arc::new(Proxy::new(config)),
+            proxy: Arc::new(proxy),
         })
     }
 
@@ -292,8 +389,10 @@ async fn handle_client(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAdd
         );
         return refuse(stream, LoginError::Refused(e), peer).await;
     }
-    match login_client(&proxy, &mut stream, &startup).await {
-        Ok((ctx, settings, server)) => {
+    match login_client(&proxy, &mut stream, &startup, peer).await {
+        Ok(Login::Admin(user)) => crate::admin::serve(proxy.clone(), stream, user).await,
+        Ok(Login::Client(client)) => {
+            let (ctx, settings, server) = *client;
             let end = Session::new(stream, ctx, settings, server).run().await;
             tracing::debug!(%peer, reason = %end, "client left");
         }
@@ -301,13 +400,22 @@ async fn handle_client(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAdd
     }
 }
 
+/// A logged-in client: an ordinary one, ready for its session, or an admin.
+enum Login {
+    Client(Box<(SessionContext, ClientSettings, Option<Server>)>),
+    /// Authenticated as this admin user on the admin database.
+    Admin(String),
+}
+
 /// Logs in a client: authentication, database, a first server connection whose
-/// ParameterStatus values the client receives, and its cancel key.
+/// ParameterStatus values the client receives, and its cancel key. An admin user asking
+/// for database `pgsplit` gets the admin console instead.
 async fn login_client(
     proxy: &Arc<Proxy>,
     stream: &mut TcpStream,
     startup: &crate::wire::startup::StartupMessage,
-) -> Result<(SessionContext, ClientSettings, Option<Server>), LoginError> {
+    peer: SocketAddr,
+) -> Result<Login, LoginError> {
     let (user_name, database_name) = login::requested(startup)?;
     let (user_name, database_name) = (user_name.to_string(), database_name.to_string());
     let user = proxy.config.user(&user_name);
@@ -339,6 +447,15 @@ async fn login_client(
             format!("password authentication failed for user \"{user_name}\""),
         ))
     })?;
+    if database_name == ADMIN_DATABASE {
+        if !proxy.config.is_admin(&user_name) {
+            return Err(LoginError::Refused(PgError::fatal(
+                code::INSUFFICIENT_PRIVILEGE,
+                format!("permission denied for database \"{ADMIN_DATABASE}\": user \"{user_name}\" is not in proxy.admin_users"),
+            )));
+        }
+        return Ok(Login::Admin(user_name));
+    }
     let database = login::find_database(&proxy.config.databases, &database_name)?;
 
     let creds = Credentials {
@@ -380,6 +497,14 @@ async fn login_client(
             LoginError::Refused(PgError::fatal(code::relayed(e.sqlstate()), e.to_string()))
         })?;
     let cancel = proxy.cancel.register();
+    let entry = proxy.registry.register(ClientRow {
+        id: cancel.pid,
+        user: user_name.clone(),
+        database: database_name.clone(),
+        peer,
+        connected_at: Instant::now(),
+        now: ClientNow::default(),
+    });
     for status in server.parameters.values() {
         out.extend_from_slice(status);
     }
@@ -396,9 +521,10 @@ async fn login_client(
         max_message_size: proxy.config.proxy.max_message_size.as_usize(),
         idle_timeout: proxy.config.proxy.client_idle_timeout.non_zero(),
         cancel,
+        entry,
     };
     tracing::debug!(user = %user_name, database = %database_name, "client logged in");
-    Ok((ctx, settings, keep))
+    Ok(Login::Client(Box::new((ctx, settings, keep))))
 }
 
 /// Sends a login error (if any) and closes.

@@ -9,6 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
+use serde::{Serialize, Serializer};
 
 /// Why a duration or byte size string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -346,6 +347,20 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
 
         deserializer.deserialize_any(ByteSizeVisitor)
+    }
+}
+
+impl Serialize for Duration {
+    /// As the file would write it: `"250ms"`.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl Serialize for ByteSize {
+    /// As the file would write it: `"16MB"`.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 

@@ -10,21 +10,23 @@
 //! `"5s"` / `"64MB"` or bare integers (milliseconds / bytes).
 
 mod duration;
+mod live;
 mod validate;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use self::duration::{ByteSize, Duration, ParseUnitError};
+pub use self::live::{SetError, SETTABLE};
 
 /// Name of the admin console's virtual database; no `[[databases]]` entry may use it.
 pub const ADMIN_DATABASE: &str = "pgsplit";
 
 /// The whole `config.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[proxy]`: the client-facing side.
@@ -51,7 +53,7 @@ pub struct Config {
 }
 
 /// `[lag]`: how replica lag is watched and when a replica leaves the read rotation.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LagConfig {
     /// How often each node is checked. Default 250ms; > 0.
@@ -94,7 +96,7 @@ impl Default for LagConfig {
 }
 
 /// `[routing]`: which node runs each transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// Split reads from writes. When false, everything runs on the primary. Default true.
@@ -128,7 +130,7 @@ impl Default for RoutingConfig {
 }
 
 /// What reads do when no replica is available.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fallback {
     /// Reads run on the primary.
@@ -139,7 +141,7 @@ pub enum Fallback {
 }
 
 /// `[proxy]`: where pgsplit listens and how it treats clients.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
     /// Address clients connect to. Default `127.0.0.1:6432`.
@@ -177,7 +179,7 @@ impl Default for ProxyConfig {
 }
 
 /// How long a client keeps its server connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// Until the end of each transaction (or autocommit statement).
@@ -188,7 +190,7 @@ pub enum PoolMode {
 }
 
 /// `[pool]`: one pool per (node, database, user).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
     /// Server connections kept open even when idle. Default 0; at most `max_size`.
@@ -219,7 +221,7 @@ impl Default for PoolConfig {
 }
 
 /// One `[[nodes]]` entry: a PostgreSQL server.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Unique name, `[A-Za-z0-9_-]+`, used in logs, metrics and the admin console.
@@ -246,7 +248,7 @@ fn default_weight() -> u32 {
 }
 
 /// What a node is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeRole {
     /// Takes writes, and reads when no replica will do.
@@ -256,7 +258,7 @@ pub enum NodeRole {
 }
 
 /// One `[[databases]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// The name clients connect to. Unique; not `pgsplit`.
@@ -274,14 +276,14 @@ impl DatabaseConfig {
 }
 
 /// One `[[users]]` entry. `Debug` hides the passwords.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// The name clients log in as. Unique.
     pub name: String,
     /// Plaintext, or a stored `SCRAM-SHA-256$...` / `md5...` verifier. Required unless
     /// `auth = "trust"`.
-    #[serde(default)]
+    #[serde(default, serialize_with = "hidden")]
     pub password: Option<String>,
     /// How clients authenticate to pgsplit. Default scram-sha-256.
     #[serde(default)]
@@ -291,8 +293,16 @@ pub struct UserConfig {
     pub server_user: Option<String>,
     /// The plaintext password for `server_user`; defaults to `password` when that is
     /// plaintext.
-    #[serde(default)]
+    #[serde(default, serialize_with = "hidden")]
     pub server_password: Option<String>,
+}
+
+/// Passwords never leave pgsplit: `SHOW CONFIG` and any other serialization see `********`.
+fn hidden<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_some("********"),
+        None => s.serialize_none(),
+    }
 }
 
 impl UserConfig {
@@ -333,7 +343,7 @@ impl fmt::Debug for UserConfig {
 }
 
 /// How clients prove who they are to pgsplit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 pub enum ClientAuth {
     /// SCRAM-SHA-256 (`"scram-sha-256"`), the default.
     #[default]
@@ -500,9 +510,40 @@ impl Config {
         self.users.iter().find(|u| u.name == name)
     }
 
+    /// Every setting as `(key, value)` in file order, like `pool.max_size = 20` or
+    /// `nodes[1].port = 15433`; values as the file would write them, passwords hidden.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Ok(value) = toml::Value::try_from(self) {
+            flatten("", &value, &mut out);
+        }
+        out
+    }
+
     /// True when this user may use the admin console.
     pub fn is_admin(&self, user: &str) -> bool {
         self.proxy.admin_users.iter().any(|u| u == user)
+    }
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, value) in table {
+                let key = match prefix {
+                    "" => key.clone(),
+                    _ => format!("{prefix}.{key}"),
+                };
+                flatten(&key, value, out);
+            }
+        }
+        toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten(&format!("{prefix}[{i}]"), item, out);
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+        other => out.push((prefix.to_owned(), other.to_string())),
     }
 }
 

@@ -4,7 +4,8 @@
 use std::collections::hash_map::{Entry, HashMap};
 
 use super::{
-    ByteSize, ClientAuth, Config, NodeRole, PasswordKind, Problem, UserConfig, ADMIN_DATABASE,
+    ByteSize, ClientAuth, Config, LagConfig, NodeRole, PasswordKind, Problem, UserConfig,
+    ADMIN_DATABASE,
 };
 
 /// Every problem in `config`, in file order; empty when it is valid.
@@ -21,7 +22,29 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
 }
 
 fn lag(config: &Config, out: &mut Problems) {
+    out.0.extend(lag_rules(&config.lag));
     let lag = &config.lag;
+    if let Some(user) = &lag.monitor_user {
+        if config.user(user).is_none() {
+            out.add(
+                "lag.monitor_user",
+                format!("no [[users]] entry named {user:?}"),
+            );
+        }
+    }
+    if let Some(db) = &lag.monitor_database {
+        if config.database(db).is_none() {
+            out.add(
+                "lag.monitor_database",
+                format!("no [[databases]] entry named {db:?}"),
+            );
+        }
+    }
+}
+
+/// The `[lag]` rules that need nothing but the section itself (also checked on a live `SET`).
+pub(super) fn lag_rules(lag: &LagConfig) -> Vec<Problem> {
+    let mut out = Problems(Vec::new());
     if lag.check_interval.is_zero() {
         out.add("lag.check_interval", "must be greater than 0");
     }
@@ -40,22 +63,7 @@ fn lag(config: &Config, out: &mut Problems) {
     if lag.up_after_successes == 0 {
         out.add("lag.up_after_successes", "must be at least 1");
     }
-    if let Some(user) = &lag.monitor_user {
-        if config.user(user).is_none() {
-            out.add(
-                "lag.monitor_user",
-                format!("no [[users]] entry named {user:?}"),
-            );
-        }
-    }
-    if let Some(db) = &lag.monitor_database {
-        if config.database(db).is_none() {
-            out.add(
-                "lag.monitor_database",
-                format!("no [[databases]] entry named {db:?}"),
-            );
-        }
-    }
+    out.0
 }
 
 fn routing(config: &Config, out: &mut Problems) {

@@ -63,12 +63,14 @@
 //! ("8.2 MB", "350 ms", "2.1 s"). Sizes are 1024-based, like `ByteSize` in the config, so a
 //! `2MB` threshold reads back as "2.0 MB".
 
+pub mod board;
 pub mod history;
 pub mod state;
 pub mod timeline;
 
 use std::time::Duration;
 
+pub use self::board::{LagBoard, PrimaryReport, ReplicaReport};
 pub use self::history::{LagHistory, LagPoint, LagSummary, Percentiles};
 pub use self::state::{
     HealthState, LagThresholds, ReplicaHealth, Sample, ThresholdError, Transition,

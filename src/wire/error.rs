@@ -23,6 +23,9 @@ pub mod code {
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const IN_FAILED_TRANSACTION: &str = "25P02";
     pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const CONFIG_FILE_ERROR: &str = "F0000";
     pub const INTERNAL_ERROR: &str = "XX000";
 
     /// The SQLSTATE pgsplit shows when it reports a server's failure in an error of its

@@ -191,23 +191,63 @@ pub fn command_complete(tag: &str, buf: &mut BytesMut) {
 
 /// A one-row, one-text-column result (RowDescription and DataRow), as SHOW returns.
 pub fn single_value(column: &str, value: &str, buf: &mut BytesMut) {
-    // RowDescription: one field, no table, text type (25), variable size, text format.
-    let mut field = Vec::with_capacity(column.len() + 21);
-    field.extend_from_slice(&1u16.to_be_bytes());
-    field.extend_from_slice(column.as_bytes());
-    field.push(0);
-    field.extend_from_slice(&0u32.to_be_bytes()); // table oid
-    field.extend_from_slice(&0u16.to_be_bytes()); // column number
-    field.extend_from_slice(&25u32.to_be_bytes()); // type oid: text
-    field.extend_from_slice(&(-1i16).to_be_bytes()); // type size
-    field.extend_from_slice(&(-1i32).to_be_bytes()); // type modifier
-    field.extend_from_slice(&0u16.to_be_bytes()); // text format
-    buf.extend_from_slice(&typed(b'T', &[&field]));
-    let mut row = Vec::with_capacity(value.len() + 6);
-    row.extend_from_slice(&1u16.to_be_bytes());
-    row.extend_from_slice(&(value.len() as u32).to_be_bytes());
-    row.extend_from_slice(value.as_bytes());
-    buf.extend_from_slice(&typed(b'D', &[&row]));
+    row_description(&[column], buf);
+    data_row(&[Some(value)], buf);
+}
+
+/// A RowDescription of text columns (type 25, text format), as the admin console returns.
+pub fn row_description(columns: &[&str], buf: &mut BytesMut) {
+    let mut body = Vec::with_capacity(2 + columns.iter().map(|c| c.len() + 19).sum::<usize>());
+    body.extend_from_slice(&(columns.len() as u16).to_be_bytes());
+    for column in columns {
+        body.extend_from_slice(column.as_bytes());
+        body.push(0);
+        body.extend_from_slice(&0u32.to_be_bytes()); // table oid
+        body.extend_from_slice(&0u16.to_be_bytes()); // column number
+        body.extend_from_slice(&25u32.to_be_bytes()); // type oid: text
+        body.extend_from_slice(&(-1i16).to_be_bytes()); // type size
+        body.extend_from_slice(&(-1i32).to_be_bytes()); // type modifier
+        body.extend_from_slice(&0u16.to_be_bytes()); // text format
+    }
+    buf.extend_from_slice(&typed(b'T', &[&body]));
+}
+
+/// A DataRow of text values; `None` is SQL NULL.
+pub fn data_row(values: &[Option<&str>], buf: &mut BytesMut) {
+    let mut body = Vec::with_capacity(
+        2 + values
+            .iter()
+            .map(|v| v.map_or(4, |v| v.len() + 4))
+            .sum::<usize>(),
+    );
+    body.extend_from_slice(&(values.len() as u16).to_be_bytes());
+    for value in values {
+        match value {
+            Some(v) => {
+                body.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                body.extend_from_slice(v.as_bytes());
+            }
+            None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    buf.extend_from_slice(&typed(b'D', &[&body]));
+}
+
+/// A NoticeResponse with severity `severity` (`NOTICE`, `WARNING`), SQLSTATE and message.
+pub fn notice(severity: &str, code: &str, message: &str, buf: &mut BytesMut) {
+    let mut body = Vec::new();
+    for (field, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', message),
+    ] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    buf.extend_from_slice(&typed(b'N', &[&body]));
 }
 
 /// Tells a client asking for protocol 3.x (x > 0) or `_pq_` options that pgsplit speaks 3.0.

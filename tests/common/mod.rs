@@ -100,17 +100,39 @@ pub struct TestProxy {
 impl TestProxy {
     /// Starts a proxy with the test config, changed by `adjust`.
     pub async fn start(adjust: impl FnOnce(&mut Config)) -> TestProxy {
-        init_tracing();
-        require_cluster().await;
         let mut config = test_config();
         adjust(&mut config);
-        let listener = pgsplit::server::Listener::bind(config)
+        TestProxy::start_with(config, None).await
+    }
+
+    /// Starts a proxy with `config`; `RELOAD` and `Proxy::reload_file` read `file`. Returns
+    /// once the lag monitor has seen every replica fresh (replicas start out of the read
+    /// rotation until it has), so tests find both replicas serving reads.
+    pub async fn start_with(config: Config, file: Option<std::path::PathBuf>) -> TestProxy {
+        init_tracing();
+        require_cluster().await;
+        let routing = config.routing.enabled;
+        let listener = pgsplit::server::Listener::bind(config, file)
             .await
             .expect("bind the proxy");
         let addr = listener.local_addr().unwrap();
         let proxy = listener.proxy();
         let task = tokio::spawn(listener.serve());
-        TestProxy { addr, proxy, task }
+        let started = TestProxy { addr, proxy, task };
+        if routing {
+            let topology = started.proxy.routing().topology.clone();
+            wait_until(10, "both replicas in the read rotation", || {
+                let topology = topology.clone();
+                async move {
+                    topology
+                        .snapshot()
+                        .iter()
+                        .all(|r| r.state == pgsplit::topology::ReplicaState::Healthy)
+                }
+            })
+            .await;
+        }
+        started
     }
 
     pub fn port(&self) -> u16 {

@@ -25,6 +25,7 @@ use crate::backend::pool::Manager;
 use crate::backend::{BackendError, ServerConn, ServerPool};
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::classify::{Class, Classification};
+use crate::clients::ClientEntry;
 use crate::config::PoolMode;
 use crate::prepared::{ClientStatements, PreparedStatement};
 use crate::router::{self, ClientRouting, RouteMode, Routing, Target};
@@ -57,6 +58,8 @@ pub struct SessionContext {
     /// Disconnect a client that holds no server and sends nothing for this long.
     pub idle_timeout: Option<std::time::Duration>,
     pub cancel: CancelKey,
+    /// Its line in `SHOW CLIENTS`.
+    pub entry: ClientEntry,
 }
 
 /// A checked-out server connection.
@@ -352,6 +355,7 @@ impl Session {
     /// carry session state), anything else is closed so the server rolls back.
     fn finish(&mut self) {
         self.ctx.cancel.set_target(None);
+        self.ctx.entry.update(|now| now.node = None);
         self.lease = None;
         let Some(mut server) = self.server.take() else {
             return;

@@ -35,6 +35,9 @@ impl Session {
                     server.status = status;
                     if status == TxStatus::Idle && std::mem::take(&mut self.wrote) {
                         self.routing.wrote(&self.ctx.routing.policy, Instant::now());
+                        self.ctx.routing.stats.record_pin();
+                        let until = self.routing.pinned_until;
+                        self.ctx.entry.update(|now| now.pinned_until = until);
                     }
                     match self.settings.ready(self.status, status) {
                         ServerSettings::Unchanged => {}
@@ -96,6 +99,7 @@ impl Session {
 
     pub(super) fn release(&mut self) {
         self.ctx.cancel.set_target(None);
+        self.ctx.entry.update(|now| now.node = None);
         self.lease = None;
         if let Some(server) = self.server.take() {
             if server.broken {

@@ -1,0 +1,468 @@
+//! The admin console's tables, built from snapshots of the proxy's state. Pure: each
+//! function takes plain data and `now`, so they are tested without a proxy.
+
+use std::time::{Duration, Instant};
+
+use crate::classify::CacheStats;
+use crate::clients::ClientRow;
+use crate::config::{Config, LagConfig, SETTABLE};
+use crate::lag::{format_bytes, format_duration, LagThresholds, ReplicaReport};
+use crate::router::Reason;
+use crate::topology::Replica;
+
+/// A result set of text columns; `None` is NULL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub columns: Vec<&'static str>,
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+impl Table {
+    fn new(columns: &[&'static str]) -> Table {
+        Table {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, row: Vec<Option<String>>) {
+        debug_assert_eq!(row.len(), self.columns.len());
+        self.rows.push(row);
+    }
+
+    /// The value in `column` of row `row`, for tests and the like.
+    pub fn get(&self, row: usize, column: &str) -> Option<&str> {
+        let i = self.columns.iter().position(|c| *c == column)?;
+        self.rows.get(row)?.get(i)?.as_deref()
+    }
+}
+
+fn text(value: impl ToString) -> Option<String> {
+    Some(value.to_string())
+}
+
+/// Seconds with millisecond precision: `"0.250"`.
+fn seconds(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
+/// `SHOW REPLICAS`: one row per replica. `nodes` are the configured node names by index.
+pub fn replicas(
+    nodes: &[String],
+    reports: &[ReplicaReport],
+    routing: &[Replica],
+    now: Instant,
+) -> Table {
+    let mut t = Table::new(&[
+        "node",
+        "state",
+        "lag_bytes",
+        "lag_seconds",
+        "reason",
+        "since",
+        "in_state",
+        "reads_served",
+        "active",
+        "ejections",
+    ]);
+    for report in reports {
+        let entry = routing.iter().find(|r| r.node == report.node);
+        let in_state = now.saturating_duration_since(report.since);
+        t.push(vec![
+            nodes.get(report.node).cloned(),
+            text(report.state),
+            report.lag_bytes.map(|b| b.to_string()),
+            report.lag.map(seconds),
+            text(&report.reason),
+            text(wall_clock_ago(in_state)),
+            text(format_duration(in_state)),
+            entry.map(|e| e.reads.to_string()),
+            entry.map(|e| e.outstanding.to_string()),
+            text(report.ejections),
+        ]);
+    }
+    t
+}
+
+/// `SHOW LAG`: per replica, lag percentiles over the history window and the share of it the
+/// replica would have been ejected at the current threshold, at half and at double it.
+pub fn lag(
+    nodes: &[String],
+    reports: &[ReplicaReport],
+    thresholds: &LagThresholds,
+    now: Instant,
+) -> Table {
+    let mut t = Table::new(&[
+        "node",
+        "samples",
+        "window",
+        "bytes_p50",
+        "bytes_p90",
+        "bytes_p99",
+        "bytes_max",
+        "seconds_p50",
+        "seconds_p90",
+        "seconds_p99",
+        "seconds_max",
+        "threshold",
+        "ejected_at_threshold",
+        "ejected_at_half",
+        "ejected_at_double",
+    ]);
+    let threshold = describe_threshold(thresholds);
+    for report in reports {
+        let name = nodes.get(report.node).cloned();
+        let Some(s) = report.history.summary(now, thresholds) else {
+            let mut row = vec![name, text(0)];
+            row.resize(t.columns.len(), None);
+            row[11] = text(&threshold);
+            t.push(row);
+            continue;
+        };
+        let secs = |f: fn(&crate::lag::Percentiles<Duration>) -> Duration| {
+            s.seconds.as_ref().map(|p| seconds(f(p)))
+        };
+        let share = |x: f64| text(format!("{:.1}%", x * 100.0));
+        t.push(vec![
+            name,
+            text(s.samples),
+            text(format_duration(s.covered)),
+            text(format_bytes(s.bytes.p50)),
+            text(format_bytes(s.bytes.p90)),
+            text(format_bytes(s.bytes.p99)),
+            text(format_bytes(s.bytes.max)),
+            secs(|p| p.p50),
+            secs(|p| p.p90),
+            secs(|p| p.p99),
+            secs(|p| p.max),
+            text(&threshold),
+            share(s.ejected_share_at[0]),
+            share(s.ejected_share_at[1]),
+            share(s.ejected_share_at[2]),
+        ]);
+    }
+    t
+}
+
+/// `16.0 MB`, `1.0 s`, or `16.0 MB or 1.0 s`.
+fn describe_threshold(t: &LagThresholds) -> String {
+    let parts: Vec<String> = [
+        t.max_bytes.map(format_bytes),
+        t.max_lag.map(format_duration),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    parts.join(" or ")
+}
+
+/// One pool as `SHOW POOLS` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRow {
+    pub node: String,
+    pub database: String,
+    pub user: String,
+    /// Server connections open.
+    pub size: usize,
+    /// Of those, idle in the pool.
+    pub idle: usize,
+    /// Clients waiting for a connection.
+    pub waiting: usize,
+    pub max_size: usize,
+}
+
+/// `SHOW POOLS`.
+pub fn pools(rows: &[PoolRow]) -> Table {
+    let mut t = Table::new(&[
+        "node", "database", "user", "size", "idle", "active", "waiting", "max_size",
+    ]);
+    for p in rows {
+        t.push(vec![
+            text(&p.node),
+            text(&p.database),
+            text(&p.user),
+            text(p.size),
+            text(p.idle),
+            text(p.size.saturating_sub(p.idle)),
+            text(p.waiting),
+            text(p.max_size),
+        ]);
+    }
+    t
+}
+
+/// `SHOW CLIENTS`.
+pub fn clients(rows: &[ClientRow], now: Instant) -> Table {
+    let mut t = Table::new(&[
+        "id",
+        "user",
+        "database",
+        "addr",
+        "connected_for",
+        "node",
+        "pinned_for",
+    ]);
+    for c in rows {
+        let pinned = c
+            .now
+            .pinned_until
+            .filter(|until| *until > now)
+            .map(|until| format_duration(until - now));
+        t.push(vec![
+            text(c.id),
+            text(&c.user),
+            text(&c.database),
+            text(c.peer),
+            text(format_duration(
+                now.saturating_duration_since(c.connected_at),
+            )),
+            c.now.node.as_ref().map(|n| n.name.clone()),
+            pinned,
+        ]);
+    }
+    t
+}
+
+/// What `SHOW STATS` reports.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Node names with the transactions/statements routed to each.
+    pub by_node: Vec<(String, u64)>,
+    pub by_reason: Vec<(Reason, u64)>,
+    /// Read-your-writes pins started or extended.
+    pub pins: u64,
+    pub cache: CacheStats,
+    pub clients: usize,
+}
+
+/// `SHOW STATS`: one `name, value` row per counter.
+pub fn stats(s: &Stats) -> Table {
+    let mut t = Table::new(&["name", "value"]);
+    for (node, n) in &s.by_node {
+        t.push(vec![text(format!("routed_to.{node}")), text(n)]);
+    }
+    for (reason, n) in &s.by_reason {
+        t.push(vec![text(format!("reason.{}", reason.as_str())), text(n)]);
+    }
+    let lookups = s.cache.hits + s.cache.misses;
+    let ratio = match lookups {
+        0 => None,
+        n => text(format!("{:.3}", s.cache.hits as f64 / n as f64)),
+    };
+    let rows = [
+        ("pins", text(s.pins)),
+        ("classify_cache.hits", text(s.cache.hits)),
+        ("classify_cache.misses", text(s.cache.misses)),
+        ("classify_cache.entries", text(s.cache.entries)),
+        ("classify_cache.hit_ratio", ratio),
+        ("clients", text(s.clients)),
+    ];
+    for (name, value) in rows {
+        t.push(vec![text(name), value]);
+    }
+    t
+}
+
+/// `SHOW CONFIG`: every setting in force (the `[lag]` ones as they are now, which `SET` or a
+/// reload may have changed), and whether `SET` can change it.
+pub fn config(config: &Config, lag: &LagConfig) -> Table {
+    let mut t = Table::new(&["key", "value", "changeable"]);
+    let live = Config {
+        lag: lag.clone(),
+        ..config.clone()
+    };
+    for (key, value) in live.entries() {
+        let changeable = key
+            .strip_prefix("lag.")
+            .is_some_and(|k| SETTABLE.contains(&k));
+        t.push(vec![text(key), text(value), text(changeable)]);
+    }
+    t
+}
+
+/// `SHOW <setting>`: one `[lag]` setting.
+pub fn setting(lag: &LagConfig, key: &str) -> Option<Table> {
+    let key = key.strip_prefix("lag.").unwrap_or(key);
+    let value = lag.value_of(key)?;
+    let mut t = Table::new(&[SETTABLE.iter().find(|k| **k == key)?]);
+    t.push(vec![text(value)]);
+    Some(t)
+}
+
+/// `SHOW HELP`.
+pub fn help() -> Table {
+    let mut t = Table::new(&["command"]);
+    for line in super::command::HELP {
+        t.push(vec![text(line)]);
+    }
+    t
+}
+
+/// The wall-clock time `ago` before now, as `YYYY-MM-DD HH:MM:SS UTC`.
+fn wall_clock_ago(ago: Duration) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    utc(now.saturating_sub(ago).as_secs())
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (civil-from-days, proleptic Gregorian).
+fn utc(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lag::{HealthState, LagHistory};
+
+    fn report(node: usize, state: HealthState, since: Instant) -> ReplicaReport {
+        ReplicaReport {
+            node,
+            state,
+            since,
+            reason: "lag 6.6 MB > max 2.0 MB".into(),
+            lag_bytes: Some(6_920_000),
+            lag: Some(Duration::from_millis(1250)),
+            ejections: 1,
+            history: LagHistory::new(),
+        }
+    }
+
+    fn names() -> Vec<String> {
+        vec!["primary".into(), "replica1".into(), "replica2".into()]
+    }
+
+    #[test]
+    fn replicas_show_state_lag_reason_and_reads() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(3);
+        let mut routed = Replica::new(1, 1);
+        routed.reads = 42;
+        let t = replicas(
+            &names(),
+            &[report(1, HealthState::Lagging, t0)],
+            &[routed],
+            now,
+        );
+        assert_eq!(t.get(0, "node"), Some("replica1"));
+        assert_eq!(t.get(0, "state"), Some("lagging"));
+        assert_eq!(t.get(0, "lag_bytes"), Some("6920000"));
+        assert_eq!(t.get(0, "lag_seconds"), Some("1.250"));
+        assert_eq!(t.get(0, "reason"), Some("lag 6.6 MB > max 2.0 MB"));
+        assert_eq!(t.get(0, "in_state"), Some("3.0 s"));
+        assert_eq!(t.get(0, "reads_served"), Some("42"));
+        assert_eq!(t.get(0, "ejections"), Some("1"));
+    }
+
+    #[test]
+    fn lag_shows_percentiles_and_ejected_shares() {
+        let t0 = Instant::now();
+        let mut r = report(2, HealthState::Healthy, t0);
+        // 10 checks: 9 at 1 MB, one at 3 MB. Threshold 2 MB: 10% ejected; half (1 MB): 10%
+        // (1 MB is not above 1 MB); double (4 MB): none.
+        for i in 0..10u64 {
+            let bytes = if i == 9 { 3 << 20 } else { 1 << 20 };
+            r.history.record(
+                t0 + Duration::from_millis(250 * i),
+                bytes,
+                Some(Duration::ZERO),
+            );
+        }
+        let thresholds = LagThresholds {
+            max_bytes: Some(2 << 20),
+            max_lag: None,
+            ..LagThresholds::default()
+        };
+        let now = t0 + Duration::from_millis(2500);
+        let t = lag(&names(), &[r], &thresholds, now);
+        assert_eq!(t.get(0, "node"), Some("replica2"));
+        assert_eq!(t.get(0, "samples"), Some("10"));
+        assert_eq!(t.get(0, "bytes_p50"), Some("1.0 MB"));
+        assert_eq!(t.get(0, "bytes_max"), Some("3.0 MB"));
+        assert_eq!(t.get(0, "seconds_p99"), Some("0.000"));
+        assert_eq!(t.get(0, "threshold"), Some("2.0 MB"));
+        assert_eq!(t.get(0, "ejected_at_threshold"), Some("10.0%"));
+        assert_eq!(t.get(0, "ejected_at_half"), Some("10.0%"));
+        assert_eq!(t.get(0, "ejected_at_double"), Some("0.0%"));
+        // No checks yet: the row is there with the threshold and nothing else.
+        let empty = lag(
+            &names(),
+            &[report(1, HealthState::Down, t0)],
+            &thresholds,
+            now,
+        );
+        assert_eq!(empty.get(0, "samples"), Some("0"));
+        assert_eq!(empty.get(0, "bytes_p50"), None);
+        assert_eq!(empty.get(0, "threshold"), Some("2.0 MB"));
+    }
+
+    #[test]
+    fn config_hides_passwords_and_marks_what_set_changes() {
+        let config = Config::from_toml_str(
+            r#"
+            [[nodes]]
+            name = "primary"
+            host = "127.0.0.1"
+            role = "primary"
+            [[databases]]
+            name = "app"
+            [[users]]
+            name = "admin"
+            password = "hunter2"
+            "#,
+        )
+        .unwrap();
+        let live = config.lag.with("max_replica_lag", "2MB").unwrap();
+        let t = config_table(&config, &live);
+        let row = |key: &str| t.rows.iter().position(|r| r[0].as_deref() == Some(key));
+        let lag = row("lag.max_replica_lag").unwrap();
+        assert_eq!(t.get(lag, "value"), Some("2MB"), "the live value");
+        assert_eq!(t.get(lag, "changeable"), Some("true"));
+        let port = row("nodes[0].port").unwrap();
+        assert_eq!(t.get(port, "changeable"), Some("false"));
+        let password = row("users[0].password").unwrap();
+        assert_eq!(t.get(password, "value"), Some("********"));
+        assert!(t.rows.iter().all(|r| r[1].as_deref() != Some("hunter2")));
+        assert!(
+            row("proxy.listen").unwrap() < row("pool.max_size").unwrap(),
+            "file order"
+        );
+    }
+
+    fn config_table(c: &Config, lag: &LagConfig) -> Table {
+        config(c, lag)
+    }
+
+    #[test]
+    fn a_setting_shows_alone() {
+        let lag = LagConfig::default();
+        let t = setting(&lag, "max_replica_lag").unwrap();
+        assert_eq!(t.columns, vec!["max_replica_lag"]);
+        assert_eq!(t.get(0, "max_replica_lag"), Some("16MB"));
+        assert!(setting(&lag, "monitor_user").is_none());
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_795_000_000), "2026-11-18 11:06:40 UTC");
+    }
+}

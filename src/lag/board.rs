@@ -1,0 +1,118 @@
+//! What the monitor last saw of every node, shared with the admin console (`SHOW REPLICAS`,
+//! `SHOW LAG`), the metrics and `/healthz`. The monitor writes it after each check; readers
+//! take copies. Plain data behind a lock: no IO.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::history::LagHistory;
+use super::state::HealthState;
+
+/// One replica as its last check left it.
+#[derive(Debug, Clone)]
+pub struct ReplicaReport {
+    /// Index of the node in the configured node list.
+    pub node: usize,
+    pub state: HealthState,
+    /// When the current state began.
+    pub since: Instant,
+    /// Why it is in this state (the figures behind the last transition, kept current).
+    pub reason: String,
+    /// Byte lag at the last successful check; `None` before the first.
+    pub lag_bytes: Option<u64>,
+    /// Time lag at the last successful check; `None` when unknown.
+    pub lag: Option<Duration>,
+    /// Times it left the read rotation (healthy -> anything else).
+    pub ejections: u64,
+    /// The last five minutes of successful checks.
+    pub history: LagHistory,
+}
+
+/// The primary's check.
+#[derive(Debug, Clone, Default)]
+pub struct PrimaryReport {
+    /// When its WAL position was last read.
+    pub checked_at: Option<Instant>,
+    /// The error of the last check, if it failed.
+    pub error: Option<String>,
+}
+
+/// The shared board.
+#[derive(Debug)]
+pub struct LagBoard {
+    replicas: Mutex<Vec<ReplicaReport>>,
+    primary: Mutex<PrimaryReport>,
+}
+
+impl LagBoard {
+    /// A board for these replica nodes, none checked yet (down, like a new `ReplicaHealth`).
+    pub fn new(replica_nodes: &[usize], now: Instant) -> LagBoard {
+        let replicas = replica_nodes
+            .iter()
+            .map(|&node| ReplicaReport {
+                node,
+                state: HealthState::Down,
+                since: now,
+                reason: "not checked yet".to_owned(),
+                lag_bytes: None,
+                lag: None,
+                ejections: 0,
+                history: LagHistory::new(),
+            })
+            .collect();
+        LagBoard {
+            replicas: Mutex::new(replicas),
+            primary: Mutex::new(PrimaryReport::default()),
+        }
+    }
+
+    /// Changes one replica's report.
+    pub fn update(&self, node: usize, f: impl FnOnce(&mut ReplicaReport)) {
+        let mut replicas = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = replicas.iter_mut().find(|r| r.node == node) {
+            f(r);
+        }
+    }
+
+    /// A copy of every replica's report, in node order.
+    pub fn replicas(&self) -> Vec<ReplicaReport> {
+        self.replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_primary(&self, report: PrimaryReport) {
+        *self.primary.lock().unwrap_or_else(|e| e.into_inner()) = report;
+    }
+
+    pub fn primary(&self) -> PrimaryReport {
+        self.primary
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_reach_only_their_replica() {
+        let now = Instant::now();
+        let board = LagBoard::new(&[1, 2], now);
+        board.update(2, |r| {
+            r.state = HealthState::Lagging;
+            r.ejections += 1;
+            r.lag_bytes = Some(8 << 20);
+        });
+        board.update(7, |r| r.ejections = 99);
+        let replicas = board.replicas();
+        assert_eq!(replicas[0].state, HealthState::Down);
+        assert_eq!(replicas[0].lag_bytes, None);
+        assert_eq!(replicas[1].state, HealthState::Lagging);
+        assert_eq!(replicas[1].ejections, 1);
+        assert!(replicas.iter().all(|r| r.ejections < 99));
+    }
+}
