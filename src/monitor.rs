@@ -289,6 +289,7 @@ impl ReplicaWatch {
         let transition = self.health.observe(sample, now);
         let health = &self.health;
         self.board.update(self.index, |r| {
+            r.checks += 1;
             if let Sample::Ok { lag_bytes, lag, .. } = sample {
                 r.lag_bytes = Some(*lag_bytes);
                 r.lag = *lag;

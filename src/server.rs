@@ -29,6 +29,7 @@ use crate::frontend::session::{apply_settings, Server, Session, SessionContext};
 use crate::frontend::settings::ClientSettings;
 use crate::lag::LagBoard;
 use crate::monitor::MonitorSettings;
+use crate::prometheus::Metrics;
 use crate::router::{Policy, RouteStats, Routing};
 use crate::topology::{Replica, ReplicaState, Topology};
 use crate::wire::error::code;
@@ -65,11 +66,14 @@ pub struct Proxy {
     board: Arc<LagBoard>,
     /// The file `RELOAD` and SIGHUP read again, if the proxy was started from one.
     config_path: Option<PathBuf>,
+    metrics: Metrics,
 }
 
 /// A bound, not yet serving, proxy.
 pub struct Listener {
     listener: TcpListener,
+    /// The `/metrics` and `/healthz` endpoint, when enabled.
+    http: Option<TcpListener>,
     proxy: Arc<Proxy>,
 }
 
@@ -149,6 +153,7 @@ impl Proxy {
             lag,
             board: Arc::new(LagBoard::new(&replica_nodes, Instant::now())),
             config_path: None,
+            metrics: Metrics::new(),
             pools: Pools::new(nodes, settings),
             routing,
             cancel: Arc::new(CancelRegistry::default()),
@@ -227,6 +232,9 @@ impl Proxy {
         if new.routing != self.config.routing {
             needs_restart.push("routing");
         }
+        if new.metrics != self.config.metrics {
+            needs_restart.push("metrics");
+        }
         let monitor_login =
             |c: &Config| (c.lag.monitor_user.clone(), c.lag.monitor_database.clone());
         if monitor_login(new) != monitor_login(&self.config) {
@@ -259,6 +267,11 @@ impl Proxy {
     /// The `[lag]` section in force now.
     pub fn lag_config(&self) -> LagConfig {
         self.lag.borrow().clone()
+    }
+
+    /// The Prometheus recorder.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// What the monitor last saw of each node.
@@ -305,16 +318,26 @@ impl Listener {
     /// read again (none for a proxy built in code, as tests do).
     pub async fn bind(config: Config, config_path: Option<PathBuf>) -> std::io::Result<Listener> {
         let listener = TcpListener::bind(config.proxy.listen).await?;
+        let http = match config.metrics.enabled {
+            true => Some(TcpListener::bind(config.metrics.listen).await?),
+            false => None,
+        };
         let mut proxy = Proxy::new(config);
         proxy.config_path = config_path;
         Ok(Listener {
             listener,
+            http,
             proxy: Arc::new(proxy),
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `/metrics` and `/healthz` are served, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn proxy(&self) -> Arc<Proxy> {
@@ -325,6 +348,9 @@ impl Listener {
     pub async fn serve(self) {
         let proxy = self.proxy.clone();
         tokio::spawn(maintain(Arc::downgrade(&proxy)));
+        if let Some(http) = self.http {
+            tokio::spawn(crate::http::serve(http, Arc::downgrade(&proxy)));
+        }
         proxy.start_monitor();
         loop {
             match self.listener.accept().await {
@@ -522,6 +548,7 @@ async fn login_client(
         idle_timeout: proxy.config.proxy.client_idle_timeout.non_zero(),
         cancel,
         entry,
+        checkout_wait: proxy.metrics.checkout_wait(),
     };
     tracing::debug!(user = %user_name, database = %database_name, "client logged in");
     Ok(Login::Client(Box::new((ctx, settings, keep))))

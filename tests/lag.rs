@@ -71,6 +71,73 @@ async fn a_threshold_lowered_live_takes_effect() {
     eject_and_readmit(&proxy).await;
 }
 
+/// `SET max_replica_lag` in the admin console: the 8 MB behind that the default 16 MB
+/// tolerates now ejects, and `SHOW REPLICAS` tells the story.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_set_in_the_admin_console_takes_effect() {
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let console = common::admin(&proxy).await;
+    let e = console
+        .simple_query("SET max_replica_lag = '-1MB'")
+        .await
+        .expect_err("an invalid value is refused");
+    assert_eq!(common::sqlstate(&e), "22023");
+    common::admin_rows(&console, "SET max_replica_lag = '2MB'").await;
+    let shown = common::admin_rows(&console, "SHOW max_replica_lag").await;
+    assert_eq!(shown[0][0].1.as_deref(), Some("2MB"));
+    eject_and_readmit(&proxy).await;
+    let replicas = common::admin_rows(&console, "SHOW REPLICAS").await;
+    eprintln!("{replicas:?}");
+    let ejections = common::admin_value(&replicas, "replica1", "ejections").unwrap();
+    assert!(ejections.parse::<u64>().unwrap() >= 1, "{replicas:?}");
+    let lag = common::admin_rows(&console, "SHOW LAG").await;
+    let ejected = common::admin_value(&lag, "replica1", "ejected_at_threshold").unwrap();
+    assert_ne!(ejected, "0.0%", "the lag spell shows in SHOW LAG: {lag:?}");
+}
+
+/// `RELOAD` reads the file again: a lower threshold written to it takes effect; a file
+/// with an invalid value is refused with the reason and the old value stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_the_file_and_refuses_an_invalid_one() {
+    let dir = std::env::temp_dir().join(common::unique("pgsplit_reload"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.toml");
+    let write_lag = |lines: &str| {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let mut value: toml::Table = text.parse().unwrap();
+        let lag: toml::Table = lines.parse().unwrap();
+        value.insert("lag".into(), toml::Value::Table(lag));
+        std::fs::write(&file, toml::to_string(&value).unwrap()).unwrap();
+    };
+    write_lag("max_replica_lag = \"16MB\"");
+    let mut config = common::test_config();
+    config.routing.enabled = true;
+    let proxy = TestProxy::start_with(config, Some(file.clone())).await;
+    let console = common::admin(&proxy).await;
+
+    write_lag("max_replica_lag = \"2MB\"");
+    common::admin_rows(&console, "RELOAD").await;
+    let shown = common::admin_rows(&console, "SHOW max_replica_lag").await;
+    assert_eq!(shown[0][0].1.as_deref(), Some("2MB"));
+    eject_and_readmit(&proxy).await;
+
+    write_lag("max_replica_lag = \"4MB\"\nreadmit_percent = 500");
+    let e = console
+        .simple_query("RELOAD")
+        .await
+        .expect_err("an invalid file is refused");
+    assert_eq!(common::sqlstate(&e), "F0000");
+    assert!(
+        common::describe(&e).contains("readmit_percent"),
+        "the error names the key: {}",
+        common::describe(&e)
+    );
+    let shown = common::admin_rows(&console, "SHOW max_replica_lag").await;
+    assert_eq!(shown[0][0].1.as_deref(), Some("2MB"), "the old value stays");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Pauses replay on replica1, writes 8 MB on the primary, and checks that replica1 leaves
 /// the rotation within 2 s while replica2 serves, then comes back within 3 s of resuming.
 async fn eject_and_readmit(proxy: &TestProxy) {

@@ -341,6 +341,7 @@ mod tests {
             lag_bytes: Some(6_920_000),
             lag: Some(Duration::from_millis(1250)),
             ejections: 1,
+            checks: 10,
             history: LagHistory::new(),
         }
     }

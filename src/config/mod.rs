@@ -50,6 +50,28 @@ pub struct Config {
     /// `[lag]`: the replica lag guard.
     #[serde(default)]
     pub lag: LagConfig,
+    /// `[metrics]`: the Prometheus and health-check endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: `GET /metrics` (Prometheus) and `GET /healthz` over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve the endpoint. Default true.
+    pub enabled: bool,
+    /// Where it listens. Default 127.0.0.1:9930 (loopback: metrics are not for everyone).
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9930)),
+        }
+    }
 }
 
 /// `[lag]`: how replica lag is watched and when a replica leaves the read rotation.

@@ -24,6 +24,8 @@ pub struct ReplicaReport {
     pub lag: Option<Duration>,
     /// Times it left the read rotation (healthy -> anything else).
     pub ejections: u64,
+    /// Checks made so far (successful or not).
+    pub checks: u64,
     /// The last five minutes of successful checks.
     pub history: LagHistory,
 }
@@ -57,6 +59,7 @@ impl LagBoard {
                 lag_bytes: None,
                 lag: None,
                 ejections: 0,
+                checks: 0,
                 history: LagHistory::new(),
             })
             .collect();

@@ -77,6 +77,7 @@ pub fn test_config() -> Config {
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"));
     let mut config = Config::load(path).expect("config.toml loads");
     config.proxy.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics.listen = "127.0.0.1:0".parse().unwrap();
     config.pool.checkout_timeout = pgsplit::config::Duration::from_secs(30);
     config.proxy.server_connect_timeout = pgsplit::config::Duration::from_secs(30);
     // Pooling and protocol tests watch the primary; routing tests switch this on.
@@ -93,6 +94,8 @@ pub fn test_config() -> Config {
 /// A pgsplit running inside the test process. Stops accepting clients when dropped.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// Where `/metrics` and `/healthz` are served.
+    pub metrics_addr: Option<SocketAddr>,
     pub proxy: Arc<pgsplit::server::Proxy>,
     task: JoinHandle<()>,
 }
@@ -105,9 +108,10 @@ impl TestProxy {
         TestProxy::start_with(config, None).await
     }
 
-    /// Starts a proxy with `config`; `RELOAD` and `Proxy::reload_file` read `file`. Returns
-    /// once the lag monitor has seen every replica fresh (replicas start out of the read
-    /// rotation until it has), so tests find both replicas serving reads.
+    /// Starts a proxy with `config`; `RELOAD` and `Proxy::reload_file` read `file`. With
+    /// routing on, returns once the lag monitor has seen every reachable replica fresh
+    /// (replicas start out of the read rotation until it has), so tests find them serving
+    /// reads; a replica that fails its checks is given the checks that take it down.
     pub async fn start_with(config: Config, file: Option<std::path::PathBuf>) -> TestProxy {
         init_tracing();
         require_cluster().await;
@@ -116,19 +120,36 @@ impl TestProxy {
             .await
             .expect("bind the proxy");
         let addr = listener.local_addr().unwrap();
+        let metrics_addr = listener.metrics_addr();
         let proxy = listener.proxy();
         let task = tokio::spawn(listener.serve());
-        let started = TestProxy { addr, proxy, task };
+        let started = TestProxy {
+            addr,
+            metrics_addr,
+            proxy,
+            task,
+        };
         if routing {
-            let topology = started.proxy.routing().topology.clone();
-            wait_until(10, "both replicas in the read rotation", || {
-                let topology = topology.clone();
-                async move {
-                    topology
-                        .snapshot()
-                        .iter()
-                        .all(|r| r.state == pgsplit::topology::ReplicaState::Healthy)
-                }
+            let proxy = started.proxy.clone();
+            let settled = move || {
+                let checked = proxy.config().lag.down_after_failures as u64 + 1;
+                let serving: Vec<usize> = proxy
+                    .routing()
+                    .topology
+                    .snapshot()
+                    .iter()
+                    .filter(|r| r.state == pgsplit::topology::ReplicaState::Healthy)
+                    .map(|r| r.node)
+                    .collect();
+                proxy
+                    .board()
+                    .replicas()
+                    .iter()
+                    .all(|r| serving.contains(&r.node) || r.checks >= checked)
+            };
+            wait_until(10, "the lag monitor has judged every replica", || {
+                let done = settled();
+                async move { done }
             })
             .await;
         }
@@ -483,4 +504,64 @@ pub async fn replica_superuser(port: u16) -> Client {
         .application_name("pgsplit-test-checker")
         .connect_timeout(Duration::from_secs(30));
     connect_with(&c).await
+}
+
+/// The admin user's password in config.toml.
+pub const ADMIN_PASSWORD: &str = "admin";
+
+/// Connects to the admin console of `proxy` as `user`.
+pub async fn try_admin(
+    proxy: &TestProxy,
+    user: &str,
+    password: &str,
+) -> Result<Client, tokio_postgres::Error> {
+    let mut c = tokio_postgres::Config::new();
+    c.host("127.0.0.1")
+        .port(proxy.port())
+        .user(user)
+        .password(password)
+        .dbname("pgsplit")
+        .connect_timeout(Duration::from_secs(30));
+    let (client, connection) = c.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Connects to the admin console of `proxy` as `admin`.
+pub async fn admin(proxy: &TestProxy) -> Client {
+    try_admin(proxy, "admin", ADMIN_PASSWORD)
+        .await
+        .unwrap_or_else(|e| panic!("admin login failed: {}", describe(&e)))
+}
+
+/// One admin console result: rows of (column, value) pairs.
+pub type AdminRows = Vec<Vec<(String, Option<String>)>>;
+
+/// Runs an admin console command and returns its rows.
+pub async fn admin_rows(admin: &Client, sql: &str) -> AdminRows {
+    let messages = admin
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                row.columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name().to_string(), row.get(i).map(str::to_string)))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The value of `column` in the row whose first column is `key`.
+pub fn admin_value(rows: &AdminRows, key: &str, column: &str) -> Option<String> {
+    let row = rows.iter().find(|r| r[0].1.as_deref() == Some(key))?;
+    row.iter().find(|(c, _)| c == column)?.1.clone()
 }

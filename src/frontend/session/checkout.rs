@@ -218,7 +218,10 @@ impl Session {
         let server = loop {
             let pool = &self.ctx.pools[node];
             match pool.get().await {
-                Ok(server) => break server,
+                Ok(server) => {
+                    self.ctx.checkout_wait.record(now.elapsed().as_secs_f64());
+                    break server;
+                }
                 Err(e) if node != routing.primary && unreachable(&e) => {
                     tracing::warn!(node = %pool.manager_node(), error = %e, "replica unreachable; skipping it for the cooldown");
                     routing.topology.refused(node, now);

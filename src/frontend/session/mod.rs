@@ -60,6 +60,8 @@ pub struct SessionContext {
     pub cancel: CancelKey,
     /// Its line in `SHOW CLIENTS`.
     pub entry: ClientEntry,
+    /// Where each checkout's wait goes (a Prometheus histogram).
+    pub checkout_wait: metrics::Histogram,
 }
 
 /// A checked-out server connection.

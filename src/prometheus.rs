@@ -1,0 +1,164 @@
+//! The Prometheus metrics pgsplit exports (with `metrics` and `metrics-exporter-prometheus`).
+//!
+//! Most figures already live in pgsplit's own state (routing counters, the lag board, the
+//! pools, the client registry), so they are copied into the recorder when Prometheus
+//! scrapes, not on every statement: the hot path only records the checkout wait histogram.
+//! The recorder is the proxy's own, not the process-global one, so several proxies (as in
+//! the tests) each export their own figures.
+
+use metrics::{Histogram, Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::lag::HealthState;
+use crate::router::Reason;
+use crate::server::Proxy;
+
+const CHECKOUT_WAIT: &str = "pgsplit_checkout_wait_seconds";
+
+/// Upper bounds of the checkout wait histogram, in seconds.
+const CHECKOUT_BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0,
+];
+
+/// A proxy's metrics recorder.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    checkout_wait: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let builder = PrometheusBuilder::new();
+        let builder = builder
+            .set_buckets_for_metric(Matcher::Full(CHECKOUT_WAIT.into()), &CHECKOUT_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let metadata = Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+        let checkout_wait = recorder.register_histogram(&Key::from_name(CHECKOUT_WAIT), &metadata);
+        metrics::with_local_recorder(&recorder, || {
+            metrics::describe_histogram!(
+                CHECKOUT_WAIT,
+                metrics::Unit::Seconds,
+                "Time a client waited for a server connection"
+            );
+        });
+        Metrics {
+            recorder,
+            handle,
+            checkout_wait,
+        }
+    }
+
+    /// The histogram sessions record each checkout's wait into.
+    pub fn checkout_wait(&self) -> Histogram {
+        self.checkout_wait.clone()
+    }
+
+    /// The exposition text: the proxy's figures now, in Prometheus format.
+    pub fn render(&self, proxy: &Proxy) -> String {
+        metrics::with_local_recorder(&self.recorder, || publish(proxy));
+        self.handle.render()
+    }
+}
+
+/// Copies the proxy's figures into the (local) recorder.
+fn publish(proxy: &Proxy) {
+    use metrics::{counter, gauge};
+    let config = proxy.config();
+    let routing = proxy.routing();
+    let name = |node: usize| {
+        config
+            .nodes
+            .get(node)
+            .map(|n| n.name.clone())
+            .unwrap_or_default()
+    };
+
+    for (node, n) in routing.stats.by_node().into_iter().enumerate() {
+        counter!("pgsplit_routed_total", "node" => name(node)).absolute(n);
+    }
+    for reason in Reason::ALL {
+        let n = routing.stats.by_reason(reason);
+        counter!("pgsplit_routed_by_reason_total", "reason" => reason.as_str()).absolute(n);
+    }
+    counter!("pgsplit_pins_total").absolute(routing.stats.pins());
+
+    let topology = routing.topology.snapshot();
+    for r in proxy.board().replicas() {
+        let node = name(r.node);
+        gauge!("pgsplit_replica_lag_bytes", "node" => node.clone())
+            .set(r.lag_bytes.map_or(f64::NAN, |b| b as f64));
+        gauge!("pgsplit_replica_lag_seconds", "node" => node.clone())
+            .set(r.lag.map_or(f64::NAN, |d| d.as_secs_f64()));
+        for state in [
+            HealthState::Healthy,
+            HealthState::Lagging,
+            HealthState::Down,
+            HealthState::Promoted,
+        ] {
+            let labels = [
+                Label::new("node", node.clone()),
+                Label::new("state", state.as_str()),
+            ];
+            gauge!("pgsplit_replica_state", labels.iter())
+                .set(f64::from(u8::from(r.state == state)));
+        }
+        counter!("pgsplit_replica_ejections_total", "node" => node.clone()).absolute(r.ejections);
+        if let Some(t) = topology.iter().find(|t| t.node == r.node) {
+            counter!("pgsplit_replica_reads_total", "node" => node.clone()).absolute(t.reads);
+        }
+    }
+    let lag = proxy.lag_config();
+    gauge!("pgsplit_max_replica_lag_bytes").set(lag.max_replica_lag.as_u64() as f64);
+    gauge!("pgsplit_max_replica_delay_seconds").set(lag.max_replica_delay.as_std().as_secs_f64());
+    let primary_up =
+        proxy.board().primary().error.is_none() && proxy.board().primary().checked_at.is_some();
+    gauge!("pgsplit_primary_up").set(f64::from(u8::from(primary_up)));
+
+    for p in proxy.pool_rows() {
+        let labels = |extra: Option<(&'static str, &'static str)>| {
+            let mut l = vec![
+                Label::new("node", p.node.clone()),
+                Label::new("database", p.database.clone()),
+                Label::new("user", p.user.clone()),
+            ];
+            if let Some((k, v)) = extra {
+                l.push(Label::new(k, v));
+            }
+            l
+        };
+        gauge!(
+            "pgsplit_pool_connections",
+            labels(Some(("state", "idle"))).iter()
+        )
+        .set(p.idle as f64);
+        gauge!(
+            "pgsplit_pool_connections",
+            labels(Some(("state", "active"))).iter()
+        )
+        .set(p.size.saturating_sub(p.idle) as f64);
+        gauge!("pgsplit_pool_waiting", labels(None).iter()).set(p.waiting as f64);
+        gauge!("pgsplit_pool_max_size", labels(None).iter()).set(p.max_size as f64);
+    }
+
+    gauge!("pgsplit_clients").set(proxy.clients().len() as f64);
+    gauge!("pgsplit_client_connections").set(proxy.client_count() as f64);
+
+    let cache = routing.classifier.stats();
+    counter!("pgsplit_classify_cache_hits_total").absolute(cache.hits);
+    counter!("pgsplit_classify_cache_misses_total").absolute(cache.misses);
+    let lookups = cache.hits + cache.misses;
+    if lookups > 0 {
+        gauge!("pgsplit_classify_cache_hit_ratio").set(cache.hits as f64 / lookups as f64);
+    }
+}
