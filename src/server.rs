@@ -259,7 +259,7 @@ impl Proxy {
         let key = key.trim().to_ascii_lowercase();
         let key = key.strip_prefix("lag.").unwrap_or(&key);
         let shown = new.value_of(key).unwrap_or_default();
-        tracing::info!(key, value = %shown, "lag setting changed from the admin console");
+        tracing::info!(key, value = %shown, "lag setting changed with SET in the admin console");
         self.lag.send_replace(new);
         Ok(shown)
     }

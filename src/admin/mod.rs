@@ -143,7 +143,7 @@ fn run(proxy: &Proxy, command: Command, user: &str, out: &mut BytesMut) -> Resul
                     PgError::error(code::INVALID_PARAMETER_VALUE, e.to_string())
                 }
             })?;
-            tracing::info!(%user, %key, value = %shown, "admin SET");
+            tracing::debug!(%user, %key, value = %shown, "admin SET");
             msg::command_complete("SET", out);
         }
         Command::Reload => {
