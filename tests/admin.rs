@@ -153,3 +153,37 @@ async fn bad_commands_get_errors_and_the_console_carries_on() {
         .expect("the console still answers");
     assert_eq!(rows.len(), 2);
 }
+
+/// `SET check_interval` changes how often the monitor checks, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_interval_changes_live() {
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let console = admin(&proxy).await;
+    let checks = || -> u64 {
+        proxy
+            .proxy
+            .board()
+            .replicas()
+            .iter()
+            .map(|r| r.checks)
+            .min()
+            .unwrap()
+    };
+    let checks_in_a_second = || async {
+        let before = checks();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        checks() - before
+    };
+    let slow = checks_in_a_second().await;
+    assert!(
+        slow <= 6,
+        "250 ms interval: about 4 checks a second, got {slow}"
+    );
+    admin_rows(&console, "SET check_interval = '50ms'").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fast = checks_in_a_second().await;
+    assert!(
+        fast >= 10,
+        "50 ms interval: about 20 checks a second, got {fast}"
+    );
+}
