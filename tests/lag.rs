@@ -156,6 +156,11 @@ async fn eject_and_readmit(proxy: &TestProxy) {
     })
     .await;
 
+    // A client connected before the ejection, and a read-only transaction running on
+    // replica1 across it: the transaction finishes there, the client's next reads avoid it.
+    let existing = proxy.connect("lag_existing").await;
+    let inflight = transaction_on(proxy, replica1).await;
+
     let r1 = replica_superuser(replica1).await;
     r1.batch_execute("select pg_wal_replay_pause()")
         .await
@@ -184,6 +189,23 @@ async fn eject_and_readmit(proxy: &TestProxy) {
         !ports.contains(&(replica1 as i32)),
         "a read reached the lagging replica: {ports:?}"
     );
+    for _ in 0..6 {
+        let port: i32 = common::show(&existing, "select inet_server_port()")
+            .await
+            .parse()
+            .unwrap();
+        assert_ne!(
+            port, replica1 as i32,
+            "an existing client read from the lagging replica"
+        );
+    }
+    let port = common::show(&inflight, "select inet_server_port() from pg_sleep(0.1)").await;
+    assert_eq!(
+        port,
+        replica1.to_string(),
+        "the transaction stays where it started"
+    );
+    inflight.batch_execute("commit").await.unwrap();
     assert!(
         ports.contains(&(replica2 as i32)),
         "replica2 should serve the reads: {ports:?}"
@@ -212,6 +234,21 @@ async fn eject_and_readmit(proxy: &TestProxy) {
     // Hold the state stable: no flapping back while it is caught up.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(state_of(proxy, replica1_index), Some(ReplicaState::Healthy));
+}
+
+/// A client inside a read-only transaction that runs on the replica at `port` (the lease
+/// holds the replica for the whole transaction).
+async fn transaction_on(proxy: &TestProxy, port: u16) -> tokio_postgres::Client {
+    for _ in 0..20 {
+        let client = proxy.connect("lag_inflight").await;
+        client.batch_execute("begin read only").await.unwrap();
+        let here = common::show(&client, "select inet_server_port()").await;
+        if here == port.to_string() {
+            return client;
+        }
+        client.batch_execute("commit").await.unwrap();
+    }
+    panic!("no read-only transaction landed on port {port} in 20 tries");
 }
 
 /// Both replicas paused behind the threshold: reads go to the primary (the fallback) and
