@@ -78,8 +78,11 @@ pub fn spawn(
 ) {
     let timeline = Arc::new(Mutex::new(PrimaryTimeline::new()));
     tokio::spawn(watch_primary(primary, timeline.clone(), settings.clone()));
+    // The thresholds in force now, not the configuration's: a reload that came before the
+    // monitor started is already in the channel, and a new receiver takes it as seen.
+    let current = thresholds.borrow().clone();
     for (index, node) in replicas {
-        let health = match ReplicaHealth::new(settings.thresholds.clone(), Instant::now()) {
+        let health = match ReplicaHealth::new(current.clone(), Instant::now()) {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!(node = %node.name, error = %e, "lag thresholds are invalid; replica not watched");
