@@ -43,6 +43,7 @@ synopsis() {
 Usage: $PROG up|down|status|destroy
        $PROG pause N | resume N          (N = replica 1 or 2)
        $PROG delay N DURATION            (e.g. 'delay 2 2s'; 'delay 2 0' clears)
+       $PROG stop N | start N            (stop replica N hard / start it again)
        $PROG help                        (commands, users, environment)
 EOF
 }
@@ -62,6 +63,9 @@ Commands:
   resume N              resume WAL replay on replica N
   delay N DURATION      set recovery_min_apply_delay on replica N (e.g. 2s, 500ms, 1min) and
                         reload; 'delay N 0' clears it
+  stop N                stop replica N at once (pg_ctl stop -m immediate: a crash, as far
+                        as its clients can tell); no error if it is not running
+  start N               start replica N again; returns once both replicas are streaming
   destroy               down, then delete the cluster directory
   help                  this text
 
@@ -614,6 +618,30 @@ set_apply_delay() {
     echo "$node: recovery_min_apply_delay = $(node_psql "$node" -c 'SHOW recovery_min_apply_delay')"
 }
 
+cmd_stop() {
+    local node
+    node="$(replica_node "$1")"
+    take_lock
+    load_ports
+    if node_running "$node"; then
+        note "stopping $node immediately"
+        as_pg "$BINDIR/pg_ctl" -D "$(node_dir "$node")" -m immediate -w -t 60 stop >/dev/null ||
+            die "$node did not stop; see $(node_log "$node")"
+    fi
+    echo "$node: stopped"
+}
+
+cmd_start() {
+    local node
+    node="$(replica_node "$1")"
+    take_lock
+    load_ports
+    node_exists "$node" || die "$node does not exist (run: $PROG up)"
+    start_node "$node"
+    wait_for_streaming
+    echo "$node: streaming"
+}
+
 cmd_delay() {
     local node
     node="$(replica_node "$1")"
@@ -637,7 +665,7 @@ main() {
         return 0
         ;;
     up | down | status | destroy) (($# == 0)) || usage_error "'$cmd' takes no arguments" ;;
-    pause | resume) (($# == 1)) || usage_error "usage: $PROG $cmd N   (N = 1 or 2)" ;;
+    pause | resume | stop | start) (($# == 1)) || usage_error "usage: $PROG $cmd N   (N = 1 or 2)" ;;
     delay) (($# == 2)) || usage_error "usage: $PROG delay N DURATION   (e.g. delay 2 2s; delay 2 0 clears)" ;;
     *) usage_error "unknown command '$cmd'" ;;
     esac
@@ -652,6 +680,8 @@ main() {
     status) cmd_status ;;
     pause) cmd_pause "$1" ;;
     resume) cmd_resume "$1" ;;
+    stop) cmd_stop "$1" ;;
+    start) cmd_start "$1" ;;
     delay) cmd_delay "$1" "$2" ;;
     esac
 }

@@ -25,17 +25,6 @@ impl Drop for Paused {
     }
 }
 
-fn state_of(proxy: &TestProxy, node: usize) -> Option<ReplicaState> {
-    proxy
-        .proxy
-        .routing()
-        .topology
-        .snapshot()
-        .into_iter()
-        .find(|r| r.node == node)
-        .map(|r| r.state)
-}
-
 /// The ports that served `n` autocommit reads of a fresh, unpinned client.
 async fn read_ports(proxy: &TestProxy, n: usize) -> Vec<i32> {
     let client = proxy.connect("lag_reader").await;
@@ -180,7 +169,7 @@ async fn eject_and_readmit(proxy: &TestProxy) {
     wait_until(
         2,
         "replica1 ejected within 2 s of the 8 MB write",
-        || async { state_of(proxy, replica1_index) == Some(ReplicaState::Lagging) },
+        || async { common::replica_state(proxy, replica1_index) == Some(ReplicaState::Lagging) },
     )
     .await;
     let ejected_after = written.elapsed();
@@ -216,7 +205,7 @@ async fn eject_and_readmit(proxy: &TestProxy) {
         .unwrap();
     let resumed = Instant::now();
     wait_until(3, "replica1 readmitted within 3 s of resuming", || async {
-        state_of(proxy, replica1_index) == Some(ReplicaState::Healthy)
+        common::replica_state(proxy, replica1_index) == Some(ReplicaState::Healthy)
     })
     .await;
     let readmitted_after = resumed.elapsed();
@@ -233,7 +222,10 @@ async fn eject_and_readmit(proxy: &TestProxy) {
         .unwrap();
     // Hold the state stable: no flapping back while it is caught up.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(state_of(proxy, replica1_index), Some(ReplicaState::Healthy));
+    assert_eq!(
+        common::replica_state(proxy, replica1_index),
+        Some(ReplicaState::Healthy)
+    );
 }
 
 /// A client inside a read-only transaction that runs on the replica at `port` (the lease
@@ -286,7 +278,7 @@ async fn with_both_replicas_behind_reads_go_to_the_primary_and_are_fresh() {
     wait_until(2, "both replicas ejected", || async {
         [1, 2]
             .iter()
-            .all(|&n| state_of(&proxy, n) == Some(ReplicaState::Lagging))
+            .all(|&n| common::replica_state(&proxy, n) == Some(ReplicaState::Lagging))
     })
     .await;
     let client = proxy.connect("lag_both_reader").await;

@@ -565,3 +565,50 @@ pub fn admin_value(rows: &AdminRows, key: &str, column: &str) -> Option<String> 
     let row = rows.iter().find(|r| r[0].1.as_deref() == Some(key))?;
     row.iter().find(|(c, _)| c == column)?.1.clone()
 }
+
+/// Runs `dev/cluster.sh` with `args`, synchronously (drop guards use it while a panic
+/// unwinds), with this process's environment (`PGSPLIT_CLUSTER_DIR` and the ports), so it
+/// acts on the cluster the tests use. Err holds the script's output when it fails.
+pub fn cluster_command(args: &[&str]) -> Result<(), String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/dev/cluster.sh");
+    let out = std::process::Command::new(script)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "dev/cluster.sh {} failed ({}):\n{}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The index of the configured node called `name` in this proxy's node list (the index
+/// the topology and the pools use).
+pub fn node_index(proxy: &TestProxy, name: &str) -> usize {
+    proxy
+        .proxy
+        .config()
+        .nodes
+        .iter()
+        .position(|n| n.name == name)
+        .unwrap_or_else(|| panic!("no node {name} in the proxy's config"))
+}
+
+/// The state the proxy's topology gives the replica with node index `node` now.
+pub fn replica_state(proxy: &TestProxy, node: usize) -> Option<pgsplit::topology::ReplicaState> {
+    proxy
+        .proxy
+        .routing()
+        .topology
+        .snapshot()
+        .into_iter()
+        .find(|r| r.node == node)
+        .map(|r| r.state)
+}

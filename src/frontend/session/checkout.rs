@@ -186,8 +186,10 @@ impl Session {
     }
 
     /// Routes a transaction of class `class` and checks out a server connection on the
-    /// chosen node. A replica that cannot be reached is skipped for a cooldown and the
-    /// next choice is tried.
+    /// chosen node, with the client's session settings applied. A replica that cannot
+    /// serve (unreachable, shutting down or starting up, or whose connection dies before
+    /// anything of the client's was sent to it) is skipped for a cooldown and the next
+    /// choice is tried.
     pub(super) async fn check_out(
         &mut self,
         class: Classification,
@@ -215,51 +217,70 @@ impl Session {
             Target::Replica(node) => node,
             Target::Refuse => return Ok(self.refuse_read()),
         };
-        let server = loop {
+        loop {
             let pool = &self.ctx.pools[node];
-            match pool.get().await {
+            let on_replica = node != routing.primary;
+            let skipped = match pool.get().await {
                 Ok(server) => {
                     self.ctx.checkout_wait.record(now.elapsed().as_secs_f64());
-                    break server;
-                }
-                Err(e) if node != routing.primary && unreachable(&e) => {
-                    tracing::warn!(node = %pool.manager_node(), error = %e, "replica unreachable; skipping it for the cooldown");
-                    routing.topology.refused(node, now);
-                    lease = routing.topology.lease(now, true);
-                    node = match (&lease, routing.policy.fallback) {
-                        (Some(l), _) => l.node,
-                        (None, router::Fallback::Primary) => {
-                            reason = router::Reason::NoReplica;
-                            routing.primary
+                    self.on_primary = !on_replica;
+                    self.attach(server);
+                    match self.sync_settings().await {
+                        Ok(()) => break,
+                        // Nothing of the client's has gone to this connection yet: drop
+                        // it and let another node serve the statement.
+                        Err(e) if on_replica && lost(&e) => {
+                            self.drop_broken_server();
+                            e.to_string()
                         }
-                        (None, router::Fallback::Error) => return Ok(self.refuse_read()),
-                    };
+                        Err(e) => {
+                            routing.stats.record(reason, node);
+                            let err = PgError::error(
+                                code::relayed(e.sqlstate()),
+                                format!("could not apply session settings on the server: {e}"),
+                            );
+                            err.encode(&mut self.outbox);
+                            if let Some(server) = self.server.as_mut() {
+                                server.broken = !matches!(e, BackendError::Server { .. });
+                            }
+                            self.release();
+                            return Ok(false);
+                        }
+                    }
                 }
+                Err(e) if on_replica && unavailable(&e) => e.to_string(),
                 Err(e) => {
                     let err = checkout_error(&e, &pool.manager_node());
                     tracing::warn!(error = %err, "server checkout failed");
                     err.encode(&mut self.outbox);
                     return Ok(false);
                 }
-            }
-        };
-        routing.stats.record(reason, node);
-        self.on_primary = node == routing.primary;
-        self.lease = lease.filter(|l| l.node == node);
-        self.attach(server);
-        if let Err(e) = self.sync_settings().await {
-            let err = PgError::error(
-                code::relayed(e.sqlstate()),
-                format!("could not apply session settings on the server: {e}"),
-            );
-            err.encode(&mut self.outbox);
-            if let Some(server) = self.server.as_mut() {
-                server.broken = !matches!(e, BackendError::Server { .. });
-            }
-            self.release();
-            return Ok(false);
+            };
+            tracing::warn!(node = %self.ctx.pools[node].manager_node(), error = %skipped, "replica cannot serve; skipping it for the cooldown");
+            routing.topology.refused(node, now);
+            lease = routing.topology.lease(now, true);
+            node = match (&lease, routing.policy.fallback) {
+                (Some(l), _) => l.node,
+                (None, router::Fallback::Primary) => {
+                    reason = router::Reason::NoReplica;
+                    routing.primary
+                }
+                (None, router::Fallback::Error) => return Ok(self.refuse_read()),
+            };
         }
+        routing.stats.record(reason, node);
+        self.lease = lease.filter(|l| l.node == node);
         Ok(true)
+    }
+
+    /// Closes the server connection just checked out, which turned out dead before
+    /// anything of the client's was sent to it.
+    fn drop_broken_server(&mut self) {
+        self.ctx.cancel.set_target(None);
+        if let Some(mut server) = self.server.take() {
+            server.broken = true;
+            drop(Object::take(server));
+        }
     }
 
     /// A read with no replica available and `routing.fallback = "error"`: the client
@@ -306,13 +327,29 @@ pub async fn apply_settings(
     Ok(())
 }
 
-/// Whether a checkout failed because the node could not be reached (as opposed to a
-/// pool that stayed exhausted or a server that refused the login).
-fn unreachable(e: &PoolError<BackendError>) -> bool {
+/// Whether a checkout failed because the node cannot serve now: it could not be reached,
+/// the connection was lost while logging in, or the server said it is shutting down or
+/// starting up (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
+/// Not: a pool that stayed exhausted, or a server that refused the login.
+fn unavailable(e: &PoolError<BackendError>) -> bool {
+    match e {
+        PoolError::Backend(BackendError::Server { code, .. }) => {
+            matches!(code.as_str(), "57P01" | "57P02" | "57P03")
+        }
+        PoolError::Backend(b) => lost(b),
+        PoolError::Timeout(deadpool::managed::TimeoutType::Create) => true,
+        _ => false,
+    }
+}
+
+/// Whether the connection to the server failed (as opposed to the server answering with
+/// an error, or refusing the login).
+fn lost(e: &BackendError) -> bool {
     matches!(
         e,
-        PoolError::Backend(BackendError::Connect { .. } | BackendError::ConnectTimeout { .. })
-            | PoolError::Timeout(deadpool::managed::TimeoutType::Create)
+        BackendError::Connect { .. }
+            | BackendError::ConnectTimeout { .. }
+            | BackendError::Read { .. }
     )
 }
 
