@@ -45,7 +45,7 @@ const PARAMETERS: [(&str, &str); 6] = [
 pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, user: String) {
     let mut out = BytesMut::new();
     for (name, value) in PARAMETERS {
-        parameter_status(name, value, &mut out);
+        msg::parameter_status(name, value, &mut out);
     }
     // No server behind the console: a key that matches nothing, so cancels are ignored.
     msg::backend_key_data(0, 0, &mut out);
@@ -101,7 +101,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, user: String) {
 fn run_query(proxy: &Proxy, query: &str, user: &str, out: &mut BytesMut) {
     let commands = command::parse_all(query);
     if commands.is_empty() {
-        out.extend_from_slice(&[b'I', 0, 0, 0, 4]); // EmptyQueryResponse
+        msg::empty_query_response(out);
         return;
     }
     for command in commands {
@@ -220,14 +220,4 @@ fn write_table(table: &Table, tag: &str, out: &mut BytesMut) {
         msg::data_row(&values, out);
     }
     msg::command_complete(tag, out);
-}
-
-fn parameter_status(name: &str, value: &str, out: &mut BytesMut) {
-    let len = 4 + name.len() + 1 + value.len() + 1;
-    out.extend_from_slice(b"S");
-    out.extend_from_slice(&(len as u32).to_be_bytes());
-    for part in [name, value] {
-        out.extend_from_slice(part.as_bytes());
-        out.extend_from_slice(b"\0");
-    }
 }

@@ -233,6 +233,19 @@ pub fn data_row(values: &[Option<&str>], buf: &mut BytesMut) {
     buf.extend_from_slice(&typed(b'D', &[&body]));
 }
 
+/// A ParameterStatus message (`S`): a run-time parameter's name and value.
+pub fn parameter_status(name: &str, value: &str, buf: &mut BytesMut) {
+    buf.extend_from_slice(&typed(
+        b'S',
+        &[name.as_bytes(), b"\0", value.as_bytes(), b"\0"],
+    ));
+}
+
+/// An EmptyQueryResponse (`I`): the answer to a query with no statements.
+pub fn empty_query_response(buf: &mut BytesMut) {
+    buf.extend_from_slice(&typed(b'I', &[]));
+}
+
 /// A NoticeResponse with severity `severity` (`NOTICE`, `WARNING`), SQLSTATE and message.
 pub fn notice(severity: &str, code: &str, message: &str, buf: &mut BytesMut) {
     let mut body = Vec::new();
