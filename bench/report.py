@@ -34,8 +34,8 @@ WORKLOADS = {
     "tpcb": "TPC-B-like (pgbench's default script), `-M simple -c CLIENTS`",
     "mixed": "90/10 read/write: `-f bench/mixed-read.sql@9 -f bench/mixed-write.sql@1 -M simple -c CLIENTS`",
     "c1": "latency of one client: `-S -M simple -c 1 -j 1`, every transaction logged",
-    "c500": "`-S -M simple -c BIG_CLIENTS`: many clients over pools of POOL_SIZE",
-    "c500-prepared": "`-S -M prepared -c BIG_CLIENTS`: many clients over pools of POOL_SIZE, prepared statements",
+    "c500": "`-S -M simple -c BIG_CLIENTS -T BIG_DURATION`: many clients over pools of POOL_SIZE",
+    "c500-prepared": "`-S -M prepared -c BIG_CLIENTS -T BIG_DURATION`: many clients over pools of POOL_SIZE, prepared statements",
 }
 
 
@@ -87,10 +87,22 @@ def fmt_ms(us):
 
 
 def ratio(cell, base):
-    """Ratio of median TPS, only against a baseline whose runs were all clean."""
-    if cell is None or base is None or cell.tps is None or not base.clean:
+    """Ratio of median TPS, only between cells whose runs were all clean (a run that hit errors
+    has clients that stopped early, so its TPS is not comparable)."""
+    if cell is None or base is None or not cell.clean or not base.clean:
         return "—"
     return f"{cell.tps / base.tps:.2f}x"
+
+
+def why(target, error):
+    """The known reason behind an error, for the reader of RESULTS.md."""
+    if target == "pgbouncer" and "prepared statement" in error:
+        return (". PgBouncer 1.18 does not carry protocol-level prepared statements across "
+                "server connections in transaction pooling (1.21 added that).")
+    if target == "pgpool" and "too many clients" in error:
+        return (". Pgpool-II serves one client per child process and has num_init_children "
+                "of them (one pool's worth, see Configurations); it refuses the rest.")
+    return ""
 
 
 def load(args):
@@ -164,6 +176,7 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
     rounds, duration = int(meta["rounds"]), int(meta["duration"])
     smoke = rounds < 3 or duration < 10
     subst = lambda s: (s.replace("BIG_CLIENTS", meta["big_clients"])
+                        .replace("BIG_DURATION", meta["big_duration"])
                         .replace("POOL_SIZE", meta["pool_size"])
                         .replace("CLIENTS", meta["clients"]))
     L = []
@@ -195,6 +208,8 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
     L.append(f"- {rounds} round(s); each run `pgbench -n -T {duration} -j {meta['threads']}`, "
              f"scale {meta['scale']}, as user `app` (SCRAM) on database `bench`. The order of "
              "the targets rotates by one every round.")
+    L.append(f"- The 500-client workloads run `-T {meta['big_duration']}` (at least "
+             "`BIG_MIN_DURATION`, because pgbench's clock includes connecting its clients).")
     L.append(f"- `CLIENTS={meta['clients']}`, `BIG_CLIENTS={meta['big_clients']}`, pools of "
              f"`POOL_SIZE={meta['pool_size']}` server connections; the primary's max_connections "
              f"is {meta['max_connections']}.")
@@ -225,7 +240,8 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
     L.append("## Results by workload\n")
     L.append("TPS: median over the rounds, spread is min–max. Latency in ms. Errors: pgbench "
              "error lines plus failed transactions over all rounds. Ratios are of median TPS, "
-             "shown only when the baseline ran without errors.\n")
+             "shown only when both sides ran without errors. A TPS figure in *italics* comes from "
+             "runs with errors (pgbench's aborted clients stop early) and is not comparable.\n")
     notes = []
     for w in workloads:
         L.append(f"### {w}\n")
@@ -239,12 +255,13 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
                 notes.append(f"`{w}` / `{t}`: {c.note}")
                 continue
             spread = "—" if not c.tps_all else f"{min(c.tps_all):,.0f}–{max(c.tps_all):,.0f}"
-            L.append(f"| {t} | {fmt_tps(c.tps)} | {spread} | {fmt_ms(c.p50)} | {fmt_ms(c.p99)} | "
+            tps = fmt_tps(c.tps) if c.clean or c.tps is None else f"*{fmt_tps(c.tps)}*"
+            L.append(f"| {t} | {tps} | {spread} | {fmt_ms(c.p50)} | {fmt_ms(c.p99)} | "
                      f"{c.ok}/{c.n} | {c.errors + c.failed} | {ratio(c, cells.get((w, 'direct')))} | "
                      f"{ratio(c, cells.get((w, 'pgbouncer')))} |")
             if not c.clean and c.n:
                 notes.append(f"`{w}` / `{t}`: {c.n - c.ok} of {c.n} run(s) not clean; first error: "
-                             f"`{c.first_error or 'pgbench printed no TPS'}`")
+                             f"`{c.first_error or 'pgbench printed no TPS'}`{why(t, c.first_error)}")
         L.append("")
     if notes:
         L.append("## Errors and runs that could not be made\n")
@@ -333,7 +350,7 @@ def write_charts(args, targets, workloads, cells):
             vals = []
             for t in targets:
                 c = cells[w, t]
-                if c.tps is None:
+                if not c.clean:  # errors or not run: no bar
                     vals += ["?", "?", "?"]
                 else:
                     vals += [f"{c.tps:.0f}", f"{min(c.tps_all):.0f}", f"{max(c.tps_all):.0f}"]
@@ -352,20 +369,22 @@ def write_charts(args, targets, workloads, cells):
     script = f"""
 set terminal pngcairo size 1200,600 font ',10'
 set datafile missing '?'
-set key autotitle columnheader top right
+set key autotitle columnheader outside top center horizontal
 set style data histogram
 set style histogram errorbars gap 1 lw 1
 set style fill solid 0.85 border -1
 set ylabel 'median TPS (error bars: min-max over rounds)'
 set yrange [0:*]
 set grid ytics
-set title 'Throughput by workload and target (bench/run.sh)'
+set title "Throughput by workload and target (bench/run.sh)\\nno bar: not applicable, or the runs had errors (see RESULTS.md)"
 set output '{os.path.join(args.charts, 'throughput.png')}'
 plot {plots}
 set output '{os.path.join(args.charts, 'latency.png')}'
 set terminal pngcairo size 800,500 font ',10'
 set style histogram clustered gap 1
-set ylabel 'latency, microseconds (median over rounds)'
+set logscale y
+set yrange [10:*]
+set ylabel 'latency, microseconds, log scale (median over rounds)'
 set title 'c1: one client, -S simple, per-transaction latency'
 plot '{lat}' using 2:xtic(1) title 'p50', '' using 3 title 'p99'
 """

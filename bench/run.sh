@@ -40,6 +40,9 @@ THREADS="${THREADS:-2}"
 SCALE="${SCALE:-10}"
 POOL_SIZE="${POOL_SIZE:-20}"
 BIG_CLIENTS="${BIG_CLIENTS:-500}"
+# pgbench's -T clock runs while it connects: 500 SCRAM logins take seconds on 2 cores, so
+# the 500-client workloads run at least BIG_MIN_DURATION seconds.
+BIG_MIN_DURATION="${BIG_MIN_DURATION:-10}"
 LOG_SAMPLING="${LOG_SAMPLING:-0.05}"
 ALL_TARGETS="direct haproxy pgbouncer pgpool pgsplit"
 ALL_WORKLOADS="select-simple select-prepared tpcb mixed c1 c500 c500-prepared"
@@ -74,6 +77,8 @@ Environment (defaults in brackets):
   POOL_SIZE=$POOL_SIZE      server connections per pool: PgBouncer default_pool_size, pgsplit
                       pool.max_size, Pgpool-II num_init_children (at least CLIENTS + 1)
   BIG_CLIENTS=$BIG_CLIENTS    clients of c500 and c500-prepared
+  BIG_MIN_DURATION=$BIG_MIN_DURATION  c500 and c500-prepared run max(DURATION, this) seconds: pgbench's
+                      clock includes connecting, and 500 SCRAM logins take seconds
   LOG_SAMPLING=$LOG_SAMPLING  share of transactions logged for latency percentiles (c1 logs all)
   TARGETS="$ALL_TARGETS"
   WORKLOADS="$ALL_WORKLOADS"
@@ -98,7 +103,7 @@ case "${1:-}" in
     ;;
 esac
 
-for n in ROUNDS DURATION CLIENTS THREADS SCALE POOL_SIZE BIG_CLIENTS; do
+for n in ROUNDS DURATION CLIENTS THREADS SCALE POOL_SIZE BIG_CLIENTS BIG_MIN_DURATION; do
     [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || {
         echo "bench/run.sh: $n must be a positive whole number, got '${!n}'" >&2
         exit 2
@@ -171,7 +176,9 @@ PORT_OF[pgbouncer]="$PGBOUNCER_PORT"
 PORT_OF[pgpool]="$PGPOOL_PORT"
 PORT_OF[pgsplit]="$BENCH_PGSPLIT_PORT"
 
-target_url() { echo "postgres://app:secret@127.0.0.1:${PORT_OF[$1]}/bench"; }
+# sslmode=disable: no target here speaks TLS, and without it libpq sends an SSLRequest first,
+# which turns Pgpool-II's "too many clients" refusal into "error during SSL exchange".
+target_url() { echo "postgres://app:secret@127.0.0.1:${PORT_OF[$1]}/bench?sslmode=disable"; }
 
 # Stop every process we started (SIGTERM, SIGKILL after 10 s). Runs on exit, whatever happens.
 stop_targets() {
@@ -433,6 +440,13 @@ percentile() {
         print v[i] }'
 }
 
+workload_duration() {
+    case "$1" in
+    c500 | c500-prepared) echo $((DURATION > BIG_MIN_DURATION ? DURATION : BIG_MIN_DURATION)) ;;
+    *) echo "$DURATION" ;;
+    esac
+}
+
 workload_clients() {
     case "$1" in
     c1) echo 1 ;;
@@ -443,8 +457,9 @@ workload_clients() {
 
 run_one() {
     local workload="$1" target="$2" round="$3" position="$4"
-    local clients run log args=() rc=0 sampling="$LOG_SAMPLING"
+    local clients duration run log args=() rc=0 sampling="$LOG_SAMPLING"
     clients="$(workload_clients "$workload")"
+    duration="$(workload_duration "$workload")"
     run="$BENCH_DIR/runs/$workload-$target-r$round"
     log="$run.log"
     rm -rf "$run.tx" && mkdir -p "$run.tx"
@@ -470,11 +485,11 @@ run_one() {
         ;;
     esac
     local threads=$((clients < THREADS ? clients : THREADS))
-    args+=(-n -c "$clients" -j "$threads" -T "$DURATION" -l --log-prefix="$run.tx/tx")
+    args+=(-n -c "$clients" -j "$threads" -T "$duration" -l --log-prefix="$run.tx/tx")
     [[ "$sampling" == 1 ]] || args+=(--sampling-rate="$sampling")
 
     wait_replicas
-    timeout --kill-after=10 $((DURATION + 120)) "$PGBENCH" "${args[@]}" "$(target_url "$target")" >"$log" 2>&1 || rc=$?
+    timeout --kill-after=10 $((duration + 120)) "$PGBENCH" "${args[@]}" "$(target_url "$target")" >"$log" 2>&1 || rc=$?
 
     # pgbench 15 prints "tps = N (without initial connection time)", "latency average = N ms",
     # "number of failed transactions: N (x%)"; a client that hits an error aborts and pgbench
@@ -495,9 +510,12 @@ run_one() {
 
     if ((rc == 124 || rc == 137)); then
         status=timeout
-        first_error="${first_error:-pgbench did not finish within $((DURATION + 120)) s}"
+        first_error="${first_error:-pgbench did not finish within $((duration + 120)) s}"
     elif [[ -z "$tps" ]]; then
         status=fail
+        if [[ -z "$first_error" ]] && grep -q '^number of transactions actually processed: 0$' "$log"; then
+            first_error="no transaction completed in $duration s (still connecting $clients clients?)"
+        fi
     elif ((rc != 0 || errors > 0)) || [[ -n "$failed" && "$failed" != 0 ]]; then
         status=errors
     else
@@ -580,7 +598,8 @@ META="$BENCH_DIR/meta.tsv"
     fi
     printf 'rounds\t%s\nduration\t%s\nclients\t%s\nthreads\t%s\nscale\t%s\n' \
         "$ROUNDS" "$DURATION" "$CLIENTS" "$THREADS" "$SCALE"
-    printf 'pool_size\t%s\nbig_clients\t%s\nlog_sampling\t%s\n' "$POOL_SIZE" "$BIG_CLIENTS" "$LOG_SAMPLING"
+    printf 'pool_size\t%s\nbig_clients\t%s\nbig_duration\t%s\nlog_sampling\t%s\n' "$POOL_SIZE" \
+        "$BIG_CLIENTS" "$(workload_duration c500)" "$LOG_SAMPLING"
     printf 'max_connections\t%s\n' "$MAX_CONNECTIONS"
     printf 'targets\t%s\nworkloads\t%s\n' "${TARGET_LIST[*]}" "${WORKLOAD_LIST[*]}"
 } >"$META"
