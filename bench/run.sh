@@ -207,7 +207,9 @@ start_target() {
     local t="$1"
     shift
     local log="$BENCH_DIR/$t/$t.log" port="${PORT_OF[$t]}"
-    port_open "$port" && lib_die "something already listens on 127.0.0.1:$port (wanted for $t; set ${t^^}_PORT)"
+    local knob="${t^^}_PORT"
+    [[ "$t" == pgsplit ]] && knob=BENCH_PGSPLIT_PORT
+    port_open "$port" && lib_die "something already listens on 127.0.0.1:$port (wanted for $t; set $knob)"
     say "starting $t on 127.0.0.1:$port (log: $log)"
     "$@" >"$log" 2>&1 &
     PID[$t]=$!
@@ -508,6 +510,10 @@ run_one() {
     p99="$(percentile 99 <"$times")"
     rm -rf "$run.tx" "$times"
 
+    # pgbench 15 itself may crash (SIGSEGV) after connections were refused: say so.
+    if ((rc > 128 && rc != 137)); then
+        first_error="${first_error:+$first_error; }pgbench died of signal $((rc - 128))"
+    fi
     if ((rc == 124 || rc == 137)); then
         status=timeout
         first_error="${first_error:-pgbench did not finish within $((duration + 120)) s}"
