@@ -35,7 +35,8 @@ Environment:
   IMPORT_STEADY=5          seconds of steady state before the import
   IMPORT_TAIL=5            seconds after both replicas have caught up
   IMPORT_MAX_SECONDS=1800  the probe stops after this long in any case
-  IMPORT_THRESHOLD         the proxy's lag threshold in bytes (default: pgsplit's
+  IMPORT_THRESHOLD         the proxy's lag threshold in bytes; with IMPORT_START_PROXY=1
+                           it is also configured into the proxy (default: pgsplit's
                            pgsplit_max_replica_lag_bytes from /metrics; Pgpool-II's
                            delay_threshold from PGPOOL SHOW; else 16777216)
   IMPORT_CHECK_MS          the proxy's check interval in ms (default: pgsplit 250, or
@@ -191,12 +192,14 @@ elif [[ "${IMPORT_START_PROXY:-0}" == 1 ]]; then
     metrics_listen="${IMPORT_METRICS_LISTEN:-127.0.0.1:$((PORT + 1))}"
     METRICS_URL="${IMPORT_METRICS_URL:-http://$metrics_listen/metrics}"
     generated="$OUT_DIR/pgsplit-import.toml"
-    # The shipped config with this cluster's ports, listen and metrics addresses.
-    awk -v listen="127.0.0.1:$PORT" -v metrics="$metrics_listen" \
+    # The shipped config with this cluster's ports, listen and metrics addresses (and
+    # max_replica_lag = IMPORT_THRESHOLD if set).
+    awk -v listen="127.0.0.1:$PORT" -v metrics="$metrics_listen" -v lag="${IMPORT_THRESHOLD:-}" \
         -v p0="$PRIMARY_PORT" -v p1="$REPLICA1_PORT" -v p2="$REPLICA2_PORT" '
         /^\[/ { section = $0 }
         section == "[proxy]" && /^listen = / { $0 = "listen = \"" listen "\"" }
         section == "[metrics]" && /^listen = / { $0 = "listen = \"" metrics "\"" }
+        section == "[lag]" && /^max_replica_lag = / && lag != "" { $0 = "max_replica_lag = " lag }
         /^port = 15432$/ { $0 = "port = " p0 }
         /^port = 15433$/ { $0 = "port = " p1 }
         /^port = 15434$/ { $0 = "port = " p2 }
@@ -310,6 +313,7 @@ mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1048576 }'; }
 t_import="$(rel "$import_start")"
 t_done="$(rel "$import_end")"
 t_caught="$(rel "$caught_up")"
+rows="$(($(wc -l <"$TSV") - 1))"
 gnuplot <<EOF
 set terminal pngcairo size 1200,800 font "sans,10"
 set output "$CHART"
@@ -319,7 +323,7 @@ MB = 1048576.0
 set multiplot layout 2,1 title "$KIND: pgbench -i -s $IMPORT_SCALE on the primary, reads through the proxy (threshold $(mb "$threshold"))"
 set grid
 set xlabel "seconds"
-set xrange [0:*]
+set xrange [0:$rows]
 set arrow from $t_import, graph 0 to $t_import, graph 1 nohead dt 2 lc rgb "#555555"
 set arrow from $t_done, graph 0 to $t_done, graph 1 nohead dt 2 lc rgb "#555555"
 set arrow from $t_caught, graph 0 to $t_caught, graph 1 nohead dt 3 lc rgb "#555555"
@@ -332,30 +336,32 @@ set y2range [0:1]
 unset y2tics
 set style fill transparent solid 0.18 noborder
 set boxwidth 1.0 absolute
-set key top right
+set key outside right top
+set offsets 0, 0, graph 0.12, 0
 eject(prev, cur) = (prev == 1 && cur == 0)
 readmit(prev, cur) = (prev == 0 && cur == 1)
 plot \
   "$TSV" using (\$1 + 0.5):(column("replica1_in") == 0 ? 1 : NaN) axes x1y2 with boxes lc rgb "#1f77b4" title "replica1 out of rotation", \
   "" using (\$1 + 0.5):(column("replica2_in") == 0 ? 1 : NaN) axes x1y2 with boxes lc rgb "#d62728" title "replica2 out of rotation", \
-  "" using 1:(column("replica1_lag") / MB) with lines lw 2 lc rgb "#1f77b4" title "replica1 lag", \
-  "" using 1:(column("replica2_lag") / MB) with lines lw 2 lc rgb "#d62728" title "replica2 lag", \
-  "" using 1:(p = (\$0 == 0 ? -1 : r1p), r1p = column("replica1_in"), eject(p, r1p) ? column("replica1_lag") / MB : NaN) with points pt 11 ps 2 lc rgb "#1f77b4" title "ejected", \
-  "" using 1:(p = (\$0 == 0 ? -1 : r1p), r1p = column("replica1_in"), readmit(p, r1p) ? column("replica1_lag") / MB : NaN) with points pt 9 ps 2 lc rgb "#1f77b4" title "readmitted", \
-  "" using 1:(p = (\$0 == 0 ? -1 : r2p), r2p = column("replica2_in"), eject(p, r2p) ? column("replica2_lag") / MB : NaN) with points pt 11 ps 2 lc rgb "#d62728" notitle, \
-  "" using 1:(p = (\$0 == 0 ? -1 : r2p), r2p = column("replica2_in"), readmit(p, r2p) ? column("replica2_lag") / MB : NaN) with points pt 9 ps 2 lc rgb "#d62728" notitle, \
+  "" using (\$1 + 0.5):(column("replica1_lag") / MB) with lines lw 2 lc rgb "#1f77b4" title "replica1 lag", \
+  "" using (\$1 + 0.5):(column("replica2_lag") / MB) with lines lw 2 lc rgb "#d62728" title "replica2 lag", \
+  "" using (\$1 + 0.5):(p = (\$0 == 0 ? -1 : r1p), r1p = column("replica1_in"), eject(p, r1p) ? column("replica1_lag") / MB : NaN) with points pt 11 ps 2 lc rgb "#1f77b4" title "ejected", \
+  "" using (\$1 + 0.5):(p = (\$0 == 0 ? -1 : r1p), r1p = column("replica1_in"), readmit(p, r1p) ? column("replica1_lag") / MB : NaN) with points pt 9 ps 2 lc rgb "#1f77b4" title "readmitted", \
+  "" using (\$1 + 0.5):(p = (\$0 == 0 ? -1 : r2p), r2p = column("replica2_in"), eject(p, r2p) ? column("replica2_lag") / MB : NaN) with points pt 11 ps 2 lc rgb "#d62728" notitle, \
+  "" using (\$1 + 0.5):(p = (\$0 == 0 ? -1 : r2p), r2p = column("replica2_in"), readmit(p, r2p) ? column("replica2_lag") / MB : NaN) with points pt 9 ps 2 lc rgb "#d62728" notitle, \
   $threshold / MB with lines dt 2 lw 2 lc rgb "black" title "threshold"
 
 unset y2range
+set offsets 0, 0, graph 0.05, 0
 set ylabel "reads per second"
-set key top right
 plot \
-  "$TSV" using 1:"primary_reads" with lines lw 2 lc rgb "#2ca02c" title "primary", \
-  "" using 1:"replica1_reads" with lines lw 2 lc rgb "#1f77b4" title "replica1", \
-  "" using 1:"replica2_reads" with lines lw 2 lc rgb "#d62728" title "replica2", \
-  "" using 1:(column("replica1_late") + column("replica2_late") > 0 ? column("replica1_late") + column("replica2_late") : NaN) with points pt 7 lc rgb "black" title "late replica reads", \
-  "" using 1:(column("pinned_stale") > 0 ? column("pinned_stale") : NaN) with points pt 5 lc rgb "orange" title "stale reads inside pin", \
-  "" using 1:(column("errors") > 0 ? column("errors") : NaN) with impulses lw 2 lc rgb "#9467bd" title "errors"
+  "$TSV" using (\$1 + 0.5):"primary_reads" with lines lw 2 lc rgb "#2ca02c" title "primary", \
+  "" using (\$1 + 0.5):"replica1_reads" with lines lw 2 lc rgb "#1f77b4" title "replica1", \
+  "" using (\$1 + 0.5):"replica2_reads" with lines lw 2 lc rgb "#d62728" title "replica2", \
+  "" using (\$1 + 0.5):(column("replica1_late") + column("replica2_late") > 0 ? column("replica1_late") + column("replica2_late") : NaN) with points pt 7 lc rgb "black" title "replica reads past threshold after detection", \
+  "" using (\$1 + 0.5):(column("replica1_while_out") + column("replica2_while_out") > 0 ? column("replica1_while_out") + column("replica2_while_out") : NaN) with points pt 6 ps 1.5 lc rgb "black" title "replica reads while out of rotation", \
+  "" using (\$1 + 0.5):(column("pinned_stale") > 0 ? column("pinned_stale") : NaN) with points pt 5 lc rgb "orange" title "stale reads inside pin", \
+  "" using (\$1 + 0.5):(column("errors") > 0 ? column("errors") : NaN) with impulses lw 2 lc rgb "#9467bd" title "errors"
 unset multiplot
 EOF
 echo "== chart: ${CHART#"$REPO_ROOT"/}"
@@ -374,6 +380,7 @@ pinned_reads="$(sval pinned_reads)"
     echo "| stale reads outside the pin (marker older than last commit) | $(sval stale_outside_pin) of $reads (oldest $(sval max_stale_age_ms) ms) |"
     echo "| reads on a replica past the threshold after detection (> check interval + 1 s) | $(sval late_replica_reads) |"
     echo "| reads on a replica past the threshold, detection window included | $(sval replica_reads_over_threshold) |"
+    echo "| reads routed to a replica while the proxy showed it out of rotation | $(sval replica_reads_while_out) |"
     echo "| errors (client) / sampling errors | $(sval errors) / $(sval sample_errors) |"
     echo "| max lag replica1 / replica2 | $(mb "$(sval max_lag_replica1)") / $(mb "$(sval max_lag_replica2)") |"
     echo "| ejections replica1 / replica2 (seconds out of rotation) | $(sval ejections_replica1) ($(sval out_seconds_replica1) s) / $(sval ejections_replica2) ($(sval out_seconds_replica2) s) |"

@@ -164,6 +164,9 @@ struct Second {
     over: Vec<u64>,
     /// Replica reads more than the detection grace after the lag passed the threshold.
     late: Vec<u64>,
+    /// Replica reads sent between two samples of the proxy's view that both had the replica
+    /// out of the read rotation: the proxy routed a read to a replica it had ejected.
+    while_out: Vec<u64>,
     max_stale_age_ms: u64,
     pinned_reads: u64,
     pinned_stale: u64,
@@ -189,6 +192,7 @@ impl Second {
             stale: vec![0; n],
             over: vec![0; n],
             late: vec![0; n],
+            while_out: vec![0; n],
             lag: vec![None; n],
             sr_lag: vec![None; n],
             proxy_lag: vec![None; n],
@@ -233,6 +237,8 @@ struct Shared {
     transitions: Mutex<Vec<Transition>>,
     error_counts: Mutex<HashMap<&'static str, u64>>,
     late_printed: AtomicU64,
+    /// Replica reads (node, sent) not yet judged against the proxy's view.
+    pending_reads: Mutex<Vec<(usize, Instant)>>,
 }
 
 impl Shared {
@@ -597,6 +603,9 @@ fn judge_read(shared: &Shared, sent: Instant, committed: i64, v: i64, port: u16)
             above_since.map_or(0.0, |since| sent.saturating_duration_since(since).as_secs_f64())
         );
     }
+    if node != 0 {
+        lock(&shared.pending_reads).push((node, sent));
+    }
     shared.record(sent, |s| {
         s.reads[node] += 1;
         if let Some(age) = stale_age_ms {
@@ -644,6 +653,7 @@ async fn sampler(shared: Arc<Shared>, primary: Config, proxy: Config) {
         (None, false) => ViewSource::None,
     };
     let mut last_in: Vec<Option<bool>> = vec![None; shared.nodes.names.len()];
+    let mut previous_view: Option<ViewSample> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(shared.args.sample_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !shared.stopped() {
@@ -657,6 +667,7 @@ async fn sampler(shared: Arc<Shared>, primary: Config, proxy: Config) {
                 continue;
             }
         };
+        let asked = Instant::now();
         let views = match proxy_view(&shared, &mut source).await {
             Ok(v) => v,
             Err(e) => {
@@ -664,6 +675,13 @@ async fn sampler(shared: Arc<Shared>, primary: Config, proxy: Config) {
                 HashMap::new()
             }
         };
+        let view = ViewSample {
+            asked,
+            answered: Instant::now(),
+            views: views.clone(),
+        };
+        judge_pending_reads(&shared, previous_view.as_ref(), &view);
+        previous_view = Some(view);
         update_lag_state(&shared, now, &lags);
         note_transitions(&shared, &views, &lags, &mut last_in);
         shared.record(now, |s| {
@@ -682,6 +700,42 @@ async fn sampler(shared: Arc<Shared>, primary: Config, proxy: Config) {
                 }
             }
         });
+    }
+}
+
+/// One sample of the proxy's view: the state it reported somewhere between `asked` and
+/// `answered`.
+struct ViewSample {
+    asked: Instant,
+    answered: Instant,
+    views: HashMap<usize, ProxyView>,
+}
+
+/// Judge the replica reads sent before `current` was asked: a read sent after `previous` was
+/// answered, to a replica both samples show out of the rotation, went to an ejected replica
+/// (no flapping in between: readmission takes longer than a sample interval).
+fn judge_pending_reads(shared: &Shared, previous: Option<&ViewSample>, current: &ViewSample) {
+    let judged: Vec<(usize, Instant)> = {
+        let mut pending = lock(&shared.pending_reads);
+        let (judged, later) = pending
+            .drain(..)
+            .partition(|&(_, sent)| sent < current.asked);
+        *pending = later;
+        judged
+    };
+    let Some(previous) = previous else { return };
+    let out = |sample: &ViewSample, r: usize| sample.views.get(&r).is_some_and(|v| !v.in_rotation);
+    for (r, sent) in judged {
+        if sent > previous.answered && out(previous, r) && out(current, r) {
+            if shared.late_printed.fetch_add(1, Ordering::Relaxed) < PRINTED_ERRORS {
+                eprintln!(
+                    "import_probe: t={:.2}s {} served a read while the proxy had it out of the rotation",
+                    sent.saturating_duration_since(shared.start).as_secs_f64(),
+                    shared.nodes.names[r]
+                );
+            }
+            shared.record(sent, |s| s.while_out[r] += 1);
+        }
     }
 }
 
@@ -905,7 +959,8 @@ fn parse_pool_nodes(
 /// The TSV header. Per replica R: R_lag (bytes, largest direct sample of the second),
 /// R_sr_lag (pg_stat_replication), R_proxy_lag (the proxy's figure), R_in (1 in the proxy's
 /// read rotation all second, 0 out at some sample, empty if unknown), R_reads, R_stale,
-/// R_over (reads while above the threshold), R_late (reads after the detection grace).
+/// R_over (reads while above the threshold), R_late (reads after the detection grace),
+/// R_while_out (reads routed to it while the proxy had it out of the rotation).
 fn tsv_header(nodes: &Nodes) -> String {
     let mut cols = vec!["t".to_string(), "epoch".to_string()];
     for r in nodes.replicas() {
@@ -919,6 +974,7 @@ fn tsv_header(nodes: &Nodes) -> String {
             "stale",
             "over",
             "late",
+            "while_out",
         ] {
             cols.push(format!("{name}_{c}"));
         }
@@ -948,7 +1004,7 @@ fn tsv_row(nodes: &Nodes, t: usize, epoch: f64, s: &Second) -> String {
         cols.push(opt(s.sr_lag[r]));
         cols.push(opt(s.proxy_lag[r]));
         cols.push(s.proxy_in[r].map_or(String::new(), |b| u8::from(b).to_string()));
-        for v in [s.reads[r], s.stale[r], s.over[r], s.late[r]] {
+        for v in [s.reads[r], s.stale[r], s.over[r], s.late[r], s.while_out[r]] {
             cols.push(v.to_string());
         }
     }
@@ -1003,7 +1059,8 @@ fn summary(shared: &Shared, seconds: &[Second]) -> String {
     );
     let _ = write!(
         out,
-        " replica_reads_over_threshold={over} late_replica_reads={late}"
+        " replica_reads_over_threshold={over} late_replica_reads={late} replica_reads_while_out={}",
+        sum(&|s| s.while_out.iter().sum())
     );
     let _ = write!(
         out,
@@ -1122,6 +1179,7 @@ async fn main() -> Result<()> {
         transitions: Mutex::new(Vec::new()),
         error_counts: Mutex::new(HashMap::new()),
         late_printed: AtomicU64::new(0),
+        pending_reads: Mutex::new(Vec::new()),
         args,
     });
     let start_epoch = unix_now();
