@@ -211,6 +211,23 @@ elif [[ "${IMPORT_START_PROXY:-0}" == 1 ]]; then
 fi
 port_open "$PORT" || lib_die "nothing listens on 127.0.0.1:$PORT (start the $KIND under test first, or IMPORT_START_PROXY=1)"
 
+# "250ms", "1s", "2min" (a bare number in DEFAULT_UNIT: ms or s) -> milliseconds; else empty.
+to_ms() {
+    awk -v v="$1" -v unit="$2" 'BEGIN {
+        if (!match(v, /^[0-9.]+/)) exit
+        n = substr(v, 1, RLENGTH); u = tolower(substr(v, RLENGTH + 1)); if (u == "") u = unit
+        f = (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "min" || u == "m") ? 60000 : 0
+        if (f) printf "%.0f", n * f }'
+}
+# "4MB", "16kB", "16777216" -> bytes (1024-based); else empty.
+to_bytes() {
+    awk -v v="$1" 'BEGIN {
+        if (!match(v, /^[0-9.]+/)) exit
+        n = substr(v, 1, RLENGTH); u = tolower(substr(v, RLENGTH + 1))
+        f = (u == "" || u == "b") ? 1 : (u == "kb") ? 1024 : (u == "mb") ? 1048576 : (u == "gb") ? 1073741824 : 0
+        if (f) printf "%.0f", n * f }'
+}
+
 # The proxy's threshold and check interval, as the probe must judge late reads by them.
 PROBE_VIEW=()
 threshold="${IMPORT_THRESHOLD:-}"
@@ -225,18 +242,16 @@ if [[ "$KIND" == pgsplit ]]; then
     if [[ -z "$check_ms" ]]; then
         interval="$("$PSQL" -X -w -At "postgres://admin:admin@127.0.0.1:$PORT/pgsplit" \
             -c 'SHOW check_interval' 2>/dev/null || true)"
-        case "$interval" in
-        *ms) check_ms="${interval%ms}" ;;
-        *s) check_ms="$(awk -v s="${interval%s}" 'BEGIN { printf "%.0f", s * 1000 }')" ;;
-        esac
+        check_ms="$(to_ms "${interval// /}" ms)"
     fi
 else
     PROBE_VIEW=(--pgpool-show-nodes)
     pgpool_show() {
         "$PSQL" -X -w -At "postgres://app:secret@127.0.0.1:$PORT/app" -c "PGPOOL SHOW $1" 2>/dev/null || true
     }
-    [[ -n "$threshold" ]] || threshold="$(pgpool_show delay_threshold)"
-    [[ -n "$check_ms" ]] || check_ms="$(($(pgpool_show sr_check_period) * 1000))"
+    # PGPOOL SHOW answers with units: "4MB", "1s".
+    [[ -n "$threshold" ]] || threshold="$(to_bytes "$(pgpool_show delay_threshold)")"
+    [[ -n "$check_ms" ]] || check_ms="$(to_ms "$(pgpool_show sr_check_period)" s)"
 fi
 [[ "$threshold" =~ ^[0-9]+$ && "$threshold" -gt 0 ]] || threshold=16777216
 [[ "$check_ms" =~ ^[0-9]+$ && "$check_ms" -gt 0 ]] || check_ms=250
@@ -322,6 +337,10 @@ set datafile missing ""
 MB = 1048576.0
 set multiplot layout 2,1 title "$KIND: pgbench -i -s $IMPORT_SCALE on the primary, reads through the proxy (threshold $(mb "$threshold"))"
 set grid
+# The same plot area in both panels, keys to the right of it.
+set lmargin at screen 0.07
+set rmargin at screen 0.76
+set key outside right top
 set xlabel "seconds"
 set xrange [0:$rows]
 set arrow from $t_import, graph 0 to $t_import, graph 1 nohead dt 2 lc rgb "#555555"
@@ -336,19 +355,16 @@ set y2range [0:1]
 unset y2tics
 set style fill transparent solid 0.18 noborder
 set boxwidth 1.0 absolute
-set key outside right top
 set offsets 0, 0, graph 0.12, 0
-eject(prev, cur) = (prev == 1 && cur == 0)
-readmit(prev, cur) = (prev == 0 && cur == 1)
 plot \
   "$TSV" using (\$1 + 0.5):(column("replica1_in") == 0 ? 1 : NaN) axes x1y2 with boxes lc rgb "#1f77b4" title "replica1 out of rotation", \
   "" using (\$1 + 0.5):(column("replica2_in") == 0 ? 1 : NaN) axes x1y2 with boxes lc rgb "#d62728" title "replica2 out of rotation", \
   "" using (\$1 + 0.5):(column("replica1_lag") / MB) with lines lw 2 lc rgb "#1f77b4" title "replica1 lag", \
   "" using (\$1 + 0.5):(column("replica2_lag") / MB) with lines lw 2 lc rgb "#d62728" title "replica2 lag", \
-  "" using (\$1 + 0.5):(p = (\$0 == 0 ? -1 : r1p), r1p = column("replica1_in"), eject(p, r1p) ? column("replica1_lag") / MB : NaN) with points pt 11 ps 2 lc rgb "#1f77b4" title "ejected", \
-  "" using (\$1 + 0.5):(p = (\$0 == 0 ? -1 : r1p), r1p = column("replica1_in"), readmit(p, r1p) ? column("replica1_lag") / MB : NaN) with points pt 9 ps 2 lc rgb "#1f77b4" title "readmitted", \
-  "" using (\$1 + 0.5):(p = (\$0 == 0 ? -1 : r2p), r2p = column("replica2_in"), eject(p, r2p) ? column("replica2_lag") / MB : NaN) with points pt 11 ps 2 lc rgb "#d62728" notitle, \
-  "" using (\$1 + 0.5):(p = (\$0 == 0 ? -1 : r2p), r2p = column("replica2_in"), readmit(p, r2p) ? column("replica2_lag") / MB : NaN) with points pt 9 ps 2 lc rgb "#d62728" notitle, \
+  "" using (\$1 + 0.5):(column("replica1_ejected") > 0 ? column("replica1_lag") / MB : NaN) with points pt 11 ps 2 lc rgb "#1f77b4" title "ejected", \
+  "" using (\$1 + 0.5):(column("replica1_readmitted") > 0 ? column("replica1_lag") / MB : NaN) with points pt 9 ps 2 lc rgb "#1f77b4" title "readmitted", \
+  "" using (\$1 + 0.5):(column("replica2_ejected") > 0 ? column("replica2_lag") / MB : NaN) with points pt 11 ps 2 lc rgb "#d62728" notitle, \
+  "" using (\$1 + 0.5):(column("replica2_readmitted") > 0 ? column("replica2_lag") / MB : NaN) with points pt 9 ps 2 lc rgb "#d62728" notitle, \
   $threshold / MB with lines dt 2 lw 2 lc rgb "black" title "threshold"
 
 unset y2range

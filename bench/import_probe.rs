@@ -167,6 +167,9 @@ struct Second {
     /// Replica reads sent between two samples of the proxy's view that both had the replica
     /// out of the read rotation: the proxy routed a read to a replica it had ejected.
     while_out: Vec<u64>,
+    /// Changes of the proxy's view seen in this second: out of / back into the rotation.
+    ejected: Vec<u64>,
+    readmitted: Vec<u64>,
     max_stale_age_ms: u64,
     pinned_reads: u64,
     pinned_stale: u64,
@@ -193,6 +196,8 @@ impl Second {
             over: vec![0; n],
             late: vec![0; n],
             while_out: vec![0; n],
+            ejected: vec![0; n],
+            readmitted: vec![0; n],
             lag: vec![None; n],
             sr_lag: vec![None; n],
             proxy_lag: vec![None; n],
@@ -819,6 +824,13 @@ fn note_transitions(
                 now_in: view.in_rotation,
                 lag: lags[r],
             });
+            shared.record(Instant::now(), |s| {
+                if view.in_rotation {
+                    s.readmitted[r] += 1;
+                } else {
+                    s.ejected[r] += 1;
+                }
+            });
         }
         last_in[r] = Some(view.in_rotation);
     }
@@ -960,7 +972,8 @@ fn parse_pool_nodes(
 /// R_sr_lag (pg_stat_replication), R_proxy_lag (the proxy's figure), R_in (1 in the proxy's
 /// read rotation all second, 0 out at some sample, empty if unknown), R_reads, R_stale,
 /// R_over (reads while above the threshold), R_late (reads after the detection grace),
-/// R_while_out (reads routed to it while the proxy had it out of the rotation).
+/// R_while_out (reads routed to it while the proxy had it out of the rotation), R_ejected and
+/// R_readmitted (changes of the proxy's view seen in this second).
 fn tsv_header(nodes: &Nodes) -> String {
     let mut cols = vec!["t".to_string(), "epoch".to_string()];
     for r in nodes.replicas() {
@@ -975,6 +988,8 @@ fn tsv_header(nodes: &Nodes) -> String {
             "over",
             "late",
             "while_out",
+            "ejected",
+            "readmitted",
         ] {
             cols.push(format!("{name}_{c}"));
         }
@@ -1004,7 +1019,15 @@ fn tsv_row(nodes: &Nodes, t: usize, epoch: f64, s: &Second) -> String {
         cols.push(opt(s.sr_lag[r]));
         cols.push(opt(s.proxy_lag[r]));
         cols.push(s.proxy_in[r].map_or(String::new(), |b| u8::from(b).to_string()));
-        for v in [s.reads[r], s.stale[r], s.over[r], s.late[r], s.while_out[r]] {
+        for v in [
+            s.reads[r],
+            s.stale[r],
+            s.over[r],
+            s.late[r],
+            s.while_out[r],
+            s.ejected[r],
+            s.readmitted[r],
+        ] {
             cols.push(v.to_string());
         }
     }
