@@ -272,12 +272,16 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
         L.append("pgsplit's `routing totals` over all its runs (where it sent transactions, "
                  f"by node and by reason): `{meta['pgsplit_routing']}`\n")
 
+    L.append("## Bulk import\n")
     if args.import_md and os.path.exists(args.import_md):
+        L.append("A read load through the proxy (a writer, clients reading their own writes, "
+                 "plain readers; `bench/import_probe.rs`) while `pgbench -i` imports on the "
+                 "primary, through pgsplit and through Pgpool-II with the same lag threshold "
+                 "(`bench/import.sh`).\n")
         with open(args.import_md) as f:
             L.append(f.read().rstrip() + "\n")
     else:
-        L.append("## Bulk import\n")
-        L.append("Not run: `bench/import.sh` (item 2 of issue 5) is not in this tree yet.\n")
+        L.append("Not run (IMPORT_KINDS empty, or bench/import.sh failed: see its output).\n")
 
     L.append("## Configurations\n")
     L.append(CONFIG_NOTES.replace("POOL_SIZE", meta["pool_size"]).strip() + "\n")

@@ -538,23 +538,36 @@ run_one() {
         "$errors" "${first_error:--}" >>"$RAW_TSV"
 }
 
-# ---- 5. item 2 of issue 5: the bulk-import scenario (HOOK) --------------------------------------
-# The bulk-import probe is built separately as bench/import.sh. When it exists it runs here,
-# after the pgbench matrix, while every target is still up. It gets the targets' URLs in
-# BENCH_URL_<target> (e.g. BENCH_URL_pgsplit) and BENCH_TARGETS, and may write a Markdown
-# section to $BENCH_IMPORT_MD, which bench/report.py includes in RESULTS.md.
+# ---- 5. the bulk-import scenario ---------------------------------------------------------------
+# bench/import.sh runs a read load (writer, pinned readers, plain readers: bench/import_probe.rs)
+# through a proxy while `pgbench -i -s IMPORT_SCALE` imports on the primary, once through a
+# pgsplit and once through a Pgpool-II that it starts itself with the same lag threshold
+# (IMPORT_THRESHOLD, default 4MB: the dev cluster replays fast and rarely falls 16MB behind).
+# Each run writes a Markdown summary; they go into RESULTS.md, the charts into bench/charts/.
+IMPORT_KINDS="${IMPORT_KINDS:-pgsplit pgpool}"
+IMPORT_PGSPLIT_PORT="${IMPORT_PGSPLIT_PORT:-6460}"
+IMPORT_PGPOOL_PORT="${IMPORT_PGPOOL_PORT:-6470}"
 import_scenario() {
-    local script="$REPO_ROOT/bench/import.sh" t
+    local kind port
     export BENCH_IMPORT_MD="$BENCH_DIR/import.md"
     rm -f "$BENCH_IMPORT_MD"
-    if [[ ! -x "$script" ]]; then
-        say "bench/import.sh not present: skipping the bulk-import scenario"
-        return 0
-    fi
-    export BENCH_TARGETS="${TARGET_LIST[*]}" ROUNDS DURATION SCALE
-    for t in "${TARGET_LIST[@]}"; do export "BENCH_URL_$t=$(target_url "$t")"; done
-    say "bench/import.sh (bulk-import scenario)"
-    "$script" || echo "   warning: bench/import.sh failed (exit $?); RESULTS.md is written without it" >&2
+    [[ -n "$IMPORT_KINDS" ]] || return 0
+    for kind in $IMPORT_KINDS; do
+        case "$kind" in
+        pgsplit) port="$IMPORT_PGSPLIT_PORT" ;;
+        pgpool) port="$IMPORT_PGPOOL_PORT" ;;
+        *) lib_die "IMPORT_KINDS: unknown kind '$kind' (pgsplit, pgpool)" ;;
+        esac
+        say "bench/import.sh $kind $port (bulk import, scale ${IMPORT_SCALE:-50})"
+        if ! IMPORT_START_PROXY=1 IMPORT_THRESHOLD="${IMPORT_THRESHOLD:-4194304}" \
+            OUT_DIR="$BENCH_DIR/import" \
+            "$REPO_ROOT/bench/import.sh" "$kind" "$port"; then
+            echo "   warning: bench/import.sh $kind failed; see $BENCH_DIR/import/" >&2
+            continue
+        fi
+        cat "$BENCH_DIR/import/import-$kind.md" >>"$BENCH_IMPORT_MD"
+        echo >>"$BENCH_IMPORT_MD"
+    done
 }
 
 # ---- main --------------------------------------------------------------------------------------
