@@ -370,6 +370,8 @@ def write_charts(args, targets, workloads, cells):
     plots = ", ".join(
         f"'{data}' using {2 + 3 * i}:{3 + 3 * i}:{4 + 3 * i}{':xtic(1)' if i == 0 else ''} title '{t}'"
         for i, t in enumerate(targets))
+    has_latency = any(cells.get(("c1", t)) is not None and cells[("c1", t)].p50 is not None
+                      for t in targets)
     script = f"""
 set terminal pngcairo size 1200,600 font ',10'
 set datafile missing '?'
@@ -383,6 +385,9 @@ set grid ytics
 set title "Throughput by workload and target (bench/run.sh)\\nno bar: not applicable, or the runs had errors (see RESULTS.md)"
 set output '{os.path.join(args.charts, 'throughput.png')}'
 plot {plots}
+"""
+    if has_latency:  # only when the c1 workload ran
+        script += f"""
 set output '{os.path.join(args.charts, 'latency.png')}'
 set terminal pngcairo size 800,500 font ',10'
 set style histogram clustered gap 1

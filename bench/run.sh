@@ -84,6 +84,9 @@ Environment (defaults in brackets):
   WORKLOADS="$ALL_WORKLOADS"
   HAPROXY_PORT=$HAPROXY_PORT PGBOUNCER_PORT=$PGBOUNCER_PORT PGPOOL_PORT=$PGPOOL_PORT PGPOOL_PCP_PORT=$PGPOOL_PCP_PORT
   BENCH_PGSPLIT_PORT=$BENCH_PGSPLIT_PORT BENCH_METRICS_PORT=$BENCH_METRICS_PORT   (pgsplit and its /metrics)
+  IMPORT_KINDS="pgsplit pgpool"  bulk-import scenario through these (empty: skip it)
+  IMPORT_SCALE=50 IMPORT_THRESHOLD=4194304   its pgbench -i scale and the lag threshold
+                      both proxies get (bytes); IMPORT_PGSPLIT_PORT=6460 IMPORT_PGPOOL_PORT=6470
   PGSPLIT_SKIP_BUILD=1, PGSPLIT_BIN   use a prebuilt pgsplit
   PGSPLIT_CLUSTER_DIR                 the dev cluster (default /tmp/pgsplit-cluster)
 
