@@ -64,6 +64,12 @@ impl Metrics {
         self.checkout_wait.clone()
     }
 
+    /// Folds the histogram samples recorded since the last call into their buckets. The
+    /// recorder keeps every sample until then, so this runs every second.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
     /// The exposition text: the proxy's figures now, in Prometheus format.
     pub fn render(&self, proxy: &Proxy) -> String {
         metrics::with_local_recorder(&self.recorder, || publish(proxy));

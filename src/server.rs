@@ -370,7 +370,8 @@ impl Listener {
     }
 }
 
-/// Pool upkeep: idle and lifetime limits, min_size.
+/// Upkeep once a second: pool idle and lifetime limits, min_size; the metrics recorder's
+/// histogram samples folded into their buckets (else they pile up until a scrape).
 async fn maintain(proxy: std::sync::Weak<Proxy>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -379,6 +380,7 @@ async fn maintain(proxy: std::sync::Weak<Proxy>) {
             return;
         };
         proxy.pools.maintain().await;
+        proxy.metrics.upkeep();
     }
 }
 
