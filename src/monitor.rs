@@ -1,10 +1,12 @@
 //! The lag guard's IO shell: one task per node on its own control connection (never one
 //! from the client pools, so checks go on when the pools are exhausted). The primary's
-//! task samples `pg_current_wal_lsn()` into a shared timeline; each replica's task reads
-//! `pg_last_wal_replay_lsn()`, turns it into lag in bytes and in time (from that timeline,
+//! task samples `pg_current_wal_lsn()` into a shared timeline every `lag.check_interval`;
+//! right after each sample, each replica's task reads `pg_last_wal_replay_lsn()`, turns it
+//! into lag in bytes and in time (from that timeline,
 //! so it does not grow while the primary is idle), feeds the pure state machine in
 //! `crate::lag`, and puts every transition into the router's replica table, logged once
-//! with the figures behind it.
+//! with the figures behind it. What each check saw goes to the shared [`LagBoard`] for the
+//! admin console and the metrics; the `[lag]` settings follow live changes.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
