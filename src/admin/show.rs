@@ -282,8 +282,8 @@ pub fn config(config: &Config, lag: &LagConfig) -> Table {
 
 /// `SHOW <setting>`: one `[lag]` setting.
 pub fn setting(lag: &LagConfig, key: &str) -> Option<Table> {
-    let key = key.strip_prefix("lag.").unwrap_or(key);
-    let value = lag.value_of(key)?;
+    let key = crate::config::setting_name(key);
+    let value = lag.value_of(&key)?;
     let mut t = Table::new(&[SETTABLE.iter().find(|k| **k == key)?]);
     t.push(vec![text(value)]);
     Some(t)

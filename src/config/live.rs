@@ -25,12 +25,18 @@ pub enum SetError {
     InvalidValue { key: String, message: String },
 }
 
+/// A setting's name as `SET` and `SHOW` take it: any case, with or without the `lag.`
+/// prefix (`LAG.Max_Replica_Lag` is `max_replica_lag`).
+pub fn setting_name(key: &str) -> String {
+    let key = key.trim().to_ascii_lowercase();
+    key.strip_prefix("lag.").unwrap_or(&key).to_owned()
+}
+
 impl LagConfig {
     /// This section with `key` set to `value` (e.g. `max_replica_lag`, `"2MB"`), if the result
     /// is valid. `key` may carry the section prefix: `lag.max_replica_lag`.
     pub fn with(&self, key: &str, value: &str) -> Result<LagConfig, SetError> {
-        let key = key.trim().to_ascii_lowercase();
-        let key = key.strip_prefix("lag.").unwrap_or(&key).to_owned();
+        let key = setting_name(key);
         let value = value.trim();
         let invalid = |message: String| SetError::InvalidValue {
             key: key.clone(),

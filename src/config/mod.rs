@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use self::duration::{ByteSize, Duration, ParseUnitError};
-pub use self::live::{SetError, SETTABLE};
+pub use self::live::{setting_name, SetError, SETTABLE};
 
 /// Name of the admin console's virtual database; no `[[databases]]` entry may use it.
 pub const ADMIN_DATABASE: &str = "pgsplit";
