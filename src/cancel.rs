@@ -89,6 +89,14 @@ impl CancelRegistry {
         target
     }
 
+    /// The server now serving client `pid`, if any (for `SHOW CLIENTS`).
+    pub fn serving(&self, pid: i32) -> Option<CancelTarget> {
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, slot) = clients.get(&pid)?;
+        let target = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        target
+    }
+
     pub fn len(&self) -> usize {
         self.clients.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -125,6 +133,7 @@ mod tests {
             pid: 99,
             secret: vec![1, 2, 3, 4],
         }));
+        assert_eq!(reg.serving(key.pid).unwrap().node.name, "primary");
         let wrong = key.secret.wrapping_add(1).to_be_bytes();
         assert!(reg.lookup(key.pid, &wrong).is_none());
         assert_eq!(

@@ -1,19 +1,15 @@
 //! Who is connected, for the admin console's `SHOW CLIENTS`: each session registers itself
-//! at login and updates where it runs and until when it is pinned; the entry goes away with
-//! the session.
+//! at login and updates until when it is pinned; the entry goes away with the session. The
+//! server serving a client is not kept here: the cancel registry already tracks it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::backend::NodeAddr;
-
 /// What changes while a client is connected.
 #[derive(Debug, Clone, Default)]
 pub struct ClientNow {
-    /// The node serving it now, if it holds a server connection.
-    pub node: Option<Arc<NodeAddr>>,
     /// Its reads go to the primary until then (read-your-writes).
     pub pinned_until: Option<Instant>,
 }
@@ -122,16 +118,12 @@ mod tests {
         let registry = Arc::new(ClientRegistry::default());
         let a = registry.register(row(2));
         let b = registry.register(row(1));
-        let node = Arc::new(NodeAddr {
-            name: "replica1".into(),
-            host: "127.0.0.1".into(),
-            port: 1,
-        });
-        a.update(|now| now.node = Some(node));
+        let until = Instant::now();
+        a.update(|now| now.pinned_until = Some(until));
         let rows = registry.rows();
         assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2]);
-        assert_eq!(rows[1].now.node.as_ref().unwrap().name, "replica1");
-        assert!(rows[0].now.node.is_none());
+        assert_eq!(rows[1].now.pinned_until, Some(until));
+        assert!(rows[0].now.pinned_until.is_none());
         drop(b);
         assert_eq!(registry.rows().len(), 1);
         drop(a);

@@ -283,6 +283,19 @@ impl Proxy {
         &self.registry
     }
 
+    /// The logged-in clients, each with the node serving it now (from the cancel registry,
+    /// which tracks the server of every client for cancel requests).
+    pub fn client_rows(&self) -> Vec<(ClientRow, Option<String>)> {
+        self.registry
+            .rows()
+            .into_iter()
+            .map(|row| {
+                let node = self.cancel.serving(row.id).map(|t| t.node.name.clone());
+                (row, node)
+            })
+            .collect()
+    }
+
     /// Every server pool's figures, for `SHOW POOLS` and the metrics.
     pub fn pool_rows(&self) -> Vec<PoolRow> {
         let mut rows: Vec<PoolRow> = self

@@ -196,7 +196,7 @@ fn listing_table(proxy: &Proxy, listing: Listing) -> Table {
             now,
         ),
         Listing::Pools => show::pools(&proxy.pool_rows()),
-        Listing::Clients => show::clients(&proxy.clients().rows(), now),
+        Listing::Clients => show::clients(&proxy.client_rows(), now),
         Listing::Stats => show::stats(&show::Stats {
             by_node: names.into_iter().zip(routing.stats.by_node()).collect(),
             by_reason: Reason::ALL

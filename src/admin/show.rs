@@ -191,8 +191,8 @@ pub fn pools(rows: &[PoolRow]) -> Table {
     t
 }
 
-/// `SHOW CLIENTS`.
-pub fn clients(rows: &[ClientRow], now: Instant) -> Table {
+/// `SHOW CLIENTS`: each client with the name of the node serving it now, if any.
+pub fn clients(rows: &[(ClientRow, Option<String>)], now: Instant) -> Table {
     let mut t = Table::new(&[
         "id",
         "user",
@@ -202,7 +202,7 @@ pub fn clients(rows: &[ClientRow], now: Instant) -> Table {
         "node",
         "pinned_for",
     ]);
-    for c in rows {
+    for (c, node) in rows {
         let pinned = c
             .now
             .pinned_until
@@ -216,7 +216,7 @@ pub fn clients(rows: &[ClientRow], now: Instant) -> Table {
             text(format_duration(
                 now.saturating_duration_since(c.connected_at),
             )),
-            c.now.node.as_ref().map(|n| n.name.clone()),
+            node.clone(),
             pinned,
         ]);
     }

@@ -301,8 +301,6 @@ impl Session {
             pid: server.backend_pid,
             secret: server.backend_secret.clone(),
         }));
-        let node = server.node.clone();
-        self.ctx.entry.update(|now| now.node = Some(node));
         self.server = Some(server);
     }
 

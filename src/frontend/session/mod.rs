@@ -357,7 +357,6 @@ impl Session {
     /// carry session state), anything else is closed so the server rolls back.
     fn finish(&mut self) {
         self.ctx.cancel.set_target(None);
-        self.ctx.entry.update(|now| now.node = None);
         self.lease = None;
         let Some(mut server) = self.server.take() else {
             return;

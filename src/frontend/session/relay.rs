@@ -99,7 +99,6 @@ impl Session {
 
     pub(super) fn release(&mut self) {
         self.ctx.cancel.set_target(None);
-        self.ctx.entry.update(|now| now.node = None);
         self.lease = None;
         if let Some(server) = self.server.take() {
             if server.broken {
