@@ -143,16 +143,19 @@ def check_targets(cells):
             extra = "" if c.clean else f" (pgsplit had {c.errors} error lines)"
             out.append((label, f"{r:.2f}x{extra}", verdict))
 
+    def zero_errors_check(workload, label):
+        c = get(workload, "pgsplit")
+        if c is None:
+            out.append((label, "not measured", "n/a"))
+        else:
+            out.append((label, f"{c.errors} error lines, {c.failed} failed, {c.ok}/{c.n} runs ok",
+                        "PASS" if c.clean else "MISS"))
+
     ratio_check("select-simple", "pgbouncer", 1.0, "`-S` simple: at least 1.0x PgBouncer")
     ratio_check("select-simple", "pgpool", 1.8, "`-S` simple: at least 1.8x Pgpool-II")
     ratio_check("select-prepared", "direct", 0.55, "`-S` prepared: at least 0.55x direct")
-    c = get("c500-prepared", "pgsplit")
-    label = "`-S` prepared works with many clients over few server connections (c500-prepared: zero errors)"
-    if c is None:
-        out.append((label, "not measured", "n/a"))
-    else:
-        out.append((label, f"{c.errors} error lines, {c.failed} failed, {c.ok}/{c.n} runs ok",
-                    "PASS" if c.clean else "MISS"))
+    zero_errors_check("c500-prepared", "`-S` prepared works with many clients over few server "
+                      "connections (c500-prepared: zero errors)")
     ratio_check("tpcb", "pgbouncer", 1.0, "TPC-B-like: at least 1.0x PgBouncer")
     c, d = get("c1", "pgsplit"), get("c1", "direct")
     label = "`-c 1`: at most 35 µs added to the median latency against direct"
@@ -162,13 +165,7 @@ def check_targets(cells):
         added = c.p50 - d.p50
         out.append((label, f"{added:+.0f} µs (p50 {c.p50:.0f} against {d.p50:.0f} µs)",
                     "PASS" if added <= 35 and c.clean else "MISS"))
-    c = get("c500", "pgsplit")
-    label = "500 clients (c500): zero errors"
-    if c is None:
-        out.append((label, "not measured", "n/a"))
-    else:
-        out.append((label, f"{c.errors} error lines, {c.failed} failed, {c.ok}/{c.n} runs ok",
-                    "PASS" if c.clean else "MISS"))
+    zero_errors_check("c500", "500 clients (c500): zero errors")
     return out
 
 
