@@ -490,6 +490,16 @@ fn channel_binding_attribute_must_match_gs2_header() {
     );
 }
 
+/// A one-character string different from `c` (the client nonce is random, so a
+/// fixed replacement letter could equal the original).
+fn other(c: &str) -> &'static str {
+    if c == "X" {
+        "Y"
+    } else {
+        "X"
+    }
+}
+
 #[test]
 fn wrong_nonce_is_refused() {
     let secret = fast_secret("pw");
@@ -502,15 +512,20 @@ fn wrong_nonce_is_refused() {
         .to_string();
     let client_nonce_len = nonce.len() - BASE64.encode(NONCE).len();
     let variants = [
-        nonce[..nonce.len() - 1].to_string(),      // truncated
-        format!("{nonce}x"),                       // extended
-        format!("X{}", &nonce[1..]),               // client part changed
-        format!("{}X", &nonce[..nonce.len() - 1]), // server part changed
-        nonce[..client_nonce_len].to_string(),     // server part missing
-        nonce[client_nonce_len..].to_string(),     // client part missing
+        nonce[..nonce.len() - 1].to_string(),             // truncated
+        format!("{nonce}x"),                              // extended
+        format!("{}{}", other(&nonce[..1]), &nonce[1..]), // client part changed
+        format!(
+            "{}{}",
+            &nonce[..nonce.len() - 1],
+            other(&nonce[nonce.len() - 1..])
+        ), // server part changed
+        nonce[..client_nonce_len].to_string(),            // server part missing
+        nonce[client_nonce_len..].to_string(),            // client part missing
         "x".to_string(),
     ];
     for bad in variants {
+        assert_ne!(bad, nonce, "a variant must differ from the real nonce");
         let mut server = server_after(&first, &secret);
         let tampered = replace(&fin, &format!("r={nonce}"), &format!("r={bad}"));
         assert_eq!(
