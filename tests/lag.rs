@@ -131,10 +131,7 @@ async fn reload_applies_the_file_and_refuses_an_invalid_one() {
 /// the rotation within 2 s while replica2 serves, then comes back within 3 s of resuming.
 async fn eject_and_readmit(proxy: &TestProxy) {
     // No other test may pause or delay the replicas meanwhile.
-    let lock = superuser().await;
-    lock.batch_execute(&format!("select pg_advisory_lock({REPLICA_REPLAY_LOCK})"))
-        .await
-        .unwrap();
+    let _lock = common::cluster_lock(REPLICA_REPLAY_LOCK, "the replica replay lock").await;
     let (replica1, replica2) = (node_port("replica1"), node_port("replica2"));
     let replica1_index = 1;
 
@@ -259,10 +256,7 @@ async fn with_both_replicas_behind_reads_go_to_the_primary_and_are_fresh() {
         c.lag.max_replica_lag = ByteSize::mb(2);
     })
     .await;
-    let lock = superuser().await;
-    lock.batch_execute(&format!("select pg_advisory_lock({REPLICA_REPLAY_LOCK})"))
-        .await
-        .unwrap();
+    let _lock = common::cluster_lock(REPLICA_REPLAY_LOCK, "the replica replay lock").await;
     let ports = [node_port("replica1"), node_port("replica2")];
     let mut paused = Vec::new();
     for port in ports {

@@ -30,8 +30,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    node_index, node_port, pg_command, primary_port, replica_state, replica_superuser, run_command,
-    superuser, wait_until, with_timeout, TestProxy, APP_PASSWORD, REPLICA_REPLAY_LOCK,
+    cluster_lock, node_index, node_port, pg_command, primary_port, replica_state,
+    replica_superuser, run_command, superuser, wait_until, with_timeout, TestProxy, APP_PASSWORD,
+    REPLICA_REPLAY_LOCK,
 };
 use pgsplit::config::ByteSize;
 use pgsplit::topology::{ReplicaState, Topology};
@@ -56,7 +57,7 @@ const IMPORT_SCHEMA: &str = "pgsplit_test_lag_import";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_stopped_hard_under_read_load_only_fails_reads_in_flight() {
-    let _lock = replica_replay_lock().await;
+    let _lock = cluster_lock(REPLICA_REPLAY_LOCK, "the replica replay lock").await;
     let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
     let (replica1, replica2) = (node_port("replica1"), node_port("replica2"));
     let replica2_index = node_index(&proxy, "replica2");
@@ -200,7 +201,7 @@ async fn a_replica_stopped_hard_under_read_load_only_fails_reads_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_import_under_read_load_ejects_and_readmits_without_client_errors() {
-    let _lock = replica_replay_lock().await;
+    let _lock = cluster_lock(REPLICA_REPLAY_LOCK, "the replica replay lock").await;
     // The default check interval (250 ms). The import writes about 80 MB/s and the
     // replicas fall 20-30 MB behind: the monitor must see it although the primary's
     // position moves 20 MB per interval (each replica is read right after the primary).
@@ -231,19 +232,14 @@ async fn a_bulk_import_under_read_load_ejects_and_readmits_without_client_errors
     .await;
 
     let import_began = Instant::now();
-    let mut pgbench = pg_command("pgbench", primary_port(), "app", APP_PASSWORD, "bench");
-    pgbench
-        .env("PGAPPNAME", "pgsplit_lag_import")
-        .env("PGOPTIONS", format!("-c search_path={IMPORT_SCHEMA}"))
-        .args(["-i", "-s", "20", "-q"]);
-    let out = run_command(pgbench, None, 120).await;
+    common::pgbench(
+        primary_port(),
+        "bench",
+        Some(IMPORT_SCHEMA),
+        &["-i", "-s", "20", "-q"],
+    )
+    .await;
     let import_done = Instant::now();
-    assert!(
-        out.status.success(),
-        "pgbench -i failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
 
     wait_until(
         10,
@@ -505,20 +501,6 @@ async fn lag_hovering_around_the_threshold_does_not_flap() {
 // ---------------------------------------------------------------------------------------
 // The cluster
 // ---------------------------------------------------------------------------------------
-
-/// Takes [`REPLICA_REPLAY_LOCK`] in a session of its own, held until the client is dropped
-/// (or the process dies).
-async fn replica_replay_lock() -> Client {
-    let lock = superuser().await;
-    with_timeout(
-        300,
-        "the replica replay lock",
-        lock.batch_execute(&format!("select pg_advisory_lock({REPLICA_REPLAY_LOCK})")),
-    )
-    .await
-    .unwrap();
-    lock
-}
 
 /// A replica this test stops: started again when dropped unless the test did, even when
 /// the test panics.

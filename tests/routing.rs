@@ -21,7 +21,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::raw::{Message, RawConn};
-use common::{describe, node_port, primary_port, sqlstate, unique, TestProxy, APP_PASSWORD};
+use common::{
+    describe, node_port, pgbench, pgbench_figure, primary_port, sqlstate, unique, TestProxy,
+    APP_PASSWORD,
+};
 use futures_util::{SinkExt, TryStreamExt};
 use pgsplit::config::{Config, Fallback};
 use pgsplit::router::Reason;
@@ -2067,46 +2070,6 @@ async fn read_your_writes_against_replicas_that_are_always_behind() {
 // 3-4. pgbench
 // ---------------------------------------------------------------------------------------
 
-/// Runs pgbench through the proxy and returns its stdout and stderr, after checking that it
-/// succeeded, with no failed transaction and no error in its output.
-async fn pgbench(port: u16, db: &str, env: &[(&str, String)], args: &[&str]) -> String {
-    let mut cmd = common::pg_command("pgbench", port, "app", APP_PASSWORD, db);
-    cmd.env("PGAPPNAME", "pgsplit_routing_pgbench");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.args(args);
-    let out = common::run_command(cmd, None, 240).await;
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "pgbench {args:?} failed ({:?}):\n{text}",
-        out.status
-    );
-    for bad in ["read-only transaction", "recovery", "ERROR"] {
-        assert!(
-            !text.contains(bad),
-            "pgbench {args:?} reported {bad:?}:\n{text}"
-        );
-    }
-    text
-}
-
-/// The number after `label` on its line, e.g. "number of failed transactions: 0 (0.000%)".
-fn figure(output: &str, label: &str) -> u64 {
-    let line = output
-        .lines()
-        .find(|l| l.starts_with(label))
-        .unwrap_or_else(|| panic!("no '{label}' in pgbench output:\n{output}"));
-    line[label.len()..]
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.split('/').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("cannot read '{line}'"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_tpcb_through_routing_has_no_read_only_errors() {
     const SCHEMA: &str = "pgsplit_test_routing_pgbench";
@@ -2117,34 +2080,24 @@ async fn pgbench_tpcb_through_routing_has_no_read_only_errors() {
     })
     .await;
     // One run of this test at a time on the cluster (the schema is shared).
-    let lock = common::superuser().await;
-    common::with_timeout(
-        600,
-        "the routing pgbench lock",
-        lock.batch_execute("select pg_advisory_lock(7468526580)"),
+    let lock = common::cluster_lock(7_468_526_580, "the routing pgbench lock").await;
+    let setup = common::bench_schema(&proxy, "routing_pgbench_setup", SCHEMA).await;
+    pgbench(
+        proxy.port(),
+        "bench",
+        Some(SCHEMA),
+        &["-i", "-s", "1", "-q"],
     )
-    .await
-    .unwrap();
-    let setup = {
-        let mut c = proxy.pg_config("routing_pgbench_setup");
-        c.dbname("bench");
-        common::connect_with(&c).await
-    };
-    setup
-        .batch_execute(&format!("create schema if not exists {SCHEMA}"))
-        .await
-        .unwrap();
-    let env = [("PGOPTIONS", format!("-c search_path={SCHEMA}"))];
-    pgbench(proxy.port(), "bench", &env, &["-i", "-s", "1", "-q"]).await;
+    .await;
     // pgbench reads the scale from pgbench_branches before it starts: on a replica.
     replicas_caught_up(60).await;
 
     for mode in ["simple", "extended", "prepared"] {
         let before = Counts::of(&proxy);
         let args = ["-c", "16", "-j", "2", "-T", "5", "-M", mode];
-        let out = pgbench(proxy.port(), "bench", &env, &args).await;
-        let done = figure(&out, "number of transactions actually processed:");
-        let failed = figure(&out, "number of failed transactions:");
+        let out = pgbench(proxy.port(), "bench", Some(SCHEMA), &args).await;
+        let done = pgbench_figure(&out, "number of transactions actually processed:");
+        let failed = pgbench_figure(&out, "number of failed transactions:");
         assert_eq!(failed, 0, "pgbench -M {mode}:\n{out}");
         assert!(done > 0, "pgbench -M {mode} processed nothing:\n{out}");
         let delta = before.since(&proxy);
@@ -2256,9 +2209,13 @@ async fn mixed_workload_sends_reads_to_replicas_and_writes_to_the_primary() {
             "-f",
             &script_arg,
         ];
-        let out = pgbench(proxy.port(), "app", &[], &args).await;
-        let done = figure(&out, "number of transactions actually processed:");
-        assert_eq!(figure(&out, "number of failed transactions:"), 0, "{out}");
+        let out = pgbench(proxy.port(), "app", None, &args).await;
+        let done = pgbench_figure(&out, "number of transactions actually processed:");
+        assert_eq!(
+            pgbench_figure(&out, "number of failed transactions:"),
+            0,
+            "{out}"
+        );
         let d = before.since(&proxy);
         let reads = d.reads_anywhere();
         let writes = d.reason(Reason::Write);

@@ -282,6 +282,61 @@ pub fn pg_command(program: &str, port: u16, user: &str, password: &str, db: &str
     cmd
 }
 
+/// Runs pgbench as `app` on database `db` through `port`, within 4 minutes; with `schema`,
+/// its tables live there (`search_path` through PGOPTIONS), away from the public ones that
+/// benchmarks use. Panics unless it exits 0 with no error in its output (a read-only or
+/// recovery error would mean a write reached a replica); returns stdout and stderr together.
+pub async fn pgbench(port: u16, db: &str, schema: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = pg_command("pgbench", port, "app", APP_PASSWORD, db);
+    cmd.env("PGAPPNAME", "pgsplit_test_pgbench").args(args);
+    if let Some(schema) = schema {
+        cmd.env("PGOPTIONS", format!("-c search_path={schema}"));
+    }
+    let out = run_command(cmd, None, 240).await;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "pgbench {args:?} failed ({:?}):\n{text}",
+        out.status
+    );
+    for bad in ["read-only transaction", "recovery", "ERROR"] {
+        assert!(
+            !text.contains(bad),
+            "pgbench {args:?} reported {bad:?}:\n{text}"
+        );
+    }
+    text
+}
+
+/// The number after `label` on its line of pgbench's output, e.g. 0 from
+/// "number of failed transactions: 0 (0.000%)".
+pub fn pgbench_figure(output: &str, label: &str) -> u64 {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no '{label}' in pgbench output:\n{output}"));
+    line[label.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.split('/').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read '{line}'"))
+}
+
+/// A connection through `proxy` to database bench in which `schema` exists, for a test
+/// that runs pgbench there.
+pub async fn bench_schema(proxy: &TestProxy, app_name: &str, schema: &str) -> Client {
+    let mut c = proxy.pg_config(app_name);
+    c.dbname("bench");
+    let client = connect_with(&c).await;
+    client
+        .batch_execute(&format!("create schema if not exists {schema}"))
+        .await
+        .unwrap();
+    client
+}
+
 /// Runs a prepared command to completion, with `stdin` fed to it, within `secs`.
 pub async fn run_command(mut cmd: Command, stdin: Option<&[u8]>, secs: u64) -> Output {
     use std::process::Stdio;
@@ -394,6 +449,22 @@ pub fn own_ports_to(remote_port: u16) -> Vec<i32> {
     ports
 }
 
+/// Takes the session advisory lock `key` on the primary in a superuser session of its
+/// own, held until the returned client is dropped (or the process dies): tests that share
+/// something on the cluster (a schema, the replicas' replay) run one at a time, in this
+/// process or another. Waits up to 10 minutes for it.
+pub async fn cluster_lock(key: i64, what: &str) -> Client {
+    let lock = superuser().await;
+    with_timeout(
+        600,
+        what,
+        lock.batch_execute(&format!("select pg_advisory_lock({key})")),
+    )
+    .await
+    .unwrap();
+    lock
+}
+
 /// Advisory lock key (on the primary) held by any test that changes how the replicas
 /// replay (`recovery_min_apply_delay`, `pg_wal_replay_pause()`), so two such tests, in
 /// this process or another, never fight over the replicas.
@@ -410,14 +481,7 @@ pub struct ReplicaApplyDelay {
 
 impl ReplicaApplyDelay {
     pub async fn hold(delay: Duration) -> ReplicaApplyDelay {
-        let lock = superuser().await;
-        with_timeout(
-            300,
-            "the replica replay lock",
-            lock.batch_execute(&format!("select pg_advisory_lock({REPLICA_REPLAY_LOCK})")),
-        )
-        .await
-        .unwrap();
+        let lock = cluster_lock(REPLICA_REPLAY_LOCK, "the replica replay lock").await;
         let ms = delay.as_millis();
         let mut restore = Vec::new();
         for name in ["replica1", "replica2"] {
