@@ -32,6 +32,16 @@ async fn read_to_close(conn: &mut RawConn, secs: u64) -> Vec<Message> {
     }
 }
 
+/// Reads until the proxy closes the connection and checks that it sent exactly one
+/// message: a FATAL ErrorResponse with `code`.
+async fn expect_one_fatal(conn: &mut RawConn, code: &str) {
+    let got = read_to_close(conn, 10).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].tag, b'E', "{got:?}");
+    assert_eq!(got[0].fields()[&b'S'], "FATAL", "{:?}", got[0].fields());
+    assert_eq!(got[0].code(), code, "{:?}", got[0].fields());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_first_packets_are_refused() {
     let proxy = TestProxy::start(|_| {}).await;
@@ -71,12 +81,8 @@ async fn huge_startup_length_is_refused_at_once() {
     conn.write_raw(&[0x40, 0, 0, 0, 0, 3, 0, 0, b'u', b's'])
         .await
         .unwrap();
-    let got = read_to_close(&mut conn, 10).await;
+    expect_one_fatal(&mut conn, "08P01").await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0].tag, b'E');
-    assert_eq!(got[0].code(), "08P01");
-    assert_eq!(got[0].fields()[&b'S'], "FATAL");
     still_serves(&proxy).await;
 }
 
@@ -90,10 +96,7 @@ async fn unsupported_protocol_version_is_refused() {
     packet.extend_from_slice(&0x0002_0000i32.to_be_bytes());
     packet.extend_from_slice(b"user\0app\0\0");
     conn.write_raw(&packet).await.unwrap();
-    let got = read_to_close(&mut conn, 10).await;
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0].tag, b'E');
-    assert_eq!(got[0].code(), "08P01");
+    expect_one_fatal(&mut conn, "08P01").await;
     still_serves(&proxy).await;
 }
 
@@ -263,12 +266,8 @@ async fn huge_message_after_login_is_refused() {
     conn.write_raw(&[b'Q', 0x40, 0, 0, 0, b's', b'e', b'l'])
         .await
         .unwrap();
-    let got = read_to_close(&mut conn, 10).await;
+    expect_one_fatal(&mut conn, "54000").await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0].tag, b'E');
-    assert_eq!(got[0].fields()[&b'S'], "FATAL");
-    assert_eq!(got[0].code(), "54000", "{:?}", got[0].fields());
     still_serves(&proxy).await;
 }
 
@@ -279,10 +278,7 @@ async fn unknown_message_type_after_login() {
     let (mut conn, _) =
         RawConn::login_md5(proxy.addr, "app_md5", APP_PASSWORD, &[("database", "app")]).await;
     conn.send(b'z', b"whatever").await;
-    let got = read_to_close(&mut conn, 10).await;
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0].tag, b'E');
-    assert_eq!(got[0].code(), "08P01");
+    expect_one_fatal(&mut conn, "08P01").await;
     still_serves(&proxy).await;
 }
 
