@@ -59,19 +59,13 @@ async fn routed(adjust: impl FnOnce(&mut Config)) -> TestProxy {
 
 /// Every row of every statement of a simple query, as text.
 async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
-    let messages = client
-        .simple_query(sql)
+    common::admin_rows(client, sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("<NULL>").to_string())
-                    .collect(),
-            ),
-            _ => None,
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|(_, v)| v.unwrap_or_else(|| "<NULL>".to_string()))
+                .collect()
         })
         .collect()
 }

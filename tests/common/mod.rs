@@ -603,7 +603,8 @@ pub async fn admin(proxy: &TestProxy) -> Client {
 /// One admin console result: rows of (column, value) pairs.
 pub type AdminRows = Vec<Vec<(String, Option<String>)>>;
 
-/// Runs an admin console command and returns its rows.
+/// Runs an admin console command (or any simple query) and returns the rows of all its
+/// statements.
 pub async fn admin_rows(admin: &Client, sql: &str) -> AdminRows {
     let messages = admin
         .simple_query(sql)
