@@ -47,7 +47,7 @@ fn bench_route(c: &mut Criterion) {
             let now = Instant::now();
             let mut lease = None;
             let decision = decide(&policy, &unpinned, black_box(&read), now, || {
-                lease = topology.lease(now, true);
+                lease = topology.lease(now, 0);
                 lease.as_ref().map(|l| l.node)
             });
             black_box((decision, lease))
@@ -57,7 +57,7 @@ fn bench_route(c: &mut Criterion) {
         b.iter(|| {
             let now = Instant::now();
             decide(&policy, &pinned, black_box(&read), now, || {
-                topology.lease(now, true).map(|l| l.node)
+                topology.lease(now, 0).map(|l| l.node)
             })
         })
     });
@@ -65,14 +65,14 @@ fn bench_route(c: &mut Criterion) {
         b.iter(|| {
             let now = Instant::now();
             decide(&policy, &unpinned, black_box(&write), now, || {
-                topology.lease(now, true).map(|l| l.node)
+                topology.lease(now, 0).map(|l| l.node)
             })
         })
     });
     group.finish();
 
     c.bench_function("lease/two_replicas", |b| {
-        b.iter(|| black_box(topology.lease(Instant::now(), true)))
+        b.iter(|| black_box(topology.lease(Instant::now(), 0)))
     });
 }
 

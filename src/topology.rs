@@ -1,7 +1,12 @@
 //! The replicas as the router sees them: which may serve reads now, and which one gets
-//! the next read. Selection is a pure function of a snapshot (least outstanding work
-//! relative to weight, weighted round-robin among ties); `Topology` is the small shared
-//! shell around it that sessions lease replicas from.
+//! the next read. Selection is a pure function of a snapshot: least outstanding work
+//! relative to weight; among equals, the client's own replica. Each client gets a slot
+//! when it connects (0, 1, 2, ...), and its slot picks among the tied replicas by weight,
+//! so consecutive clients are spread like a weighted round-robin while each client keeps
+//! reading from the same replica as long as that replica is available and not busier
+//! than the others (Pgpool-II's session-level load balancing, kept per transaction). A
+//! client whose replica leaves the rotation reads elsewhere and comes back with it.
+//! `Topology` is the small shared shell around it that sessions lease replicas from.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,10 +55,11 @@ impl Replica {
     }
 }
 
-/// Picks the replica for the next read: the available one with the least outstanding
-/// work per unit of weight; among equals, weighted round-robin by `turn`. Returns an
-/// index into `replicas`.
-pub fn choose(replicas: &[Replica], now: Instant, turn: u64) -> Option<usize> {
+/// Picks the replica for a read of the client in `slot`: the available one with the least
+/// outstanding work per unit of weight; among equals, the client's own replica (where
+/// `slot` falls when all the replicas are laid out by weight) if it is one of them, else
+/// where `slot` falls among the equals. Returns an index into `replicas`.
+pub fn choose(replicas: &[Replica], now: Instant, slot: u64) -> Option<usize> {
     let available = || {
         replicas
             .iter()
@@ -69,9 +75,24 @@ pub fn choose(replicas: &[Replica], now: Instant, turn: u64) -> Option<usize> {
             r.outstanding as u64 * best.weight as u64 == best.outstanding as u64 * r.weight as u64
         })
     };
-    let total: u64 = tied().map(|(_, r)| r.weight as u64).sum();
-    let mut slot = turn % total.max(1);
-    for (i, r) in tied() {
+    // The client's own replica, from all of them, so that it does not change when
+    // another replica leaves or joins the rotation.
+    let own = at_slot(replicas.iter().enumerate(), slot);
+    if own.is_some_and(|own| tied().any(|(i, _)| i == own)) {
+        return own;
+    }
+    at_slot(tied(), slot)
+}
+
+/// Where `slot` falls when `candidates` are laid out in turn, each taking as many slots
+/// as its weight.
+fn at_slot<'a>(
+    candidates: impl Iterator<Item = (usize, &'a Replica)> + Clone,
+    slot: u64,
+) -> Option<usize> {
+    let total: u64 = candidates.clone().map(|(_, r)| r.weight as u64).sum();
+    let mut slot = slot % total.max(1);
+    for (i, r) in candidates {
         if slot < r.weight as u64 {
             return Some(i);
         }
@@ -84,7 +105,8 @@ pub fn choose(replicas: &[Replica], now: Instant, turn: u64) -> Option<usize> {
 #[derive(Debug)]
 pub struct Topology {
     replicas: Mutex<Vec<Replica>>,
-    turn: AtomicU64,
+    /// The slot the next client gets.
+    next_slot: AtomicU64,
     cooldown: Duration,
 }
 
@@ -107,7 +129,7 @@ impl Topology {
     pub fn new(replicas: Vec<Replica>, cooldown: Duration) -> Topology {
         Topology {
             replicas: Mutex::new(replicas),
-            turn: AtomicU64::new(0),
+            next_slot: AtomicU64::new(0),
             cooldown,
         }
     }
@@ -116,17 +138,16 @@ impl Topology {
         self.replicas.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Leases the replica that should take the next read, if any is available. `turn`
-    /// says whether this read takes a round-robin turn: a batch that only prepares and
-    /// describes a statement does not, so a client that prepares and then executes each
-    /// query does not keep executing on the same replica.
-    pub fn lease(self: &Arc<Self>, now: Instant, turn: bool) -> Option<Lease> {
-        let turn = match turn {
-            true => self.turn.fetch_add(1, Ordering::Relaxed),
-            false => self.turn.load(Ordering::Relaxed),
-        };
+    /// The slot of a client that has just connected: the next one in turn.
+    pub fn new_client_slot(&self) -> u64 {
+        self.next_slot.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Leases the replica that should take the next read of the client in `slot`, if any
+    /// is available.
+    pub fn lease(self: &Arc<Self>, now: Instant, slot: u64) -> Option<Lease> {
         let mut replicas = self.lock();
-        let i = choose(&replicas, now, turn)?;
+        let i = choose(&replicas, now, slot)?;
         let r = &mut replicas[i];
         r.outstanding += 1;
         r.reads += 1;

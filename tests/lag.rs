@@ -6,7 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{node_port, replica_superuser, superuser, wait_until, TestProxy, REPLICA_REPLAY_LOCK};
+use common::{
+    client_reading_from, node_port, read_port, read_ports, replica_superuser, superuser,
+    transaction_on, wait_until, TestProxy, REPLICA_REPLAY_LOCK,
+};
 use pgsplit::config::ByteSize;
 use pgsplit::topology::ReplicaState;
 
@@ -23,18 +26,6 @@ impl Drop for Paused {
             );
         }
     }
-}
-
-/// The ports that served `n` autocommit reads of a fresh, unpinned client.
-async fn read_ports(proxy: &TestProxy, n: usize) -> Vec<i32> {
-    let client = proxy.connect("lag_reader").await;
-    let mut ports = Vec::new();
-    for _ in 0..n {
-        // A simple query: one routing decision each.
-        let port = common::show(&client, "select inet_server_port()").await;
-        ports.push(port.parse().unwrap());
-    }
-    ports
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,14 +128,15 @@ async fn eject_and_readmit(proxy: &TestProxy) {
 
     // Both replicas serve at first.
     wait_until(10, "both replicas serve reads", || async {
-        let ports = read_ports(proxy, 8).await;
-        ports.contains(&(replica1 as i32)) && ports.contains(&(replica2 as i32))
+        let ports = read_ports(proxy, 2, 2).await;
+        ports.contains(&replica1) && ports.contains(&replica2)
     })
     .await;
 
-    // A client connected before the ejection, and a read-only transaction running on
-    // replica1 across it: the transaction finishes there, the client's next reads avoid it.
-    let existing = proxy.connect("lag_existing").await;
+    // A client that reads from replica1, and a read-only transaction running on replica1
+    // across the ejection: the transaction finishes there, the client's next reads avoid
+    // it, and return to it once it is readmitted.
+    let existing = client_reading_from(proxy, replica1).await;
     let inflight = transaction_on(proxy, replica1).await;
 
     let r1 = replica_superuser(replica1).await;
@@ -174,21 +166,18 @@ async fn eject_and_readmit(proxy: &TestProxy) {
     // for readmit_after): reads go to the primary until it is back. Never to replica1.
     let mut ports = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !ports.contains(&(replica2 as i32)) && Instant::now() < deadline {
-        let batch = read_ports(proxy, 10).await;
+    while !ports.contains(&replica2) && Instant::now() < deadline {
+        let batch = read_ports(proxy, 2, 5).await;
         assert!(
-            !batch.contains(&(replica1 as i32)),
+            !batch.contains(&replica1),
             "a read reached the lagging replica: {batch:?}"
         );
         ports.extend(batch);
     }
     for _ in 0..6 {
-        let port: i32 = common::show(&existing, "select inet_server_port()")
-            .await
-            .parse()
-            .unwrap();
         assert_ne!(
-            port, replica1 as i32,
+            read_port(&existing).await,
+            replica1,
             "an existing client read from the lagging replica"
         );
     }
@@ -200,7 +189,7 @@ async fn eject_and_readmit(proxy: &TestProxy) {
     );
     inflight.batch_execute("commit").await.unwrap();
     assert!(
-        ports.contains(&(replica2 as i32)),
+        ports.contains(&replica2),
         "replica2 should serve the reads: {ports:?}"
     );
 
@@ -214,9 +203,14 @@ async fn eject_and_readmit(proxy: &TestProxy) {
     .await;
     let readmitted_after = resumed.elapsed();
     wait_until(5, "replica1 serves reads again", || async {
-        read_ports(proxy, 8).await.contains(&(replica1 as i32))
+        read_ports(proxy, 2, 2).await.contains(&replica1)
     })
     .await;
+    assert_eq!(
+        read_port(&existing).await,
+        replica1,
+        "the client whose replica was ejected reads from it again"
+    );
     eprintln!(
         "ejected {ejected_after:?} after the write, readmitted {readmitted_after:?} after resume"
     );
@@ -230,21 +224,6 @@ async fn eject_and_readmit(proxy: &TestProxy) {
         common::replica_state(proxy, replica1_index),
         Some(ReplicaState::Healthy)
     );
-}
-
-/// A client inside a read-only transaction that runs on the replica at `port` (the lease
-/// holds the replica for the whole transaction).
-async fn transaction_on(proxy: &TestProxy, port: u16) -> tokio_postgres::Client {
-    for _ in 0..20 {
-        let client = proxy.connect("lag_inflight").await;
-        client.batch_execute("begin read only").await.unwrap();
-        let here = common::show(&client, "select inet_server_port()").await;
-        if here == port.to_string() {
-            return client;
-        }
-        client.batch_execute("commit").await.unwrap();
-    }
-    panic!("no read-only transaction landed on port {port} in 20 tries");
 }
 
 /// Both replicas paused behind the threshold: reads go to the primary (the fallback) and

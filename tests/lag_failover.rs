@@ -585,19 +585,11 @@ async fn monitor_sessions_on_primary() -> Vec<String> {
         .unwrap_or_else(|e| vec![e.to_string()])
 }
 
-/// Waits until reads of a fresh client through the proxy have reached every one of
+/// Waits until reads of fresh clients through the proxy have reached every one of
 /// `ports`.
 async fn wait_for_reads_on(proxy: &TestProxy, ports: &[u16]) {
     wait_until(10, "reads reach every replica", || async {
-        let client = proxy.connect(&common::unique("lag_failover_check")).await;
-        let mut seen = Vec::new();
-        for _ in 0..8 {
-            let messages = client
-                .simple_query("select inet_server_port()")
-                .await
-                .unwrap();
-            seen.extend(first_value(&messages).and_then(|v| v.parse::<u16>().ok()));
-        }
+        let seen = common::read_ports(proxy, 2 * ports.len(), 2).await;
         ports.iter().all(|p| seen.contains(p))
     })
     .await;

@@ -456,39 +456,50 @@ fn describe_raw(m: &Message) -> String {
 async fn autocommit_reads_go_to_replicas_and_both_serve() {
     let proxy = routed(|_| {}).await;
     let f = Fixture::new().await;
+    // Two clients connected one after the other: each keeps to a replica of its own.
     let client = proxy.connect("routing_reads").await;
+    let second = proxy.connect("routing_reads_second").await;
     let before = Counts::of(&proxy);
 
     let mut seen = BTreeSet::new();
-    for i in 0..10 {
-        let p = port(&client, "select inet_server_port()").await;
-        assert_replica(p, &format!("simple read {i}"));
-        seen.insert(p);
-        // The fast path (no parentheses): a plain SELECT of a view.
-        let p = port(&client, &format!("select port from {}", f.w)).await;
-        assert_replica(p, &format!("simple read of the view {i}"));
-        seen.insert(p);
-        let p = port(
-            &client,
-            &format!("SELECT port FROM {} , {} WHERE id = 3", f.w, f.t),
-        )
-        .await;
-        assert_replica(p, &format!("join {i}"));
-        seen.insert(p);
+    for (who, client) in [("first", &client), ("second", &second)] {
+        let mut own = BTreeSet::new();
+        for i in 0..10 {
+            let p = port(client, "select inet_server_port()").await;
+            assert_replica(p, &format!("simple read {i}"));
+            own.insert(p);
+            // The fast path (no parentheses): a plain SELECT of a view.
+            let p = port(client, &format!("select port from {}", f.w)).await;
+            assert_replica(p, &format!("simple read of the view {i}"));
+            own.insert(p);
+            let p = port(
+                client,
+                &format!("SELECT port FROM {} , {} WHERE id = 3", f.w, f.t),
+            )
+            .await;
+            assert_replica(p, &format!("join {i}"));
+            own.insert(p);
+        }
+        assert_eq!(
+            own.len(),
+            1,
+            "the {who} client's 30 reads should stay on its replica, saw {own:?}"
+        );
+        seen.extend(own);
     }
     assert_eq!(
         seen.len(),
         2,
-        "30 reads should be shared by both replicas, saw {seen:?}"
+        "the two clients should read from different replicas, saw {seen:?}"
     );
     let delta = before.since(&proxy);
     assert_eq!(
         delta.nodes[0], 0,
         "no read may reach the primary: {delta:?}"
     );
-    assert_eq!(delta.reason(Reason::Read), 30, "{delta:?}");
+    assert_eq!(delta.reason(Reason::Read), 60, "{delta:?}");
     assert!(
-        delta.nodes[1] >= 10 && delta.nodes[2] >= 10,
+        delta.nodes[1] == 30 && delta.nodes[2] == 30,
         "reads should be shared out evenly: {delta:?}"
     );
 
@@ -498,14 +509,21 @@ async fn autocommit_reads_go_to_replicas_and_both_serve() {
         let p = port_ext(&client, "select inet_server_port()").await;
         assert_replica(p, &format!("extended read {i}"));
     }
-    // A prepared statement executed again and again is shared by both replicas.
+    // A prepared statement executed again and again runs on the client's replica, and
+    // on the other one while the client's is busier.
     let stmt = client.prepare("select inet_server_port()").await.unwrap();
     let mut seen = BTreeSet::new();
+    let mut busy = None;
     for i in 0..10 {
+        if i == 5 {
+            let own = *seen.first().expect("a replica");
+            busy = Some(common::transaction_on(&proxy, own as u16).await);
+        }
         let p: i32 = client.query_one(&stmt, &[]).await.unwrap().get(0);
         assert_replica(p, &format!("prepared read {i}"));
         seen.insert(p);
     }
+    drop(busy);
     assert_eq!(seen.len(), 2, "prepared reads on both replicas: {seen:?}");
 
     // COPY (SELECT ...) TO STDOUT is a read.
@@ -669,7 +687,10 @@ async fn explicit_transactions_run_on_the_primary() {
 async fn read_only_transactions_stay_on_one_replica() {
     let proxy = routed(|_| {}).await;
     let f = Fixture::new().await;
+    // Two clients connected one after the other (each keeps to a replica of its own),
+    // taking turns.
     let client = proxy.connect("routing_read_only").await;
+    let second = proxy.connect("routing_read_only_second").await;
     let before = Counts::of(&proxy);
 
     let begins = [
@@ -678,16 +699,17 @@ async fn read_only_transactions_stay_on_one_replica() {
         "begin isolation level repeatable read read only",
     ];
     let mut seen = BTreeSet::new();
-    for round in 0..3 {
+    for round in 0..4 {
+        let c = if round % 2 == 0 { &client } else { &second };
         for begin in begins {
-            client.batch_execute(begin).await.unwrap();
+            c.batch_execute(begin).await.unwrap();
             let mut ports = Vec::new();
             for _ in 0..3 {
-                ports.push(port(&client, "select inet_server_port()").await);
-                ports.push(port(&client, &format!("select port from {}", f.w)).await);
-                ports.push(port_ext(&client, "select inet_server_port()").await);
+                ports.push(port(c, "select inet_server_port()").await);
+                ports.push(port(c, &format!("select port from {}", f.w)).await);
+                ports.push(port_ext(c, "select inet_server_port()").await);
             }
-            client.batch_execute("commit").await.unwrap();
+            c.batch_execute("commit").await.unwrap();
             assert_replica(ports[0], &format!("{begin} (round {round})"));
             assert!(
                 ports.iter().all(|p| *p == ports[0]),
@@ -729,7 +751,7 @@ async fn read_only_transactions_stay_on_one_replica() {
     assert_eq!(delta.nodes[0], 0, "nothing on the primary: {delta:?}");
     assert_eq!(
         delta.reason(Reason::ReadOnlyTransaction),
-        3 * begins.len() as u64 + 1,
+        4 * begins.len() as u64 + 1,
         "{delta:?}"
     );
 
@@ -1351,8 +1373,15 @@ async fn prepared_statements_route_by_their_own_sql() {
         .prepare(&format!("select port from {w}"))
         .await
         .unwrap();
+    // Halfway, the client's replica is made busier (a read-only transaction held open on
+    // it): its reads go to the other replica, where the statements are not prepared yet.
     let mut replicas_seen = BTreeSet::new();
+    let mut busy = None;
     for i in 0..30 {
+        if i == 15 {
+            let own = *replicas_seen.first().expect("a replica");
+            busy = Some(common::transaction_on(&proxy, own as u16).await);
+        }
         let id = 1 + i % 10;
         let p: i32 = client.query_one(&select, &[&id]).await.unwrap().get(0);
         assert_replica(p, &format!("prepared SELECT, use {i}"));
@@ -1363,6 +1392,7 @@ async fn prepared_statements_route_by_their_own_sql() {
         assert_replica(p, &format!("prepared view read, use {i}"));
         replicas_seen.insert(p);
     }
+    drop(busy);
     assert_eq!(replicas_seen.len(), 2, "{replicas_seen:?}");
     // All 30 updates landed.
     let check = app_on_primary().await;
@@ -1696,8 +1726,15 @@ async fn session_settings_follow_the_client_to_replicas() {
         ))
         .await
         .unwrap();
+    // Halfway, the client's replica is made busier (a read-only transaction held open on
+    // it): its reads go to the other replica, with its settings.
     let mut seen = BTreeSet::new();
+    let mut busy = None;
     for i in 0..6 {
+        if i == 3 {
+            let own = *seen.first().expect("a replica");
+            busy = Some(common::transaction_on(&proxy, own as u16).await);
+        }
         let row = &rows(
             &client,
             "select inet_server_port(), x, current_setting('statement_timeout') from only_here",
@@ -1715,6 +1752,7 @@ async fn session_settings_follow_the_client_to_replicas() {
         assert_replica(row.get(0), "extended read with search_path set");
         seen.insert(row.get(0));
     }
+    drop(busy);
     assert_eq!(seen.len(), 2, "{seen:?}");
     // Another client on the same server connections does not see them.
     let other = proxy.connect("routing_settings_other").await;

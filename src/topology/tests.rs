@@ -2,6 +2,7 @@
 
 use super::*;
 
+/// The replica each of the clients in slots 0..n would read from.
 fn picks(replicas: &[Replica], n: u64) -> Vec<usize> {
     let now = Instant::now();
     (0..n)
@@ -10,7 +11,7 @@ fn picks(replicas: &[Replica], n: u64) -> Vec<usize> {
 }
 
 #[test]
-fn idle_replicas_share_reads_round_robin() {
+fn consecutive_clients_are_shared_round_robin() {
     let rs = vec![Replica::new(1, 1), Replica::new(2, 1)];
     assert_eq!(picks(&rs, 4), vec![1, 2, 1, 2]);
 }
@@ -55,10 +56,11 @@ fn leases_count_outstanding_work_until_dropped() {
         Duration::from_secs(5),
     ));
     let now = Instant::now();
-    let a = topo.lease(now, true).unwrap();
-    let b = topo.lease(now, true).unwrap();
+    // One client (slot 0): the second read while the first runs goes to the idle replica.
+    let a = topo.lease(now, 0).unwrap();
+    let b = topo.lease(now, 0).unwrap();
     assert_ne!(a.node, b.node);
-    let c = topo.lease(now, true).unwrap();
+    let c = topo.lease(now, 0).unwrap();
     assert_eq!(
         topo.snapshot().iter().map(|r| r.outstanding).sum::<usize>(),
         3
@@ -66,22 +68,56 @@ fn leases_count_outstanding_work_until_dropped() {
     drop((a, b, c));
     assert!(topo.snapshot().iter().all(|r| r.outstanding == 0));
     topo.refused(1, now);
-    assert_eq!(topo.lease(now, true).unwrap().node, 2);
+    assert_eq!(topo.lease(now, 0).unwrap().node, 2);
     assert_eq!(topo.snapshot().iter().map(|r| r.reads).sum::<u64>(), 4);
 }
 
 #[test]
-fn a_lease_without_a_turn_leaves_the_round_robin_where_it_was() {
+fn a_client_keeps_its_replica_while_it_is_available_and_no_busier() {
     let topo = Arc::new(Topology::new(
         vec![Replica::new(1, 1), Replica::new(2, 1)],
         Duration::from_secs(5),
     ));
     let now = Instant::now();
-    let mut nodes = Vec::new();
-    for _ in 0..4 {
-        // Describe-only batch, then the execution: alternate between replicas.
-        drop(topo.lease(now, false));
-        nodes.push(topo.lease(now, true).unwrap().node);
+    let (first, second) = (topo.new_client_slot(), topo.new_client_slot());
+    let reads = |slot| -> Vec<usize> {
+        (0..4)
+            .map(|_| topo.lease(now, slot).unwrap().node)
+            .collect()
+    };
+    assert_eq!(reads(first), vec![1, 1, 1, 1]);
+    assert_eq!(reads(second), vec![2, 2, 2, 2]);
+
+    // Busier than the other: the read goes to the less busy one.
+    let held = topo.lease(now, first).unwrap();
+    assert_eq!(held.node, 1);
+    assert_eq!(topo.lease(now, first).unwrap().node, 2);
+    drop(held);
+
+    // Out of the rotation: elsewhere; back in: back to it.
+    topo.update(1, |r| r.state = ReplicaState::Lagging);
+    assert_eq!(reads(first), vec![2, 2, 2, 2]);
+    topo.update(1, |r| r.state = ReplicaState::Healthy);
+    assert_eq!(reads(first), vec![1, 1, 1, 1]);
+}
+
+#[test]
+fn a_client_keeps_its_replica_when_another_leaves_the_rotation() {
+    let now = Instant::now();
+    let mut rs = vec![Replica::new(1, 1), Replica::new(2, 1), Replica::new(3, 1)];
+    let before = picks(&rs, 6);
+    assert_eq!(before, vec![1, 2, 3, 1, 2, 3]);
+    rs[1].state = ReplicaState::Down;
+    let after = picks(&rs, 6);
+    // Only the clients of replica 2 move, shared between the others.
+    for (b, a) in before.iter().zip(&after) {
+        match b {
+            2 => assert_ne!(*a, 2),
+            _ => assert_eq!(a, b),
+        }
     }
-    assert_eq!(nodes, vec![1, 2, 1, 2]);
+    assert_eq!(after, vec![1, 3, 3, 1, 1, 3]);
+    rs[1].state = ReplicaState::Healthy;
+    rs[2].cooldown_until = Some(now + Duration::from_secs(5));
+    assert_eq!(picks(&rs, 3), vec![1, 2, 1]);
 }

@@ -398,6 +398,55 @@ pub async fn show(client: &Client, sql: &str) -> String {
         .unwrap_or_else(|| panic!("no row from {sql}"))
 }
 
+/// The port of the server that runs a read of `client` (one routing decision).
+pub async fn read_port(client: &Client) -> u16 {
+    show(client, "select inet_server_port()")
+        .await
+        .parse()
+        .expect("a port")
+}
+
+/// The ports that reads through `proxy` reached: `clients` fresh clients connected one
+/// after another, `reads` reads each. Each client reads from a replica of its own while
+/// the replicas are equally busy, consecutive clients from different ones, so two
+/// clients reach both replicas when both are in the rotation and idle.
+pub async fn read_ports(proxy: &TestProxy, clients: usize, reads: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for _ in 0..clients {
+        let client = proxy.connect(&unique("read_ports")).await;
+        for _ in 0..reads {
+            ports.push(read_port(&client).await);
+        }
+    }
+    ports
+}
+
+/// A fresh client whose reads go to the replica at `port`: its own replica, which it
+/// keeps while that replica is in the rotation and no busier than the others.
+pub async fn client_reading_from(proxy: &TestProxy, port: u16) -> Client {
+    for _ in 0..20 {
+        let client = proxy.connect(&unique("reading_from")).await;
+        if read_port(&client).await == port {
+            return client;
+        }
+    }
+    panic!("no client read from port {port} in 20 tries");
+}
+
+/// A client inside a read-only transaction running on the replica at `port`; the
+/// transaction holds that replica (one transaction of outstanding work) until it ends.
+pub async fn transaction_on(proxy: &TestProxy, port: u16) -> Client {
+    for _ in 0..20 {
+        let client = proxy.connect(&unique("transaction_on")).await;
+        client.batch_execute("begin read only").await.unwrap();
+        if read_port(&client).await == port {
+            return client;
+        }
+        client.batch_execute("commit").await.unwrap();
+    }
+    panic!("no read-only transaction landed on port {port} in 20 tries");
+}
+
 /// A tokio-postgres error with its SQLSTATE and server message, for assertion output.
 pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {

@@ -76,9 +76,7 @@ impl Session {
                         hint_primary: false,
                     },
                 };
-                // A batch that only prepares/describes takes no round-robin turn.
-                let executes = !extended || self.batch_executes();
-                self.check_out(batch, executes).await?
+                self.check_out(batch).await?
             }
         };
         Ok(attached)
@@ -151,24 +149,6 @@ impl Session {
         }
     }
 
-    /// Whether the rest of the current extended-protocol batch (up to its Sync) executes
-    /// something, as opposed to only preparing and describing.
-    fn batch_executes(&self) -> bool {
-        let mut rest = &self.inbox[..];
-        while let Ok(Some(total)) = peek_frame_len(rest, self.ctx.max_message_size) {
-            match rest.first() {
-                Some(b'E') => return true,
-                Some(b'S') | None => return false,
-                _ => {}
-            }
-            if rest.len() < total {
-                return true;
-            }
-            rest = &rest[total..];
-        }
-        true
-    }
-
     /// A server kept across statements (session pooling, a pinned client) whose settings
     /// were reset (RESET ALL, DISCARD ALL) gets the client's back before the next
     /// statement, as PostgreSQL restores startup values on RESET.
@@ -190,11 +170,7 @@ impl Session {
     /// serve (unreachable, shutting down or starting up, or whose connection dies before
     /// anything of the client's was sent to it) is skipped for a cooldown and the next
     /// choice is tried.
-    pub(super) async fn check_out(
-        &mut self,
-        class: Classification,
-        executes: bool,
-    ) -> Result<bool, SessionEnd> {
+    pub(super) async fn check_out(&mut self, class: Classification) -> Result<bool, SessionEnd> {
         let routing = self.ctx.routing.clone();
         let now = Instant::now();
         self.routing.serializable = self.settings.serializable();
@@ -206,7 +182,7 @@ impl Session {
             }
         } else {
             router::decide(&routing.policy, &self.routing, &class, now, || {
-                lease = routing.topology.lease(now, executes);
+                lease = routing.topology.lease(now, self.replica_slot);
                 lease.as_ref().map(|l| l.node)
             })
         };
@@ -258,7 +234,7 @@ impl Session {
             };
             tracing::warn!(node = %self.ctx.pools[node].manager_node(), error = %skipped, "replica cannot serve; skipping it for the cooldown");
             routing.topology.refused(node, now);
-            lease = routing.topology.lease(now, true);
+            lease = routing.topology.lease(now, self.replica_slot);
             node = match (&lease, routing.policy.fallback) {
                 (Some(l), _) => l.node,
                 (None, router::Fallback::Primary) => {

@@ -87,6 +87,9 @@ pub struct Session {
     routing: ClientRouting,
     /// The replica slot held while a replica serves the client.
     lease: Option<Lease>,
+    /// The client's place among the replicas: its reads go to the same one while that
+    /// one is available and no busier than the others (see `topology`).
+    replica_slot: u64,
     /// Whether the current server is the primary.
     on_primary: bool,
     /// A statement that writes ran on the primary since the client was last idle: its
@@ -120,6 +123,7 @@ impl Session {
         settings: ClientSettings,
         server: Option<Server>,
     ) -> Session {
+        let replica_slot = ctx.routing.topology.new_client_slot();
         let mut session = Session {
             client,
             ctx,
@@ -134,6 +138,7 @@ impl Session {
             skip_to_sync: false,
             routing: ClientRouting::default(),
             lease: None,
+            replica_slot,
             on_primary: true,
             wrote: false,
             held_for_route: false,
