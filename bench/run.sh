@@ -94,17 +94,7 @@ Configs, logs and pgbench output: \$PGSPLIT_CLUSTER_DIR/bench/
 EOF
 }
 
-case "${1:-}" in
--h | --help)
-    usage
-    exit 0
-    ;;
-"") ;;
-*)
-    echo "bench/run.sh: unexpected argument '$1' (settings are environment variables; see --help)" >&2
-    exit 2
-    ;;
-esac
+lib_no_arguments "$@"
 
 for n in ROUNDS DURATION CLIENTS THREADS SCALE POOL_SIZE BIG_CLIENTS BIG_MIN_DURATION; do
     [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || {

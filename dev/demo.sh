@@ -42,18 +42,7 @@ Environment:
 EOF
 }
 
-case "${1:-}" in
--h | --help)
-    usage
-    exit 0
-    ;;
-"") ;;
-*)
-    echo "dev/demo.sh: unexpected argument '$1'" >&2
-    usage >&2
-    exit 2
-    ;;
-esac
+lib_no_arguments "$@"
 
 cd "$REPO_ROOT"
 need_pg_clients

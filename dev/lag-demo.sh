@@ -17,17 +17,10 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=dev/lib.sh
 source "$REPO_ROOT/dev/lib.sh"
 
-case "${1:-}" in
--h | --help)
+usage() {
     sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
-    exit 0
-    ;;
-"") ;;
-*)
-    echo "dev/lag-demo.sh: unexpected argument '$1' (try --help)" >&2
-    exit 2
-    ;;
-esac
+}
+lib_no_arguments "$@"
 
 cd "$REPO_ROOT"
 need_pg_clients

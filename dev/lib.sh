@@ -1,4 +1,4 @@
-# dev/lib.sh — shared helpers for dev/demo.sh and bench/pgbench.sh (sourced, not run).
+# dev/lib.sh — shared helpers for the dev and bench scripts (sourced, not run).
 #
 # Knows where the dev cluster lives, where the PostgreSQL client binaries are, and how to
 # build, start and stop pgsplit in the background. The caller sets REPO_ROOT and `set -euo
@@ -33,6 +33,22 @@ PGBENCH="$PG_BINDIR/pgbench"
 lib_die() {
     echo "$(basename "$0"): error: $*" >&2
     exit 1
+}
+
+# The arguments of a script that takes none (its settings are environment variables):
+# -h/--help prints the script's `usage` and exits 0; anything else is an error (exit 2).
+lib_no_arguments() {
+    case "${1:-}" in
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    "") ;;
+    *)
+        echo "$(basename "$0"): unexpected argument '$1' (settings are environment variables; see --help)" >&2
+        exit 2
+        ;;
+    esac
 }
 
 need_pg_clients() {
