@@ -1,11 +1,11 @@
 //! The replicas as the router sees them: which may serve reads now, and which one gets
 //! the next read. Selection is a pure function of a snapshot: least outstanding work
 //! relative to weight; among equals, the client's own replica. Each client gets a slot
-//! when it connects (0, 1, 2, ...), and its slot picks among the tied replicas by weight,
-//! so consecutive clients are spread like a weighted round-robin while each client keeps
-//! reading from the same replica as long as that replica is available and not busier
-//! than the others (Pgpool-II's session-level load balancing, kept per transaction). A
-//! client whose replica leaves the rotation reads elsewhere and comes back with it.
+//! when it connects (0, 1, 2, ...); with the replicas laid out by weight, the slot names
+//! its own replica, so consecutive clients are spread like a weighted round-robin. A
+//! client reads from its own replica as long as that replica is available and not busier
+//! than the others (Pgpool-II's session-level load balancing, decided per transaction);
+//! when its replica leaves the rotation it reads elsewhere, and it comes back with it.
 //! `Topology` is the small shared shell around it that sessions lease replicas from.
 
 use std::sync::atomic::{AtomicU64, Ordering};
