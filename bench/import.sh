@@ -264,15 +264,7 @@ node_psql "$PRIMARY_PORT" -d postgres -c 'CREATE DATABASE import OWNER app'
 
 # Wait until both replicas have replayed up to the primary's current position.
 wait_caught_up() {
-    local lsn port deadline
-    lsn="$(node_psql "$PRIMARY_PORT" -d postgres -c 'SELECT pg_current_wal_lsn()')"
-    for port in "$REPLICA1_PORT" "$REPLICA2_PORT"; do
-        deadline=$((SECONDS + 600))
-        until [[ "$(node_psql "$port" -d postgres -c "SELECT pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn")" == t ]]; do
-            ((SECONDS < deadline)) || lib_die "replica on port $port did not reach $lsn within 600 s"
-            sleep 0.5
-        done
-    done
+    replicas_replayed_within 600 || lib_die "the replicas did not catch up within 600 s"
 }
 wait_caught_up
 

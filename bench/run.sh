@@ -410,18 +410,7 @@ init_bench_db() {
 # Wait (up to 60 s) until both replicas have replayed everything the primary has written, so
 # no run starts with a replica the lag guards would leave out.
 wait_replicas() {
-    local lsn port deadline
-    lsn="$(node_psql "$PRIMARY_PORT" -d postgres -c 'SELECT pg_current_wal_lsn()')"
-    for port in "$REPLICA1_PORT" "$REPLICA2_PORT"; do
-        deadline=$((SECONDS + 60))
-        until [[ "$(node_psql "$port" -d postgres -c "SELECT pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn")" == t ]]; do
-            if ((SECONDS >= deadline)); then
-                echo "   warning: replica on port $port has not replayed up to $lsn after 60 s" >&2
-                break
-            fi
-            sleep 0.2
-        done
-    done
+    replicas_replayed_within 60 || echo "   warning: starting anyway" >&2
 }
 
 # ---- 4. one pgbench run ------------------------------------------------------------------------

@@ -68,6 +68,23 @@ node_psql() {
     "$PSQL" -X -w -q -At -v ON_ERROR_STOP=1 -h "$SOCK_DIR" -p "$port" -U postgres "$@"
 }
 
+# Waits up to SECS seconds until both replicas have replayed everything the primary had
+# written when it was called. Returns 1, naming the replica, if one has not by then.
+replicas_replayed_within() {
+    local secs="$1" lsn port deadline
+    lsn="$(node_psql "$PRIMARY_PORT" -d postgres -c 'SELECT pg_current_wal_lsn()')"
+    for port in "$REPLICA1_PORT" "$REPLICA2_PORT"; do
+        deadline=$((SECONDS + secs))
+        until [[ "$(node_psql "$port" -d postgres -c "SELECT pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn")" == t ]]; do
+            if ((SECONDS >= deadline)); then
+                echo "replica on port $port has not replayed up to $lsn after $secs s" >&2
+                return 1
+            fi
+            sleep 0.2
+        done
+    done
+}
+
 # cargo build --release, unless PGSPLIT_SKIP_BUILD=1 (e.g. to use a prebuilt PGSPLIT_BIN).
 build_pgsplit() {
     if [[ "${PGSPLIT_SKIP_BUILD:-0}" == 1 ]]; then
