@@ -74,15 +74,15 @@ async fn a_replica_stopped_hard_under_read_load_only_fails_reads_in_flight() {
     let stop_began = Instant::now();
     stopped.stop().await;
     let stop_done = Instant::now();
-    wait_until(5, "replica2 marked down", || async {
-        states
-            .first(replica2_index, ReplicaState::Down, stop_began)
-            .is_some()
-    })
-    .await;
     let down_at = states
-        .first(replica2_index, ReplicaState::Down, stop_began)
-        .unwrap();
+        .wait_for(
+            replica2_index,
+            ReplicaState::Down,
+            stop_began,
+            5,
+            "replica2 marked down",
+        )
+        .await;
 
     // The window without replica2: every reader gets to start reads more than 2 s after
     // the stop, so reads in it cover the time before and after the monitor noticed.
@@ -100,15 +100,15 @@ async fn a_replica_stopped_hard_under_read_load_only_fails_reads_in_flight() {
     let start_began = Instant::now();
     stopped.start().await;
     let start_done = Instant::now();
-    wait_until(15, "replica2 healthy again", || async {
-        states
-            .first(replica2_index, ReplicaState::Healthy, start_began)
-            .is_some()
-    })
-    .await;
     let healthy_at = states
-        .first(replica2_index, ReplicaState::Healthy, start_began)
-        .unwrap();
+        .wait_for(
+            replica2_index,
+            ReplicaState::Healthy,
+            start_began,
+            15,
+            "replica2 healthy again",
+        )
+        .await;
     wait_until(10, "reads reach replica2 again", || async {
         load.successes_on(replica2, Some(healthy_at)) >= 5
     })
@@ -751,6 +751,22 @@ impl StateLog {
             .iter()
             .find(|c| c.to == to && c.at >= since)
             .map(|c| c.at)
+    }
+
+    /// Waits up to `secs` until `node` has gone to `to` at or after `since`; returns when.
+    async fn wait_for(
+        &self,
+        node: usize,
+        to: ReplicaState,
+        since: Instant,
+        secs: u64,
+        what: &str,
+    ) -> Instant {
+        wait_until(secs, what, || async {
+            self.first(node, to, since).is_some()
+        })
+        .await;
+        self.first(node, to, since).expect("seen by wait_until")
     }
 }
 
