@@ -24,10 +24,7 @@ fn topology() -> Arc<Topology> {
 }
 
 fn class(class: Class) -> Classification {
-    Classification {
-        class,
-        hint_primary: false,
-    }
+    Classification::of(class)
 }
 
 fn bench_route(c: &mut Criterion) {

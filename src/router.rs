@@ -124,10 +124,13 @@ pub fn merge(a: Classification, b: Classification) -> Classification {
             } | Class::Begin { read_only: true }
         )
     };
+    let hint_primary = a.hint_primary || b.hint_primary;
+    let leaves_state = a.leaves_state || b.leaves_state;
     if eligible(&a) && eligible(&b) {
         return Classification {
             class: a.class,
-            hint_primary: a.hint_primary || b.hint_primary,
+            hint_primary,
+            leaves_state,
         };
     }
     let class = if a.class == Class::SessionBound || b.class == Class::SessionBound {
@@ -144,7 +147,8 @@ pub fn merge(a: Classification, b: Classification) -> Classification {
     };
     Classification {
         class,
-        hint_primary: a.hint_primary || b.hint_primary,
+        hint_primary,
+        leaves_state,
     }
 }
 
@@ -394,10 +398,7 @@ mod tests {
     use super::*;
 
     fn c(class: Class) -> Classification {
-        Classification {
-            class,
-            hint_primary: false,
-        }
+        Classification::of(class)
     }
 
     const READ: Class = Class::Read {
@@ -478,8 +479,8 @@ mod tests {
     fn hint_route_setting_and_session_bound_force_the_primary() {
         let now = Instant::now();
         let hinted = Classification {
-            class: READ,
             hint_primary: true,
+            ..c(READ)
         };
         let d = decide(
             &Policy::default(),
@@ -538,8 +539,8 @@ mod tests {
         let ro = c(Class::Begin { read_only: true });
         assert_eq!(merge(ro, read).class, Class::Begin { read_only: true });
         let hinted = Classification {
-            class: READ,
             hint_primary: true,
+            ..c(READ)
         };
         assert!(merge(read, hinted).hint_primary);
     }

@@ -1,4 +1,4 @@
-//! The bounded classification cache: canonical text -> [`Class`].
+//! The bounded classification cache: canonical text -> [`Shape`].
 //!
 //! Sharded (up to 16 mutexes, picked by the key's hash) so that many session tasks can
 //! classify at once, each shard bounded and evicting with the CLOCK algorithm (an
@@ -13,7 +13,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::{CacheStats, Class};
+use super::{CacheStats, Shape};
 
 const MAX_SHARDS: usize = 16;
 /// Shards get at least this many entries (small caches use fewer shards).
@@ -38,7 +38,7 @@ struct Shard {
 struct Slot {
     hash: u64,
     key: Box<[u8]>,
-    class: Class,
+    shape: Shape,
     referenced: bool,
 }
 
@@ -82,7 +82,7 @@ impl Cache {
     }
 
     /// Looks `key` up, counting a hit or a miss.
-    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<Class> {
+    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<Shape> {
         let found = {
             let mut shard = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
             shard.get(hash, key)
@@ -101,13 +101,13 @@ impl Cache {
         self.misses.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Stores `class` for `key` (unless the key is too long or the cache is disabled).
-    pub(crate) fn insert(&self, hash: u64, key: Vec<u8>, class: Class) {
+    /// Stores `shape` for `key` (unless the key is too long or the cache is disabled).
+    pub(crate) fn insert(&self, hash: u64, key: Vec<u8>, shape: Shape) {
         if key.len() > self.max_key_len {
             return;
         }
         let mut shard = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
-        shard.insert(hash, key.into_boxed_slice(), class);
+        shard.insert(hash, key.into_boxed_slice(), shape);
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
@@ -125,24 +125,24 @@ impl Cache {
 }
 
 impl Shard {
-    fn get(&mut self, hash: u64, key: &[u8]) -> Option<Class> {
+    fn get(&mut self, hash: u64, key: &[u8]) -> Option<Shape> {
         let &i = self.index.get(&hash)?;
         let slot = self.slots.get_mut(i)?;
         if &*slot.key != key {
             return None;
         }
         slot.referenced = true;
-        Some(slot.class)
+        Some(slot.shape)
     }
 
-    fn insert(&mut self, hash: u64, key: Box<[u8]>, class: Class) {
+    fn insert(&mut self, hash: u64, key: Box<[u8]>, shape: Shape) {
         if self.capacity == 0 {
             return;
         }
         let fresh = Slot {
             hash,
             key,
-            class,
+            shape,
             referenced: false,
         };
         // Same hash (the same key, or a collision): replace in place.
@@ -201,16 +201,24 @@ impl Hasher for IdentityHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::Class;
 
-    const READ: Class = Class::Read {
-        primary_table: false,
+    const READ: Shape = Shape {
+        class: Class::Read {
+            primary_table: false,
+        },
+        leaves_state: false,
+    };
+    const WRITE: Shape = Shape {
+        class: Class::Write,
+        leaves_state: false,
     };
 
-    fn put(cache: &Cache, key: &str, class: Class) {
-        cache.insert(cache.hash(key.as_bytes()), key.as_bytes().to_vec(), class);
+    fn put(cache: &Cache, key: &str, shape: Shape) {
+        cache.insert(cache.hash(key.as_bytes()), key.as_bytes().to_vec(), shape);
     }
 
-    fn get(cache: &Cache, key: &str) -> Option<Class> {
+    fn get(cache: &Cache, key: &str) -> Option<Shape> {
         cache.get(cache.hash(key.as_bytes()), key.as_bytes())
     }
 
@@ -218,8 +226,8 @@ mod tests {
     fn hit_and_miss_counts() {
         let cache = Cache::new(100, 4096);
         assert_eq!(get(&cache, "a"), None);
-        put(&cache, "a", Class::Write);
-        assert_eq!(get(&cache, "a"), Some(Class::Write));
+        put(&cache, "a", WRITE);
+        assert_eq!(get(&cache, "a"), Some(WRITE));
         put(&cache, "a", READ);
         assert_eq!(get(&cache, "a"), Some(READ));
         cache.count_miss();
@@ -253,10 +261,10 @@ mod tests {
             put(&cache, k, READ);
         }
         assert_eq!(get(&cache, "a"), Some(READ));
-        put(&cache, "e", Class::Write);
+        put(&cache, "e", WRITE);
         assert_eq!(get(&cache, "a"), Some(READ), "a was referenced");
         assert_eq!(get(&cache, "b"), None, "b was the first cold slot");
-        assert_eq!(get(&cache, "e"), Some(Class::Write));
+        assert_eq!(get(&cache, "e"), Some(WRITE));
         assert_eq!(cache.stats().entries, 4);
     }
 
@@ -279,8 +287,8 @@ mod tests {
         // Force two keys onto one hash.
         cache.insert(7, b"one".to_vec(), READ);
         assert_eq!(cache.get(7, b"two"), None);
-        cache.insert(7, b"two".to_vec(), Class::Write);
-        assert_eq!(cache.get(7, b"two"), Some(Class::Write));
+        cache.insert(7, b"two".to_vec(), WRITE);
+        assert_eq!(cache.get(7, b"two"), Some(WRITE));
         assert_eq!(cache.get(7, b"one"), None);
     }
 }

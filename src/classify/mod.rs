@@ -62,6 +62,37 @@ pub struct Classification {
     pub class: Class,
     /// The text starts (after whitespace and other comments) with `/* pgsplit:primary */`.
     pub hint_primary: bool,
+    /// Running it may leave session state that pgsplit does not track (`DO`, `CALL`, `LOAD`,
+    /// `RESET ALL`, `DISCARD`, `SET ROLE`, `SET SESSION AUTHORIZATION`, ...): the server
+    /// connection it ran on is reset before another client gets it.
+    pub leaves_state: bool,
+}
+
+impl Classification {
+    /// What pgsplit assumes of SQL it cannot see or read: a write that may leave session
+    /// state behind.
+    pub const UNKNOWN: Classification = Classification {
+        class: Class::Write,
+        hint_primary: false,
+        leaves_state: true,
+    };
+
+    /// A statement of `class` with no hint that leaves no untracked state.
+    pub const fn of(class: Class) -> Classification {
+        Classification {
+            class,
+            hint_primary: false,
+            leaves_state: false,
+        }
+    }
+}
+
+/// What the statement rules find in a canonical text; cached by that text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub class: Class,
+    /// See [`Classification::leaves_state`].
+    pub leaves_state: bool,
 }
 
 /// Configuration of a [`Classifier`].
@@ -132,8 +163,8 @@ impl Classifier {
         let mut canon = Vec::with_capacity(sql.len());
         let scan = lexer::canonicalize(sql, true, &mut canon);
         let write = Classification {
-            class: Class::Write,
             hint_primary: scan.hint_primary,
+            ..Classification::UNKNOWN
         };
         if scan.result.is_err() {
             self.cache.count_miss();
@@ -151,17 +182,18 @@ impl Classifier {
             }
         }
         let hash = self.cache.hash(&canon);
-        let class = match self.cache.get(hash, &canon) {
-            Some(class) => class,
+        let shape = match self.cache.get(hash, &canon) {
+            Some(shape) => shape,
             None => {
-                let class = statement::classify(&canon, &self.functions, &self.primary_tables);
-                self.cache.insert(hash, canon, class);
-                class
+                let shape = statement::classify(&canon, &self.functions, &self.primary_tables);
+                self.cache.insert(hash, canon, shape);
+                shape
             }
         };
         Classification {
-            class,
+            class: shape.class,
             hint_primary: scan.hint_primary,
+            leaves_state: shape.leaves_state,
         }
     }
 
@@ -217,24 +249,20 @@ mod tests {
             hinted,
             Classification {
                 class: READ,
-                hint_primary: true
+                hint_primary: true,
+                leaves_state: false
             }
         );
         let plain = c.classify(b"SELECT 1");
-        assert_eq!(
-            plain,
-            Classification {
-                class: READ,
-                hint_primary: false
-            }
-        );
+        assert_eq!(plain, Classification::of(READ));
         assert_eq!(c.stats().hits, 1);
         let broken = c.classify(b"/* pgsplit:primary */ SELECT 'unterminated");
         assert_eq!(
             broken,
             Classification {
                 class: Class::Write,
-                hint_primary: true
+                hint_primary: true,
+                leaves_state: true
             }
         );
     }

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use super::functions::{FnEffect, Functions, QualifiedNames};
 use super::lexer::{tokens, Kind, Token};
-use super::{walk, Class};
+use super::{walk, Class, Shape};
 
 /// Nesting limit for `EXPLAIN`/`COPY (...)`/`DECLARE ... FOR` wrappers.
 const MAX_DEPTH: u8 = 4;
@@ -26,13 +26,23 @@ pub(crate) fn classify(
     canon: &[u8],
     functions: &Functions,
     primary_tables: &QualifiedNames,
-) -> Class {
+) -> Shape {
     let toks = tokens(canon);
     let rules = Rules {
         canon,
         functions,
         primary_tables,
     };
+    Shape {
+        class: class_of(&toks, &rules),
+        leaves_state: toks
+            .split(|t| t.kind == Kind::Punct(b';'))
+            .any(|stmt| rules.leaves_state(stmt)),
+    }
+}
+
+/// The class of a whole token list (one or more statements).
+fn class_of(toks: &[Token], rules: &Rules<'_>) -> Class {
     let mut classes = Vec::new();
     let mut start = 0;
     let mut depth = 0i64;
@@ -106,6 +116,31 @@ impl Rules<'_> {
         } else {
             Class::Read { primary_table }
         }
+    }
+
+    /// Whether one statement may leave session state that pgsplit does not track, so the
+    /// server connection must be reset before another client uses it: `DO`, `CALL` and
+    /// `LOAD` run code pgsplit cannot see; `RESET ALL` keeps the role while pgsplit's
+    /// settings go back to the server's defaults; `DISCARD` changes what pgsplit knows of
+    /// the server; `SET ROLE` / `SET SESSION AUTHORIZATION` (and their `RESET`) change who
+    /// the next client would be. Any `;` inside parentheses splits a statement early, which
+    /// only finds more.
+    fn leaves_state(&self, t: &[Token]) -> bool {
+        let at = |k: usize| t.get(k);
+        if self.any_kw(at(0), &["DO", "CALL", "LOAD", "DISCARD"]) {
+            return true;
+        }
+        if self.kw(at(0), "RESET") {
+            return self.any_kw(at(1), &["ALL", "ROLE", "SESSION"]);
+        }
+        if self.kw(at(0), "SET") {
+            let i = 1 + usize::from(self.any_kw(at(1), &["SESSION", "LOCAL"]));
+            // `SET [SESSION | LOCAL] ROLE`, `SET [SESSION] SESSION AUTHORIZATION`.
+            return self.kw(at(i), "ROLE")
+                || (self.kw(at(i - 1), "SESSION") && self.kw(at(i), "AUTHORIZATION"))
+                || (self.kw(at(i), "SESSION") && self.kw(at(i + 1), "AUTHORIZATION"));
+        }
+        false
     }
 
     /// One statement (non-empty token slice, no top-level `;`).
@@ -531,7 +566,7 @@ mod tests {
     use super::*;
     use crate::classify::lexer::canonicalize;
 
-    fn class(sql: &str) -> Class {
+    fn shape(sql: &str) -> Shape {
         let mut canon = Vec::new();
         let scan = canonicalize(sql.as_bytes(), true, &mut canon);
         assert_eq!(scan.result, Ok(()), "{sql}");
@@ -540,6 +575,46 @@ mod tests {
             &Functions::new(&["app.bump"]),
             &QualifiedNames::new(&["inventory"]),
         )
+    }
+
+    fn class(sql: &str) -> Class {
+        shape(sql).class
+    }
+
+    #[test]
+    fn statements_that_leave_untracked_state() {
+        for sql in [
+            "DO $$BEGIN EXECUTE 'SET ROLE app'; END$$",
+            "do language plpgsql $$begin end$$",
+            "CALL app.proc(1)",
+            "LOAD 'auto_explain'",
+            "RESET ALL",
+            "reset role",
+            "RESET SESSION AUTHORIZATION",
+            "DISCARD ALL",
+            "DISCARD TEMP",
+            "SET ROLE app",
+            "SET SESSION ROLE app",
+            "SET LOCAL ROLE app",
+            "SET SESSION AUTHORIZATION app",
+            "SET SESSION SESSION AUTHORIZATION app",
+            "SELECT 1; SET ROLE app",
+            "SET search_path = a; DO $$ $$",
+        ] {
+            assert!(shape(sql).leaves_state, "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "SET search_path = a",
+            "SET rolex = 1",
+            "RESET search_path",
+            "SELECT 'DO'",
+            "INSERT INTO t VALUES (1)",
+            "SHOW role",
+            "UPDATE t SET role = 'x'",
+        ] {
+            assert!(!shape(sql).leaves_state, "{sql}");
+        }
     }
 
     const READ_PRIMARY: Class = Class::Read {

@@ -29,10 +29,7 @@ impl Session {
         let class = match tag {
             b'Q' => read_query(body).map(|sql| classifier.classify(sql)),
             // A FunctionCall names its function by OID: not known to be a read.
-            b'F' => Some(Classification {
-                class: Class::Write,
-                hint_primary: false,
-            }),
+            b'F' => Some(Classification::UNKNOWN),
             _ if self.in_batch => return false,
             b'P' => read_parse(body).map(|p| classifier.classify(p.query)),
             b'B' => read_bind(body)
@@ -71,10 +68,7 @@ impl Session {
                 let batch = match (class, extended) {
                     (Some(c), true) => self.batch_class(c),
                     (Some(c), false) => c,
-                    (None, _) => Classification {
-                        class: Class::Write,
-                        hint_primary: false,
-                    },
+                    (None, _) => Classification::UNKNOWN,
                 };
                 self.check_out(batch).await?
             }
@@ -92,6 +86,7 @@ impl Session {
         if self.on_primary && router::writes(&class.class) {
             self.wrote = true;
         }
+        self.left_state |= class.leaves_state;
         // set_config() is a write function to the classifier: only writes need the look.
         let session_bound = match class.class {
             Class::SessionBound => true,
@@ -119,10 +114,7 @@ impl Session {
     /// `rest`, up to its Sync.
     fn batch_class_of(&self, rest: &[u8], first: Classification) -> Classification {
         let classifier = &self.ctx.routing.classifier;
-        let unknown = Classification {
-            class: Class::Write,
-            hint_primary: false,
-        };
+        let unknown = Classification::UNKNOWN;
         let mut class = first;
         let mut rest = rest;
         loop {

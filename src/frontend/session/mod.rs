@@ -103,6 +103,10 @@ pub struct Session {
     /// The client used a feature that needs a real session: it keeps its server
     /// connection until it leaves (which is then reset with DISCARD ALL).
     pinned: bool,
+    /// Something that ran on the current server connection may have left session state
+    /// pgsplit does not track (see `Classification::leaves_state`): the connection is reset
+    /// with DISCARD ALL before the pool hands it to anyone, this client included.
+    left_state: bool,
     /// The class `ensure_server` found for the statement it was given.
     statement_class: Option<Classification>,
     /// The query of the last unnamed Parse.
@@ -144,6 +148,7 @@ impl Session {
             held_for_route: false,
             in_batch: false,
             pinned: false,
+            left_state: false,
             statement_class: None,
             unnamed_sql: None,
             portals: Portals::default(),
@@ -297,7 +302,12 @@ impl Session {
                 self.forward(frame, Some(Kind::Execute)).await
             }
             b'S' => self.forward(frame, Some(Kind::Sync)).await,
-            b'F' => self.forward(frame, Some(Kind::Query)).await,
+            b'F' => {
+                // A FunctionCall names its function by OID: pgsplit cannot tell what it does.
+                self.forward(frame, Some(Kind::Query)).await?;
+                self.left_state |= self.server.is_some();
+                Ok(())
+            }
             b'H' | b'd' => self.forward(frame, None).await,
             b'c' | b'f' => {
                 self.forward(frame, None).await?;
@@ -371,7 +381,7 @@ impl Session {
             && self.queue.is_empty()
             && server.read_buf.is_empty();
         if clean {
-            if self.ctx.mode == PoolMode::Session || self.pinned {
+            if self.ctx.mode == PoolMode::Session || self.pinned || self.left_state {
                 server.needs_discard = true;
             }
             drop(server);

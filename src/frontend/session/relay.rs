@@ -100,11 +100,15 @@ impl Session {
     pub(super) fn release(&mut self) {
         self.ctx.cancel.set_target(None);
         self.lease = None;
-        if let Some(server) = self.server.take() {
+        if let Some(mut server) = self.server.take() {
             if server.broken {
                 drop(Object::take(server));
+            } else if std::mem::take(&mut self.left_state) {
+                tracing::debug!(node = %server.node.name, pid = server.backend_pid, "server connection may hold untracked session state; it is reset before reuse");
+                server.needs_discard = true;
             }
         }
+        self.left_state = false;
         self.queue.clear();
     }
 }
