@@ -103,6 +103,7 @@ impl Proxy {
             idle_timeout: config.pool.idle_timeout.non_zero(),
             max_lifetime: config.pool.max_lifetime.non_zero(),
             max_statements: config.pool.max_prepared_statements,
+            max_pinned: config.pool.pinned_limit(),
         };
         let secrets = config
             .users
@@ -560,6 +561,7 @@ async fn login_client(
         mode,
         max_message_size: proxy.config.proxy.max_message_size.as_usize(),
         idle_timeout: proxy.config.proxy.client_idle_timeout.non_zero(),
+        idle_transaction_timeout: proxy.config.pool.idle_transaction_timeout.non_zero(),
         cancel,
         entry,
         checkout_wait: proxy.metrics.checkout_wait(),

@@ -820,3 +820,99 @@ async fn wait_no_idle_in_transaction(checker: &tokio_postgres::Client, app: &str
     )
     .await;
 }
+
+/// `pool.idle_transaction_timeout`: a client idle inside a transaction block is
+/// disconnected with 25P03, its transaction rolled back, and the server connection it held
+/// serves the next client; a client idle outside a transaction is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_in_transaction_clients_are_disconnected() {
+    let proxy = TestProxy::start(|c| {
+        c.pool.max_size = 1;
+        c.pool.idle_transaction_timeout = pgsplit::config::Duration::from_millis(300);
+    })
+    .await;
+    let (idle, task) = proxy.connect_raw("idle_tx_timeout").await;
+    idle.batch_execute("BEGIN; select 1").await.unwrap();
+    let end = with_timeout(10, "the idle client's end", task).await;
+    assert!(end.is_ok(), "{end:?}");
+    let e = idle.simple_query("select 1").await.unwrap_err();
+    assert!(idle.is_closed(), "{}", common::describe(&e));
+
+    // The pool's only connection was freed (and rolled back): the next client gets it.
+    let next = proxy.connect("idle_tx_timeout_next").await;
+    assert_eq!(show(&next, "select 'served'").await, "served");
+    // Idle outside a transaction for longer than the limit: still connected.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(show(&next, "select 'still here'").await, "still here");
+    // Between statements of a transaction that keeps talking: not idle.
+    next.batch_execute("BEGIN").await.unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        next.batch_execute("select 1").await.unwrap();
+    }
+    next.batch_execute("COMMIT").await.unwrap();
+}
+
+/// The error a pgsplit client gets when it idles in a transaction: FATAL 25P03, as from
+/// PostgreSQL's idle_in_transaction_session_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_in_transaction_timeout_says_25p03() {
+    use common::raw::RawConn;
+    let proxy = TestProxy::start(|c| {
+        c.pool.idle_transaction_timeout = pgsplit::config::Duration::from_millis(200);
+    })
+    .await;
+    let (mut conn, _) = RawConn::login_md5(
+        proxy.addr,
+        "app_md5",
+        common::APP_PASSWORD,
+        &[("database", "app")],
+    )
+    .await;
+    conn.simple_query("BEGIN").await;
+    let fatal = with_timeout(10, "the timeout's error", conn.recv())
+        .await
+        .expect("an error before the close");
+    assert_eq!(fatal.tag, b'E', "{fatal:?}");
+    assert_eq!(fatal.fields()[&b'S'], "FATAL", "{:?}", fatal.fields());
+    assert_eq!(fatal.code(), "25P03", "{:?}", fatal.fields());
+    assert!(with_timeout(10, "the close", conn.recv()).await.is_none());
+}
+
+/// `pool.max_pinned_per_pool`: session-bound clients (LISTEN, temp tables, ...) cannot take
+/// every server connection; one past the limit gets 53300 and can go on, transaction-pooled
+/// clients are still served, and the place is free again once a pinned client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_clients_cannot_take_the_whole_pool() {
+    let proxy = TestProxy::start(|c| {
+        c.routing.enabled = false;
+        c.pool.max_size = 3;
+        c.pool.checkout_timeout = pgsplit::config::Duration::from_millis(1500);
+    })
+    .await;
+    // Default: max_size - 1 = 2 pinned clients.
+    let first = proxy.connect("pin_limit_1").await;
+    first.batch_execute("LISTEN pin_limit").await.unwrap();
+    let second = proxy.connect("pin_limit_2").await;
+    second
+        .batch_execute("CREATE TEMP TABLE pin_limit_t (i int)")
+        .await
+        .unwrap();
+    let third = proxy.connect("pin_limit_3").await;
+    let e = third.batch_execute("LISTEN pin_limit").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "53300", "{}", common::describe(&e));
+    let e = third
+        .query("select pg_advisory_lock($1)", &[&42i64])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "53300", "{}", common::describe(&e));
+    // Refused, not pinned: the client goes on with transaction pooling.
+    assert_eq!(show(&third, "select 'shared'").await, "shared");
+    assert_eq!(show(&first, "select 'pinned'").await, "pinned");
+
+    drop(first);
+    wait_until(10, "the pinned place to be free", || async {
+        third.batch_execute("LISTEN pin_limit").await.is_ok()
+    })
+    .await;
+}

@@ -1704,6 +1704,49 @@ async fn session_bound_features_hold_the_client_on_the_primary() {
     }
 }
 
+/// A statement that needs a real session, inside a read-only transaction that runs on a
+/// replica, fails with 0A000 (simple and extended protocol) instead of pinning the client
+/// to that replica: the transaction is aborted, and afterwards the client reads from
+/// replicas and writes on the primary as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_bound_statement_on_a_replica_fails_instead_of_stranding_the_client() {
+    let proxy = routed(|_| {}).await;
+    let key = std::process::id() as i64 * 1000 + 31;
+    let client = proxy.connect("routing_stranded").await;
+    for (what, extended) in [
+        (
+            "declare routing_stranded cursor with hold for select 1",
+            false,
+        ),
+        ("select pg_advisory_lock($1)", true),
+        ("listen routing_stranded", false),
+    ] {
+        client.batch_execute("begin read only").await.unwrap();
+        assert_replica(
+            port(&client, "select inet_server_port()").await,
+            "the read-only transaction",
+        );
+        let e = if extended {
+            client.query(what, &[&key]).await.unwrap_err()
+        } else {
+            client.batch_execute(what).await.unwrap_err()
+        };
+        assert_eq!(common::sqlstate(&e), "0A000", "{what}: {}", describe(&e));
+        // The transaction is aborted, as after any error.
+        let e = client.batch_execute("select 1").await.unwrap_err();
+        assert_eq!(common::sqlstate(&e), "25P02", "{what}: {}", describe(&e));
+        client.batch_execute("rollback").await.unwrap();
+        assert_replica(
+            port(&client, "select inet_server_port()").await,
+            &format!("a read after {what} failed"),
+        );
+        assert_primary(
+            port(&client, "select inet_server_port() from txid_current()").await,
+            &format!("a write after {what} failed"),
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_settings_follow_the_client_to_replicas() {
     let proxy = routed(|_| {}).await;

@@ -95,6 +95,9 @@ pub struct ServerConn {
     pub settings: BTreeMap<String, String>,
     /// The prepared statements that exist on this server.
     pub statements: ServerStatements,
+    /// Whose unnamed statement this server holds: the id pgsplit gave the client's unnamed
+    /// Parse (see `frontend::session`), or `None` when it holds none a client may use.
+    pub unnamed: Option<u64>,
     /// Set when the connection can no longer be trusted (IO failure, protocol confusion,
     /// a client that left mid-transaction); a broken connection is never pooled again.
     pub broken: bool,
@@ -148,6 +151,7 @@ impl ServerConn {
             status: TxStatus::Idle,
             settings: BTreeMap::new(),
             statements: ServerStatements::new(max_statements),
+            unnamed: None,
             broken: false,
             needs_discard: false,
         };
@@ -325,6 +329,8 @@ impl ServerConn {
     /// Runs SQL pgsplit needs on this connection (settings, resets), reading the replies
     /// up to ReadyForQuery. Parameter changes are recorded; the first error is returned.
     pub async fn execute(&mut self, sql: &str) -> Result<(), BackendError> {
+        // A simple Query destroys the unnamed statement.
+        self.unnamed = None;
         self.write(&crate::wire::message::query_message(sql))
             .await?;
         let mut error = None;

@@ -5,6 +5,7 @@
 //! with DISCARD ALL first.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub struct PoolSettings {
     pub idle_timeout: Option<Duration>,
     pub max_lifetime: Option<Duration>,
     pub max_statements: usize,
+    /// Most clients pinned to a connection of one pool (see [`Manager::pin`]).
+    pub max_pinned: usize,
 }
 
 /// Creates and recycles server connections for one pool.
@@ -30,9 +33,42 @@ pub struct Manager {
     node: Arc<NodeAddr>,
     creds: Credentials,
     settings: PoolSettings,
+    /// How many clients hold a connection of this pool for their whole session.
+    pinned: Arc<AtomicUsize>,
+}
+
+/// A client's claim on one of its pool's pinned places, given back when dropped.
+#[derive(Debug)]
+pub struct Pin(Arc<AtomicUsize>);
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Manager {
+    /// Claims a place for a client that keeps one of this pool's connections for its
+    /// whole session, or `None` when `max_pinned` clients already do: session-bound
+    /// clients can never take every connection of a pool.
+    pub fn pin(&self) -> Option<Pin> {
+        let limit = self.settings.max_pinned;
+        self.pinned
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Pin(self.pinned.clone()))
+    }
+
+    /// How many clients are pinned to connections of this pool, and the limit.
+    pub fn pinned(&self) -> (usize, usize) {
+        (
+            self.pinned.load(Ordering::Relaxed),
+            self.settings.max_pinned,
+        )
+    }
+
     /// The name of the node this pool connects to.
     pub fn node_name(&self) -> &str {
         &self.node.name
@@ -161,6 +197,7 @@ impl Pools {
             node: self.nodes[key.node].clone(),
             creds: creds.clone(),
             settings: self.settings.clone(),
+            pinned: Arc::default(),
         };
         let timeouts = deadpool::managed::Timeouts {
             wait: Some(self.settings.checkout_timeout),

@@ -227,6 +227,23 @@ pub struct PoolConfig {
     pub max_lifetime: Duration,
     /// Prepared statements kept per server connection. Default 200; must be > 0.
     pub max_prepared_statements: usize,
+    /// Disconnect a client idle inside a transaction this long (25P03); zero means never.
+    /// Default 0, like PgBouncer's idle_transaction_timeout.
+    pub idle_transaction_timeout: Duration,
+    /// Most clients that keep a primary server connection of their own (LISTEN, temporary
+    /// objects, session advisory locks, SQL PREPARE, cursors WITH HOLD) per pool; 0 (the
+    /// default) means `max_size - 1`, at least 1, so one connection stays shared.
+    pub max_pinned_per_pool: usize,
+}
+
+impl PoolConfig {
+    /// The effective limit of clients pinned to a connection of one pool.
+    pub fn pinned_limit(&self) -> usize {
+        match self.max_pinned_per_pool {
+            0 => self.max_size.saturating_sub(1).max(1),
+            n => n,
+        }
+    }
 }
 
 impl Default for PoolConfig {
@@ -238,6 +255,8 @@ impl Default for PoolConfig {
             idle_timeout: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3_600),
             max_prepared_statements: 200,
+            idle_transaction_timeout: Duration::ZERO,
+            max_pinned_per_pool: 0,
         }
     }
 }

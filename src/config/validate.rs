@@ -151,6 +151,12 @@ fn pool(config: &Config, out: &mut Problems) {
     if pool.max_prepared_statements == 0 {
         out.add("pool.max_prepared_statements", "must be at least 1");
     }
+    if pool.max_pinned_per_pool > pool.max_size {
+        out.add(
+            "pool.max_pinned_per_pool",
+            format!("must not exceed pool.max_size ({})", pool.max_size),
+        );
+    }
 }
 
 fn nodes(config: &Config, out: &mut Problems) {

@@ -22,8 +22,11 @@ pub mod code {
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const IN_FAILED_TRANSACTION: &str = "25P02";
+    pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
     pub const UNDEFINED_OBJECT: &str = "42704";
     pub const SYNTAX_ERROR: &str = "42601";
+    pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
+    pub const INVALID_STATEMENT_NAME: &str = "26000";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const CONFIG_FILE_ERROR: &str = "F0000";
     pub const INTERNAL_ERROR: &str = "XX000";

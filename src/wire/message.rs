@@ -134,6 +134,11 @@ pub fn target_message(tag: u8, kind: u8, name: &[u8]) -> Bytes {
     typed(tag, &[&[kind], name, b"\0"])
 }
 
+/// An Execute message for `portal`, all rows.
+pub fn execute_message(portal: &[u8]) -> Bytes {
+    typed(b'E', &[portal, b"\0", &0u32.to_be_bytes()])
+}
+
 /// A simple Query message.
 pub fn query_message(sql: &str) -> Bytes {
     typed(b'Q', &[sql.as_bytes(), b"\0"])

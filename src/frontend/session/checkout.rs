@@ -77,7 +77,7 @@ impl Session {
     }
 
     /// Keeps track of what a statement does to the session: a write pins later reads to
-    /// the primary; a session-bound feature keeps the server connection.
+    /// the primary; untracked session state makes the connection reset before reuse.
     pub(super) fn note_statement(&mut self, sql: &[u8]) {
         let class = match self.statement_class.take() {
             Some(class) => class,
@@ -87,20 +87,47 @@ impl Session {
             self.wrote = true;
         }
         self.left_state |= class.leaves_state;
-        // set_config() is a write function to the classifier: only writes need the look.
-        let session_bound = match class.class {
-            Class::SessionBound => true,
-            Class::Write => needs_session(sql),
-            _ => false,
-        };
-        if session_bound && !self.pinned {
-            tracing::debug!(
-                client = self.ctx.cancel.pid,
-                "client pinned to its server connection"
-            );
-            self.pinned = true;
-            self.routing.session_bound = true;
+    }
+
+    /// Before the statement `ensure_server` just classified runs: when it needs a real
+    /// session, pins the client to its server connection (kept until the client leaves,
+    /// then reset), or returns the error it fails with instead:
+    /// - 0A000 on a replica (inside a read-only transaction): pinning there would strand
+    ///   the client on the replica, where its later writes fail and which may leave the
+    ///   rotation;
+    /// - 53300 when `pool.max_pinned_per_pool` clients of the pool are pinned already, so
+    ///   that session-bound clients can never take every connection.
+    pub(super) fn claim_session(&mut self, sql: &[u8]) -> Option<(&'static str, String)> {
+        if self.pinned {
+            return None;
         }
+        let class = self.statement_class?;
+        if !session_bound(&class, sql) {
+            return None;
+        }
+        if !self.on_primary {
+            return Some((code::FEATURE_NOT_SUPPORTED, STRANDED.to_string()));
+        }
+        if self.ctx.mode == PoolMode::Transaction {
+            let pool = self.ctx.pools[self.ctx.routing.primary].manager();
+            match pool.pin() {
+                Some(pin) => self.pin = Some(pin),
+                None => {
+                    let (_, limit) = pool.pinned();
+                    return Some((
+                        code::TOO_MANY_CONNECTIONS,
+                        format!("pgsplit: {limit} clients already keep a server connection of their own in this pool (pool.max_pinned_per_pool); LISTEN, temporary objects, session advisory locks, SQL PREPARE and cursors WITH HOLD need one"),
+                    ));
+                }
+            }
+        }
+        tracing::debug!(
+            client = self.ctx.cancel.pid,
+            "client pinned to its server connection"
+        );
+        self.pinned = true;
+        self.routing.session_bound = true;
+        None
     }
 
     /// The class of the extended-protocol batch that starts with `first`: the statements
@@ -317,6 +344,20 @@ fn lost(e: &BackendError) -> bool {
             | BackendError::ConnectTimeout { .. }
             | BackendError::Read { .. }
     )
+}
+
+/// Why a statement that needs a real session fails inside a read-only transaction that
+/// runs on a replica (see `Session::claim_session`).
+const STRANDED: &str = "pgsplit: LISTEN, temporary objects, session advisory locks, SQL PREPARE and cursors WITH HOLD need a session on the primary; they cannot run inside a read-only transaction that runs on a replica (run them outside BEGIN READ ONLY)";
+
+/// Whether a statement needs a real session: the client keeps its server connection.
+fn session_bound(class: &Classification, sql: &[u8]) -> bool {
+    // set_config() is a write function to the classifier: only writes need the look.
+    match class.class {
+        Class::SessionBound => true,
+        Class::Write => needs_session(sql),
+        _ => false,
+    }
 }
 
 /// Whether a statement uses session state pgsplit cannot carry from one server

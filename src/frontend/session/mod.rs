@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use super::pending::{Hide, Kind, Pending, PendingQueue, Verdict};
 use super::settings::{sync_sql, ClientSettings, ServerSettings};
 use crate::backend::connection::SERVER_MESSAGE_LIMIT;
-use crate::backend::pool::Manager;
+use crate::backend::pool::{Manager, Pin};
 use crate::backend::{BackendError, ServerConn, ServerPool};
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::classify::{Class, Classification};
@@ -57,6 +57,8 @@ pub struct SessionContext {
     pub max_message_size: usize,
     /// Disconnect a client that holds no server and sends nothing for this long.
     pub idle_timeout: Option<std::time::Duration>,
+    /// Disconnect a client idle inside a transaction block for this long.
+    pub idle_transaction_timeout: Option<std::time::Duration>,
     pub cancel: CancelKey,
     /// Its line in `SHOW CLIENTS`.
     pub entry: ClientEntry,
@@ -103,14 +105,17 @@ pub struct Session {
     /// The client used a feature that needs a real session: it keeps its server
     /// connection until it leaves (which is then reset with DISCARD ALL).
     pinned: bool,
+    /// The pool place a pinned client holds (transaction pooling only).
+    pin: Option<Pin>,
     /// Something that ran on the current server connection may have left session state
     /// pgsplit does not track (see `Classification::leaves_state`): the connection is reset
     /// with DISCARD ALL before the pool hands it to anyone, this client included.
     left_state: bool,
     /// The class `ensure_server` found for the statement it was given.
     statement_class: Option<Classification>,
-    /// The query of the last unnamed Parse.
-    unnamed_sql: Option<Bytes>,
+    /// The client's unnamed statement (its last unnamed Parse, until a simple Query or a
+    /// Close destroys it), prepared again on whichever server connection binds it.
+    unnamed: Option<Unnamed>,
     /// Portals whose statement may change settings, with that statement's SQL.
     portals: Portals,
     /// After a failure to get a server during an extended-protocol batch: drop messages
@@ -148,9 +153,10 @@ impl Session {
             held_for_route: false,
             in_batch: false,
             pinned: false,
+            pin: None,
             left_state: false,
             statement_class: None,
-            unnamed_sql: None,
+            unnamed: None,
             portals: Portals::default(),
         };
         if let Some(server) = server {
@@ -195,10 +201,31 @@ impl Session {
         let from_server = match self.server.as_mut() {
             Some(server) => {
                 let server: &mut ServerConn = server;
+                let idle_in_transaction = server.status != TxStatus::Idle && self.queue.is_empty();
+                let limit = self
+                    .ctx
+                    .idle_transaction_timeout
+                    .filter(|_| idle_in_transaction);
                 reserve(&mut server.read_buf);
-                tokio::select! {
-                    r = self.client.read_buf(&mut self.inbox) => Err(r),
-                    r = server.stream.read_buf(&mut server.read_buf) => Ok(r),
+                let read = async {
+                    tokio::select! {
+                        r = self.client.read_buf(&mut self.inbox) => Err(r),
+                        r = server.stream.read_buf(&mut server.read_buf) => Ok(r),
+                    }
+                };
+                match limit {
+                    None => read.await,
+                    Some(limit) => match tokio::time::timeout(limit, read).await {
+                        Ok(r) => r,
+                        // The server connection is mid-transaction: `finish` closes it,
+                        // so the server rolls back.
+                        Err(_) => {
+                            return Err(SessionEnd::Refused(PgError::fatal(
+                                code::IDLE_IN_TRANSACTION_TIMEOUT,
+                                "terminating connection due to idle-in-transaction timeout (pool.idle_transaction_timeout)",
+                            )))
+                        }
+                    },
                 }
             }
             None => match self.ctx.idle_timeout {
@@ -409,6 +436,29 @@ impl Session {
         self.server
             .as_mut()
             .expect("a server is checked out when statements are forwarded")
+    }
+}
+
+/// A client's unnamed statement.
+#[derive(Debug, Clone)]
+struct Unnamed {
+    /// Unique among all clients: a server connection records whose unnamed statement it
+    /// holds by this id (`ServerConn::unnamed`).
+    id: u64,
+    /// The SQL text.
+    sql: Bytes,
+    /// The client's Parse message, as it came.
+    parse: Bytes,
+}
+
+impl Unnamed {
+    fn new(sql: Bytes, parse: Bytes) -> Unnamed {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Unnamed {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            sql,
+            parse,
+        }
     }
 }
 

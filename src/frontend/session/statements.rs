@@ -9,6 +9,8 @@ impl Session {
         let Some(sql) = read_query(frame.body()) else {
             return Err(malformed("Query"));
         };
+        // A simple Query destroys the unnamed statement.
+        self.unnamed = None;
         if let Some(answer) = self.deallocate(sql) {
             return self.answer_locally(answer);
         }
@@ -21,7 +23,15 @@ impl Session {
             msg::ready_for_query(self.status, &mut self.outbox);
             return Ok(());
         }
+        if let Some((code, message)) = self.claim_session(sql) {
+            let raise = raise_sql(code, &message);
+            self.to_server
+                .extend_from_slice(&msg::query_message(&raise));
+            self.queue.push(Pending::reply(Kind::Query));
+            return Ok(());
+        }
         self.note_statement(sql);
+        self.server_mut().unnamed = None;
         self.to_server.extend_from_slice(&frame.bytes);
         self.queue.push(Pending::reply(Kind::Query));
         Ok(())
@@ -35,23 +45,29 @@ impl Session {
             // pgsplit answers `SET / SHOW pgsplit.route` only as simple queries; over the
             // extended protocol it says so rather than let the server accept a setting
             // that would change nothing.
-            const REFUSAL: &str = "pgsplit.route can only be set or shown with a simple query (not a prepared statement)";
-            if self.server.is_none() {
-                PgError::error(code::FEATURE_NOT_SUPPORTED, REFUSAL).encode(&mut self.outbox);
-                self.skip_to_sync = true;
-                return Ok(());
-            }
-            // Inside a transaction the refusal must abort it, as any error would: the
-            // server runs a statement that fails with the same error instead.
-            let raise = raise_sql(code::FEATURE_NOT_SUPPORTED, REFUSAL);
-            let bytes = msg::parse_message(parse.name, raise.as_bytes(), parse.param_types);
-            return Box::pin(self.on_parse(Frame { tag: b'P', bytes })).await;
+            return self.fail_in_batch(
+                code::FEATURE_NOT_SUPPORTED,
+                "pgsplit.route can only be set or shown with a simple query (not a prepared statement)",
+            );
         }
         if parse.name.is_empty() {
             // The query sits after the (empty) name and its terminator.
             let sql = frame.bytes.slice(6..6 + parse.query.len());
-            self.unnamed_sql = Some(sql.clone());
-            return self.forward_routed(frame, Kind::Parse, &sql).await;
+            let unnamed = Unnamed::new(sql.clone(), frame.bytes.clone());
+            let id = unnamed.id;
+            self.unnamed = Some(unnamed);
+            self.forward_routed(frame, Kind::Parse, &sql).await?;
+            if let Some(server) = self.server.as_mut() {
+                server.unnamed = Some(id);
+            }
+            return Ok(());
+        }
+        if self.statements.get(parse.name).is_some() {
+            let name = String::from_utf8_lossy(parse.name).into_owned();
+            return self.fail_in_batch(
+                code::DUPLICATE_PREPARED_STATEMENT,
+                &format!("prepared statement \"{name}\" already exists"),
+            );
         }
         let stmt = Arc::new(PreparedStatement::from_parse(&parse));
         self.statements.insert(parse.name, stmt.clone());
@@ -86,23 +102,20 @@ impl Session {
         // pin reads, session-bound features pin the connection, settings change).
         let sql = match &stmt {
             Some(stmt) => Some(stmt.query.clone()),
-            None if name.is_empty() => self.unnamed_sql.clone(),
+            None if name.is_empty() => self.unnamed.as_ref().map(|u| u.sql.clone()),
             None => None,
         };
         let settings_sql = sql.clone().filter(|sql| self.settings.wants(sql));
         self.portals.bind(portal, settings_sql);
         let Some(stmt) = stmt else {
-            self.forward(frame, Some(Kind::Bind)).await?;
-            if let (Some(sql), true) = (sql, self.server.is_some()) {
-                self.note_statement(&sql);
+            if name.is_empty() {
+                return self.bind_unnamed(frame).await;
             }
-            return Ok(());
+            return self.forward(frame, Some(Kind::Bind)).await;
         };
-        if !self.ensure_server(Some(&stmt.query), true).await? {
-            self.skip_to_sync = true;
+        if !self.bind_server(&stmt.query).await? {
             return Ok(());
         }
-        self.note_statement(&stmt.query);
         self.ensure_prepared(&stmt);
         let bind = msg::bind_message(portal, stmt.server_name.as_bytes(), rest);
         self.to_server.extend_from_slice(&bind);
@@ -114,6 +127,19 @@ impl Session {
         let Some((kind, name)) = read_target(frame.body()) else {
             return Err(malformed("Describe"));
         };
+        if kind == b'S' && name.is_empty() {
+            let Some(unnamed) = self.unnamed.clone() else {
+                return self.fail_in_batch(code::INVALID_STATEMENT_NAME, NO_UNNAMED);
+            };
+            if !self.ensure_server(Some(&unnamed.sql), true).await? {
+                self.skip_to_sync = true;
+                return Ok(());
+            }
+            self.ensure_unnamed(&unnamed);
+            self.to_server.extend_from_slice(&frame.bytes);
+            self.queue.push(Pending::reply(Kind::Describe));
+            return Ok(());
+        }
         let named = kind == b'S' && !name.is_empty();
         let Some(stmt) = named.then(|| self.statements.get(name).cloned()).flatten() else {
             return self.forward(frame, Some(Kind::Describe)).await;
@@ -133,10 +159,15 @@ impl Session {
         let Some((kind, name)) = read_target(frame.body()) else {
             return Err(malformed("Close"));
         };
-        if kind == b'S' && !name.is_empty() {
+        if kind == b'S' {
             // The server-side statement stays cached for other clients; the client's
-            // name is gone, as PostgreSQL would have it.
-            self.statements.remove(name);
+            // name is gone, as PostgreSQL would have it. (A server still holding this
+            // client's unnamed statement never binds it again: its id is the client's.)
+            if name.is_empty() {
+                self.unnamed = None;
+            } else {
+                self.statements.remove(name);
+            }
             let mut done = BytesMut::new();
             msg::close_complete(&mut done);
             if self.server.is_some() {
@@ -147,6 +178,92 @@ impl Session {
             return Ok(());
         }
         self.forward(frame, Some(Kind::Close)).await
+    }
+
+    /// A Bind of the unnamed statement: it runs the SQL this client parsed last, prepared
+    /// again on the server connection it lands on when that one holds another (or none);
+    /// a client without an unnamed statement gets 26000, as from PostgreSQL.
+    async fn bind_unnamed(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+        let Some(unnamed) = self.unnamed.clone() else {
+            return self.fail_in_batch(code::INVALID_STATEMENT_NAME, NO_UNNAMED);
+        };
+        if !self.bind_server(&unnamed.sql).await? {
+            return Ok(());
+        }
+        self.ensure_unnamed(&unnamed);
+        self.to_server.extend_from_slice(&frame.bytes);
+        self.queue.push(Pending::reply(Kind::Bind));
+        Ok(())
+    }
+
+    /// Gets a server for a Bind of a statement with `sql` (binding is when a statement
+    /// starts to count: see `claim_session` and `note_statement`). Returns false when the
+    /// Bind must not go on: the client has been sent the error.
+    async fn bind_server(&mut self, sql: &Bytes) -> Result<bool, SessionEnd> {
+        if !self.ensure_server(Some(sql), true).await? {
+            self.skip_to_sync = true;
+            return Ok(false);
+        }
+        if let Some((code, message)) = self.claim_session(sql) {
+            self.fail_in_batch(code, &message)?;
+            return Ok(false);
+        }
+        self.note_statement(sql);
+        Ok(true)
+    }
+
+    /// Queues the client's unnamed Parse on the current server unless that server holds it
+    /// already; the client does not see the reply.
+    fn ensure_unnamed(&mut self, unnamed: &Unnamed) {
+        let server = self.server_mut();
+        if server.unnamed == Some(unnamed.id) {
+            return;
+        }
+        server.unnamed = Some(unnamed.id);
+        self.to_server.extend_from_slice(&unnamed.parse);
+        self.queue.push(Pending::Reply {
+            kind: Kind::Parse,
+            hide: Hide::Completion,
+            statement: None,
+        });
+    }
+
+    /// Fails the extended-protocol batch at this message with `code` and `message`, as
+    /// PostgreSQL fails a bad message: the error comes in order with the replies still
+    /// owed, everything up to the client's Sync is skipped, and an open transaction block
+    /// is aborted. Without a server, pgsplit answers itself; with one, the server raises
+    /// the error (an unnamed statement that raises it, run right away, its other replies
+    /// hidden), so it skips what follows exactly as it would for its own error.
+    pub(super) fn fail_in_batch(
+        &mut self,
+        code: &'static str,
+        message: &str,
+    ) -> Result<(), SessionEnd> {
+        let Some(server) = self.server.as_mut() else {
+            PgError::error(code, message).encode(&mut self.outbox);
+            self.skip_to_sync = true;
+            return Ok(());
+        };
+        server.unnamed = None;
+        let raise = raise_sql(code, message);
+        const NO_PARAMETERS: [u8; 2] = [0, 0];
+        const NO_FORMATS_NO_PARAMETERS: [u8; 6] = [0; 6];
+        self.to_server.extend_from_slice(&msg::parse_message(
+            b"",
+            raise.as_bytes(),
+            &NO_PARAMETERS,
+        ));
+        self.to_server
+            .extend_from_slice(&msg::bind_message(b"", b"", &NO_FORMATS_NO_PARAMETERS));
+        self.to_server.extend_from_slice(&msg::execute_message(b""));
+        for kind in [Kind::Parse, Kind::Bind, Kind::Execute] {
+            self.queue.push(Pending::Reply {
+                kind,
+                hide: Hide::Completion,
+                statement: None,
+            });
+        }
+        Ok(())
     }
 
     /// Forwards a message as it came, checking out a server first if needed.
@@ -327,6 +444,9 @@ impl Session {
         self.reply_locally(answer)
     }
 }
+
+/// PostgreSQL's message for a Bind or Describe of an unnamed statement that does not exist.
+const NO_UNNAMED: &str = "unnamed prepared statement does not exist";
 
 /// The message for a bad `SET pgsplit.route` value.
 fn invalid_route(value: &str) -> String {
