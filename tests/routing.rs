@@ -1747,6 +1747,47 @@ async fn session_bound_statement_on_a_replica_fails_instead_of_stranding_the_cli
     }
 }
 
+/// A read the classifier cannot see through (a view whose column calls a function that
+/// writes) goes to a replica, which refuses it with 25006. pgsplit runs it again on the
+/// primary, once, and the client only sees the primary's answer; its write happened once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_refused_by_a_replica_runs_again_on_the_primary() {
+    let proxy = routed(|_| {}).await;
+    let schema = unique("s_refused");
+    let _cleanup = cleanup(&format!("drop schema if exists {schema} cascade")).await;
+    app_on_primary()
+        .await
+        .batch_execute(&format!(
+            "create schema {schema}; create table {schema}.hits (port int); \
+             create function {schema}.hit() returns int volatile language plpgsql as $$ \
+             begin insert into {schema}.hits values (inet_server_port()); \
+             return inet_server_port(); end $$; \
+             create view {schema}.looks_like_a_read as select {schema}.hit() as port;"
+        ))
+        .await
+        .unwrap();
+    replicas_caught_up(30).await;
+    let client = proxy.connect("routing_refused_read").await;
+    assert_replica(
+        port(&client, "select inet_server_port()").await,
+        "a plain read before",
+    );
+    for i in 0..3 {
+        let sql = format!("select port from {schema}.looks_like_a_read");
+        assert_primary(port(&client, &sql).await, &format!("retried read {i}"));
+    }
+    let hits = app_on_primary()
+        .await
+        .query_one(
+            &format!("select count(*), min(port) from {schema}.hits"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(hits.get::<_, i64>(0), 3, "each read wrote once");
+    assert_eq!(hits.get::<_, i32>(1), primary());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_settings_follow_the_client_to_replicas() {
     let proxy = routed(|_| {}).await;

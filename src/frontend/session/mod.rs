@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::pending::{Hide, Kind, Pending, PendingQueue, Verdict};
+use super::retry::{ReadRetry, Step};
 use super::settings::{sync_sql, ClientSettings, ServerSettings};
 use crate::backend::connection::SERVER_MESSAGE_LIMIT;
 use crate::backend::pool::{Manager, Pin};
@@ -118,6 +119,9 @@ pub struct Session {
     unnamed: Option<Unnamed>,
     /// Portals whose statement may change settings, with that statement's SQL.
     portals: Portals,
+    /// An autocommit read on a replica whose reply is watched for a refusal (25006), to
+    /// run it again on the primary.
+    retry: Option<ReadRetry>,
     /// After a failure to get a server during an extended-protocol batch: drop messages
     /// until Sync, then answer ReadyForQuery (what PostgreSQL does after an error).
     skip_to_sync: bool,
@@ -158,6 +162,7 @@ impl Session {
             statement_class: None,
             unnamed: None,
             portals: Portals::default(),
+            retry: None,
         };
         if let Some(server) = server {
             session.attach(server);

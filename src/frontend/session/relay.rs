@@ -16,6 +16,7 @@ impl Session {
         let mut buf = std::mem::take(&mut server.read_buf);
         let mut pos = 0;
         let mut bad_frame = None;
+        let mut run_again = None;
         loop {
             let total = match peek_frame_len(&buf[pos..], SERVER_MESSAGE_LIMIT) {
                 Ok(Some(total)) if buf.len() - pos >= total => total,
@@ -28,7 +29,23 @@ impl Session {
             let message = &buf[pos..pos + total];
             pos += total;
             let (tag, body) = (message[0], &message[5..]);
-            let verdict = self.queue.on_server_message(tag);
+            let step = match self.retry.as_mut() {
+                Some(retry) => retry.on_message(tag, message, self.queue.len() == 1),
+                None => Step::Release(BytesMut::new()),
+            };
+            let mut verdict = self.queue.on_server_message(tag);
+            match step {
+                Step::Hold | Step::Drop => verdict = Verdict::Drop,
+                Step::Release(held) => {
+                    self.outbox.extend_from_slice(&held);
+                    self.retry = None;
+                }
+                Step::Retry(query) => {
+                    verdict = Verdict::Drop;
+                    self.retry = None;
+                    run_again = Some(query);
+                }
+            }
             match tag {
                 b'Z' => {
                     let status = msg::read_ready(body).unwrap_or(TxStatus::Idle);
@@ -73,9 +90,31 @@ impl Session {
         for name in self.queue.take_failed_statements() {
             server.statements.remove(&name);
         }
+        if let Some(query) = run_again {
+            self.run_on_primary(query).await?;
+        }
         self.flush_client().await?;
         self.release_if_idle();
         Ok(())
+    }
+
+    /// Runs again on the primary an autocommit read that its replica refused as a write
+    /// (see `frontend::retry`): the replica goes back to its pool, and the read counts as
+    /// a write that may leave state (it called something that writes).
+    async fn run_on_primary(&mut self, query: Bytes) -> Result<(), SessionEnd> {
+        if let Some(server) = self.server.as_ref() {
+            tracing::info!(node = %server.node.name, client = self.ctx.cancel.pid, "a replica refused a read as a write (25006); running it on the primary");
+        }
+        self.release();
+        if !self.check_out(Classification::UNKNOWN).await? {
+            msg::ready_for_query(self.status, &mut self.outbox);
+            return Ok(());
+        }
+        self.statement_class = Some(Classification::UNKNOWN);
+        self.note_statement(&[]);
+        self.to_server.extend_from_slice(&query);
+        self.queue.push(Pending::reply(Kind::Query));
+        self.flush_server().await
     }
 
     /// In transaction pooling, returns the server connection once the client is idle and

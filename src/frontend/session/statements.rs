@@ -32,6 +32,9 @@ impl Session {
         }
         self.note_statement(sql);
         self.server_mut().unnamed = None;
+        if !self.on_primary && self.queue.is_empty() && self.status == TxStatus::Idle {
+            self.retry = Some(ReadRetry::new(frame.bytes.clone()));
+        }
         self.to_server.extend_from_slice(&frame.bytes);
         self.queue.push(Pending::reply(Kind::Query));
         Ok(())
