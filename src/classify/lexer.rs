@@ -88,18 +88,21 @@ pub(crate) fn canonicalize(sql: &[u8], standard_strings: bool, out: &mut Vec<u8>
         plain_backslash: false,
         result: Ok(()),
     };
+    // Calls `lex` directly rather than iterating: this is the hot path.
     let mut lexer = Lexer::new(sql, standard_strings);
     let mut pending_space = false;
-    for piece in &mut lexer {
-        let piece = match piece {
-            Ok(piece) => piece,
+    let mut i = 0;
+    while i < sql.len() {
+        let (lexeme, end) = match lexer.lex(i) {
+            Ok(step) => step,
             Err(e) => {
                 scan.result = Err(e);
                 break;
             }
         };
-        let text = sql.get(piece.start..piece.end).unwrap_or_default();
-        match piece.lexeme {
+        let text = sql.get(i..end).unwrap_or_default();
+        i = end;
+        match lexeme {
             Lexeme::Space => pending_space = true,
             Lexeme::Comment => {
                 let body = text.strip_prefix(b"/*").and_then(|t| t.strip_suffix(b"*/"));
@@ -116,6 +119,7 @@ pub(crate) fn canonicalize(sql: &[u8], standard_strings: bool, out: &mut Vec<u8>
                 match kind {
                     Kind::Str => out.extend_from_slice(b"''"),
                     Kind::Num => out.push(b'0'),
+                    Kind::Punct(b) => out.push(b),
                     _ => out.extend_from_slice(text),
                 }
             }

@@ -325,6 +325,10 @@ pub fn might_change_setting(sql: &[u8]) -> bool {
     if first.is_any_kw(sql, &["SET", "RESET", "DISCARD"]) {
         return true;
     }
+    if !sql.contains(&b';') {
+        // One statement, and not one of those.
+        return false;
+    }
     let mut after_semicolon = false;
     for tok in toks {
         let semicolon = tok.kind == TokenKind::Punct(b';');
