@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::classify::{Class, Classification, Classifier};
+use crate::classify::{Class, Classification, Classifier, Token, TokenKind};
 pub use crate::config::Fallback;
 use crate::topology::Topology;
 
@@ -164,45 +164,48 @@ pub enum RouteCommand {
 }
 
 /// Recognises `SET [SESSION] pgsplit.route {=|TO} value`, `RESET pgsplit.route` and
-/// `SHOW pgsplit.route` (one statement, any case, optional trailing `;`). Cheap for
-/// every other query: only text starting with `s` or `r` is looked at further.
+/// `SHOW pgsplit.route` (one statement, any case, optional trailing `;`), read with the SQL
+/// lexer. Cheap for every other query: only text whose first token is `SET`, `SHOW` or
+/// `RESET` is read further, and only its first few tokens.
 pub fn route_command(sql: &[u8]) -> Option<RouteCommand> {
-    let start = sql.iter().position(|b| !b.is_ascii_whitespace())?;
-    let head = &sql[start..];
-    let starts = |w: &[u8]| head.len() > w.len() && head[..w.len()].eq_ignore_ascii_case(w);
-    if !(starts(b"set") || starts(b"show") || starts(b"reset")) || sql.len() > 200 {
+    let mut toks = crate::classify::source_tokens(sql);
+    let head = toks.next()?;
+    if !head.is_any_kw(sql, &["SET", "SHOW", "RESET"]) {
         return None;
     }
-    const NAME: &[u8] = b"pgsplit.route";
-    if !sql
-        .windows(NAME.len())
-        .any(|w| w.eq_ignore_ascii_case(NAME))
+    // The longest form is `SET SESSION pgsplit . route TO value`, then some `;`.
+    const MAX: usize = 12;
+    let mut rest: Vec<Token> = toks.take(MAX + 1).collect();
+    if rest.len() > MAX {
+        return None;
+    }
+    while rest
+        .last()
+        .is_some_and(|t| t.kind == TokenKind::Punct(b';'))
     {
+        rest.pop();
+    }
+    if head.is_kw(sql, "SET") && rest.first().is_some_and(|t| t.is_kw(sql, "SESSION")) {
+        rest.remove(0);
+    }
+    let (name, used) = crate::classify::dotted_name(sql, &rest)?;
+    if !name.eq_ignore_ascii_case(b"pgsplit.route") {
         return None;
     }
-    let text = std::str::from_utf8(sql)
-        .ok()?
-        .trim()
-        .trim_end_matches(';')
-        .trim();
-    let lower = text.to_ascii_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| c.is_whitespace() || c == '=')
-        .filter(|w| !w.is_empty())
-        .collect();
-    let words = match words.as_slice() {
-        ["set", "session", rest @ ..] => [&["set"][..], rest].concat(),
-        other => other.to_vec(),
-    };
-    match words.as_slice() {
-        ["show", "pgsplit.route"] => Some(RouteCommand::Show),
-        ["reset", "pgsplit.route"] => Some(RouteCommand::Set(RouteMode::Auto)),
-        ["set", "pgsplit.route", "to", value] | ["set", "pgsplit.route", value] => {
-            let value = value.trim_matches('\'');
-            Some(match value {
+    let kw = |k: &str| head.is_kw(sql, k);
+    match rest.get(used..).unwrap_or_default() {
+        [] if kw("SHOW") => Some(RouteCommand::Show),
+        [] if kw("RESET") => Some(RouteCommand::Set(RouteMode::Auto)),
+        [to, value] if kw("SET") && (to.is_kw(sql, "TO") || to.kind == TokenKind::Punct(b'=')) => {
+            let value = value
+                .plain_string(sql)
+                .or_else(|| value.name(sql).map(|n| n.into_owned()))
+                .unwrap_or_else(|| value.text(sql).to_vec());
+            let value = String::from_utf8_lossy(&value).to_ascii_lowercase();
+            Some(match value.as_str() {
                 "auto" | "default" => RouteCommand::Set(RouteMode::Auto),
                 "primary" => RouteCommand::Set(RouteMode::Primary),
-                other => RouteCommand::Invalid(other.to_string()),
+                _ => RouteCommand::Invalid(value),
             })
         }
         _ => None,
@@ -567,6 +570,23 @@ mod tests {
         );
         assert_eq!(cmd("SET search_path = x"), None);
         assert_eq!(cmd("select 'SET pgsplit.route = 1'"), None);
+        assert_eq!(
+            cmd("/* app */ SET \"pgsplit\".Route TO PRIMARY -- why\n;"),
+            Some(RouteCommand::Set(RouteMode::Primary))
+        );
+        assert_eq!(
+            cmd("set pgsplit.route=default"),
+            Some(RouteCommand::Set(RouteMode::Auto))
+        );
+        assert_eq!(
+            cmd("SET pgsplit.route = 'it''s'"),
+            Some(RouteCommand::Invalid("it's".into()))
+        );
+        assert_eq!(cmd("SET pgsplit.route = 'primary'; SELECT 1"), None);
+        assert_eq!(cmd("SET pgsplit.router = 'primary'"), None);
+        assert_eq!(cmd("SET pgsplit.route.x = 'primary'"), None);
+        assert_eq!(cmd("SHOW pgsplit.route x"), None);
+        assert_eq!(cmd("SET LOCAL pgsplit.route = primary"), None);
     }
 
     #[test]

@@ -7,7 +7,8 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{show, sqlstate, with_timeout, TestProxy};
+use common::raw::RawConn;
+use common::{show, sqlstate, with_timeout, TestProxy, APP_PASSWORD};
 use futures_util::future::try_join_all;
 use futures_util::{pin_mut, SinkExt, TryStreamExt};
 use tokio_postgres::types::{ToSql, Type};
@@ -352,6 +353,44 @@ async fn prepared_statements_survive_eviction_from_a_small_server_cache() {
 }
 
 /// Prepares `n` statements that differ in text: `select $1 + k, '<tag>k'`.
+/// `DEALLOCATE` of a protocol-level statement is answered by pgsplit, which reads the name
+/// as PostgreSQL would: unquoted names fold to lowercase, quoted ones do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_reads_names_as_postgresql_does() {
+    let proxy = TestProxy::start(|_| {}).await;
+    let (mut conn, _) =
+        RawConn::login_md5(proxy.addr, "app_md5", APP_PASSWORD, &[("database", "app")]).await;
+    for name in ["Mixed", "lower"] {
+        let mut parse = format!("{name}\0select 1\0").into_bytes();
+        parse.extend_from_slice(&0i16.to_be_bytes());
+        conn.send(b'P', &parse).await;
+    }
+    conn.send(b'S', &[]).await;
+    let tags: Vec<u8> = conn.until_ready().await.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"11Z");
+    // What pgsplit answers: CommandComplete "DEALLOCATE"; what it does not know goes to
+    // the server, which has no such statement (26000).
+    let outcome = |messages: Vec<common::raw::Message>| match messages.first() {
+        Some(m) if m.tag == b'C' => String::from_utf8_lossy(&m.body)
+            .trim_end_matches('\0')
+            .to_string(),
+        Some(m) if m.tag == b'E' => m.code(),
+        other => panic!("unexpected answer {other:?}"),
+    };
+    for (sql, expected) in [
+        ("DEALLOCATE \"MIXED\"", "26000"),
+        ("DEALLOCATE Mixed", "26000"),
+        ("DEALLOCATE \"Mixed\"", "DEALLOCATE"),
+        (
+            "/* app */ deallocate PREPARE LOWER -- done\n;",
+            "DEALLOCATE",
+        ),
+        ("DEALLOCATE lower", "26000"),
+    ] {
+        assert_eq!(outcome(conn.simple_query(sql).await), expected, "{sql}");
+    }
+}
+
 async fn prepare_family(
     client: &tokio_postgres::Client,
     tag: &str,

@@ -125,6 +125,59 @@ async fn settings_of_a_transaction_inside_one_query() {
     );
 }
 
+/// pgsplit reads multi-statement text with PostgreSQL's lexical rules: a SET after an
+/// `E'...\'...'` string, an identifier with `$` or a nested comment is seen (and replayed),
+/// and a SET inside a literal or comment is not taken for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_after_tricky_literals_are_tracked() {
+    let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
+    let a = proxy.connect("settings_lexer_a").await;
+    let b = proxy.connect("settings_lexer_b").await;
+    let cases = [
+        (
+            r"SELECT E'it\'s'; SET search_path TO lexer_one",
+            "lexer_one",
+        ),
+        (
+            "SELECT 1 AS a$b$c; SET search_path TO lexer_two",
+            "lexer_two",
+        ),
+        (
+            "SELECT 1 /* a /* b */ ; SET search_path TO fake */; SET search_path TO lexer_three",
+            "lexer_three",
+        ),
+    ];
+    for (sql, expected) in cases {
+        a.batch_execute(sql).await.unwrap();
+        assert_eq!(
+            show(&b, "show search_path").await,
+            DEFAULT_SEARCH_PATH,
+            "client B inherited a SET of: {sql}"
+        );
+        assert_eq!(show(&a, "show search_path").await, expected, "{sql}");
+    }
+}
+
+/// `RESET ALL` leaves the role alone, as PostgreSQL does; `DISCARD ALL` resets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_all_keeps_the_role_discard_all_does_not() {
+    let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
+    let a = proxy.connect("settings_role_a").await;
+    let b = proxy.connect("settings_role_b").await;
+    a.batch_execute("SET ROLE pg_monitor; SET work_mem = '7MB'")
+        .await
+        .unwrap();
+    assert_eq!(show(&b, "show role").await, "none");
+    assert_eq!(show(&a, "show role").await, "pg_monitor");
+    a.batch_execute("RESET ALL").await.unwrap();
+    assert_eq!(show(&b, "show role").await, "none");
+    assert_eq!(show(&a, "show role").await, "pg_monitor");
+    assert_eq!(show(&a, "show work_mem").await, "4MB");
+    a.batch_execute("DISCARD ALL").await.unwrap();
+    assert_eq!(show(&a, "show role").await, "none");
+    assert_eq!(show(&b, "show role").await, "none");
+}
+
 /// `SET` through the extended protocol (Parse/Bind/Execute) counts once it runs, and
 /// preparing a SET without running it changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

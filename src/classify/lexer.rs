@@ -20,6 +20,13 @@
 //! `statement.rs` (locking clauses the parser cannot read, function-call syntax, statement
 //! heads and boundaries).
 //!
+//! The scan itself is the [`Lexer`], which reads the original text lexeme by lexeme. Besides
+//! [`canonicalize`], it serves everything else in pgsplit that reads SQL text, so there is
+//! one set of quoting rules: [`statements`] splits a query string into statements,
+//! [`source_tokens`] gives the tokens of original text (with [`Token::name`],
+//! [`Token::plain_string`] and [`dotted_name`] to read names and values), and
+//! [`calls_function`] finds a function call.
+//!
 //! Nothing here panics on any input: all indexing goes through `get`, and the scan is linear.
 
 use std::borrow::Cow;
@@ -81,93 +88,253 @@ pub(crate) fn canonicalize(sql: &[u8], standard_strings: bool, out: &mut Vec<u8>
         plain_backslash: false,
         result: Ok(()),
     };
-    let mut i = 0;
+    // Calls `lex` directly rather than iterating: this is the hot path.
+    let mut lexer = Lexer::new(sql, standard_strings);
     let mut pending_space = false;
-    while let Some(&b) = sql.get(i) {
-        if is_space(b) {
-            pending_space = true;
-            i += 1;
-            continue;
-        }
-        let next = sql.get(i + 1).copied();
-        if b == b'-' && next == Some(b'-') {
-            i = skip_line_comment(sql, i);
-            pending_space = true;
-            continue;
-        }
-        if b == b'/' && next == Some(b'*') {
-            match skip_block_comment(sql, i) {
-                Some(end) => {
-                    if out.is_empty() && is_hint(sql.get(i + 2..end - 2).unwrap_or_default()) {
-                        scan.hint_primary = true;
-                    }
-                    i = end;
-                    pending_space = true;
-                    continue;
-                }
-                None => {
-                    scan.result = Err(LexError::UnterminatedComment);
-                    return scan;
-                }
-            }
-        }
-        if pending_space && !out.is_empty() {
-            out.push(b' ');
-        }
-        pending_space = false;
-        let step = match b {
-            b'\'' => {
-                let mode = if standard_strings {
-                    Quote::Standard
-                } else {
-                    Quote::Escape
-                };
-                string(sql, i + 1, mode, &mut scan.plain_backslash, out)
-            }
-            b'"' => quoted_identifier(sql, i, i, out),
-            b'$' => dollar(sql, i, out),
-            b'.' if next.is_some_and(|n| n.is_ascii_digit()) => Ok(number(sql, i, out)),
-            b'0'..=b'9' => Ok(number(sql, i, out)),
-            b'e' | b'E' if next == Some(b'\'') => {
-                string(sql, i + 2, Quote::Escape, &mut scan.plain_backslash, out)
-            }
-            b'n' | b'N' if next == Some(b'\'') => {
-                let mode = if standard_strings {
-                    Quote::Standard
-                } else {
-                    Quote::Escape
-                };
-                string(sql, i + 2, mode, &mut scan.plain_backslash, out)
-            }
-            b'b' | b'B' | b'x' | b'X' if next == Some(b'\'') => {
-                string(sql, i + 2, Quote::Bits, &mut scan.plain_backslash, out)
-            }
-            b'u' | b'U' if next == Some(b'&') && sql.get(i + 2) == Some(&b'\'') => {
-                string(sql, i + 3, Quote::Bits, &mut scan.plain_backslash, out)
-            }
-            b'u' | b'U' if next == Some(b'&') && sql.get(i + 2) == Some(&b'"') => {
-                quoted_identifier(sql, i, i + 2, out)
-            }
-            _ if is_ident_start(b) => {
-                let end = scan_while(sql, i + 1, is_ident_cont);
-                out.extend_from_slice(sql.get(i..end).unwrap_or_default());
-                Ok(end)
-            }
-            0..=0x1f | 0x7f => Err(LexError::BadByte(b)),
-            _ => {
-                out.push(b);
-                Ok(i + 1)
-            }
-        };
-        match step {
-            Ok(end) => i = end,
+    let mut i = 0;
+    while i < sql.len() {
+        let (lexeme, end) = match lexer.lex(i) {
+            Ok(step) => step,
             Err(e) => {
                 scan.result = Err(e);
-                return scan;
+                break;
+            }
+        };
+        let text = sql.get(i..end).unwrap_or_default();
+        i = end;
+        match lexeme {
+            Lexeme::Space => pending_space = true,
+            Lexeme::Comment => {
+                let body = text.strip_prefix(b"/*").and_then(|t| t.strip_suffix(b"*/"));
+                if out.is_empty() && body.is_some_and(is_hint) {
+                    scan.hint_primary = true;
+                }
+                pending_space = true;
+            }
+            Lexeme::Token(kind) => {
+                if pending_space && !out.is_empty() {
+                    out.push(b' ');
+                }
+                pending_space = false;
+                match kind {
+                    Kind::Str => out.extend_from_slice(b"''"),
+                    Kind::Num => out.push(b'0'),
+                    Kind::Punct(b) => out.push(b),
+                    _ => out.extend_from_slice(text),
+                }
             }
         }
     }
+    scan.plain_backslash = lexer.plain_backslash;
     scan
+}
+
+/// What the scanner finds at one place of the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lexeme {
+    /// A run of whitespace.
+    Space,
+    /// A `--` or `/* */` comment.
+    Comment,
+    /// A token ([`Kind::Str`] covers a literal with its continuations, [`Kind::Num`] a number).
+    Token(Kind),
+}
+
+/// A lexeme and its byte range in the scanned text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Piece {
+    pub lexeme: Lexeme,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The scanner: yields the lexemes of SQL text in order, following PostgreSQL's lexical
+/// rules. After an error it yields nothing more, and [`Lexer::offset`] is where the failing
+/// lexeme starts.
+pub(crate) struct Lexer<'a> {
+    sql: &'a [u8],
+    pos: usize,
+    standard_strings: bool,
+    failed: bool,
+    /// See [`Scan::plain_backslash`].
+    plain_backslash: bool,
+}
+
+impl<'a> Lexer<'a> {
+    pub(crate) fn new(sql: &'a [u8], standard_strings: bool) -> Self {
+        Lexer {
+            sql,
+            pos: 0,
+            standard_strings,
+            failed: false,
+            plain_backslash: false,
+        }
+    }
+
+    /// Where the next lexeme starts.
+    pub(crate) fn offset(&self) -> usize {
+        self.pos
+    }
+
+    /// The lexeme at `i` (which is inside the text) and where it ends.
+    fn lex(&mut self, i: usize) -> Result<(Lexeme, usize), LexError> {
+        let sql = self.sql;
+        let b = sql.get(i).copied().unwrap_or_default();
+        let next = sql.get(i + 1).copied();
+        if is_space(b) {
+            return Ok((Lexeme::Space, scan_while(sql, i, is_space)));
+        }
+        if b == b'-' && next == Some(b'-') {
+            return Ok((Lexeme::Comment, skip_line_comment(sql, i)));
+        }
+        if b == b'/' && next == Some(b'*') {
+            let end = skip_block_comment(sql, i).ok_or(LexError::UnterminatedComment)?;
+            return Ok((Lexeme::Comment, end));
+        }
+        let plain = if self.standard_strings {
+            Quote::Standard
+        } else {
+            Quote::Escape
+        };
+        let backslash = &mut self.plain_backslash;
+        let (kind, end) = match b {
+            b'\'' => (Kind::Str, string(sql, i + 1, plain, backslash)?),
+            b'"' => (Kind::Quoted, quoted_identifier(sql, i)?),
+            b'$' => dollar(sql, i)?,
+            b'.' if next.is_some_and(|n| n.is_ascii_digit()) => (Kind::Num, number(sql, i)),
+            b'0'..=b'9' => (Kind::Num, number(sql, i)),
+            b'e' | b'E' if next == Some(b'\'') => {
+                (Kind::Str, string(sql, i + 2, Quote::Escape, backslash)?)
+            }
+            b'n' | b'N' if next == Some(b'\'') => {
+                (Kind::Str, string(sql, i + 2, plain, backslash)?)
+            }
+            b'b' | b'B' | b'x' | b'X' if next == Some(b'\'') => {
+                (Kind::Str, string(sql, i + 2, Quote::Bits, backslash)?)
+            }
+            b'u' | b'U' if next == Some(b'&') && sql.get(i + 2) == Some(&b'\'') => {
+                (Kind::Str, string(sql, i + 3, Quote::Bits, backslash)?)
+            }
+            b'u' | b'U' if next == Some(b'&') && sql.get(i + 2) == Some(&b'"') => {
+                (Kind::UnicodeQuoted, quoted_identifier(sql, i + 2)?)
+            }
+            _ if is_ident_start(b) => (Kind::Word, scan_while(sql, i + 1, is_ident_cont)),
+            0..=0x1f | 0x7f => return Err(LexError::BadByte(b)),
+            _ => (Kind::Punct(b), i + 1),
+        };
+        Ok((Lexeme::Token(kind), end))
+    }
+}
+
+impl Iterator for Lexer<'_> {
+    type Item = Result<Piece, LexError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.pos >= self.sql.len() {
+            return None;
+        }
+        let start = self.pos;
+        match self.lex(start) {
+            Ok((lexeme, end)) => {
+                self.pos = end.max(start + 1);
+                Some(Ok(Piece { lexeme, start, end }))
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// The tokens of original SQL text (not canonical text), in order, with their byte ranges in
+/// it; whitespace and comments are left out. `standard_conforming_strings` is taken to be on.
+/// An unterminated literal, identifier or comment, or a control byte, ends the tokens.
+pub(crate) fn source_tokens(sql: &[u8]) -> impl Iterator<Item = Token> + '_ {
+    Lexer::new(sql, true)
+        .map_while(Result::ok)
+        .filter_map(|p| match p.lexeme {
+            Lexeme::Token(kind) => Some(Token {
+                kind,
+                start: p.start,
+                end: p.end,
+            }),
+            _ => None,
+        })
+}
+
+/// The statements of a query string, as PostgreSQL's parser separates them: the text of
+/// each from its first token to its last (the comments and whitespace around it left out),
+/// split at each `;` outside literals, quoted identifiers, comments, dollar quotes and
+/// parentheses. Empty statements are dropped. Whatever follows an unterminated literal,
+/// identifier or comment, or a control byte, belongs to the statement it starts in.
+pub(crate) fn statements(sql: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    // The current statement's range so far (from its first token to its last).
+    let mut current: Option<(usize, usize)> = None;
+    let mut depth = 0usize;
+    let mut lexer = Lexer::new(sql, true);
+    while let Some(piece) = lexer.next() {
+        let piece = match piece {
+            Ok(piece) => piece,
+            Err(_) => {
+                let start = current.map_or(lexer.offset(), |(start, _)| start);
+                let rest = sql.get(start..).unwrap_or_default().trim_ascii_end();
+                out.push(rest);
+                return out;
+            }
+        };
+        let Lexeme::Token(kind) = piece.lexeme else {
+            continue;
+        };
+        match kind {
+            Kind::Punct(b'(') => depth += 1,
+            Kind::Punct(b')') => depth = depth.saturating_sub(1),
+            Kind::Punct(b';') if depth == 0 => {
+                if let Some((start, end)) = current.take() {
+                    out.push(sql.get(start..end).unwrap_or_default());
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let start = current.map_or(piece.start, |(start, _)| start);
+        current = Some((start, piece.end));
+    }
+    if let Some((start, end)) = current {
+        out.push(sql.get(start..end).unwrap_or_default());
+    }
+    out
+}
+
+/// Whether original SQL text calls the function `name` (given as stored: lowercase unless
+/// it was created quoted), of any schema: an identifier denoting `name` followed by `(`.
+/// Literals and comments do not count.
+pub(crate) fn calls_function(sql: &[u8], name: &[u8]) -> bool {
+    let mut previous: Option<Token> = None;
+    source_tokens(sql).any(|tok| {
+        let call = tok.kind == Kind::Punct(b'(')
+            && previous.is_some_and(|p| p.name(sql).is_some_and(|n| *n == *name));
+        previous = Some(tok);
+        call
+    })
+}
+
+/// Reads a dotted name `a.b.c` (each part a word or a `"quoted"` identifier) at the start of
+/// `toks`, as PostgreSQL stores it: the parts' names joined by `.`. Returns the name and how
+/// many tokens it took, or `None` when `toks` does not start with a name.
+pub(crate) fn dotted_name(sql: &[u8], toks: &[Token]) -> Option<(Vec<u8>, usize)> {
+    let mut name = toks.first()?.name(sql)?.into_owned();
+    let mut used = 1;
+    while let (Some(dot), Some(part)) = (toks.get(used), toks.get(used + 1)) {
+        let Some(part) = part.name(sql).filter(|_| dot.kind == Kind::Punct(b'.')) else {
+            break;
+        };
+        name.push(b'.');
+        name.extend_from_slice(&part);
+        used += 2;
+    }
+    Some((name, used))
 }
 
 /// Index of the first byte at or after `i` that fails `pred`.
@@ -221,13 +388,12 @@ enum Quote {
 }
 
 /// `i` is just past the opening quote. Consumes the literal (and any continuation literals
-/// separated by whitespace containing a newline), writes `''`, and returns the end index.
+/// separated by whitespace containing a newline) and returns the end index.
 fn string(
     sql: &[u8],
     mut i: usize,
     mode: Quote,
     plain_backslash: &mut bool,
-    out: &mut Vec<u8>,
 ) -> Result<usize, LexError> {
     loop {
         loop {
@@ -253,7 +419,6 @@ fn string(
             None => break,
         }
     }
-    out.extend_from_slice(b"''");
     Ok(i)
 }
 
@@ -275,14 +440,8 @@ fn continuation(sql: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
-/// `quote` is the index of the opening `"` (`start` is where the token starts, which differs
-/// for `U&"`). Copies the identifier as is and returns the end index.
-fn quoted_identifier(
-    sql: &[u8],
-    start: usize,
-    quote: usize,
-    out: &mut Vec<u8>,
-) -> Result<usize, LexError> {
+/// `quote` is the index of the opening `"`; returns the index past the closing one.
+fn quoted_identifier(sql: &[u8], quote: usize) -> Result<usize, LexError> {
     let mut i = quote + 1;
     loop {
         match sql.get(i) {
@@ -295,17 +454,16 @@ fn quoted_identifier(
             Some(_) => i += 1,
         }
     }
-    out.extend_from_slice(sql.get(start..i).unwrap_or_default());
     Ok(i)
 }
 
-/// `i` is at `$`: a `$n` parameter, a `$tag$...$tag$` string, or a lone `$`.
-fn dollar(sql: &[u8], i: usize, out: &mut Vec<u8>) -> Result<usize, LexError> {
+/// `i` is at `$`: a `$n` parameter, a `$tag$...$tag$` string, or a lone `$`. Returns the
+/// token's kind and end index.
+fn dollar(sql: &[u8], i: usize) -> Result<(Kind, usize), LexError> {
     let next = sql.get(i + 1).copied();
     if next.is_some_and(|b| b.is_ascii_digit()) {
         let end = scan_while(sql, i + 1, |b| b.is_ascii_digit());
-        out.extend_from_slice(sql.get(i..end).unwrap_or_default());
-        return Ok(end);
+        return Ok((Kind::Param, end));
     }
     let tag_end = if next == Some(b'$') {
         Some(i + 2)
@@ -316,23 +474,21 @@ fn dollar(sql: &[u8], i: usize, out: &mut Vec<u8>) -> Result<usize, LexError> {
         None
     };
     let Some(tag_end) = tag_end else {
-        out.push(b'$');
-        return Ok(i + 1);
+        return Ok((Kind::Punct(b'$'), i + 1));
     };
     let tag = sql.get(i..tag_end).unwrap_or_default();
     let mut j = tag_end;
     while let Some(&b) = sql.get(j) {
         if b == b'$' && sql.get(j..).is_some_and(|rest| rest.starts_with(tag)) {
-            out.extend_from_slice(b"''");
-            return Ok(j + tag.len());
+            return Ok((Kind::Str, j + tag.len()));
         }
         j += 1;
     }
     Err(LexError::UnterminatedDollarQuote)
 }
 
-/// `i` is at a digit or at `.` followed by a digit. Writes `0` and returns the end index.
-fn number(sql: &[u8], i: usize, out: &mut Vec<u8>) -> usize {
+/// `i` is at a digit or at `.` followed by a digit. Returns the end index.
+fn number(sql: &[u8], i: usize) -> usize {
     let at = |k: usize| sql.get(k).copied();
     let digit = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_digit());
     let mut j = i;
@@ -354,11 +510,10 @@ fn number(sql: &[u8], i: usize, out: &mut Vec<u8>) -> usize {
             }
         }
     }
-    out.push(b'0');
     j
 }
 
-/// A token of canonical text.
+/// What a token is (of canonical text, or of original text read by [`source_tokens`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     /// A keyword or unquoted identifier.
@@ -377,7 +532,7 @@ pub(crate) enum Kind {
     Punct(u8),
 }
 
-/// A token: its kind and its byte range in the canonical text.
+/// A token: its kind and its byte range in the text it was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Token {
     pub kind: Kind,
@@ -386,7 +541,7 @@ pub(crate) struct Token {
 }
 
 impl Token {
-    /// The token's bytes.
+    /// The token's bytes in `canon`, the text it was read from.
     pub(crate) fn text<'a>(&self, canon: &'a [u8]) -> &'a [u8] {
         canon.get(self.start..self.end).unwrap_or_default()
     }
@@ -430,6 +585,29 @@ impl Token {
             }
             _ => None,
         }
+    }
+
+    /// The value of a plain `'...'` literal of original text, its doubled quotes undone.
+    /// `None` for other tokens, including `E''` and other prefixed literals, and literals
+    /// continued on the next line.
+    pub(crate) fn plain_string(&self, sql: &[u8]) -> Option<Vec<u8>> {
+        if self.kind != Kind::Str {
+            return None;
+        }
+        let inner = self.text(sql).strip_prefix(b"'")?.strip_suffix(b"'")?;
+        let mut value = Vec::with_capacity(inner.len());
+        let mut k = 0;
+        while let Some(&b) = inner.get(k) {
+            if b == b'\'' {
+                if inner.get(k + 1) != Some(&b'\'') {
+                    return None;
+                }
+                k += 1;
+            }
+            value.push(b);
+            k += 1;
+        }
+        Some(value)
     }
 }
 
@@ -662,6 +840,169 @@ mod tests {
         assert_eq!(toks[1].name(text).as_deref(), Some(&b"a\"b"[..]));
         assert_eq!(toks[3].name(text), None);
         assert_eq!(toks[11].name(text).as_deref(), Some(&b"from"[..]));
+    }
+
+    fn split(sql: &str) -> Vec<&str> {
+        statements(sql.as_bytes())
+            .into_iter()
+            .map(|s| std::str::from_utf8(s).expect("utf8"))
+            .collect()
+    }
+
+    #[test]
+    fn statements_split_at_top_level_semicolons() {
+        assert_eq!(split("SET a = 1; SET b = 2;"), ["SET a = 1", "SET b = 2"]);
+        assert_eq!(split(" ;; -- nothing\n ; /* x */ "), Vec::<&str>::new());
+        assert_eq!(
+            split("  /* lead */ SET a = 1 -- trail\n; SELECT 2"),
+            ["SET a = 1", "SELECT 2"]
+        );
+        // E'' strings: `\'` does not close, `\\` is one backslash and the next `'` closes.
+        assert_eq!(
+            split(r"SELECT E'it\'s; SET x=1'; SET y = 2"),
+            [r"SELECT E'it\'s; SET x=1'", "SET y = 2"]
+        );
+        assert_eq!(
+            split(r"SELECT E'\\'; SET search_path = x"),
+            [r"SELECT E'\\'", "SET search_path = x"]
+        );
+        // Standard strings: `''` is a quote, a backslash is just a backslash.
+        assert_eq!(
+            split(r"SELECT 'it''s; x', 'a\'; SET b = 1"),
+            [r"SELECT 'it''s; x', 'a\'", "SET b = 1"]
+        );
+        // Dollar quotes with tags, holding other tags and `;`.
+        assert_eq!(
+            split("SELECT $a$ $b$ ; $b$ ; $a$; SET c = 1"),
+            ["SELECT $a$ $b$ ; $b$ ; $a$", "SET c = 1"]
+        );
+        // `$` inside an identifier starts no dollar quote.
+        assert_eq!(
+            split("SELECT a$b FROM t; SET x.y = 1; SELECT $1, c$"),
+            ["SELECT a$b FROM t", "SET x.y = 1", "SELECT $1, c$"]
+        );
+        // Nested comments holding `'` and `;`.
+        assert_eq!(
+            split("SELECT 1 /* it's /* ; */ still ; */ + 2; SET d = 1"),
+            ["SELECT 1 /* it's /* ; */ still ; */ + 2", "SET d = 1"]
+        );
+        assert_eq!(
+            split("SELECT 'a /* '; SET x.y = 1"),
+            ["SELECT 'a /* '", "SET x.y = 1"]
+        );
+        // Quoted identifiers, also U&"...", holding `;`, `'` and doubled quotes.
+        assert_eq!(
+            split(r#"SELECT "a;""b'" FROM t; SELECT U&"x;\0061" FROM t"#),
+            [r#"SELECT "a;""b'" FROM t"#, r#"SELECT U&"x;\0061" FROM t"#]
+        );
+        // Parentheses: `;` inside them does not end a statement.
+        assert_eq!(
+            split("CREATE RULE r AS ON INSERT TO t DO (SELECT 1; SELECT 2); SET e = 1"),
+            [
+                "CREATE RULE r AS ON INSERT TO t DO (SELECT 1; SELECT 2)",
+                "SET e = 1"
+            ]
+        );
+    }
+
+    #[test]
+    fn unterminated_text_is_one_last_statement() {
+        assert_eq!(
+            split("SET a = 1; SELECT 'x; SET b = 2 "),
+            ["SET a = 1", "SELECT 'x; SET b = 2"]
+        );
+        assert_eq!(
+            split("SET a = 1; 'x; SET b = 2"),
+            ["SET a = 1", "'x; SET b = 2"]
+        );
+        assert_eq!(split("SELECT $q$ ; SET b = 2"), ["SELECT $q$ ; SET b = 2"]);
+        assert_eq!(
+            split("SELECT /* /* */ ; SET b = 2"),
+            ["SELECT /* /* */ ; SET b = 2"]
+        );
+        assert_eq!(split("SELECT \"x; SET b = 2"), ["SELECT \"x; SET b = 2"]);
+        assert_eq!(
+            split(r"SELECT E'\'; SET b = 2"),
+            [r"SELECT E'\'; SET b = 2"]
+        );
+        assert_eq!(
+            split("SELECT 1\u{1}; SET b = 2"),
+            ["SELECT 1\u{1}; SET b = 2"]
+        );
+    }
+
+    #[test]
+    fn source_tokens_keep_original_text() {
+        let sql = br#"SET "My ""x""".Y = E'a\'b' -- c
+            , 1.5, $$d$$, U&"e", f$g, $1"#;
+        let toks: Vec<Token> = source_tokens(sql).collect();
+        let texts: Vec<&[u8]> = toks.iter().map(|t| t.text(sql)).collect();
+        assert_eq!(
+            texts,
+            [
+                &b"SET"[..],
+                br#""My ""x""""#,
+                b".",
+                b"Y",
+                b"=",
+                br"E'a\'b'",
+                b",",
+                b"1.5",
+                b",",
+                b"$$d$$",
+                b",",
+                br#"U&"e""#,
+                b",",
+                b"f$g",
+                b",",
+                b"$1"
+            ]
+        );
+        let kinds: Vec<Kind> = toks.iter().map(|t| t.kind).collect();
+        assert_eq!(kinds[5], Kind::Str);
+        assert_eq!(kinds[7], Kind::Num);
+        assert_eq!(kinds[9], Kind::Str);
+        assert_eq!(kinds[11], Kind::UnicodeQuoted);
+        assert_eq!(kinds[13], Kind::Word);
+        assert_eq!(kinds[15], Kind::Param);
+        assert_eq!(toks[1].name(sql).as_deref(), Some(&br#"My "x""#[..]));
+        assert_eq!(toks[0].name(sql).as_deref(), Some(&b"set"[..]));
+        assert_eq!(
+            dotted_name(sql, &toks[1..]),
+            Some((br#"My "x".y"#.to_vec(), 3))
+        );
+        assert_eq!(dotted_name(sql, &toks[4..]), None);
+        // Tokens stop at the first lexical error.
+        assert_eq!(source_tokens(b"SELECT 'x").count(), 1);
+        assert_eq!(source_tokens(b"").count(), 0);
+    }
+
+    #[test]
+    fn function_calls_in_original_text() {
+        let calls = |sql: &str| calls_function(sql.as_bytes(), b"set_config");
+        assert!(calls("SELECT set_config('a.b', '1', false)"));
+        assert!(calls(
+            "select PG_CATALOG.Set_Config /* x */ ('a.b', '1', false)"
+        ));
+        assert!(calls(r#"select 1; select "set_config"('a.b', '1', true)"#));
+        assert!(!calls("SELECT 'set_config(1)'"));
+        assert!(!calls("SELECT 1 /* set_config( */ -- set_config(\n"));
+        assert!(!calls("SELECT set_config FROM t"));
+        assert!(!calls(r#"SELECT "Set_Config"(1)"#));
+        assert!(!calls("SELECT $$set_config($$"));
+        assert!(!calls("SELECT my_set_config(1)"));
+    }
+
+    #[test]
+    fn plain_string_values() {
+        let value = |sql: &[u8]| source_tokens(sql).next().and_then(|t| t.plain_string(sql));
+        assert_eq!(value(b"'it''s'"), Some(b"it's".to_vec()));
+        assert_eq!(value(br"'a\'"), Some(br"a\".to_vec()));
+        assert_eq!(value(b"''"), Some(Vec::new()));
+        assert_eq!(value(br"E'x'"), None);
+        assert_eq!(value(b"'a'\n'b'"), None);
+        assert_eq!(value(b"$$x$$"), None);
+        assert_eq!(value(b"x"), None);
     }
 
     #[test]

@@ -27,6 +27,11 @@ mod walk;
 use cache::Cache;
 use functions::{Functions, QualifiedNames};
 
+/// The SQL lexer, for everything else in pgsplit that reads SQL text.
+pub(crate) use lexer::{
+    calls_function, dotted_name, source_tokens, statements, Kind as TokenKind, Token,
+};
+
 /// What a statement (or a multi-statement string) needs from the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {

@@ -1,10 +1,20 @@
 //! Session settings a client made (startup parameters and SET / RESET outside or within
 //! a committed transaction), so they can be replayed on whichever server connection the
 //! client gets next and never leak to another client.
+//!
+//! Statements are read with the classifier's lexer (`crate::classify::statements` and
+//! `source_tokens`), so literals, quoted identifiers and comments hide nothing and fake
+//! nothing.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use crate::classify::{dotted_name, source_tokens, statements, Token, TokenKind};
 use crate::wire::message::TxStatus;
+
+/// The settings `RESET ALL` leaves alone (PostgreSQL marks them `GUC_NO_RESET_ALL`);
+/// `DISCARD ALL` resets them too.
+const KEPT_BY_RESET_ALL: [&str; 2] = ["role", "session_authorization"];
 
 /// One change to a session setting, or a transaction event that decides whether the
 /// changes before it are kept.
@@ -18,7 +28,10 @@ pub enum SettingChange {
     Reset {
         name: String,
     },
+    /// `RESET ALL`: every setting except `role` and `session_authorization`.
     ResetAll,
+    /// `DISCARD ALL`: every setting.
+    DiscardAll,
     Begin,
     Commit,
     Rollback,
@@ -47,10 +60,10 @@ pub struct ClientSettings {
 pub enum ServerSettings {
     /// As they were.
     Unchanged,
-    /// The client's current settings.
-    Client(BTreeMap<String, String>),
-    /// The server's own defaults (after RESET ALL or DISCARD ALL).
-    Defaults,
+    /// These settings (name -> SET statement) differ from the server's own defaults. They
+    /// can differ from the client's current settings: a `RESET` brings a setting to the
+    /// server's default, not to the client's startup value.
+    Now(BTreeMap<String, String>),
 }
 
 impl ClientSettings {
@@ -116,7 +129,7 @@ impl ClientSettings {
             if !block_after {
                 self.settle_block(false, &mut outcome);
             }
-            return outcome.server_settings(&self.current);
+            return outcome.server_settings();
         }
         let mut in_block = block_before;
         for event in events {
@@ -151,7 +164,8 @@ impl ClientSettings {
                 }
                 change @ (SettingChange::Set { .. }
                 | SettingChange::Reset { .. }
-                | SettingChange::ResetAll) => {
+                | SettingChange::ResetAll
+                | SettingChange::DiscardAll) => {
                     if in_block {
                         self.pending.push(change);
                     } else {
@@ -165,7 +179,7 @@ impl ClientSettings {
             // The block ended in a way the text did not show (the server knows best).
             self.settle_block(committed, &mut outcome);
         }
-        outcome.server_settings(&self.current)
+        outcome.server_settings()
     }
 
     /// The open block ended: keep its changes if it committed.
@@ -185,7 +199,16 @@ impl ClientSettings {
         ["default_transaction_isolation", "transaction_isolation"]
             .iter()
             .filter_map(|name| self.current.get(*name))
-            .any(|stmt| stmt.to_ascii_lowercase().contains("serializable"))
+            .any(|stmt| {
+                let stmt = stmt.as_bytes();
+                source_tokens(stmt).any(|t| {
+                    matches!(t.kind, TokenKind::Word | TokenKind::Str)
+                        && t.text(stmt)
+                            .to_ascii_lowercase()
+                            .windows(b"serializable".len())
+                            .any(|w| w == b"serializable")
+                })
+            })
     }
 
     /// The settings to apply on a server connection: name -> SET statement.
@@ -193,24 +216,36 @@ impl ClientSettings {
         &self.current
     }
 
-    /// Applies one committed change.
+    /// Applies one committed change to the client's settings and to the server's (which
+    /// were the client's before the first change).
     fn apply(&mut self, change: &SettingChange, outcome: &mut Outcome) {
-        outcome.changed = true;
+        let server = outcome.server.get_or_insert_with(|| self.current.clone());
         match change {
             SettingChange::Set { name, statement } => {
                 self.current.insert(name.clone(), statement.clone());
+                server.insert(name.clone(), statement.clone());
             }
-            SettingChange::Reset { name } => match self.startup.get(name) {
-                Some(s) => {
-                    self.current.insert(name.clone(), s.clone());
-                }
-                None => {
-                    self.current.remove(name);
-                }
-            },
+            SettingChange::Reset { name } => {
+                match self.startup.get(name) {
+                    Some(s) => self.current.insert(name.clone(), s.clone()),
+                    None => self.current.remove(name),
+                };
+                server.remove(name);
+            }
             SettingChange::ResetAll => {
+                let kept = |name: &String| KEPT_BY_RESET_ALL.contains(&name.as_str());
+                let mut current = self.startup.clone();
+                for (name, statement) in &self.current {
+                    if kept(name) {
+                        current.insert(name.clone(), statement.clone());
+                    }
+                }
+                self.current = current;
+                server.retain(|name, _| kept(name));
+            }
+            SettingChange::DiscardAll => {
                 self.current = self.startup.clone();
-                outcome.reset_all = true;
+                server.clear();
             }
             _ => {}
         }
@@ -220,18 +255,15 @@ impl ClientSettings {
 /// What settling changes did.
 #[derive(Debug, Default)]
 struct Outcome {
-    changed: bool,
-    reset_all: bool,
+    /// The server's settings after the changes; `None` when nothing changed.
+    server: Option<BTreeMap<String, String>>,
 }
 
 impl Outcome {
-    fn server_settings(&self, current: &BTreeMap<String, String>) -> ServerSettings {
-        if self.reset_all {
-            ServerSettings::Defaults
-        } else if self.changed {
-            ServerSettings::Client(current.clone())
-        } else {
-            ServerSettings::Unchanged
+    fn server_settings(self) -> ServerSettings {
+        match self.server {
+            Some(now) => ServerSettings::Now(now),
+            None => ServerSettings::Unchanged,
         }
     }
 }
@@ -245,13 +277,21 @@ pub fn sync_sql(
     if server == client {
         return None;
     }
+    const AUTH: &str = "session_authorization";
+    // Changing the session authorization resets the role: it goes first, and the role is
+    // set again after it.
+    let mut server = Cow::Borrowed(server);
+    if server.get(AUTH) != client.get(AUTH) {
+        server.to_mut().remove("role");
+    }
     let mut sql = String::new();
     for name in server.keys().filter(|n| !client.contains_key(*n)) {
         sql.push_str("RESET ");
         sql.push_str(&quote_ident(name));
         sql.push_str(";\n");
     }
-    for (name, statement) in client {
+    let (auth, rest): (Vec<_>, Vec<_>) = client.iter().partition(|(name, _)| *name == AUTH);
+    for (name, statement) in auth.into_iter().chain(rest) {
         if server.get(name) != Some(statement) {
             sql.push_str(statement);
             sql.push_str(";\n");
@@ -261,86 +301,130 @@ pub fn sync_sql(
 }
 
 /// The setting changes in a simple query's text (one or several statements). Statements
-/// that are not SET / RESET contribute nothing; SET LOCAL and SET TRANSACTION are
-/// transaction-scoped and not tracked.
+/// that are not SET / RESET / DISCARD ALL or transaction control contribute nothing; SET
+/// LOCAL and SET TRANSACTION are transaction-scoped and not tracked.
 pub fn setting_changes(sql: &str) -> Vec<SettingChange> {
     let mut changes = Vec::new();
-    for stmt in split_statements(sql) {
-        parse_statement(stmt, &mut changes);
+    for stmt in statements(sql.as_bytes()) {
+        // Statements end at ASCII bytes, so each is UTF-8 as the whole is.
+        if let Ok(stmt) = std::str::from_utf8(stmt) {
+            parse_statement(stmt, &mut changes);
+        }
     }
     changes
 }
 
 /// Cheap test for whether a query might change a setting, to skip the full look on the
-/// hot path: a single statement must start with SET, RESET or DISCARD (or a comment);
-/// text with several statements gets the full look.
+/// hot path: a single statement must start with SET, RESET or DISCARD; text with several
+/// statements gets the full look.
 pub fn might_change_setting(sql: &[u8]) -> bool {
-    let mut end = sql.len();
-    while end > 0 && (sql[end - 1].is_ascii_whitespace() || sql[end - 1] == b';') {
-        end -= 1;
+    let mut toks = source_tokens(sql);
+    let Some(first) = toks.next() else {
+        return false;
+    };
+    if first.is_any_kw(sql, &["SET", "RESET", "DISCARD"]) {
+        return true;
     }
-    let sql = &sql[..end];
-    let start = sql
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(0);
-    let head = &sql[start..];
-    let starts = |w: &[u8]| head.len() >= w.len() && head[..w.len()].eq_ignore_ascii_case(w);
-    starts(b"set")
-        || starts(b"reset")
-        || starts(b"discard")
-        || starts(b"/*")
-        || starts(b"--")
-        || sql.contains(&b';')
-}
-
-/// Removes comments before the first word of a statement.
-fn strip_leading_comments(mut stmt: &str) -> &str {
-    loop {
-        stmt = stmt.trim_start();
-        if let Some(rest) = stmt.strip_prefix("--") {
-            stmt = rest.split_once('\n').map(|(_, r)| r).unwrap_or("");
-        } else if let Some(rest) = stmt.strip_prefix("/*") {
-            stmt = rest.split_once("*/").map(|(_, r)| r).unwrap_or("");
-        } else {
-            return stmt;
+    if !sql.contains(&b';') {
+        // One statement, and not one of those.
+        return false;
+    }
+    let mut after_semicolon = false;
+    for tok in toks {
+        let semicolon = tok.kind == TokenKind::Punct(b';');
+        if after_semicolon && !semicolon {
+            return true;
         }
+        after_semicolon |= semicolon;
     }
+    false
 }
 
+/// The statements whose first word makes them worth reading.
+const LEADING_WORDS: [&str; 11] = [
+    "SET",
+    "RESET",
+    "DISCARD",
+    "BEGIN",
+    "START",
+    "COMMIT",
+    "END",
+    "ROLLBACK",
+    "ABORT",
+    "SAVEPOINT",
+    "RELEASE",
+];
+
+/// Reads one statement (its original text, from its first token to its last).
 fn parse_statement(stmt: &str, out: &mut Vec<SettingChange>) {
-    let stmt = strip_leading_comments(stmt);
-    let words: Vec<&str> = stmt.split_whitespace().collect();
-    let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
-    let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
-    match lower.as_slice() {
-        ["discard", "all"] | ["reset", "all"] => out.push(SettingChange::ResetAll),
+    let text = stmt.as_bytes();
+    let mut toks = source_tokens(text).peekable();
+    if !toks
+        .peek()
+        .is_some_and(|t| t.is_any_kw(text, &LEADING_WORDS))
+    {
+        return;
+    }
+    let toks: Vec<Token> = toks.collect();
+    // Unquoted words in lowercase, other tokens as written (so no keyword matches them).
+    let words: Vec<Cow<str>> = toks
+        .iter()
+        .map(|t| {
+            let raw = String::from_utf8_lossy(t.text(text));
+            if t.kind == TokenKind::Word {
+                Cow::Owned(raw.to_ascii_lowercase())
+            } else {
+                raw
+            }
+        })
+        .collect();
+    let words: Vec<&str> = words.iter().map(|w| w.as_ref()).collect();
+    // A savepoint's name: as PostgreSQL stores it (or as written if it cannot tell).
+    let savepoint = |tok: &Token| match tok.name(text) {
+        Some(name) => String::from_utf8_lossy(&name).into_owned(),
+        None => String::from_utf8_lossy(tok.text(text)).into_owned(),
+    };
+    let last = || toks.last().map(savepoint).unwrap_or_default();
+    match words.as_slice() {
+        ["discard", "all"] => out.push(SettingChange::DiscardAll),
+        ["reset", "all"] => out.push(SettingChange::ResetAll),
         ["begin", ..] | ["start", "transaction", ..] => out.push(SettingChange::Begin),
+        ["commit" | "rollback", "prepared", ..] => {}
         ["commit" | "end", ..] => out.push(SettingChange::Commit),
         ["rollback" | "abort", rest @ ..] => match rest {
-            ["to", "savepoint", _] | ["work" | "transaction", "to", "savepoint", _] => out.push(
-                SettingChange::RollbackTo(unquote_name(words[words.len() - 1])),
-            ),
-            ["to", _] | ["work" | "transaction", "to", _] => out.push(SettingChange::RollbackTo(
-                unquote_name(words[words.len() - 1]),
-            )),
+            ["to", "savepoint", _]
+            | ["work" | "transaction", "to", "savepoint", _]
+            | ["to", _]
+            | ["work" | "transaction", "to", _] => out.push(SettingChange::RollbackTo(last())),
             _ => out.push(SettingChange::Rollback),
         },
-        ["savepoint", _] => out.push(SettingChange::Savepoint(unquote_name(words[1]))),
-        ["release", "savepoint", _] => out.push(SettingChange::Release(unquote_name(words[2]))),
-        ["release", _] => out.push(SettingChange::Release(unquote_name(words[1]))),
+        ["savepoint", _] => out.push(SettingChange::Savepoint(last())),
+        ["release", "savepoint", _] | ["release", _] => out.push(SettingChange::Release(last())),
         ["reset", "time", "zone"] => out.push(reset("timezone")),
-        ["reset", "session", "authorization"] => out.push(reset("session_authorization")),
-        ["reset", _] => out.push(SettingChange::Reset {
-            name: unquote_name(words[1]),
-        }),
+        ["reset", "session", "authorization"] => reset_setting("session_authorization", out),
+        ["reset", ..] => {
+            if let Some(name) = setting_name(text, &toks[1..]).filter(|(_, rest)| rest.is_empty()) {
+                reset_setting(&name.0, out);
+            }
+        }
         ["set", "local" | "transaction" | "constraints", ..] => {}
         ["set", "session", "characteristics", "as", "transaction", modes @ ..] => {
             transaction_characteristics(modes, out)
         }
-        ["set", "session", "authorization", ..] => out.push(set("session_authorization", stmt)),
-        ["set", "session", _, ..] => out.push(set(&setting_name(&words[2..]), stmt)),
-        ["set", _, ..] => out.push(set(&setting_name(&words[1..]), stmt)),
+        ["set", "session", "session", "authorization", ..]
+        | ["set", "session", "authorization", ..] => {
+            set_setting("session_authorization", stmt, out)
+        }
+        ["set", "session", ..] => {
+            if let Some((name, _)) = setting_name(text, &toks[2..]) {
+                set_setting(&name, stmt, out);
+            }
+        }
+        ["set", ..] => {
+            if let Some((name, _)) = setting_name(text, &toks[1..]) {
+                set_setting(&name, stmt, out);
+            }
+        }
         _ => {}
     }
 }
@@ -358,23 +442,46 @@ fn reset(name: &str) -> SettingChange {
     }
 }
 
-/// The setting a `SET` changes, from the words after `SET [SESSION]`.
-fn setting_name(words: &[&str]) -> String {
-    let first = words[0].to_ascii_lowercase();
-    let second = words.get(1).map(|w| w.to_ascii_lowercase());
-    match (first.as_str(), second.as_deref()) {
-        ("time", Some("zone")) => "timezone".into(),
-        ("names", _) => "client_encoding".into(),
-        // `name=value` may come without spaces.
-        _ => unquote_name(words[0].split('=').next().unwrap_or(words[0])),
+/// Setting the session authorization also resets the role (PostgreSQL makes the new
+/// session user the current user).
+fn set_setting(name: &str, statement: &str, out: &mut Vec<SettingChange>) {
+    if name == "session_authorization" {
+        out.push(reset("role"));
     }
+    out.push(set(name, statement));
+}
+
+fn reset_setting(name: &str, out: &mut Vec<SettingChange>) {
+    if name == "session_authorization" {
+        out.push(reset("role"));
+    }
+    out.push(reset(name));
+}
+
+/// The setting named at the start of `toks` (after `SET [SESSION]` or `RESET`), and the
+/// tokens after its name. PostgreSQL compares setting names ignoring ASCII case, so the name
+/// is lowercased, quoted or not.
+fn setting_name<'t>(text: &[u8], toks: &'t [Token]) -> Option<(String, &'t [Token])> {
+    let kw = |i: usize, k: &str| toks.get(i).is_some_and(|t| t.is_kw(text, k));
+    let (name, used) = if kw(0, "TIME") && kw(1, "ZONE") {
+        (b"timezone".to_vec(), 2)
+    } else if kw(0, "XML") && kw(1, "OPTION") {
+        (b"xmloption".to_vec(), 2)
+    } else if kw(0, "NAMES") {
+        (b"client_encoding".to_vec(), 1)
+    } else if kw(0, "SCHEMA") {
+        (b"search_path".to_vec(), 1)
+    } else {
+        dotted_name(text, toks)?
+    };
+    let name = String::from_utf8(name).ok()?.to_ascii_lowercase();
+    Some((name, toks.get(used..).unwrap_or_default()))
 }
 
 /// `SET SESSION CHARACTERISTICS AS TRANSACTION ...` sets the default_transaction_*
 /// settings; they are tracked as those, so RESET works on them.
 fn transaction_characteristics(modes: &[&str], out: &mut Vec<SettingChange>) {
-    let text = modes.join(" ").replace(',', " ");
-    let words: Vec<&str> = text.split_whitespace().collect();
+    let words: Vec<&str> = modes.iter().copied().filter(|w| *w != ",").collect();
     let mut i = 0;
     while i < words.len() {
         let (name, value, used) = match &words[i..] {
@@ -394,75 +501,6 @@ fn transaction_characteristics(modes: &[&str], out: &mut Vec<SettingChange>) {
         out.push(set(&name, &set_statement(&name, value)));
         i += used;
     }
-}
-
-/// Lower-cases an unquoted setting name, strips the quotes of a quoted one.
-fn unquote_name(word: &str) -> String {
-    if word.len() >= 2 && word.starts_with('"') && word.ends_with('"') {
-        word[1..word.len() - 1].replace("\"\"", "\"")
-    } else {
-        word.to_ascii_lowercase()
-    }
-}
-
-/// Splits SQL at semicolons outside quotes, comments and dollar quotes.
-fn split_statements(sql: &str) -> Vec<&str> {
-    let bytes = sql.as_bytes();
-    let mut out = Vec::new();
-    let (mut start, mut i) = (0, 0);
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\'' | b'"' => {
-                let q = bytes[i];
-                i += 1;
-                while i < bytes.len() && bytes[i] != q {
-                    i += 1;
-                }
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'$' => {
-                if let Some(len) = bytes[i + 1..].iter().position(|&b| b == b'$') {
-                    let tag = &bytes[i..i + len + 2];
-                    if tag[1..tag.len() - 1]
-                        .iter()
-                        .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
-                    {
-                        let body_start = i + tag.len();
-                        match find(&bytes[body_start..], tag) {
-                            Some(end) => i = body_start + end + tag.len() - 1,
-                            None => i = bytes.len(),
-                        }
-                    }
-                }
-            }
-            b';' => {
-                out.push(sql[start..i].trim());
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    if start < sql.len() {
-        out.push(sql[start..].trim());
-    }
-    out.retain(|s| !s.is_empty());
-    out
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Reads `-c name=value` and `--name=value` pairs from a startup `options` string.
@@ -543,7 +581,7 @@ mod tests {
         assert!(setting_changes("select 'SET x = 1'").is_empty());
         assert_eq!(
             setting_changes("DISCARD ALL"),
-            vec![SettingChange::ResetAll]
+            vec![SettingChange::DiscardAll]
         );
         assert_eq!(
             setting_changes("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY"),
@@ -567,7 +605,7 @@ mod tests {
             setting_changes(sql),
             vec![set("a", "SET a = 'x;y'"), set("b", "SET b TO 2")]
         );
-        assert_eq!(split_statements(sql).len(), 3);
+        assert_eq!(statements(sql.as_bytes()).len(), 3);
     }
 
     #[test]
@@ -618,7 +656,7 @@ mod tests {
         assert_eq!(s.current()["application_name"], start["application_name"]);
         assert_eq!(
             run(&mut s, "RESET ALL", IDLE, IDLE),
-            ServerSettings::Defaults
+            ServerSettings::Now(BTreeMap::new())
         );
         assert_eq!(s.current(), &start);
     }
@@ -699,7 +737,7 @@ mod tests {
             ServerSettings::Unchanged
         );
         assert!(
-            matches!(run(&mut s, "SET work_mem = '8MB'", IDLE, IDLE), ServerSettings::Client(m) if m.contains_key("work_mem"))
+            matches!(run(&mut s, "SET work_mem = '8MB'", IDLE, IDLE), ServerSettings::Now(m) if m.contains_key("work_mem"))
         );
 
         s.statement_sent(b"SET x.y = 1");
@@ -720,14 +758,17 @@ mod tests {
 
         assert_eq!(
             run(&mut s, "RESET ALL", IDLE, IDLE),
-            ServerSettings::Defaults
+            ServerSettings::Now(BTreeMap::new())
         );
         assert!(s.current().is_empty());
 
         // RESET ALL inside a committed transaction also leaves the server at defaults.
         run(&mut s, "SET a.b = 1", IDLE, IDLE);
         run(&mut s, "RESET ALL", IN, IN);
-        assert_eq!(run(&mut s, "COMMIT", IN, IDLE), ServerSettings::Defaults);
+        assert_eq!(
+            run(&mut s, "COMMIT", IN, IDLE),
+            ServerSettings::Now(BTreeMap::new())
+        );
     }
 
     #[test]
@@ -744,6 +785,200 @@ mod tests {
         assert_eq!(sync_sql(&client, &client), None);
     }
 
+    /// The names of the settings `sql` sets.
+    fn names_set(sql: &str) -> Vec<String> {
+        setting_changes(sql)
+            .into_iter()
+            .filter_map(|c| match c {
+                SettingChange::Set { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn literals_identifiers_and_comments_hide_or_fake_nothing() {
+        // `\'` does not close an E'' string.
+        assert_eq!(
+            setting_changes(r"SELECT E'it\'s'; SET work_mem = '8MB'"),
+            vec![set("work_mem", "SET work_mem = '8MB'")]
+        );
+        // In E'', `\\` is one backslash: the next quote closes.
+        assert_eq!(
+            names_set(r"SELECT E'\\'; SET search_path = x"),
+            ["search_path"]
+        );
+        // The SET is inside the E'' string.
+        assert!(names_set(r"SELECT E'\'; SET fake.y = 1; --'").is_empty());
+        assert_eq!(names_set("SELECT 'a /* '; SET x.y = 1"), ["x.y"]);
+        // `$b$` inside an identifier starts no dollar quote.
+        assert_eq!(names_set("SELECT a$b$c FROM t; SET x.y = 1"), ["x.y"]);
+        assert_eq!(names_set("SELECT a$b FROM t; SET x.y = 1"), ["x.y"]);
+        assert_eq!(
+            names_set("SELECT $f$ $g$ ; SET fake.z = 1 $g$ $f$; SET x.y = 1"),
+            ["x.y"]
+        );
+        // Comments nest.
+        assert_eq!(
+            names_set("SELECT 1 /* a /* b */ ; SET fake.x = 1 */; SET x.y = 1"),
+            ["x.y"]
+        );
+        assert_eq!(
+            names_set("SELECT \"a;SET fake.w = 1\" FROM t; SET x.y = 1"),
+            ["x.y"]
+        );
+        // An unterminated literal swallows the rest: the server rejects the whole text.
+        assert!(names_set("SELECT 'x; SET fake.v = 1").is_empty());
+    }
+
+    #[test]
+    fn names_and_statements_as_postgresql_reads_them() {
+        // Setting names ignore case, quoted or not; quotes and doubled quotes are undone.
+        assert_eq!(names_set(r#"SET "My.Var" = 1"#), ["my.var"]);
+        assert_eq!(names_set(r#"SET "My"."V""x" TO 1"#), [r#"my.v"x"#]);
+        assert_eq!(names_set("set X.y=1"), ["x.y"]);
+        // The replayed text is the statement's, without comments around it (a trailing
+        // `--` comment would swallow the `;` pgsplit puts after it).
+        assert_eq!(
+            setting_changes("/* app */ SET x.y = 1 -- why\n; SELECT 1"),
+            vec![set("x.y", "SET x.y = 1")]
+        );
+        assert_eq!(names_set("SET SCHEMA 'app'"), ["search_path"]);
+        assert_eq!(names_set("SET NAMES 'UTF8'"), ["client_encoding"]);
+        assert_eq!(names_set("SET XML OPTION DOCUMENT"), ["xmloption"]);
+        assert_eq!(names_set("SET SESSION ROLE app"), ["role"]);
+        assert_eq!(
+            setting_changes(r#"RESET "X".y"#),
+            vec![SettingChange::Reset { name: "x.y".into() }]
+        );
+        assert!(setting_changes("RESET TRANSACTION ISOLATION LEVEL").is_empty());
+        assert!(setting_changes("COMMIT PREPARED 'gx'; ROLLBACK PREPARED 'gy'").is_empty());
+        assert_eq!(
+            setting_changes(r#"SAVEPOINT "S1"; RELEASE s1; ROLLBACK TO SAVEPOINT "a""b""#),
+            vec![
+                SettingChange::Savepoint("S1".into()),
+                SettingChange::Release("s1".into()),
+                SettingChange::RollbackTo("a\"b".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn session_authorization_resets_the_role() {
+        let role = reset("role");
+        assert_eq!(
+            setting_changes("SET SESSION AUTHORIZATION alice"),
+            vec![
+                role.clone(),
+                set("session_authorization", "SET SESSION AUTHORIZATION alice")
+            ]
+        );
+        assert_eq!(
+            setting_changes("SET SESSION SESSION AUTHORIZATION 'alice'"),
+            vec![
+                role.clone(),
+                set(
+                    "session_authorization",
+                    "SET SESSION SESSION AUTHORIZATION 'alice'"
+                )
+            ]
+        );
+        assert_eq!(
+            setting_changes("RESET SESSION AUTHORIZATION"),
+            vec![role.clone(), reset("session_authorization")]
+        );
+        assert_eq!(
+            setting_changes("RESET session_authorization"),
+            vec![role, reset("session_authorization")]
+        );
+
+        let mut s = ClientSettings::default();
+        run(
+            &mut s,
+            "SET ROLE r; SET SESSION AUTHORIZATION u",
+            IDLE,
+            IDLE,
+        );
+        assert_eq!(
+            s.current().keys().collect::<Vec<_>>(),
+            ["session_authorization"]
+        );
+        run(&mut s, "SET ROLE r", IDLE, IDLE);
+        run(&mut s, "RESET SESSION AUTHORIZATION", IDLE, IDLE);
+        assert!(s.current().is_empty());
+    }
+
+    #[test]
+    fn reset_all_keeps_role_and_session_authorization_discard_all_does_not() {
+        let mut s = ClientSettings::from_startup(&[("application_name".into(), "a".into())]);
+        let start = s.current().clone();
+        run(
+            &mut s,
+            "SET SESSION AUTHORIZATION u; SET ROLE r; SET work_mem = '8MB'",
+            IDLE,
+            IDLE,
+        );
+        let ServerSettings::Now(server) = run(&mut s, "RESET ALL", IDLE, IDLE) else {
+            panic!("RESET ALL changes the server's settings");
+        };
+        assert_eq!(
+            server.keys().collect::<Vec<_>>(),
+            ["role", "session_authorization"]
+        );
+        assert_eq!(s.current()["role"], "SET ROLE r");
+        assert_eq!(s.current()["application_name"], start["application_name"]);
+        assert!(!s.current().contains_key("work_mem"));
+        assert_eq!(
+            run(&mut s, "DISCARD ALL", IDLE, IDLE),
+            ServerSettings::Now(BTreeMap::new())
+        );
+        assert_eq!(s.current(), &start);
+    }
+
+    #[test]
+    fn reset_leaves_the_server_at_its_default_not_the_startup_value() {
+        let mut s = ClientSettings::from_startup(&[("application_name".into(), "a".into())]);
+        let start = s.current().clone();
+        run(&mut s, "SET application_name = 'b'", IDLE, IDLE);
+        let ServerSettings::Now(server) = run(&mut s, "RESET application_name", IDLE, IDLE) else {
+            panic!("RESET changes the server's settings");
+        };
+        assert!(server.is_empty());
+        assert_eq!(s.current(), &start);
+        // So the next sync applies the startup value again.
+        assert_eq!(
+            sync_sql(&server, s.current()).unwrap(),
+            format!("{};\n", start["application_name"])
+        );
+    }
+
+    #[test]
+    fn sync_sql_sets_session_authorization_before_the_role() {
+        let auth = |u: &str| format!("SET SESSION AUTHORIZATION {u}");
+        let mut client = BTreeMap::new();
+        client.insert("role".to_string(), "SET ROLE r".to_string());
+        client.insert("session_authorization".to_string(), auth("u"));
+        assert_eq!(
+            sync_sql(&BTreeMap::new(), &client).unwrap(),
+            "SET SESSION AUTHORIZATION u;\nSET ROLE r;\n"
+        );
+        // A server with the same role under another authorization: the role is set again
+        // after the authorization changes.
+        let mut server = client.clone();
+        server.insert("session_authorization".to_string(), auth("v"));
+        assert_eq!(
+            sync_sql(&server, &client).unwrap(),
+            "SET SESSION AUTHORIZATION u;\nSET ROLE r;\n"
+        );
+        server.remove("session_authorization");
+        client.remove("session_authorization");
+        server.insert("session_authorization".to_string(), auth("v"));
+        assert_eq!(
+            sync_sql(&server, &client).unwrap(),
+            "RESET \"session_authorization\";\nSET ROLE r;\n"
+        );
+    }
+
     #[test]
     fn quick_check_only_flags_candidates() {
         assert!(might_change_setting(b"  SET x = 1"));
@@ -752,5 +987,12 @@ mod tests {
         assert!(!might_change_setting(
             b"SELECT abalance FROM pgbench_accounts"
         ));
+        assert!(might_change_setting(b"/* app */ set x = 1"));
+        assert!(might_change_setting(b"-- app\nDISCARD ALL"));
+        assert!(!might_change_setting(b"select 1;;"));
+        assert!(!might_change_setting(b"select 'a; set x = 1'"));
+        assert!(!might_change_setting(b"select 1 -- ; set x = 1"));
+        assert!(!might_change_setting(b"select 'x; set y = 1"));
+        assert!(!might_change_setting(b""));
     }
 }

@@ -361,11 +361,10 @@ fn session_bound(class: &Classification, sql: &[u8]) -> bool {
 }
 
 /// Whether a statement uses session state pgsplit cannot carry from one server
-/// connection to the next: `set_config(...)` (a session-level setting by function).
+/// connection to the next: a call of `set_config(...)` (a session-level setting by
+/// function), any schema, in any statement of the text. Literals and comments do not count.
 fn needs_session(sql: &[u8]) -> bool {
-    const NEEDLE: &[u8] = b"set_config";
-    sql.windows(NEEDLE.len())
-        .any(|w| w.eq_ignore_ascii_case(NEEDLE))
+    crate::classify::calls_function(sql, b"set_config")
 }
 
 /// The error a client sees when no server connection could be had.

@@ -58,8 +58,7 @@ impl Session {
                     }
                     match self.settings.ready(self.status, status) {
                         ServerSettings::Unchanged => {}
-                        ServerSettings::Client(current) => server.settings = current,
-                        ServerSettings::Defaults => server.settings.clear(),
+                        ServerSettings::Now(now) => server.settings = now,
                     }
                     self.status = status;
                 }

@@ -347,35 +347,37 @@ impl Session {
         });
     }
 
-    /// `DEALLOCATE name` / `DEALLOCATE ALL` for protocol-level statements is answered
-    /// by pgsplit: the statements live in its own table.
+    /// `DEALLOCATE [PREPARE] name` / `DEALLOCATE [PREPARE] ALL` for protocol-level
+    /// statements is answered by pgsplit: the statements live in its own table. `name` is
+    /// read as PostgreSQL reads it (unquoted: lowercased; quoted: as written).
     pub(super) fn deallocate(&mut self, sql: &[u8]) -> Option<&'static str> {
-        let first = sql.iter().find(|b| !b.is_ascii_whitespace())?;
-        if !first.eq_ignore_ascii_case(&b'd') {
+        let mut toks = crate::classify::source_tokens(sql);
+        if !toks.next()?.is_kw(sql, "DEALLOCATE") {
             return None;
         }
-        let text = std::str::from_utf8(sql).ok()?;
-        let words: Vec<&str> = text
-            .trim()
-            .trim_end_matches(';')
-            .split_whitespace()
-            .collect();
-        let first = words.first()?;
-        if !first.eq_ignore_ascii_case("deallocate") {
+        // One statement: the name, then at most a few `;`.
+        const MAX: usize = 8;
+        let mut rest: Vec<_> = toks.take(MAX + 1).collect();
+        if rest.len() > MAX {
             return None;
         }
-        let name = match words.as_slice() {
-            [_, p, name] if p.eq_ignore_ascii_case("prepare") => *name,
-            [_, name] => *name,
+        while rest
+            .last()
+            .is_some_and(|t| t.kind == crate::classify::TokenKind::Punct(b';'))
+        {
+            rest.pop();
+        }
+        let name = match rest.as_slice() {
+            [prepare, name] if prepare.is_kw(sql, "PREPARE") => name,
+            [name] => name,
             _ => return None,
         };
-        if name.eq_ignore_ascii_case("all") {
+        if name.is_kw(sql, "ALL") {
             self.statements.clear();
             return Some("DEALLOCATE ALL");
         }
-        let name = name.trim_matches('"');
         self.statements
-            .remove(name.as_bytes())
+            .remove(&name.name(sql)?)
             .map(|_| "DEALLOCATE")
     }
 
