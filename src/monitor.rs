@@ -16,49 +16,13 @@ use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, NoTls};
 
 use crate::backend::NodeAddr;
-use crate::config::{Config, LagConfig};
+use crate::config::LagConfig;
+use crate::control::ControlLogin;
 use crate::lag::timeline::lag_bytes;
 use crate::lag::{
     HealthState, LagBoard, LagThresholds, PrimaryReport, PrimaryTimeline, ReplicaHealth, Sample,
 };
 use crate::topology::{ReplicaState, Topology};
-
-/// How the monitor logs in to each node. The check interval and thresholds are not here:
-/// they come live from the `[lag]` section (see [`spawn`]).
-#[derive(Debug, Clone)]
-pub struct MonitorSettings {
-    pub user: String,
-    pub password: Option<String>,
-    pub database: String,
-    pub connect_timeout: Duration,
-}
-
-impl MonitorSettings {
-    /// The monitor login of a (validated) configuration.
-    pub fn from_config(config: &Config) -> MonitorSettings {
-        let lag = &config.lag;
-        let user = lag
-            .monitor_user
-            .as_deref()
-            .and_then(|u| config.user(u))
-            .or(config.users.first());
-        let database = lag
-            .monitor_database
-            .as_deref()
-            .and_then(|d| config.database(d))
-            .or(config.databases.first());
-        MonitorSettings {
-            user: user
-                .map(|u| u.server_user().to_string())
-                .unwrap_or_default(),
-            password: user.and_then(|u| u.server_password()).map(str::to_string),
-            database: database
-                .map(|d| d.server_database().to_string())
-                .unwrap_or_default(),
-            connect_timeout: config.proxy.server_connect_timeout.as_std(),
-        }
-    }
-}
 
 /// The thresholds a `[lag]` section sets.
 pub fn thresholds(lag: &LagConfig) -> LagThresholds {
@@ -82,7 +46,7 @@ pub fn spawn(
     replicas: Vec<(usize, Arc<NodeAddr>)>,
     topology: Arc<Topology>,
     board: Arc<LagBoard>,
-    settings: MonitorSettings,
+    settings: ControlLogin,
     lag: watch::Receiver<LagConfig>,
 ) {
     let timeline = Arc::new(Mutex::new(PrimaryTimeline::new()));
@@ -126,14 +90,14 @@ pub fn spawn(
 /// A control connection, reopened when it breaks.
 struct Control {
     node: Arc<NodeAddr>,
-    settings: MonitorSettings,
+    settings: ControlLogin,
     client: Option<Client>,
     /// A check taking longer than this fails.
     limit: Duration,
 }
 
 impl Control {
-    fn new(node: Arc<NodeAddr>, settings: MonitorSettings) -> Control {
+    fn new(node: Arc<NodeAddr>, settings: ControlLogin) -> Control {
         Control {
             node,
             settings,
@@ -163,17 +127,7 @@ impl Control {
     }
 
     async fn connect(&self) -> Result<Client, String> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&self.node.host)
-            .port(self.node.port)
-            .user(&self.settings.user)
-            .dbname(&self.settings.database)
-            .application_name("pgsplit monitor")
-            .connect_timeout(self.settings.connect_timeout);
-        if let Some(password) = &self.settings.password {
-            config.password(password);
-        }
+        let config = self.settings.pg_config(&self.node, "pgsplit monitor");
         let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
         tokio::spawn(async move {
             let _ = connection.await;
@@ -248,7 +202,7 @@ async fn watch_primary(
     node: Arc<NodeAddr>,
     timeline: Arc<Mutex<PrimaryTimeline>>,
     board: Arc<LagBoard>,
-    settings: MonitorSettings,
+    settings: ControlLogin,
     lag: watch::Receiver<LagConfig>,
     checked: watch::Sender<u64>,
 ) {

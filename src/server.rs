@@ -24,11 +24,11 @@ use crate::config::ADMIN_DATABASE;
 use crate::config::{
     ClientAuth, Config, ConfigError, LagConfig, NodeRole, PasswordKind, PoolMode, SetError,
 };
+use crate::control::ControlLogin;
 use crate::frontend::login::{self, Accepted, LoginError};
 use crate::frontend::session::{apply_settings, Server, Session, SessionContext};
 use crate::frontend::settings::ClientSettings;
 use crate::lag::LagBoard;
-use crate::monitor::MonitorSettings;
 use crate::prometheus::Metrics;
 use crate::router::{Policy, RouteStats, Routing};
 use crate::topology::{Replica, ReplicaState, Topology};
@@ -132,6 +132,7 @@ impl Proxy {
         let routing = Arc::new(Routing {
             classifier: Classifier::new(ClassifierOptions {
                 write_functions: config.routing.write_functions.clone(),
+                read_only_functions: config.routing.read_only_functions.clone(),
                 primary_tables: config.routing.primary_tables.clone(),
                 cache_capacity: config.routing.classify_cache_size,
                 ..ClassifierOptions::default()
@@ -192,9 +193,27 @@ impl Proxy {
             replicas,
             self.routing.topology.clone(),
             self.board.clone(),
-            MonitorSettings::from_config(&self.config),
+            ControlLogin::from_config(&self.config),
             self.lag.subscribe(),
         );
+    }
+
+    /// Starts loading the primary's function catalog for the classifier (at once, then
+    /// refreshed); not needed when everything runs on the primary anyway.
+    fn start_catalog(&self) {
+        if !self.config.routing.enabled {
+            return;
+        }
+        let Some(primary) = self.pools.nodes().get(self.routing.primary).cloned() else {
+            return;
+        };
+        let login = ControlLogin::from_config(&self.config);
+        match crate::control::pool(&primary, &login, "pgsplit catalog", 1) {
+            Ok(pool) => crate::catalog::spawn(pool, self.routing.clone()),
+            Err(e) => {
+                tracing::error!(error = %e, "no control pool for the primary; user functions are taken to be reads")
+            }
+        }
     }
 
     /// Applies a reloaded configuration (SIGHUP, `RELOAD`): the `[lag]` thresholds and
@@ -364,6 +383,7 @@ impl Listener {
             tokio::spawn(crate::http::serve(http, Arc::downgrade(&proxy)));
         }
         proxy.start_monitor();
+        proxy.start_catalog();
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
