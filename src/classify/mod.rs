@@ -198,6 +198,11 @@ impl Classifier {
         true
     }
 
+    /// How many different catalogs have been put in force; 0 until the first load.
+    pub fn catalog_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// How many classifications met a function the loaded catalog does not know: when this
     /// grows, the catalog may be stale.
     pub fn unknown_functions_seen(&self) -> u64 {
