@@ -1,10 +1,13 @@
 //! Keeps the classifier's function catalog fresh: the IO shell of `classify::catalog`.
 //!
 //! One task loads every function's schema, name and volatility from the primary's
-//! `pg_proc`, on a control connection (`crate::control`): at startup, every minute, and when
-//! classification met a function the catalog does not know (at most once a second; a
-//! function created since the last load is then picked up). A failed load is retried after a
-//! few seconds; meanwhile the catalog in force stays. Every look-up is bounded by a timeout.
+//! `pg_proc` in each configured database, on control connections (`crate::control`): at
+//! startup, every minute, and when classification met a function the catalog does not know
+//! (at most once a second; a function created since the last load is then picked up). The
+//! classifier is shared by all databases, so their functions are merged into one catalog
+//! (conservatively, as overloads are). A load fails unless every database answers; it is
+//! retried after a few seconds, and meanwhile the catalog in force stays. Every look-up is
+//! bounded by timeouts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,12 +30,18 @@ const TICK: Duration = Duration::from_secs(1);
 /// The catalog query taking longer than this fails.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Starts the task; it stops when the runtime does.
-pub fn spawn(pool: Pool, routing: Arc<Routing>) {
-    tokio::spawn(refresh(pool, routing));
+/// A control pool to one database of the primary.
+pub struct Database {
+    pub name: String,
+    pub pool: Pool,
 }
 
-async fn refresh(pool: Pool, routing: Arc<Routing>) {
+/// Starts the task; it stops when the runtime does.
+pub fn spawn(databases: Vec<Database>, routing: Arc<Routing>) {
+    tokio::spawn(refresh(databases, routing));
+}
+
+async fn refresh(databases: Vec<Database>, routing: Arc<Routing>) {
     let classifier = &routing.classifier;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -46,7 +55,7 @@ async fn refresh(pool: Pool, routing: Arc<Routing>) {
             continue;
         }
         seen = unknown;
-        match load(&pool).await {
+        match load(&databases).await {
             Ok(catalog) => {
                 let names = catalog.len();
                 if !last_ok {
@@ -69,9 +78,17 @@ async fn refresh(pool: Pool, routing: Arc<Routing>) {
     }
 }
 
-/// Why a look-up failed.
+/// Why a load failed.
 #[derive(Debug, thiserror::Error)]
-enum LoadError {
+#[error("database {database}: {error}")]
+struct LoadError {
+    database: String,
+    error: LookupError,
+}
+
+/// Why one database's look-up failed.
+#[derive(Debug, thiserror::Error)]
+enum LookupError {
     #[error("{0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("{0}")]
@@ -80,24 +97,37 @@ enum LoadError {
     Timeout(Duration),
 }
 
-/// One look-up. Taking a connection is bounded by the pool's timeouts, the query by
-/// [`QUERY_TIMEOUT`]; a connection whose query timed out is closed, not reused.
-async fn load(pool: &Pool) -> Result<FunctionCatalog, LoadError> {
+/// The functions of every database, merged.
+async fn load(databases: &[Database]) -> Result<FunctionCatalog, LoadError> {
+    let mut functions = Vec::new();
+    for database in databases {
+        lookup(&database.pool, &mut functions)
+            .await
+            .map_err(|error| LoadError {
+                database: database.name.clone(),
+                error,
+            })?;
+    }
+    Ok(FunctionCatalog::from_rows(functions))
+}
+
+/// One database's functions, added to `functions`. Taking a connection is bounded by the
+/// pool's timeouts, the query by [`QUERY_TIMEOUT`]; a connection whose query timed out is
+/// closed, not reused.
+async fn lookup(
+    pool: &Pool,
+    functions: &mut Vec<(String, String, String)>,
+) -> Result<(), LookupError> {
     let client = pool.get().await?;
     let rows = match tokio::time::timeout(QUERY_TIMEOUT, client.query(QUERY, &[])).await {
         Ok(rows) => rows?,
         Err(_) => {
             drop(deadpool_postgres::Object::take(client));
-            return Err(LoadError::Timeout(QUERY_TIMEOUT));
+            return Err(LookupError::Timeout(QUERY_TIMEOUT));
         }
     };
-    let mut functions = Vec::with_capacity(rows.len());
     for row in &rows {
-        functions.push((
-            row.try_get::<_, String>(0)?,
-            row.try_get::<_, String>(1)?,
-            row.try_get::<_, String>(2)?,
-        ));
+        functions.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
     }
-    Ok(FunctionCatalog::from_rows(functions))
+    Ok(())
 }

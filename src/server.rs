@@ -207,13 +207,28 @@ impl Proxy {
         let Some(primary) = self.pools.nodes().get(self.routing.primary).cloned() else {
             return;
         };
-        let login = ControlLogin::from_config(&self.config);
-        match crate::control::pool(&primary, &login, "pgsplit catalog", 1) {
-            Ok(pool) => crate::catalog::spawn(pool, self.routing.clone()),
-            Err(e) => {
-                tracing::error!(error = %e, "no control pool for the primary; user functions are taken to be reads")
+        let mut databases: Vec<crate::catalog::Database> = Vec::new();
+        for database in &self.config.databases {
+            let name = database.server_database();
+            if databases.iter().any(|d| d.name == name) {
+                continue;
+            }
+            let login = ControlLogin {
+                database: name.to_string(),
+                ..ControlLogin::from_config(&self.config)
+            };
+            match crate::control::pool(&primary, &login, "pgsplit catalog", 1) {
+                Ok(pool) => databases.push(crate::catalog::Database {
+                    name: name.to_string(),
+                    pool,
+                }),
+                Err(e) => {
+                    tracing::error!(error = %e, "no control pool for the primary; user functions are taken to be reads");
+                    return;
+                }
             }
         }
+        crate::catalog::spawn(databases, self.routing.clone());
     }
 
     /// Applies a reloaded configuration (SIGHUP, `RELOAD`): the `[lag]` thresholds and
