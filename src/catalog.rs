@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 
 use crate::classify::FunctionCatalog;
+use crate::control::{self, ControlError};
 use crate::router::Routing;
 
 /// Every function of the primary, one row per schema, name and volatility.
@@ -83,18 +84,7 @@ async fn refresh(databases: Vec<Database>, routing: Arc<Routing>) {
 #[error("database {database}: {error}")]
 struct LoadError {
     database: String,
-    error: LookupError,
-}
-
-/// Why one database's look-up failed.
-#[derive(Debug, thiserror::Error)]
-enum LookupError {
-    #[error("{0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("{0}")]
-    Query(#[from] tokio_postgres::Error),
-    #[error("the query took longer than {0:?}")]
-    Timeout(Duration),
+    error: ControlError,
 }
 
 /// The functions of every database, merged.
@@ -111,22 +101,12 @@ async fn load(databases: &[Database]) -> Result<FunctionCatalog, LoadError> {
     Ok(FunctionCatalog::from_rows(functions))
 }
 
-/// One database's functions, added to `functions`. Taking a connection is bounded by the
-/// pool's timeouts, the query by [`QUERY_TIMEOUT`]; a connection whose query timed out is
-/// closed, not reused.
+/// One database's functions, added to `functions`.
 async fn lookup(
     pool: &Pool,
     functions: &mut Vec<(String, String, String)>,
-) -> Result<(), LookupError> {
-    let client = pool.get().await?;
-    let rows = match tokio::time::timeout(QUERY_TIMEOUT, client.query(QUERY, &[])).await {
-        Ok(rows) => rows?,
-        Err(_) => {
-            drop(deadpool_postgres::Object::take(client));
-            return Err(LookupError::Timeout(QUERY_TIMEOUT));
-        }
-    };
-    for row in &rows {
+) -> Result<(), ControlError> {
+    for row in control::query(pool, QUERY, QUERY_TIMEOUT).await? {
         functions.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
     }
     Ok(())

@@ -1,11 +1,13 @@
-//! Control connections: pgsplit's own queries to a node (function catalog look-ups), on a
-//! small deadpool-postgres pool per node, never on the client pools (so they go on when
-//! those are exhausted) and logged in as the monitor's login.
+//! Control connections: pgsplit's own queries to a node (the lag monitor's checks, the
+//! function catalog's look-ups), on small deadpool-postgres pools, never on the client pools
+//! (so they go on when those are exhausted), logged in as the `[lag]` monitor login.
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use tokio_postgres::{NoTls, Row};
 
 use crate::backend::NodeAddr;
 use crate::config::Config;
@@ -85,4 +87,30 @@ pub fn pool(
         .create_timeout(limit)
         .recycle_timeout(limit)
         .build()
+}
+
+/// Why a control query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    Pool(#[from] PoolError),
+    #[error("{0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("the query took longer than {0:?}")]
+    Timeout(Duration),
+}
+
+/// Runs `sql` on a connection from `pool`. Taking the connection (and opening it) is bounded
+/// by the pool's timeouts, the query by `limit`. A connection whose query failed or timed
+/// out is closed, not reused.
+pub async fn query(pool: &Pool, sql: &str, limit: Duration) -> Result<Vec<Row>, ControlError> {
+    let client = pool.get().await?;
+    let result = tokio::time::timeout(limit, client.query(sql, &[])).await;
+    if !matches!(result, Ok(Ok(_))) {
+        drop(Object::take(client));
+    }
+    match result {
+        Ok(rows) => Ok(rows?),
+        Err(_) => Err(ControlError::Timeout(limit)),
+    }
 }
