@@ -199,11 +199,9 @@ impl Proxy {
     }
 
     /// Starts loading the primary's function catalog for the classifier (at once, then
-    /// refreshed); not needed when everything runs on the primary anyway.
+    /// refreshed), one control pool per database. Also without routing: a volatile function
+    /// may leave session state, which decides whether a server connection is reset.
     fn start_catalog(&self) {
-        if !self.config.routing.enabled {
-            return;
-        }
         let Some(primary) = self.pools.nodes().get(self.routing.primary).cloned() else {
             return;
         };

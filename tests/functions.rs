@@ -1,8 +1,9 @@
 //! User functions against the real cluster: pgsplit reads their volatility from the
 //! primary's catalog, so a `SELECT` calling a volatile function that writes runs on the
 //! primary (no `routing.write_functions` entry needed), a stable one still runs on a
-//! replica, a function created after the proxy started is picked up, and
-//! `routing.read_only_functions` / `routing.write_functions` override the catalog.
+//! replica, a function created after the proxy started is picked up,
+//! `routing.read_only_functions` / `routing.write_functions` override the catalog, and the
+//! session state a volatile function leaves does not reach the next client.
 //!
 //! Functions and tables are created by the superuser straight on the primary, with names
 //! from `common::unique`. Each check names the node that served a statement with
@@ -62,13 +63,17 @@ async fn routed(adjust: impl FnOnce(&mut Config)) -> TestProxy {
         adjust(c);
     })
     .await;
-    let classifier = proxy.proxy.clone();
+    wait_for_catalog(&proxy).await;
+    proxy
+}
+
+/// Waits until `proxy` has loaded the primary's function catalog.
+async fn wait_for_catalog(proxy: &TestProxy) {
     common::wait_until(10, "the function catalog is loaded", || {
-        let loaded = classifier.routing().classifier.catalog_generation() > 0;
+        let loaded = proxy.proxy.routing().classifier.catalog_generation() > 0;
         async move { loaded }
     })
     .await;
-    proxy
 }
 
 /// The port that served `sql` (its first column), by the simple and by the extended
@@ -246,4 +251,31 @@ async fn configured_lists_override_the_catalog() {
     ] {
         assert_eq!(port(&client, &sql).await, primary_port(), "{sql}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_left_by_a_volatile_function_does_not_reach_the_next_client() {
+    let leak = unique("fn_leak");
+    let _cleanup = create(
+        &format!(
+            "create function {leak}() returns int language plpgsql volatile as $$
+                 begin perform set_config('pgsplit_test.leak', 'yes', false); return 1; end $$;"
+        ),
+        &format!("drop function if exists {leak}()"),
+        &[&leak],
+    )
+    .await;
+    // No routing: one primary connection shared by both clients.
+    let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
+    wait_for_catalog(&proxy).await;
+    let a = proxy.connect("functions_leak_a").await;
+    let b = proxy.connect("functions_leak_b").await;
+    let setting = "select coalesce(current_setting('pgsplit_test.leak', true), '')";
+    assert_eq!(common::show(&b, setting).await, "");
+    assert_eq!(common::show(&a, &format!("select {leak}()")).await, "1");
+    assert_eq!(
+        common::show(&b, setting).await,
+        "",
+        "the setting made inside {leak}() reached another client"
+    );
 }
