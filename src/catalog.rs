@@ -46,36 +46,70 @@ async fn refresh(databases: Vec<Database>, routing: Arc<Routing>) {
     let classifier = &routing.classifier;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_due = Instant::now();
-    let (mut last_ok, mut warned) = (false, false);
-    let mut seen = classifier.unknown_functions_seen();
+    let mut schedule = Schedule::new(Instant::now(), classifier.unknown_functions_seen());
+    let mut warned = false;
     loop {
         tick.tick().await;
-        let unknown = classifier.unknown_functions_seen();
-        if Instant::now() < next_due && !(last_ok && unknown != seen) {
+        if !schedule.due(Instant::now(), classifier.unknown_functions_seen()) {
             continue;
         }
-        seen = unknown;
-        match load(&databases).await {
+        let result = load(&databases).await;
+        let was_ok = schedule.last_ok;
+        schedule.loaded(Instant::now(), result.is_ok());
+        match result {
             Ok(catalog) => {
                 let names = catalog.len();
-                if !last_ok {
+                if !was_ok {
                     tracing::info!(names, "function catalog loaded from the primary");
                 }
                 if classifier.set_catalog(catalog) {
                     tracing::debug!(names, "function catalog changed");
                 }
-                (last_ok, warned) = (true, false);
-                next_due = Instant::now() + PERIOD;
+                warned = false;
             }
             Err(e) => {
                 if !warned {
                     tracing::warn!(error = %e, "cannot load the function catalog from the primary; retrying");
                 }
-                (last_ok, warned) = (false, true);
-                next_due = Instant::now() + RETRY;
+                warned = true;
             }
         }
+    }
+}
+
+/// When the next load is due: at once, then [`PERIOD`] after a load ([`RETRY`] after a
+/// failed one), or at the next tick when classification met unknown functions since the
+/// last load began (only after a good load, so a failing primary is not asked every tick).
+#[derive(Debug)]
+struct Schedule {
+    next_due: Instant,
+    last_ok: bool,
+    /// The classifier's unknown-function count when the last load began.
+    seen: u64,
+}
+
+impl Schedule {
+    fn new(now: Instant, unknown: u64) -> Schedule {
+        Schedule {
+            next_due: now,
+            last_ok: false,
+            seen: unknown,
+        }
+    }
+
+    /// Whether to load now, given the classifier's unknown-function count.
+    fn due(&mut self, now: Instant, unknown: u64) -> bool {
+        if now < self.next_due && !(self.last_ok && unknown != self.seen) {
+            return false;
+        }
+        self.seen = unknown;
+        true
+    }
+
+    /// A load ended at `now`.
+    fn loaded(&mut self, now: Instant, ok: bool) {
+        self.last_ok = ok;
+        self.next_due = now + if ok { PERIOD } else { RETRY };
     }
 }
 
@@ -110,4 +144,26 @@ async fn lookup(
         functions.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, 7);
+        assert!(s.due(t0, 7), "at startup");
+        s.loaded(t0, true);
+        assert!(!s.due(t0 + TICK, 7));
+        assert!(s.due(t0 + TICK, 8), "an unknown function was met");
+        s.loaded(t0 + TICK, true);
+        assert!(!s.due(t0 + 2 * TICK, 8));
+        assert!(s.due(t0 + TICK + PERIOD, 8), "every minute");
+        s.loaded(t0 + TICK + PERIOD, false);
+        let failed = t0 + TICK + PERIOD;
+        assert!(!s.due(failed + TICK, 9), "not every tick while failing");
+        assert!(s.due(failed + RETRY, 9), "retried");
+    }
 }
