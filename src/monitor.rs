@@ -1,5 +1,6 @@
-//! The lag guard's IO shell: one task per node on its own control connection (never one
-//! from the client pools, so checks go on when the pools are exhausted). The primary's
+//! The lag guard's IO shell: one task per node on its own control connection (a pool of one
+//! from `crate::control`, never one from the client pools, so checks go on when the pools
+//! are exhausted). The primary's
 //! task samples `pg_current_wal_lsn()` into a shared timeline every `lag.check_interval`;
 //! right after each sample, each replica's task reads `pg_last_wal_replay_lsn()`, turns it
 //! into lag in bytes and in time (from that timeline,
@@ -11,54 +12,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use deadpool_postgres::{BuildError, Pool};
 use tokio::sync::watch;
 use tokio_postgres::types::PgLsn;
-use tokio_postgres::{Client, NoTls};
 
 use crate::backend::NodeAddr;
-use crate::config::{Config, LagConfig};
+use crate::config::LagConfig;
+use crate::control::{self, ControlError, ControlLogin};
 use crate::lag::timeline::lag_bytes;
 use crate::lag::{
     HealthState, LagBoard, LagThresholds, PrimaryReport, PrimaryTimeline, ReplicaHealth, Sample,
 };
 use crate::topology::{ReplicaState, Topology};
-
-/// How the monitor logs in to each node. The check interval and thresholds are not here:
-/// they come live from the `[lag]` section (see [`spawn`]).
-#[derive(Debug, Clone)]
-pub struct MonitorSettings {
-    pub user: String,
-    pub password: Option<String>,
-    pub database: String,
-    pub connect_timeout: Duration,
-}
-
-impl MonitorSettings {
-    /// The monitor login of a (validated) configuration.
-    pub fn from_config(config: &Config) -> MonitorSettings {
-        let lag = &config.lag;
-        let user = lag
-            .monitor_user
-            .as_deref()
-            .and_then(|u| config.user(u))
-            .or(config.users.first());
-        let database = lag
-            .monitor_database
-            .as_deref()
-            .and_then(|d| config.database(d))
-            .or(config.databases.first());
-        MonitorSettings {
-            user: user
-                .map(|u| u.server_user().to_string())
-                .unwrap_or_default(),
-            password: user.and_then(|u| u.server_password()).map(str::to_string),
-            database: database
-                .map(|d| d.server_database().to_string())
-                .unwrap_or_default(),
-            connect_timeout: config.proxy.server_connect_timeout.as_std(),
-        }
-    }
-}
 
 /// The thresholds a `[lag]` section sets.
 pub fn thresholds(lag: &LagConfig) -> LagThresholds {
@@ -82,7 +47,7 @@ pub fn spawn(
     replicas: Vec<(usize, Arc<NodeAddr>)>,
     topology: Arc<Topology>,
     board: Arc<LagBoard>,
-    settings: MonitorSettings,
+    settings: ControlLogin,
     lag: watch::Receiver<LagConfig>,
 ) {
     let timeline = Arc::new(Mutex::new(PrimaryTimeline::new()));
@@ -92,19 +57,30 @@ pub fn spawn(
         .iter()
         .map(|_| primary_checked.subscribe())
         .collect();
-    tokio::spawn(watch_primary(
-        primary,
-        timeline.clone(),
-        board.clone(),
-        settings.clone(),
-        lag.clone(),
-        primary_checked,
-    ));
+    match Control::new(primary, &settings) {
+        Ok(control) => {
+            tokio::spawn(watch_primary(
+                control,
+                timeline.clone(),
+                board.clone(),
+                lag.clone(),
+                primary_checked,
+            ));
+        }
+        Err(e) => tracing::error!(error = %e, "no control pool; the primary is not watched"),
+    }
     for ((index, node), pace) in replicas.into_iter().zip(replica_pace) {
         let health = match ReplicaHealth::new(thresholds(&lag.borrow()), Instant::now()) {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!(node = %node.name, error = %e, "lag thresholds are invalid; replica not watched");
+                continue;
+            }
+        };
+        let control = match Control::new(node.clone(), &settings) {
+            Ok(control) => control,
+            Err(e) => {
+                tracing::error!(node = %node.name, error = %e, "no control pool; replica not watched");
                 continue;
             }
         };
@@ -117,68 +93,37 @@ pub fn spawn(
         };
         tokio::spawn(watch_replica(
             watch,
-            Control::new(node, settings.clone()),
+            control,
             Clock::new(lag.clone(), Some(pace)),
         ));
     }
 }
 
-/// A control connection, reopened when it breaks.
+/// A node's control connection: a pool of one, reopened when it breaks.
 struct Control {
     node: Arc<NodeAddr>,
-    settings: MonitorSettings,
-    client: Option<Client>,
+    pool: Pool,
     /// A check taking longer than this fails.
     limit: Duration,
 }
 
 impl Control {
-    fn new(node: Arc<NodeAddr>, settings: MonitorSettings) -> Control {
-        Control {
+    fn new(node: Arc<NodeAddr>, login: &ControlLogin) -> Result<Control, BuildError> {
+        let pool = control::pool(&node, login, "pgsplit monitor", 1)?;
+        Ok(Control {
             node,
-            settings,
-            client: None,
+            pool,
             limit: Duration::from_secs(2),
-        }
+        })
     }
 
-    /// Runs `sql` (one row expected), connecting first if needed.
-    async fn query_one(&mut self, sql: &str) -> Result<tokio_postgres::Row, String> {
-        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-            self.client = Some(self.connect().await?);
+    /// Runs `sql` and returns its first row, connecting first if needed.
+    async fn query_one(&self, sql: &str) -> Result<tokio_postgres::Row, String> {
+        match control::query(&self.pool, sql, self.limit).await {
+            Ok(rows) => rows.into_iter().next().ok_or_else(|| "no row".to_owned()),
+            Err(ControlError::Timeout(limit)) => Err(format!("check took longer than {limit:?}")),
+            Err(e) => Err(e.to_string()),
         }
-        let client = self.client.as_ref().ok_or("not connected")?;
-        let limit = self.limit;
-        match tokio::time::timeout(limit, client.query_one(sql, &[])).await {
-            Ok(Ok(row)) => Ok(row),
-            Ok(Err(e)) => {
-                self.client = None;
-                Err(e.to_string())
-            }
-            Err(_) => {
-                self.client = None;
-                Err(format!("check took longer than {limit:?}"))
-            }
-        }
-    }
-
-    async fn connect(&self) -> Result<Client, String> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&self.node.host)
-            .port(self.node.port)
-            .user(&self.settings.user)
-            .dbname(&self.settings.database)
-            .application_name("pgsplit monitor")
-            .connect_timeout(self.settings.connect_timeout);
-        if let Some(password) = &self.settings.password {
-            config.password(password);
-        }
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(client)
     }
 }
 
@@ -245,15 +190,14 @@ impl Clock {
 }
 
 async fn watch_primary(
-    node: Arc<NodeAddr>,
+    mut control: Control,
     timeline: Arc<Mutex<PrimaryTimeline>>,
     board: Arc<LagBoard>,
-    settings: MonitorSettings,
     lag: watch::Receiver<LagConfig>,
     checked: watch::Sender<u64>,
 ) {
     let mut clock = Clock::new(lag, None);
-    let mut control = Control::new(node.clone(), settings);
+    let node = control.node.clone();
     loop {
         clock.next(&mut control).await;
         let lsn = control

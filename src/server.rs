@@ -24,11 +24,11 @@ use crate::config::ADMIN_DATABASE;
 use crate::config::{
     ClientAuth, Config, ConfigError, LagConfig, NodeRole, PasswordKind, PoolMode, SetError,
 };
+use crate::control::ControlLogin;
 use crate::frontend::login::{self, Accepted, LoginError};
 use crate::frontend::session::{apply_settings, Server, Session, SessionContext};
 use crate::frontend::settings::ClientSettings;
 use crate::lag::LagBoard;
-use crate::monitor::MonitorSettings;
 use crate::prometheus::Metrics;
 use crate::router::{Policy, RouteStats, Routing};
 use crate::topology::{Replica, ReplicaState, Topology};
@@ -133,6 +133,7 @@ impl Proxy {
         let routing = Arc::new(Routing {
             classifier: Classifier::new(ClassifierOptions {
                 write_functions: config.routing.write_functions.clone(),
+                read_only_functions: config.routing.read_only_functions.clone(),
                 primary_tables: config.routing.primary_tables.clone(),
                 cache_capacity: config.routing.classify_cache_size,
                 ..ClassifierOptions::default()
@@ -193,9 +194,40 @@ impl Proxy {
             replicas,
             self.routing.topology.clone(),
             self.board.clone(),
-            MonitorSettings::from_config(&self.config),
+            ControlLogin::from_config(&self.config),
             self.lag.subscribe(),
         );
+    }
+
+    /// Starts loading the primary's function catalog for the classifier (at once, then
+    /// refreshed), one control pool per database. Also without routing: a volatile function
+    /// may leave session state, which decides whether a server connection is reset.
+    fn start_catalog(&self) {
+        let Some(primary) = self.pools.nodes().get(self.routing.primary).cloned() else {
+            return;
+        };
+        let mut databases: Vec<crate::catalog::Database> = Vec::new();
+        for database in &self.config.databases {
+            let name = database.server_database();
+            if databases.iter().any(|d| d.name == name) {
+                continue;
+            }
+            let login = ControlLogin {
+                database: name.to_string(),
+                ..ControlLogin::from_config(&self.config)
+            };
+            match crate::control::pool(&primary, &login, "pgsplit catalog", 1) {
+                Ok(pool) => databases.push(crate::catalog::Database {
+                    name: name.to_string(),
+                    pool,
+                }),
+                Err(e) => {
+                    tracing::error!(error = %e, "no control pool for the primary; user functions are taken to be reads");
+                    return;
+                }
+            }
+        }
+        crate::catalog::spawn(databases, self.routing.clone());
     }
 
     /// Applies a reloaded configuration (SIGHUP, `RELOAD`): the `[lag]` thresholds and
@@ -365,6 +397,7 @@ impl Listener {
             tokio::spawn(crate::http::serve(http, Arc::downgrade(&proxy)));
         }
         proxy.start_monitor();
+        proxy.start_catalog();
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {

@@ -1,11 +1,17 @@
 //! The classifier against a corpus of real statements (pgbench, Django, Rails, Hibernate,
 //! psql `\d`, pg_dump, and the tricky cases), plus robustness over every truncation of them.
 
-use pgsplit::classify::{Class, Classifier, ClassifierOptions};
+use pgsplit::classify::{Class, Classifier, ClassifierOptions, FunctionCatalog};
 
 const CORPUS: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/data/classify_corpus.tsv"
+));
+
+/// The built-in function names of PostgreSQL 15, as the catalog loader finds them.
+const BUILTINS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/pg15_builtin_functions.txt"
 ));
 
 struct Case {
@@ -139,6 +145,39 @@ fn corpus_classes() {
                     case.line, got.hint_primary, case.sql
                 ));
             }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} corpus statements misclassified:\n{}",
+        mismatches.len(),
+        cases.len(),
+        mismatches.join("\n")
+    );
+}
+
+#[test]
+fn corpus_classes_with_the_primarys_catalog() {
+    // Once the primary's catalog is loaded, calls of functions it does not know go to the
+    // primary; every built-in the corpus calls is known, so nothing changes class.
+    let classifier = classifier();
+    let builtins = BUILTINS
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|name| ("pg_catalog", name, "v"));
+    assert!(classifier.set_catalog(FunctionCatalog::from_rows(builtins)));
+    let mut mismatches = Vec::new();
+    let cases = corpus();
+    for case in &cases {
+        let got = classifier.classify(case.sql.as_bytes());
+        if name(got.class) != case.expected {
+            mismatches.push(format!(
+                "line {}: expected {}, got {}: {}",
+                case.line,
+                case.expected,
+                name(got.class),
+                case.sql.replace('\n', "\\n")
+            ));
         }
     }
     assert!(

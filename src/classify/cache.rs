@@ -6,7 +6,9 @@
 //! Keys are hashed once with a per-cache random SipHash key; the shard maps that hash to a
 //! slot and the slot keeps the full key, which is compared on every hit, so a hash collision
 //! can only cost a miss, never a wrong class. Keys longer than the configured limit are not
-//! stored, so memory stays below `capacity * max_key_len` plus overhead.
+//! stored, so memory stays below `capacity * max_key_len` plus overhead. Each entry keeps
+//! the generation of the function catalog it was classified with; a lookup under another
+//! generation is a miss (and the fresh entry replaces it), so a new catalog needs no sweep.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -39,6 +41,7 @@ struct Slot {
     hash: u64,
     key: Box<[u8]>,
     shape: Shape,
+    generation: u64,
     referenced: bool,
 }
 
@@ -81,11 +84,11 @@ impl Cache {
         &self.shards[i]
     }
 
-    /// Looks `key` up, counting a hit or a miss.
-    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<Shape> {
+    /// Looks `key` up among entries of catalog `generation`, counting a hit or a miss.
+    pub(crate) fn get(&self, hash: u64, key: &[u8], generation: u64) -> Option<Shape> {
         let found = {
             let mut shard = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
-            shard.get(hash, key)
+            shard.get(hash, key, generation)
         };
         let counter = if found.is_some() {
             &self.hits
@@ -101,13 +104,14 @@ impl Cache {
         self.misses.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Stores `shape` for `key` (unless the key is too long or the cache is disabled).
-    pub(crate) fn insert(&self, hash: u64, key: Vec<u8>, shape: Shape) {
+    /// Stores `shape` for `key`, classified with catalog `generation` (unless the key is too
+    /// long or the cache is disabled).
+    pub(crate) fn insert(&self, hash: u64, key: Vec<u8>, shape: Shape, generation: u64) {
         if key.len() > self.max_key_len {
             return;
         }
         let mut shard = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
-        shard.insert(hash, key.into_boxed_slice(), shape);
+        shard.insert(hash, key.into_boxed_slice(), shape, generation);
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
@@ -125,17 +129,17 @@ impl Cache {
 }
 
 impl Shard {
-    fn get(&mut self, hash: u64, key: &[u8]) -> Option<Shape> {
+    fn get(&mut self, hash: u64, key: &[u8], generation: u64) -> Option<Shape> {
         let &i = self.index.get(&hash)?;
         let slot = self.slots.get_mut(i)?;
-        if &*slot.key != key {
+        if &*slot.key != key || slot.generation != generation {
             return None;
         }
         slot.referenced = true;
         Some(slot.shape)
     }
 
-    fn insert(&mut self, hash: u64, key: Box<[u8]>, shape: Shape) {
+    fn insert(&mut self, hash: u64, key: Box<[u8]>, shape: Shape, generation: u64) {
         if self.capacity == 0 {
             return;
         }
@@ -143,6 +147,7 @@ impl Shard {
             hash,
             key,
             shape,
+            generation,
             referenced: false,
         };
         // Same hash (the same key, or a collision): replace in place.
@@ -215,11 +220,16 @@ mod tests {
     };
 
     fn put(cache: &Cache, key: &str, shape: Shape) {
-        cache.insert(cache.hash(key.as_bytes()), key.as_bytes().to_vec(), shape);
+        cache.insert(
+            cache.hash(key.as_bytes()),
+            key.as_bytes().to_vec(),
+            shape,
+            0,
+        );
     }
 
     fn get(cache: &Cache, key: &str) -> Option<Shape> {
-        cache.get(cache.hash(key.as_bytes()), key.as_bytes())
+        cache.get(cache.hash(key.as_bytes()), key.as_bytes(), 0)
     }
 
     #[test]
@@ -285,10 +295,23 @@ mod tests {
     fn collision_never_returns_another_keys_class() {
         let cache = Cache::new(10, 4096);
         // Force two keys onto one hash.
-        cache.insert(7, b"one".to_vec(), READ);
-        assert_eq!(cache.get(7, b"two"), None);
-        cache.insert(7, b"two".to_vec(), WRITE);
-        assert_eq!(cache.get(7, b"two"), Some(WRITE));
-        assert_eq!(cache.get(7, b"one"), None);
+        cache.insert(7, b"one".to_vec(), READ, 0);
+        assert_eq!(cache.get(7, b"two", 0), None);
+        cache.insert(7, b"two".to_vec(), WRITE, 0);
+        assert_eq!(cache.get(7, b"two", 0), Some(WRITE));
+        assert_eq!(cache.get(7, b"one", 0), None);
+    }
+
+    #[test]
+    fn another_generation_is_a_miss_and_is_replaced() {
+        let cache = Cache::new(10, 4096);
+        let hash = cache.hash(b"a");
+        cache.insert(hash, b"a".to_vec(), READ, 1);
+        assert_eq!(cache.get(hash, b"a", 1), Some(READ));
+        assert_eq!(cache.get(hash, b"a", 2), None);
+        cache.insert(hash, b"a".to_vec(), WRITE, 2);
+        assert_eq!(cache.get(hash, b"a", 2), Some(WRITE));
+        assert_eq!(cache.get(hash, b"a", 1), None);
+        assert_eq!(cache.stats().entries, 1);
     }
 }

@@ -3,18 +3,30 @@
 //! A call to a *write function* (`nextval`, `set_config`, `pg_notify`, transaction-level
 //! advisory locks, `lo_*`, ...) makes a query a write: it must run on the primary. A call to a
 //! *session-bound function* (session-level advisory locks) leaves state in the server session,
-//! so the client must be pinned to one primary connection. Unknown functions are reads; users
-//! add their own write functions through the configuration.
+//! so the client must be pinned to one primary connection. Other functions are decided by the
+//! primary's catalog (`catalog.rs`) once it is loaded: a volatile user function may write, and
+//! may leave session state behind; a stable or immutable one, or a built-in that is not listed
+//! here, is a read. Before the first load, functions not listed are reads. The configuration
+//! adds write functions (which always win) and read-only functions (volatile functions known
+//! to be safe on a replica).
 //!
 //! [`QualifiedNames`] is the matcher for configured names (write functions and primary tables):
 //! a configured `name` matches `name` in any schema; a configured `schema.name` matches
 //! `schema.name` and the unqualified `name` (which may resolve to it through `search_path`).
+
+use super::catalog::{FunctionCatalog, Lookup};
 
 /// What calling a function does to a statement's class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FnEffect {
     /// The statement must run on the primary.
     Write,
+    /// A user function the catalog says is volatile: the statement must run on the primary,
+    /// and may leave session state pgsplit does not track.
+    UserWrite,
+    /// A name the loaded catalog does not know. Where it surely is a call (the parser's
+    /// tree), it counts as [`FnEffect::UserWrite`]; a token `name(` may be something else.
+    Unknown,
     /// The statement leaves session state behind: pin the client to one primary connection.
     SessionBound,
 }
@@ -160,17 +172,70 @@ impl QualifiedNames {
     }
 }
 
-/// Built-in list plus configured write functions.
+/// SQL constructs that look like function calls in sqlparser's tree but are not in
+/// `pg_proc` (so the catalog would not know them): built-in syntax, never user functions.
+const SYNTAX: &[&str] = &[
+    "coalesce",
+    "greatest",
+    "least",
+    "nullif",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "localtime",
+    "localtimestamp",
+    "current_role",
+    "current_catalog",
+    "user",
+    "grouping",
+    "xmlelement",
+    "xmlforest",
+    "xmlconcat",
+    "xmlparse",
+    "xmlpi",
+    "xmlroot",
+    "xmlserialize",
+    "xmlexists",
+    "trim",
+    "position",
+    "extract",
+    "cast",
+    "treat",
+    "row",
+    "array",
+    "json_object",
+    "json_array",
+    "json_objectagg",
+    "json_arrayagg",
+];
+
+/// The built-in lists, the configured lists and the primary's catalog (once loaded).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Functions {
     extra_write: QualifiedNames,
+    read_only: QualifiedNames,
+    catalog: Option<FunctionCatalog>,
 }
 
 impl Functions {
-    pub(crate) fn new<S: AsRef<str>>(extra_write: &[S]) -> Self {
+    pub(crate) fn new<S: AsRef<str>>(extra_write: &[S], read_only: &[S]) -> Self {
         Functions {
             extra_write: QualifiedNames::new(extra_write),
+            read_only: QualifiedNames::new(read_only),
+            catalog: None,
         }
+    }
+
+    /// The same lists with `catalog`; `None` if it is the catalog already in use.
+    pub(crate) fn with_catalog(&self, catalog: FunctionCatalog) -> Option<Self> {
+        if self.catalog.as_ref() == Some(&catalog) {
+            return None;
+        }
+        Some(Functions {
+            extra_write: self.extra_write.clone(),
+            read_only: self.read_only.clone(),
+            catalog: Some(catalog),
+        })
     }
 
     /// Whether any write function is configured.
@@ -184,7 +249,9 @@ impl Functions {
         self.extra_write.has_name(name)
     }
 
-    /// The effect of calling `schema.name(...)`; both parts already case-folded.
+    /// The effect of calling `schema.name(...)`; both parts already case-folded. In order:
+    /// the built-in lists, configured write functions, configured read-only functions, then
+    /// the catalog.
     pub(crate) fn effect(&self, schema: Option<&[u8]>, name: &[u8]) -> Option<FnEffect> {
         if let Some(effect) = builtin_effect(name) {
             return Some(effect);
@@ -192,7 +259,17 @@ impl Functions {
         if self.extra_write.matches(schema, name) {
             return Some(FnEffect::Write);
         }
-        None
+        if self.read_only.matches(schema, name) {
+            return None;
+        }
+        match self.catalog.as_ref()?.lookup(schema, name) {
+            Lookup::Volatile => Some(FnEffect::UserWrite),
+            Lookup::Unknown if schema.is_none() && SYNTAX.iter().any(|s| s.as_bytes() == name) => {
+                None
+            }
+            Lookup::Unknown => Some(FnEffect::Unknown),
+            Lookup::BuiltIn | Lookup::ReadOnly => None,
+        }
     }
 }
 
@@ -250,7 +327,7 @@ mod tests {
 
     #[test]
     fn configured_functions() {
-        let f = Functions::new(&["audit.log_event", "bump"]);
+        let f = Functions::new(&["audit.log_event", "bump"], &[]);
         assert_eq!(f.effect(None, b"bump"), Some(FnEffect::Write));
         assert_eq!(f.effect(Some(b"x"), b"bump"), Some(FnEffect::Write));
         assert_eq!(
@@ -266,5 +343,52 @@ mod tests {
         assert_eq!(f.effect(None, b"lower"), None);
         assert!(f.is_configured(b"log_event"));
         assert!(!f.is_configured(b"nextval"));
+    }
+
+    #[test]
+    fn with_a_catalog() {
+        let plain = Functions::new(&["app.bump"], &["app.safe_random", "uuid_generate_v4"]);
+        assert_eq!(plain.effect(None, b"add_order"), None, "no catalog yet");
+        let f = plain
+            .with_catalog(FunctionCatalog::from_rows([
+                ("pg_catalog", "random", "v"),
+                ("pg_catalog", "now", "s"),
+                ("pg_catalog", "nextval", "v"),
+                ("public", "add_order", "v"),
+                ("public", "price", "s"),
+                ("app", "bump", "i"),
+                ("app", "safe_random", "v"),
+                ("ext", "uuid_generate_v4", "v"),
+            ]))
+            .expect("a new catalog");
+        assert_eq!(f.effect(None, b"add_order"), Some(FnEffect::UserWrite));
+        assert_eq!(
+            f.effect(Some(b"public"), b"add_order"),
+            Some(FnEffect::UserWrite)
+        );
+        assert_eq!(f.effect(None, b"price"), None);
+        assert_eq!(f.effect(None, b"random"), None, "a built-in not listed");
+        assert_eq!(f.effect(None, b"now"), None);
+        assert_eq!(f.effect(None, b"nextval"), Some(FnEffect::Write));
+        assert_eq!(
+            f.effect(None, b"bump"),
+            Some(FnEffect::Write),
+            "write_functions wins over the catalog"
+        );
+        assert_eq!(
+            f.effect(Some(b"app"), b"safe_random"),
+            None,
+            "read_only_functions"
+        );
+        assert_eq!(f.effect(None, b"uuid_generate_v4"), None);
+        assert_eq!(
+            f.effect(Some(b"other"), b"safe_random"),
+            Some(FnEffect::Unknown)
+        );
+        assert_eq!(f.effect(None, b"created_later"), Some(FnEffect::Unknown));
+        assert_eq!(f.effect(None, b"coalesce"), None, "syntax, not in pg_proc");
+        assert!(f
+            .with_catalog(f.catalog.clone().unwrap_or_default())
+            .is_none());
     }
 }

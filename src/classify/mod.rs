@@ -15,16 +15,25 @@
 //!    locking clauses sqlparser cannot read (`FOR NO KEY UPDATE`, `FOR KEY SHARE`), and calls
 //!    of the functions in `functions.rs`. A plain `SELECT` without parentheses is settled there;
 //!    other queries are parsed with sqlparser and walked whole by `walk.rs`.
+//! 4. Functions that are neither built-in nor configured are looked up in the primary's
+//!    catalog (`catalog.rs`), which the IO shell loads and refreshes with
+//!    [`Classifier::set_catalog`]: a volatile user function makes a write that may leave
+//!    session state. A new catalog starts a new cache generation.
 //!
 //! Unknown or unparsable SQL is a [`Class::Write`]: it goes to the primary.
 
 mod cache;
+mod catalog;
 mod functions;
 mod lexer;
 mod statement;
 mod walk;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
 use cache::Cache;
+pub use catalog::FunctionCatalog;
 use functions::{Functions, QualifiedNames};
 
 /// The SQL lexer, for everything else in pgsplit that reads SQL text.
@@ -104,8 +113,11 @@ pub(crate) struct Shape {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassifierOptions {
     /// Extra write functions, as stored in `pg_proc` (unquoted names are lowercase), `name`
-    /// (any schema) or `schema.name` (that schema, or unqualified).
+    /// (any schema) or `schema.name` (that schema, or unqualified). They always win.
     pub write_functions: Vec<String>,
+    /// Functions that are reads whatever the catalog says (volatile functions known to be
+    /// safe on a replica); names as in `write_functions`.
+    pub read_only_functions: Vec<String>,
     /// Tables whose reads must run on the primary, `name` (any schema) or `schema.name`
     /// (that schema, or unqualified).
     pub primary_tables: Vec<String>,
@@ -120,6 +132,7 @@ impl Default for ClassifierOptions {
     fn default() -> Self {
         ClassifierOptions {
             write_functions: Vec::new(),
+            read_only_functions: Vec::new(),
             primary_tables: Vec::new(),
             cache_capacity: 10_000,
             max_cached_len: 4096,
@@ -138,9 +151,19 @@ pub struct CacheStats {
     pub entries: usize,
 }
 
+/// The function lists in force and the cache generation they belong to.
+struct Generation {
+    number: u64,
+    functions: Functions,
+}
+
 /// Classifies SQL text; shared by all sessions (`Send + Sync`, `&self`).
 pub struct Classifier {
-    functions: Functions,
+    functions: RwLock<Arc<Generation>>,
+    /// `functions`' generation number, read on every call without the lock; set after it.
+    generation: AtomicU64,
+    /// Classifications that met a function the loaded catalog does not know.
+    unknown_functions: AtomicU64,
     primary_tables: QualifiedNames,
     cache: Cache,
 }
@@ -156,10 +179,46 @@ impl std::fmt::Debug for Classifier {
 impl Classifier {
     pub fn new(options: ClassifierOptions) -> Self {
         Classifier {
-            functions: Functions::new(&options.write_functions),
+            functions: RwLock::new(Arc::new(Generation {
+                number: 0,
+                functions: Functions::new(&options.write_functions, &options.read_only_functions),
+            })),
+            generation: AtomicU64::new(0),
+            unknown_functions: AtomicU64::new(0),
             primary_tables: QualifiedNames::new(&options.primary_tables),
             cache: Cache::new(options.cache_capacity, options.max_cached_len),
         }
+    }
+
+    /// Puts a (re)loaded catalog of the primary's functions in force. Returns whether it
+    /// differs from the one in force; if so, earlier classifications are no longer used.
+    pub fn set_catalog(&self, catalog: FunctionCatalog) -> bool {
+        let mut current = self.functions.write().unwrap_or_else(|e| e.into_inner());
+        let Some(functions) = current.functions.with_catalog(catalog) else {
+            return false;
+        };
+        let number = current.number + 1;
+        *current = Arc::new(Generation { number, functions });
+        self.generation.store(number, Ordering::Release);
+        true
+    }
+
+    /// How many different catalogs have been put in force; 0 until the first load.
+    pub fn catalog_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// How many classifications met a function the loaded catalog does not know: when this
+    /// grows, the catalog may be stale.
+    pub fn unknown_functions_seen(&self) -> u64 {
+        self.unknown_functions.load(Ordering::Relaxed)
+    }
+
+    fn current(&self) -> Arc<Generation> {
+        self.functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Classifies one simple-protocol query string or one prepared statement's SQL.
@@ -187,12 +246,18 @@ impl Classifier {
             }
         }
         let hash = self.cache.hash(&canon);
-        let shape = match self.cache.get(hash, &canon) {
+        let generation = self.generation.load(Ordering::Acquire);
+        let shape = match self.cache.get(hash, &canon, generation) {
             Some(shape) => shape,
             None => {
-                let shape = statement::classify(&canon, &self.functions, &self.primary_tables);
-                self.cache.insert(hash, canon, shape);
-                shape
+                let current = self.current();
+                let outcome = statement::classify(&canon, &current.functions, &self.primary_tables);
+                if outcome.unknown_function {
+                    self.unknown_functions.fetch_add(1, Ordering::Relaxed);
+                }
+                self.cache
+                    .insert(hash, canon, outcome.shape, current.number);
+                outcome.shape
             }
         };
         Classification {
@@ -418,6 +483,123 @@ mod tests {
         let stats = c.stats();
         assert_eq!(stats.hits + stats.misses, 8 * 2 * 2_000);
         assert!(stats.entries <= 100);
+    }
+
+    fn with_catalog() -> Classifier {
+        let c = Classifier::new(ClassifierOptions {
+            write_functions: vec!["app.bump".into()],
+            read_only_functions: vec!["app.jitter".into()],
+            ..ClassifierOptions::default()
+        });
+        c.set_catalog(FunctionCatalog::from_rows([
+            ("pg_catalog", "now", "s"),
+            ("pg_catalog", "random", "v"),
+            ("pg_catalog", "pg_is_in_recovery", "v"),
+            ("pg_catalog", "nextval", "v"),
+            ("pg_catalog", "count", "i"),
+            ("app", "add_order", "v"),
+            ("app", "price", "s"),
+            ("app", "bump", "i"),
+            ("app", "jitter", "v"),
+        ]));
+        c
+    }
+
+    const USER_WRITE: Classification = Classification {
+        class: Class::Write,
+        hint_primary: false,
+        leaves_state: true,
+    };
+
+    #[test]
+    fn before_the_catalog_user_functions_are_reads() {
+        let c = classifier();
+        assert_eq!(c.classify(b"SELECT add_order(1)"), Classification::of(READ));
+        assert_eq!(c.unknown_functions_seen(), 0);
+    }
+
+    #[test]
+    fn volatile_user_functions_write_and_leave_state() {
+        let c = with_catalog();
+        for sql in [
+            "SELECT add_order(1)",
+            "SELECT app.add_order(1)",
+            "SELECT * FROM t WHERE id = (SELECT add_order(id))",
+            "SELECT * FROM add_order(1)",
+            "SELECT count(*) FROM t WHERE add_order(id) > 0",
+            "EXPLAIN ANALYZE SELECT add_order(1)",
+            "INSERT INTO t VALUES (add_order(1))",
+            "SELECT 1; SELECT add_order(1)",
+        ] {
+            assert_eq!(c.classify(sql.as_bytes()), USER_WRITE, "{sql}");
+        }
+        assert_eq!(c.unknown_functions_seen(), 0);
+    }
+
+    #[test]
+    fn stable_user_functions_and_unlisted_built_ins_stay_reads() {
+        let c = with_catalog();
+        for sql in [
+            "SELECT price(1)",
+            "SELECT app.price(1), now(), random(), pg_is_in_recovery()",
+            "SELECT jitter()",
+            "SELECT coalesce(a, 1), current_timestamp FROM t WHERE id IN (1, 2)",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            "WITH x(a) AS (SELECT 1) SELECT * FROM x",
+        ] {
+            assert_eq!(
+                c.classify(sql.as_bytes()),
+                Classification::of(READ),
+                "{sql}"
+            );
+        }
+        assert_eq!(c.unknown_functions_seen(), 0);
+        // The built-in list and write_functions still win.
+        assert_eq!(
+            c.classify(b"SELECT nextval('s')"),
+            Classification::of(Class::Write)
+        );
+        assert_eq!(
+            c.classify(b"SELECT bump(1)"),
+            Classification::of(Class::Write)
+        );
+    }
+
+    #[test]
+    fn unknown_functions_go_to_the_primary_and_ask_for_a_refresh() {
+        let c = with_catalog();
+        assert_eq!(c.classify(b"SELECT created_later(1)"), USER_WRITE);
+        assert_eq!(c.classify(b"SELECT other.price(1)"), USER_WRITE);
+        assert_eq!(c.unknown_functions_seen(), 2);
+        // Cached: asked once per statement shape and catalog.
+        assert_eq!(c.classify(b"SELECT created_later(2)"), USER_WRITE);
+        assert_eq!(c.unknown_functions_seen(), 2);
+        // `name(` that is not a call is not a function the catalog should know.
+        assert_eq!(
+            c.classify(b"INSERT INTO t (a) VALUES (1)"),
+            Classification::of(Class::Write)
+        );
+        assert_eq!(c.unknown_functions_seen(), 2);
+    }
+
+    #[test]
+    fn a_new_catalog_replaces_cached_classifications() {
+        let c = with_catalog();
+        assert_eq!(c.classify(b"SELECT created_later(1)"), USER_WRITE);
+        assert_eq!(c.classify(b"SELECT price(1)"), Classification::of(READ));
+        let changed =
+            FunctionCatalog::from_rows([("app", "created_later", "s"), ("app", "price", "v")]);
+        assert!(c.set_catalog(changed.clone()));
+        assert_eq!(
+            c.classify(b"SELECT created_later(1)"),
+            Classification::of(READ)
+        );
+        assert_eq!(c.classify(b"SELECT price(1)"), USER_WRITE);
+        // The same catalog again: the cache stays.
+        let hits = c.stats().hits;
+        assert!(!c.set_catalog(changed));
+        assert_eq!(c.classify(b"SELECT price(2)"), USER_WRITE);
+        assert_eq!(c.stats().hits, hits + 1);
     }
 
     #[test]

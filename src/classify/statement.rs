@@ -9,6 +9,7 @@
 //! write functions by their `name(` syntax, `CREATE TEMP ...`, `DO`, `VACUUM`, ...
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 use super::functions::{FnEffect, Functions, QualifiedNames};
 use super::lexer::{tokens, Kind, Token};
@@ -21,23 +22,39 @@ const READ: Class = Class::Read {
     primary_table: false,
 };
 
+/// What classifying a canonical text found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub shape: Shape,
+    /// It calls a function the loaded catalog does not know (the catalog may be stale).
+    pub unknown_function: bool,
+}
+
 /// Classifies a whole canonical text (one or more statements).
 pub(crate) fn classify(
     canon: &[u8],
     functions: &Functions,
     primary_tables: &QualifiedNames,
-) -> Shape {
+) -> Outcome {
     let toks = tokens(canon);
     let rules = Rules {
         canon,
         functions,
         primary_tables,
+        user_write: Cell::new(false),
+        unknown_function: Cell::new(false),
     };
-    Shape {
-        class: class_of(&toks, &rules),
-        leaves_state: toks
+    let class = class_of(&toks, &rules);
+    let leaves_state = rules.user_write.get()
+        || toks
             .split(|t| t.kind == Kind::Punct(b';'))
-            .any(|stmt| rules.leaves_state(stmt)),
+            .any(|stmt| rules.leaves_state(stmt));
+    Outcome {
+        shape: Shape {
+            class,
+            leaves_state,
+        },
+        unknown_function: rules.unknown_function.get(),
     }
 }
 
@@ -81,6 +98,11 @@ struct Rules<'a> {
     canon: &'a [u8],
     functions: &'a Functions,
     primary_tables: &'a QualifiedNames,
+    /// A call of a user function that may write was found: running the text may leave
+    /// session state behind.
+    user_write: Cell<bool>,
+    /// The parser found a call of a function the loaded catalog does not know.
+    unknown_function: Cell<bool>,
 }
 
 impl Rules<'_> {
@@ -215,7 +237,7 @@ impl Rules<'_> {
     fn query(&self, t: &[Token]) -> Class {
         match self.calls(t) {
             Some(FnEffect::SessionBound) => return Class::SessionBound,
-            Some(FnEffect::Write) => return Class::Write,
+            Some(_) => return Class::Write,
             None => {}
         }
         if self.locking_clause(t) {
@@ -231,13 +253,25 @@ impl Rules<'_> {
             // which it may reject (then: a write).
             Err(_) => String::from_utf8_lossy(bytes),
         };
-        walk::classify_query(&sql, self.functions, self.primary_tables).unwrap_or(Class::Write)
+        match walk::classify_query(&sql, self.functions, self.primary_tables) {
+            Ok(walked) => {
+                self.user_write
+                    .set(self.user_write.get() || walked.user_write);
+                self.unknown_function
+                    .set(self.unknown_function.get() || walked.unknown_function);
+                walked.class
+            }
+            Err(_) => Class::Write,
+        }
     }
 
-    /// The strongest effect among the calls `name(...)` / `schema.name(...)` in `t`.
+    /// The strongest effect among the calls `name(...)` / `schema.name(...)` in `t`
+    /// ([`FnEffect::UserWrite`] is reported as a write and noted in `user_write`).
     /// A call through a `U&"..."` name is treated as a write (its real name is not decoded).
     /// A configured write function also counts in attribute notation, `x.name` (PostgreSQL
-    /// calls `name(x)` when `x` has no such column).
+    /// calls `name(x)` when `x` has no such column). A name the catalog does not know counts
+    /// for nothing here: `name(` may be a table's column list, a type modifier or a keyword;
+    /// the parser decides about queries.
     fn calls(&self, t: &[Token]) -> Option<FnEffect> {
         let mut strongest = None;
         for (i, tok) in t.iter().enumerate() {
@@ -272,7 +306,11 @@ impl Rules<'_> {
             match effect {
                 Some(FnEffect::SessionBound) => return Some(FnEffect::SessionBound),
                 Some(FnEffect::Write) => strongest = Some(FnEffect::Write),
-                None => {}
+                Some(FnEffect::UserWrite) => {
+                    self.user_write.set(true);
+                    strongest = Some(FnEffect::Write);
+                }
+                Some(FnEffect::Unknown) | None => {}
             }
         }
         strongest
@@ -572,13 +610,47 @@ mod tests {
         assert_eq!(scan.result, Ok(()), "{sql}");
         classify(
             &canon,
-            &Functions::new(&["app.bump"]),
+            &Functions::new(&["app.bump"], &[]),
             &QualifiedNames::new(&["inventory"]),
         )
+        .shape
     }
 
     fn class(sql: &str) -> Class {
         shape(sql).class
+    }
+
+    #[test]
+    fn keyword_and_parser_paths_agree_on_user_functions() {
+        let functions = Functions::new(&["app.bump"], &[])
+            .with_catalog(crate::classify::FunctionCatalog::from_rows([
+                ("app", "add_order", "v"),
+                ("app", "price", "s"),
+            ]))
+            .expect("a new catalog");
+        let tables = QualifiedNames::default();
+        for sql in [
+            "SELECT add_order(0)",
+            "SELECT app.add_order(0) FROM t",
+            "SELECT price(0) FROM t",
+            "SELECT * FROM t WHERE a IN (0) AND b = price(0)",
+        ] {
+            let mut canon = Vec::new();
+            let _ = canonicalize(sql.as_bytes(), true, &mut canon);
+            let toks = tokens(&canon);
+            let rules = Rules {
+                canon: &canon,
+                functions: &functions,
+                primary_tables: &tables,
+                user_write: Cell::new(false),
+                unknown_function: Cell::new(false),
+            };
+            let keyword = rules.calls(&toks).is_some();
+            let sql = std::str::from_utf8(&canon).expect("ascii");
+            let walked = walk::classify_query(sql, &functions, &tables).expect("parses");
+            assert_eq!(keyword, walked.class == Class::Write, "{sql}");
+            assert_eq!(rules.user_write.get(), walked.user_write, "{sql}");
+        }
     }
 
     #[test]

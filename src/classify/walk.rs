@@ -10,7 +10,9 @@
 //!   at any depth) -> write;
 //! - a locking clause (`FOR UPDATE`/`FOR SHARE`) -> write;
 //! - `SELECT ... INTO t` -> write (`INTO TEMP t` or `INTO pg_temp.t` -> session-bound);
-//! - a call of a write function -> write; of a session-bound function -> session-bound;
+//! - a call of a write function -> write; of a session-bound function -> session-bound; of a
+//!   user function that may write (volatile, or unknown to the loaded catalog) -> write that
+//!   may leave session state;
 //! - a relation that is a configured primary table -> `Read { primary_table: true }`.
 
 use std::ops::ControlFlow;
@@ -34,12 +36,23 @@ pub(crate) enum WalkError {
     StatementCount(usize),
 }
 
+/// What the walk found in one query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Walked {
+    pub class: Class,
+    /// It calls a user function that may write (volatile, or unknown to the loaded catalog):
+    /// running it may leave session state behind.
+    pub user_write: bool,
+    /// It calls a function the loaded catalog does not know.
+    pub unknown_function: bool,
+}
+
 /// Parses `sql` (one query statement in canonical text) and classifies it.
 pub(crate) fn classify_query(
     sql: &str,
     functions: &Functions,
     primary_tables: &QualifiedNames,
-) -> Result<Class, WalkError> {
+) -> Result<Walked, WalkError> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)?;
     let [statement] = statements.as_slice() else {
         return Err(WalkError::StatementCount(statements.len()));
@@ -48,20 +61,22 @@ pub(crate) fn classify_query(
 }
 
 /// Classifies one parsed statement: a query is walked; anything else is a write.
-pub(crate) fn classify_statement(
+fn classify_statement(
     statement: &Statement,
     functions: &Functions,
     primary_tables: &QualifiedNames,
-) -> Class {
+) -> Walked {
     let mut walker = Walker {
         functions,
         primary_tables,
         write: false,
         session_bound: false,
         primary_table: false,
+        user_write: false,
+        unknown_function: false,
     };
     let _ = statement.visit(&mut walker);
-    if walker.session_bound {
+    let class = if walker.session_bound {
         Class::SessionBound
     } else if walker.write {
         Class::Write
@@ -69,6 +84,11 @@ pub(crate) fn classify_statement(
         Class::Read {
             primary_table: walker.primary_table,
         }
+    };
+    Walked {
+        class,
+        user_write: walker.user_write,
+        unknown_function: walker.unknown_function,
     }
 }
 
@@ -78,6 +98,8 @@ struct Walker<'a> {
     write: bool,
     session_bound: bool,
     primary_table: bool,
+    user_write: bool,
+    unknown_function: bool,
 }
 
 /// The name PostgreSQL would store for `ident`: unquoted names fold to lowercase (ASCII
@@ -108,6 +130,17 @@ impl Walker<'_> {
                 {
                     Some(FnEffect::Write) => self.write = true,
                     Some(FnEffect::SessionBound) => self.session_bound = true,
+                    Some(FnEffect::UserWrite) => {
+                        self.write = true;
+                        self.user_write = true;
+                    }
+                    // Here it surely is a call: of a function created since the catalog
+                    // was loaded, or not known to the primary at all.
+                    Some(FnEffect::Unknown) => {
+                        self.write = true;
+                        self.user_write = true;
+                        self.unknown_function = true;
+                    }
                     None => {}
                 }
             }
@@ -213,9 +246,9 @@ mod tests {
     use super::*;
 
     fn class(sql: &str) -> Class {
-        let functions = Functions::new(&["audit.log_event"]);
+        let functions = Functions::new(&["audit.log_event"], &[]);
         let tables = QualifiedNames::new(&["inventory", "shop.stock"]);
-        classify_query(sql, &functions, &tables).unwrap_or(Class::Write)
+        classify_query(sql, &functions, &tables).map_or(Class::Write, |w| w.class)
     }
 
     const READ: Class = Class::Read {
@@ -330,5 +363,42 @@ mod tests {
             &QualifiedNames::default()
         )
         .is_err());
+    }
+
+    #[test]
+    fn user_functions_with_a_catalog() {
+        let functions = Functions::new(&["app.bump"], &["app.jitter"])
+            .with_catalog(crate::classify::FunctionCatalog::from_rows([
+                ("pg_catalog", "now", "s"),
+                ("app", "add_order", "v"),
+                ("app", "price", "s"),
+                ("app", "jitter", "v"),
+            ]))
+            .expect("a new catalog");
+        let walk = |sql: &str| {
+            classify_query(sql, &functions, &QualifiedNames::default()).expect("parses")
+        };
+        let walked = |class, user_write, unknown_function| Walked {
+            class,
+            user_write,
+            unknown_function,
+        };
+        assert_eq!(
+            walk("SELECT price(0), now(), jitter()"),
+            walked(READ, false, false)
+        );
+        assert_eq!(
+            walk("SELECT * FROM t WHERE a = (SELECT app.add_order(0))"),
+            walked(Class::Write, true, false)
+        );
+        assert_eq!(walk("SELECT bump(0)"), walked(Class::Write, false, false));
+        assert_eq!(
+            walk("SELECT * FROM t, LATERAL later(t.a) l"),
+            walked(Class::Write, true, true)
+        );
+        assert_eq!(
+            walk("SELECT add_order(0), pg_advisory_lock(0)"),
+            walked(Class::SessionBound, true, false)
+        );
     }
 }

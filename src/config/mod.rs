@@ -117,6 +117,22 @@ impl Default for LagConfig {
     }
 }
 
+/// Volatile functions that are safe on a replica: they read, or make values up, but write
+/// nothing. The built-ins among them are reads anyway; the list also covers extensions'
+/// functions (`uuid-ossp`, `pgcrypto`) installed in a user schema.
+pub const DEFAULT_READ_ONLY_FUNCTIONS: &[&str] = &[
+    "random",
+    "clock_timestamp",
+    "timeofday",
+    "gen_random_uuid",
+    "pg_sleep",
+    "uuid_generate_v1",
+    "uuid_generate_v1mc",
+    "uuid_generate_v4",
+    "gen_random_bytes",
+    "gen_salt",
+];
+
 /// `[routing]`: which node runs each transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -129,8 +145,12 @@ pub struct RoutingConfig {
     pub fallback: Fallback,
     /// Tables whose reads always go to the primary (`name` or `schema.name`).
     pub primary_tables: Vec<String>,
-    /// Functions that write, besides the built-in list (`name` or `schema.name`).
+    /// Functions that write, besides the built-in list (`name` or `schema.name`). They win
+    /// over everything else.
     pub write_functions: Vec<String>,
+    /// Functions that are reads even when the primary's catalog says they are volatile
+    /// (`name` or `schema.name`). Default: [`DEFAULT_READ_ONLY_FUNCTIONS`].
+    pub read_only_functions: Vec<String>,
     /// How long a replica that refused a connection is skipped. Default 5s; > 0.
     pub replica_cooldown: Duration,
     /// Statement classifications cached, by normalised text. Default 10000; 0 = no cache.
@@ -145,6 +165,10 @@ impl Default for RoutingConfig {
             fallback: Fallback::Primary,
             primary_tables: Vec::new(),
             write_functions: Vec::new(),
+            read_only_functions: DEFAULT_READ_ONLY_FUNCTIONS
+                .iter()
+                .map(|f| f.to_string())
+                .collect(),
             replica_cooldown: Duration::from_secs(5),
             classify_cache_size: 10_000,
         }

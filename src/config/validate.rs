@@ -74,6 +74,7 @@ fn routing(config: &Config, out: &mut Problems) {
     for (key, names) in [
         ("primary_tables", &routing.primary_tables),
         ("write_functions", &routing.write_functions),
+        ("read_only_functions", &routing.read_only_functions),
     ] {
         for (i, name) in names.iter().enumerate() {
             let parts: Vec<&str> = name.split('.').collect();

@@ -1,0 +1,169 @@
+//! Keeps the classifier's function catalog fresh: the IO shell of `classify::catalog`.
+//!
+//! One task loads every function's schema, name and volatility from the primary's
+//! `pg_proc` in each configured database, on control connections (`crate::control`): at
+//! startup, every minute, and when classification met a function the catalog does not know
+//! (at most once a second; a function created since the last load is then picked up). The
+//! classifier is shared by all databases, so their functions are merged into one catalog
+//! (conservatively, as overloads are). A load fails unless every database answers; it is
+//! retried after a few seconds, and meanwhile the catalog in force stays. Every look-up is
+//! bounded by timeouts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+
+use crate::classify::FunctionCatalog;
+use crate::control::{self, ControlError};
+use crate::router::Routing;
+
+/// Every function of the primary, one row per schema, name and volatility.
+const QUERY: &str = "SELECT DISTINCT n.nspname::text, p.proname::text, p.provolatile::text \
+     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace";
+
+/// A loaded catalog is reloaded this often.
+const PERIOD: Duration = Duration::from_secs(60);
+/// A failed load is retried after this long.
+const RETRY: Duration = Duration::from_secs(5);
+/// How often the task looks for unknown functions: also the least time between two loads.
+const TICK: Duration = Duration::from_secs(1);
+/// The catalog query taking longer than this fails.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A control pool to one database of the primary.
+pub struct Database {
+    pub name: String,
+    pub pool: Pool,
+}
+
+/// Starts the task; it stops when the runtime does.
+pub fn spawn(databases: Vec<Database>, routing: Arc<Routing>) {
+    tokio::spawn(refresh(databases, routing));
+}
+
+async fn refresh(databases: Vec<Database>, routing: Arc<Routing>) {
+    let classifier = &routing.classifier;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut schedule = Schedule::new(Instant::now(), classifier.unknown_functions_seen());
+    let mut warned = false;
+    loop {
+        tick.tick().await;
+        if !schedule.due(Instant::now(), classifier.unknown_functions_seen()) {
+            continue;
+        }
+        let result = load(&databases).await;
+        let was_ok = schedule.last_ok;
+        schedule.loaded(Instant::now(), result.is_ok());
+        match result {
+            Ok(catalog) => {
+                let names = catalog.len();
+                if !was_ok {
+                    tracing::info!(names, "function catalog loaded from the primary");
+                }
+                if classifier.set_catalog(catalog) {
+                    tracing::debug!(names, "function catalog changed");
+                }
+                warned = false;
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "cannot load the function catalog from the primary; retrying");
+                }
+                warned = true;
+            }
+        }
+    }
+}
+
+/// When the next load is due: at once, then [`PERIOD`] after a load ([`RETRY`] after a
+/// failed one), or at the next tick when classification met unknown functions since the
+/// last load began (only after a good load, so a failing primary is not asked every tick).
+#[derive(Debug)]
+struct Schedule {
+    next_due: Instant,
+    last_ok: bool,
+    /// The classifier's unknown-function count when the last load began.
+    seen: u64,
+}
+
+impl Schedule {
+    fn new(now: Instant, unknown: u64) -> Schedule {
+        Schedule {
+            next_due: now,
+            last_ok: false,
+            seen: unknown,
+        }
+    }
+
+    /// Whether to load now, given the classifier's unknown-function count.
+    fn due(&mut self, now: Instant, unknown: u64) -> bool {
+        if now < self.next_due && !(self.last_ok && unknown != self.seen) {
+            return false;
+        }
+        self.seen = unknown;
+        true
+    }
+
+    /// A load ended at `now`.
+    fn loaded(&mut self, now: Instant, ok: bool) {
+        self.last_ok = ok;
+        self.next_due = now + if ok { PERIOD } else { RETRY };
+    }
+}
+
+/// Why a load failed.
+#[derive(Debug, thiserror::Error)]
+#[error("database {database}: {error}")]
+struct LoadError {
+    database: String,
+    error: ControlError,
+}
+
+/// The functions of every database, merged.
+async fn load(databases: &[Database]) -> Result<FunctionCatalog, LoadError> {
+    let mut functions = Vec::new();
+    for database in databases {
+        lookup(&database.pool, &mut functions)
+            .await
+            .map_err(|error| LoadError {
+                database: database.name.clone(),
+                error,
+            })?;
+    }
+    Ok(FunctionCatalog::from_rows(functions))
+}
+
+/// One database's functions, added to `functions`.
+async fn lookup(
+    pool: &Pool,
+    functions: &mut Vec<(String, String, String)>,
+) -> Result<(), ControlError> {
+    for row in control::query(pool, QUERY, QUERY_TIMEOUT).await? {
+        functions.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, 7);
+        assert!(s.due(t0, 7), "at startup");
+        s.loaded(t0, true);
+        assert!(!s.due(t0 + TICK, 7));
+        assert!(s.due(t0 + TICK, 8), "an unknown function was met");
+        s.loaded(t0 + TICK, true);
+        assert!(!s.due(t0 + 2 * TICK, 8));
+        assert!(s.due(t0 + TICK + PERIOD, 8), "every minute");
+        s.loaded(t0 + TICK + PERIOD, false);
+        let failed = t0 + TICK + PERIOD;
+        assert!(!s.due(failed + TICK, 9), "not every tick while failing");
+        assert!(s.due(failed + RETRY, 9), "retried");
+    }
+}
