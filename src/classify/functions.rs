@@ -1,6 +1,6 @@
 //! Functions whose call changes where a statement must run, and name matching.
 //!
-//! A call to a *write function* (`nextval`, `set_config`, `pg_notify`, transaction-level
+//! A call to a *write function* (`nextval`, `pg_notify`, transaction-level
 //! advisory locks, `lo_*`, ...) makes a query a write: it must run on the primary. A call to a
 //! *session-bound function* (session-level advisory locks) leaves state in the server session,
 //! so the client must be pinned to one primary connection. Other functions are decided by the
@@ -44,8 +44,7 @@ const BUILTIN_WRITE: &[&str] = &[
     "pg_advisory_xact_lock_shared",
     "pg_try_advisory_xact_lock",
     "pg_try_advisory_xact_lock_shared",
-    // settings, notifications, transaction ids
-    "set_config",
+    // notifications, transaction ids
     "pg_notify",
     "txid_current",
     "txid_current_if_assigned",
@@ -87,6 +86,8 @@ const BUILTIN_WRITE_PREFIXES: &[&str] = &["lo_", "pg_stat_reset", "pg_replicatio
 
 /// Built-in functions that leave state in the server session.
 const BUILTIN_SESSION_BOUND: &[&str] = &[
+    // a session-level setting by function, which pgsplit cannot replay
+    "set_config",
     "pg_advisory_lock",
     "pg_advisory_lock_shared",
     "pg_try_advisory_lock",

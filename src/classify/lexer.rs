@@ -24,8 +24,7 @@
 //! [`canonicalize`], it serves everything else in pgsplit that reads SQL text, so there is
 //! one set of quoting rules: [`statements`] splits a query string into statements,
 //! [`source_tokens`] gives the tokens of original text (with [`Token::name`],
-//! [`Token::plain_string`] and [`dotted_name`] to read names and values), and
-//! [`calls_function`] finds a function call.
+//! [`Token::plain_string`] and [`dotted_name`] to read names and values).
 //!
 //! Nothing here panics on any input: all indexing goes through `get`, and the scan is linear.
 
@@ -305,19 +304,6 @@ pub(crate) fn statements(sql: &[u8]) -> Vec<&[u8]> {
         out.push(sql.get(start..end).unwrap_or_default());
     }
     out
-}
-
-/// Whether original SQL text calls the function `name` (given as stored: lowercase unless
-/// it was created quoted), of any schema: an identifier denoting `name` followed by `(`.
-/// Literals and comments do not count.
-pub(crate) fn calls_function(sql: &[u8], name: &[u8]) -> bool {
-    let mut previous: Option<Token> = None;
-    source_tokens(sql).any(|tok| {
-        let call = tok.kind == Kind::Punct(b'(')
-            && previous.is_some_and(|p| p.name(sql).is_some_and(|n| *n == *name));
-        previous = Some(tok);
-        call
-    })
 }
 
 /// Reads a dotted name `a.b.c` (each part a word or a `"quoted"` identifier) at the start of
@@ -975,22 +961,6 @@ mod tests {
         // Tokens stop at the first lexical error.
         assert_eq!(source_tokens(b"SELECT 'x").count(), 1);
         assert_eq!(source_tokens(b"").count(), 0);
-    }
-
-    #[test]
-    fn function_calls_in_original_text() {
-        let calls = |sql: &str| calls_function(sql.as_bytes(), b"set_config");
-        assert!(calls("SELECT set_config('a.b', '1', false)"));
-        assert!(calls(
-            "select PG_CATALOG.Set_Config /* x */ ('a.b', '1', false)"
-        ));
-        assert!(calls(r#"select 1; select "set_config"('a.b', '1', true)"#));
-        assert!(!calls("SELECT 'set_config(1)'"));
-        assert!(!calls("SELECT 1 /* set_config( */ -- set_config(\n"));
-        assert!(!calls("SELECT set_config FROM t"));
-        assert!(!calls(r#"SELECT "Set_Config"(1)"#));
-        assert!(!calls("SELECT $$set_config($$"));
-        assert!(!calls("SELECT my_set_config(1)"));
     }
 
     #[test]

@@ -37,9 +37,7 @@ pub use catalog::FunctionCatalog;
 use functions::{Functions, QualifiedNames};
 
 /// The SQL lexer, for everything else in pgsplit that reads SQL text.
-pub(crate) use lexer::{
-    calls_function, dotted_name, source_tokens, statements, Kind as TokenKind, Token,
-};
+pub(crate) use lexer::{dotted_name, source_tokens, statements, Kind as TokenKind, Token};
 
 /// What a statement (or a multi-statement string) needs from the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -374,6 +372,29 @@ mod tests {
         assert_eq!(c.classify(b"SELECT nextval('s')").class, Class::Write);
         assert_eq!(c.classify(b"SELECT \"a;b\" FROM t").class, READ);
         assert_eq!(c.classify(b"SELECT 1 /* ; DELETE FROM t */").class, READ);
+    }
+
+    #[test]
+    fn set_config_pins_wherever_it_is_called() {
+        let c = classifier();
+        let class = |sql: &str| c.classify(sql.as_bytes()).class;
+        for sql in [
+            "SELECT set_config('a.b', '1', false)",
+            "select PG_CATALOG.Set_Config /* x */ ('a.b', '1', false)",
+            r#"select 1; select "set_config"('a.b', '1', true)"#,
+            "SELECT * FROM t WHERE set_config('a.b', '1', true) IS NOT NULL",
+        ] {
+            assert_eq!(class(sql), Class::SessionBound, "{sql}");
+        }
+        for sql in [
+            "SELECT 'set_config(1)'",
+            "SELECT 1 /* set_config( */ -- set_config(\n",
+            "SELECT set_config FROM t",
+            "SELECT $$set_config($$",
+            "SELECT my_set_config(1)",
+        ] {
+            assert_ne!(class(sql), Class::SessionBound, "{sql}");
+        }
     }
 
     #[test]

@@ -295,7 +295,7 @@ mod tests {
         );
         assert_eq!(
             class("SELECT * FROM t WHERE set_config('', '', false) IS NOT NULL"),
-            Class::Write
+            Class::SessionBound
         );
         assert_eq!(
             class("SELECT * FROM t ORDER BY pg_catalog.setval('', 0)"),

@@ -325,7 +325,13 @@ pub fn might_change_setting(sql: &[u8]) -> bool {
     if first.is_any_kw(sql, &["SET", "RESET", "DISCARD"]) {
         return true;
     }
-    if !sql.contains(&b';') {
+    // The `;` and whitespace that usually end a statement (pgbench, most drivers) do not
+    // make text of several statements.
+    let end = sql
+        .iter()
+        .rposition(|b| *b != b';' && !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    if !sql[..end].contains(&b';') {
         // One statement, and not one of those.
         return false;
     }
@@ -990,6 +996,10 @@ mod tests {
         assert!(might_change_setting(b"/* app */ set x = 1"));
         assert!(might_change_setting(b"-- app\nDISCARD ALL"));
         assert!(!might_change_setting(b"select 1;;"));
+        assert!(!might_change_setting(
+            b"UPDATE t SET a = a + 1 WHERE id = 2; \n"
+        ));
+        assert!(might_change_setting(b"select 1; set x = 1;"));
         assert!(!might_change_setting(b"select 'a; set x = 1'"));
         assert!(!might_change_setting(b"select 1 -- ; set x = 1"));
         assert!(!might_change_setting(b"select 'x; set y = 1"));

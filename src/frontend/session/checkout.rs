@@ -97,12 +97,12 @@ impl Session {
     ///   rotation;
     /// - 53300 when `pool.max_pinned_per_pool` clients of the pool are pinned already, so
     ///   that session-bound clients can never take every connection.
-    pub(super) fn claim_session(&mut self, sql: &[u8]) -> Option<(&'static str, String)> {
+    pub(super) fn claim_session(&mut self) -> Option<(&'static str, String)> {
         if self.pinned {
             return None;
         }
         let class = self.statement_class?;
-        if !session_bound(&class, sql) {
+        if class.class != Class::SessionBound {
             return None;
         }
         if !self.on_primary {
@@ -349,23 +349,6 @@ fn lost(e: &BackendError) -> bool {
 /// Why a statement that needs a real session fails inside a read-only transaction that
 /// runs on a replica (see `Session::claim_session`).
 const STRANDED: &str = "pgsplit: LISTEN, temporary objects, session advisory locks, SQL PREPARE and cursors WITH HOLD need a session on the primary; they cannot run inside a read-only transaction that runs on a replica (run them outside BEGIN READ ONLY)";
-
-/// Whether a statement needs a real session: the client keeps its server connection.
-fn session_bound(class: &Classification, sql: &[u8]) -> bool {
-    // set_config() is a write function to the classifier: only writes need the look.
-    match class.class {
-        Class::SessionBound => true,
-        Class::Write => needs_session(sql),
-        _ => false,
-    }
-}
-
-/// Whether a statement uses session state pgsplit cannot carry from one server
-/// connection to the next: a call of `set_config(...)` (a session-level setting by
-/// function), any schema, in any statement of the text. Literals and comments do not count.
-fn needs_session(sql: &[u8]) -> bool {
-    crate::classify::calls_function(sql, b"set_config")
-}
 
 /// The error a client sees when no server connection could be had.
 fn checkout_error(e: &PoolError<BackendError>, node: &str) -> PgError {

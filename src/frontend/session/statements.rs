@@ -23,7 +23,7 @@ impl Session {
             msg::ready_for_query(self.status, &mut self.outbox);
             return Ok(());
         }
-        if let Some((code, message)) = self.claim_session(sql) {
+        if let Some((code, message)) = self.claim_session() {
             let raise = raise_sql(code, &message);
             self.to_server
                 .extend_from_slice(&msg::query_message(&raise));
@@ -207,7 +207,7 @@ impl Session {
             self.skip_to_sync = true;
             return Ok(false);
         }
-        if let Some((code, message)) = self.claim_session(sql) {
+        if let Some((code, message)) = self.claim_session() {
             self.fail_in_batch(code, &message)?;
             return Ok(false);
         }
