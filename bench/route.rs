@@ -3,7 +3,8 @@
 //!
 //! - `decide/read`: an unpinned autocommit read, leasing a replica (least outstanding work,
 //!   round-robin) and giving it back, as every read through pgsplit does;
-//! - `decide/pinned_read`: a read inside the read-your-writes pin (no lease);
+//! - `decide/pinned_read`: a read of a client whose write's position is not known yet
+//!   (read-your-writes by LSN; no lease);
 //! - `decide/write`: a write (no lease);
 //! - `lease/two_replicas`: the lease alone.
 
@@ -12,15 +13,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use pgsplit::causal::WritePositions;
 use pgsplit::classify::{Class, Classification};
-use pgsplit::router::{decide, ClientRouting, Policy};
-use pgsplit::topology::{Replica, Topology};
+use pgsplit::router::{decide, ClientRouting, Pick, Policy};
+use pgsplit::topology::{Lease, Replica, Topology, Unleased};
 
 fn topology() -> Arc<Topology> {
     Arc::new(Topology::new(
         vec![Replica::new(1, 1), Replica::new(2, 1)],
         Duration::from_secs(5),
     ))
+}
+
+/// What `decide` is told for a lease result.
+fn pick(lease: &Result<Lease, Unleased>) -> Pick {
+    match lease {
+        Ok(l) => Pick::Replica(l.node),
+        Err(Unleased::Behind) => Pick::Behind,
+        Err(Unleased::Unavailable) => Pick::Unavailable,
+    }
 }
 
 fn class(class: Class) -> Classification {
@@ -36,16 +47,18 @@ fn bench_route(c: &mut Criterion) {
     let write = class(Class::Write);
     let unpinned = ClientRouting::default();
     let mut pinned = ClientRouting::default();
-    pinned.wrote(&policy, Instant::now());
+    pinned.wrote(&policy, &WritePositions::default(), Instant::now());
 
     let mut group = c.benchmark_group("decide");
     group.bench_function("read", |b| {
         b.iter(|| {
             let now = Instant::now();
             let mut lease = None;
-            let decision = decide(&policy, &unpinned, black_box(&read), now, || {
-                lease = topology.lease(now, 0);
-                lease.as_ref().map(|l| l.node)
+            let decision = decide(&policy, &unpinned, black_box(&read), now, |lsn| {
+                let l = topology.lease(now, 0, lsn);
+                let p = pick(&l);
+                lease = Some(l);
+                p
             });
             black_box((decision, lease))
         })
@@ -53,23 +66,23 @@ fn bench_route(c: &mut Criterion) {
     group.bench_function("pinned_read", |b| {
         b.iter(|| {
             let now = Instant::now();
-            decide(&policy, &pinned, black_box(&read), now, || {
-                topology.lease(now, 0).map(|l| l.node)
+            decide(&policy, &pinned, black_box(&read), now, |lsn| {
+                pick(&topology.lease(now, 0, lsn))
             })
         })
     });
     group.bench_function("write", |b| {
         b.iter(|| {
             let now = Instant::now();
-            decide(&policy, &unpinned, black_box(&write), now, || {
-                topology.lease(now, 0).map(|l| l.node)
+            decide(&policy, &unpinned, black_box(&write), now, |lsn| {
+                pick(&topology.lease(now, 0, lsn))
             })
         })
     });
     group.finish();
 
     c.bench_function("lease/two_replicas", |b| {
-        b.iter(|| black_box(topology.lease(Instant::now(), 0)))
+        b.iter(|| black_box(topology.lease(Instant::now(), 0, 0)))
     });
 }
 

@@ -8,6 +8,12 @@
 //! `crate::lag`, and puts every transition into the router's replica table, logged once
 //! with the figures behind it. What each check saw goes to the shared [`LagBoard`] for the
 //! admin console and the metrics; the `[lag]` settings follow live changes.
+//!
+//! Each replica check also publishes the replica's replay position to the router's replica
+//! table (read-your-writes by LSN). While a replica is behind the latest write position
+//! that clients wait for, its replay position is also read every [`REPLAY_POLL`] in between
+//! (outside the state machine, which keeps its pace), so a client that wrote reads from a
+//! replica again soon after the replica replays its write.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +23,7 @@ use tokio::sync::watch;
 use tokio_postgres::types::PgLsn;
 
 use crate::backend::NodeAddr;
+use crate::causal::WritePositions;
 use crate::config::LagConfig;
 use crate::control::{self, ControlError, ControlLogin};
 use crate::lag::timeline::lag_bytes;
@@ -24,6 +31,10 @@ use crate::lag::{
     HealthState, LagBoard, LagThresholds, PrimaryReport, PrimaryTimeline, ReplicaHealth, Sample,
 };
 use crate::topology::{ReplicaState, Topology};
+
+/// How often a replica's replay position is read while it is behind the latest write
+/// position clients wait for.
+pub const REPLAY_POLL: Duration = Duration::from_millis(10);
 
 /// The thresholds a `[lag]` section sets.
 pub fn thresholds(lag: &LagConfig) -> LagThresholds {
@@ -47,6 +58,7 @@ pub fn spawn(
     replicas: Vec<(usize, Arc<NodeAddr>)>,
     topology: Arc<Topology>,
     board: Arc<LagBoard>,
+    positions: Arc<WritePositions>,
     settings: ControlLogin,
     lag: watch::Receiver<LagConfig>,
 ) {
@@ -90,6 +102,7 @@ pub fn spawn(
             timeline: timeline.clone(),
             topology: topology.clone(),
             board: board.clone(),
+            positions: positions.clone(),
         };
         tokio::spawn(watch_replica(
             watch,
@@ -239,6 +252,7 @@ struct ReplicaWatch {
     timeline: Arc<Mutex<PrimaryTimeline>>,
     topology: Arc<Topology>,
     board: Arc<LagBoard>,
+    positions: Arc<WritePositions>,
 }
 
 impl ReplicaWatch {
@@ -251,6 +265,8 @@ impl ReplicaWatch {
         };
         let in_recovery: bool = row.try_get(0).unwrap_or(false);
         let replay: Option<PgLsn> = row.try_get(1).unwrap_or(None);
+        self.topology
+            .replayed(self.index, replay.map(u64::from).unwrap_or(0));
         let timeline = lock(&self.timeline);
         let primary = timeline.latest()?;
         let replay = replay.map(u64::from).unwrap_or(0);
@@ -310,8 +326,36 @@ impl ReplicaWatch {
 
 async fn watch_replica(mut watch: ReplicaWatch, mut control: Control, mut clock: Clock) {
     let name = control.node.name.clone();
+    let mut replayed = 0;
+    let mut published = watch.positions.subscribe();
     loop {
-        if let Some(lag) = clock.next(&mut control).await {
+        // While clients may wait for this replica, its replay position is read every
+        // REPLAY_POLL; otherwise at once when a new write position is published.
+        let next = if watch.positions.latest() > replayed {
+            tokio::select! {
+                lag = clock.next(&mut control) => Some(lag),
+                () = tokio::time::sleep(REPLAY_POLL) => None,
+            }
+        } else {
+            tokio::select! {
+                lag = clock.next(&mut control) => Some(lag),
+                Ok(()) = published.changed() => None,
+            }
+        };
+        let Some(lag) = next else {
+            // Between two checks: only the replay position, for waiting clients.
+            if let Some(lsn) = control
+                .query_one("SELECT pg_last_wal_replay_lsn()")
+                .await
+                .ok()
+                .and_then(|row| row.try_get::<_, Option<PgLsn>>(0).ok().flatten())
+            {
+                replayed = u64::from(lsn);
+                watch.topology.replayed(watch.index, replayed);
+            }
+            continue;
+        };
+        if let Some(lag) = lag {
             if let Err(e) = watch.health.set_thresholds(thresholds(&lag)) {
                 tracing::warn!(node = %name, error = %e, "lag thresholds refused; keeping the old ones");
             }
@@ -319,6 +363,13 @@ async fn watch_replica(mut watch: ReplicaWatch, mut control: Control, mut clock:
         let result = control
             .query_one("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()")
             .await;
+        if let Ok(row) = &result {
+            replayed = row
+                .try_get::<_, Option<PgLsn>>(1)
+                .ok()
+                .flatten()
+                .map_or(0, u64::from);
+        }
         let now = Instant::now();
         if let Some(sample) = watch.sample(result, now) {
             watch.observe(&sample, now, &name);

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::causal::{ClientCausal, WritePositions};
 use crate::classify::{Class, Classification, Classifier, Token, TokenKind};
-pub use crate::config::Fallback;
+pub use crate::config::{Fallback, ReadYourWrites};
 use crate::topology::Topology;
 
 /// `SET pgsplit.route`: `auto` routes by statement, `primary` sends everything to the
@@ -26,7 +27,10 @@ pub enum RouteMode {
 pub struct Policy {
     /// When false, everything runs on the primary (pooling only).
     pub enabled: bool,
-    /// How long a client reads from the primary after it wrote; zero disables.
+    /// How a client that wrote reads its writes.
+    pub read_your_writes: ReadYourWrites,
+    /// In `ReadYourWrites::Time`: how long a client reads from the primary after it
+    /// wrote; zero disables.
     pub pin_after_write: Duration,
     pub fallback: Fallback,
 }
@@ -35,6 +39,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             enabled: true,
+            read_your_writes: ReadYourWrites::Lsn,
             pin_after_write: Duration::from_secs(5),
             fallback: Fallback::Primary,
         }
@@ -47,6 +52,8 @@ pub struct Routing {
     pub classifier: Classifier,
     pub policy: Policy,
     pub topology: Arc<Topology>,
+    /// Where the writes of clients ended, for `ReadYourWrites::Lsn`.
+    pub positions: Arc<WritePositions>,
     /// Index of the primary in the node list.
     pub primary: usize,
     pub stats: RouteStats,
@@ -216,8 +223,10 @@ pub fn route_command(sql: &[u8]) -> Option<RouteCommand> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientRouting {
     pub mode: RouteMode,
-    /// Reads go to the primary until then (read-your-writes).
+    /// Reads go to the primary until then (read-your-writes by time).
     pub pinned_until: Option<Instant>,
+    /// Reads go to replicas that have replayed its writes (read-your-writes by LSN).
+    pub causal: ClientCausal,
     /// The client used a feature that needs a real session: it stays on one primary
     /// connection for the rest of its session.
     pub session_bound: bool,
@@ -226,15 +235,30 @@ pub struct ClientRouting {
 }
 
 impl ClientRouting {
-    /// The client wrote at `now`: pin its reads to the primary (extending any pin).
-    pub fn wrote(&mut self, policy: &Policy, now: Instant) {
-        if policy.pin_after_write.is_zero() {
-            return;
+    /// A transaction of the client that wrote ended at `now`: its reads must see it from
+    /// now on, as `policy` says. Returns whether that pins its reads (to the primary for a
+    /// time, or until its write's position is known and replayed).
+    pub fn wrote(&mut self, policy: &Policy, positions: &WritePositions, now: Instant) -> bool {
+        match policy.read_your_writes {
+            ReadYourWrites::Off => false,
+            ReadYourWrites::Lsn => {
+                self.causal.wrote(positions.request());
+                true
+            }
+            ReadYourWrites::Time => self.pin_for(policy.pin_after_write, now),
         }
-        let until = now + policy.pin_after_write;
+    }
+
+    /// Pins its reads to the primary for `pin` from `now` (extending any pin).
+    fn pin_for(&mut self, pin: Duration, now: Instant) -> bool {
+        if pin.is_zero() {
+            return false;
+        }
+        let until = now + pin;
         if self.pinned_until.is_none_or(|t| t < until) {
             self.pinned_until = Some(until);
         }
+        true
     }
 
     /// Whether reads are pinned to the primary at `now`.
@@ -262,7 +286,7 @@ pub enum Reason {
     RouteSetting,
     /// A read of a configured primary table.
     PrimaryTable,
-    /// The client wrote recently (read-your-writes).
+    /// The client wrote recently (read-your-writes by time).
     Pinned,
     /// The client uses a session-bound feature.
     SessionBound,
@@ -270,10 +294,13 @@ pub enum Reason {
     NoReplica,
     /// The client's transactions default to SERIALIZABLE (a standby cannot run them).
     Serializable,
+    /// No replica has replayed the client's last write yet, or its position is not known
+    /// yet (read-your-writes by LSN).
+    AwaitingReplay,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Disabled,
         Reason::Write,
         Reason::Transaction,
@@ -286,6 +313,7 @@ impl Reason {
         Reason::SessionBound,
         Reason::NoReplica,
         Reason::Serializable,
+        Reason::AwaitingReplay,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -302,6 +330,7 @@ impl Reason {
             Reason::SessionBound => "session_bound",
             Reason::NoReplica => "no_replica",
             Reason::Serializable => "serializable",
+            Reason::AwaitingReplay => "awaiting_replay",
         }
     }
 }
@@ -332,14 +361,26 @@ impl Decision {
     }
 }
 
+/// What `decide` is told when it asks for a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// This one (a node index) serves the read.
+    Replica(usize),
+    /// Replicas are available, but none has replayed the position asked for.
+    Behind,
+    /// No replica is available.
+    Unavailable,
+}
+
 /// Decides where the transaction or statement that starts with `class` runs.
-/// `pick_replica` is asked only when a replica may serve it.
+/// `pick_replica` is asked only when a replica may serve it, with the WAL position the
+/// replica must have replayed (0: any).
 pub fn decide(
     policy: &Policy,
     client: &ClientRouting,
     class: &Classification,
     now: Instant,
-    pick_replica: impl FnOnce() -> Option<usize>,
+    pick_replica: impl FnOnce(u64) -> Pick,
 ) -> Decision {
     if !policy.enabled {
         return Decision::primary(Reason::Disabled);
@@ -372,15 +413,22 @@ pub fn decide(
     if client.serializable {
         return Decision::primary(Reason::Serializable);
     }
-    if client.is_pinned(now) {
-        return Decision::primary(Reason::Pinned);
-    }
-    match pick_replica() {
-        Some(node) => Decision {
+    let min_lsn = match policy.read_your_writes {
+        ReadYourWrites::Off => 0,
+        ReadYourWrites::Time if client.is_pinned(now) => return Decision::primary(Reason::Pinned),
+        ReadYourWrites::Time => 0,
+        ReadYourWrites::Lsn if client.causal.is_pending() => {
+            return Decision::primary(Reason::AwaitingReplay)
+        }
+        ReadYourWrites::Lsn => client.causal.lsn(),
+    };
+    match pick_replica(min_lsn) {
+        Pick::Replica(node) => Decision {
             target: Target::Replica(node),
             reason: read_reason,
         },
-        None => match policy.fallback {
+        Pick::Behind => Decision::primary(Reason::AwaitingReplay),
+        Pick::Unavailable => match policy.fallback {
             Fallback::Primary => Decision::primary(Reason::NoReplica),
             Fallback::Error => Decision {
                 target: Target::Refuse,
@@ -409,7 +457,9 @@ mod tests {
     };
 
     fn route(client: &ClientRouting, class: Class, now: Instant) -> Decision {
-        decide(&Policy::default(), client, &c(class), now, || Some(7))
+        decide(&Policy::default(), client, &c(class), now, |_| {
+            Pick::Replica(7)
+        })
     }
 
     #[test]
@@ -445,37 +495,109 @@ mod tests {
         assert_eq!(route(&client, Class::Session, now).target, Target::Primary);
     }
 
-    #[test]
-    fn pin_after_write_holds_reads_on_the_primary_until_it_ends() {
-        let policy = Policy::default();
-        let t0 = Instant::now();
-        let mut client = ClientRouting::default();
-        client.wrote(&policy, t0);
-        assert_eq!(route(&client, READ, t0).reason, Reason::Pinned);
-        let later = t0 + Duration::from_millis(4_999);
-        assert_eq!(route(&client, READ, later).reason, Reason::Pinned);
-        // A later write extends the pin.
-        client.wrote(&policy, t0 + Duration::from_secs(3));
-        assert_eq!(
-            route(&client, READ, t0 + Duration::from_millis(7_999)).reason,
-            Reason::Pinned
-        );
-        assert_eq!(
-            route(&client, READ, t0 + Duration::from_secs(8)).target,
-            Target::Replica(7)
-        );
+    fn timed() -> Policy {
+        Policy {
+            read_your_writes: ReadYourWrites::Time,
+            ..Policy::default()
+        }
     }
 
     #[test]
-    fn zero_pin_disables_read_your_writes() {
-        let policy = Policy {
-            pin_after_write: Duration::ZERO,
-            ..Policy::default()
+    fn pin_after_write_holds_reads_on_the_primary_until_it_ends() {
+        let policy = timed();
+        let positions = WritePositions::default();
+        let route = |client: &ClientRouting, now| {
+            decide(&policy, client, &c(READ), now, |_| Pick::Replica(7))
         };
+        let t0 = Instant::now();
+        let mut client = ClientRouting::default();
+        assert!(client.wrote(&policy, &positions, t0));
+        assert_eq!(route(&client, t0).reason, Reason::Pinned);
+        let later = t0 + Duration::from_millis(4_999);
+        assert_eq!(route(&client, later).reason, Reason::Pinned);
+        // A later write extends the pin.
+        client.wrote(&policy, &positions, t0 + Duration::from_secs(3));
+        assert_eq!(
+            route(&client, t0 + Duration::from_millis(7_999)).reason,
+            Reason::Pinned
+        );
+        assert_eq!(
+            route(&client, t0 + Duration::from_secs(8)).target,
+            Target::Replica(7)
+        );
+        assert_eq!(positions.latest(), 0, "no sample asked for");
+    }
+
+    #[test]
+    fn zero_pin_or_off_disables_read_your_writes() {
+        let positions = WritePositions::default();
+        let now = Instant::now();
+        for policy in [
+            Policy {
+                pin_after_write: Duration::ZERO,
+                ..timed()
+            },
+            Policy {
+                read_your_writes: ReadYourWrites::Off,
+                ..Policy::default()
+            },
+        ] {
+            let mut client = ClientRouting::default();
+            assert!(!client.wrote(&policy, &positions, now));
+            assert!(!client.is_pinned(now));
+            let d = decide(&policy, &client, &c(READ), now, |min| {
+                assert_eq!(min, 0);
+                Pick::Replica(7)
+            });
+            assert_eq!(d.target, Target::Replica(7));
+        }
+    }
+
+    #[test]
+    fn by_lsn_reads_wait_for_a_replica_that_replayed_the_write() {
+        let policy = Policy::default();
+        let positions = WritePositions::default();
         let now = Instant::now();
         let mut client = ClientRouting::default();
-        client.wrote(&policy, now);
-        assert!(!client.is_pinned(now));
+        // A client that never wrote asks for any replica.
+        let d = decide(&policy, &client, &c(READ), now, |min| {
+            assert_eq!(min, 0);
+            Pick::Replica(7)
+        });
+        assert_eq!(d.target, Target::Replica(7));
+        assert!(client.wrote(&policy, &positions, now));
+        // Position unknown: the primary, without asking for a replica.
+        let d = decide(&policy, &client, &c(READ), now, |_| panic!("not asked"));
+        assert_eq!(
+            (d.target, d.reason),
+            (Target::Primary, Reason::AwaitingReplay)
+        );
+        let ticket = positions.unanswered().unwrap();
+        positions.publish(ticket, 4242);
+        client.causal.settle(&positions);
+        let d = decide(&policy, &client, &c(READ), now, |min| {
+            assert_eq!(min, 4242);
+            Pick::Behind
+        });
+        assert_eq!(
+            (d.target, d.reason),
+            (Target::Primary, Reason::AwaitingReplay)
+        );
+        // However long it takes (no time limit), and whatever the fallback says.
+        let strict = Policy {
+            fallback: Fallback::Error,
+            ..Policy::default()
+        };
+        let d = decide(
+            &strict,
+            &client,
+            &c(READ),
+            now + Duration::from_secs(3600),
+            |_| Pick::Behind,
+        );
+        assert_eq!(d.target, Target::Primary);
+        let d = decide(&policy, &client, &c(READ), now, |_| Pick::Replica(7));
+        assert_eq!((d.target, d.reason), (Target::Replica(7), Reason::Read));
     }
 
     #[test]
@@ -490,7 +612,7 @@ mod tests {
             &ClientRouting::default(),
             &hinted,
             now,
-            || Some(1),
+            |_| Pick::Replica(1),
         );
         assert_eq!(d.reason, Reason::Hint);
         let client = ClientRouting {
@@ -514,16 +636,18 @@ mod tests {
     fn no_replica_falls_back_as_configured() {
         let now = Instant::now();
         let client = ClientRouting::default();
-        let d = decide(&Policy::default(), &client, &c(READ), now, || None);
+        let d = decide(&Policy::default(), &client, &c(READ), now, |_| {
+            Pick::Unavailable
+        });
         assert_eq!((d.target, d.reason), (Target::Primary, Reason::NoReplica));
         let strict = Policy {
             fallback: Fallback::Error,
             ..Policy::default()
         };
-        let d = decide(&strict, &client, &c(READ), now, || None);
+        let d = decide(&strict, &client, &c(READ), now, |_| Pick::Unavailable);
         assert_eq!(d.target, Target::Refuse);
         // Writes never ask for a replica.
-        let d = decide(&strict, &client, &c(Class::Write), now, || {
+        let d = decide(&strict, &client, &c(Class::Write), now, |_| {
             panic!("not asked")
         });
         assert_eq!(d.target, Target::Primary);
@@ -613,7 +737,7 @@ mod tests {
             &ClientRouting::default(),
             &c(READ),
             Instant::now(),
-            || panic!("not asked"),
+            |_| panic!("not asked"),
         );
         assert_eq!(d.reason, Reason::Disabled);
     }

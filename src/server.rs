@@ -22,7 +22,8 @@ use crate::classify::{Classifier, ClassifierOptions};
 use crate::clients::{ClientNow, ClientRegistry, ClientRow};
 use crate::config::ADMIN_DATABASE;
 use crate::config::{
-    ClientAuth, Config, ConfigError, LagConfig, NodeRole, PasswordKind, PoolMode, SetError,
+    ClientAuth, Config, ConfigError, LagConfig, NodeRole, PasswordKind, PoolMode, ReadYourWrites,
+    SetError,
 };
 use crate::control::ControlLogin;
 use crate::frontend::login::{self, Accepted, LoginError};
@@ -140,6 +141,7 @@ impl Proxy {
             }),
             policy: Policy {
                 enabled: config.routing.enabled,
+                read_your_writes: config.routing.read_your_writes,
                 pin_after_write: config.routing.pin_after_write.as_std(),
                 fallback: config.routing.fallback,
             },
@@ -147,6 +149,7 @@ impl Proxy {
                 replicas,
                 config.routing.replica_cooldown.as_std(),
             )),
+            positions: Arc::default(),
             primary,
             stats: RouteStats::new(config.nodes.len()),
         });
@@ -189,12 +192,22 @@ impl Proxy {
             .filter(|(_, n)| n.role == NodeRole::Replica)
             .map(|(i, _)| (i, nodes[i].clone()))
             .collect();
+        let login = ControlLogin::from_config(&self.config);
+        let routing = &self.config.routing;
+        if routing.enabled && routing.read_your_writes == ReadYourWrites::Lsn {
+            crate::causal::sampler::spawn(
+                self.routing.positions.clone(),
+                nodes[self.routing.primary].clone(),
+                &login,
+            );
+        }
         crate::monitor::spawn(
             nodes[self.routing.primary].clone(),
             replicas,
             self.routing.topology.clone(),
             self.board.clone(),
-            ControlLogin::from_config(&self.config),
+            self.routing.positions.clone(),
+            login,
             self.lag.subscribe(),
         );
     }

@@ -35,6 +35,8 @@ pub struct Replica {
     pub outstanding: usize,
     /// Reads routed to it so far.
     pub reads: u64,
+    /// The WAL position it had replayed when last checked (0: not known).
+    pub replay_lsn: u64,
 }
 
 impl Replica {
@@ -46,6 +48,7 @@ impl Replica {
             cooldown_until: None,
             outstanding: 0,
             reads: 0,
+            replay_lsn: 0,
         }
     }
 
@@ -55,16 +58,17 @@ impl Replica {
     }
 }
 
-/// Picks the replica for a read of the client in `slot`: the available one with the least
-/// outstanding work per unit of weight; among equals, the client's own replica (where
-/// `slot` falls when all the replicas are laid out by weight) if it is one of them, else
-/// where `slot` falls among the equals. Returns an index into `replicas`.
-pub fn choose(replicas: &[Replica], now: Instant, slot: u64) -> Option<usize> {
+/// Picks the replica for a read of the client in `slot`, among the available ones that
+/// have replayed `min_lsn`: the one with the least outstanding work per unit of weight;
+/// among equals, the client's own replica (where `slot` falls when all the replicas are
+/// laid out by weight) if it is one of them, else where `slot` falls among the equals.
+/// Returns an index into `replicas`.
+pub fn choose(replicas: &[Replica], now: Instant, slot: u64, min_lsn: u64) -> Option<usize> {
     let available = || {
         replicas
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.available(now))
+            .filter(|(_, r)| r.available(now) && r.replay_lsn >= min_lsn)
     };
     // Compare outstanding/weight without division: a.o * b.w vs b.o * a.w.
     let (_, best) = available().min_by(|(_, a), (_, b)| {
@@ -99,6 +103,15 @@ fn at_slot<'a>(
         slot -= r.weight as u64;
     }
     None
+}
+
+/// Why no replica was leased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unleased {
+    /// None is available.
+    Unavailable,
+    /// Some are available, but none has replayed the position asked for.
+    Behind,
 }
 
 /// The shared replica table.
@@ -143,15 +156,27 @@ impl Topology {
         self.next_slot.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Leases the replica that should take the next read of the client in `slot`, if any
-    /// is available.
-    pub fn lease(self: &Arc<Self>, now: Instant, slot: u64) -> Option<Lease> {
+    /// Leases the replica that should take the next read of the client in `slot`, among
+    /// the available ones that have replayed `min_lsn`.
+    pub fn lease(
+        self: &Arc<Self>,
+        now: Instant,
+        slot: u64,
+        min_lsn: u64,
+    ) -> Result<Lease, Unleased> {
         let mut replicas = self.lock();
-        let i = choose(&replicas, now, slot)?;
+        let Some(i) = choose(&replicas, now, slot, min_lsn) else {
+            let behind = min_lsn > 0 && replicas.iter().any(|r| r.available(now));
+            return Err(if behind {
+                Unleased::Behind
+            } else {
+                Unleased::Unavailable
+            });
+        };
         let r = &mut replicas[i];
         r.outstanding += 1;
         r.reads += 1;
-        Some(Lease {
+        Ok(Lease {
             topology: self.clone(),
             node: r.node,
         })
@@ -168,6 +193,11 @@ impl Topology {
         if let Some(r) = self.lock().iter_mut().find(|r| r.node == node) {
             f(r);
         }
+    }
+
+    /// A replica's replay position, as just checked.
+    pub fn replayed(&self, node: usize, lsn: u64) {
+        self.update(node, |r| r.replay_lsn = lsn);
     }
 
     /// A copy of the table.

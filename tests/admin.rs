@@ -30,7 +30,11 @@ async fn only_admin_users_with_the_right_password_get_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_pools_clients_and_stats_describe_the_running_proxy() {
-    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let proxy = TestProxy::start(|c| {
+        c.routing.enabled = true;
+        c.routing.read_your_writes = pgsplit::config::ReadYourWrites::Time;
+    })
+    .await;
     let console = admin(&proxy).await;
 
     let replicas = admin_rows(&console, "SHOW REPLICAS").await;

@@ -59,7 +59,7 @@ async fn create(create_sql: &str, drop_sql: &str, functions: &[&str]) -> Cleanup
 async fn routed(adjust: impl FnOnce(&mut Config)) -> TestProxy {
     let proxy = TestProxy::start(|c| {
         c.routing.enabled = true;
-        c.routing.pin_after_write = pgsplit::config::Duration::ZERO;
+        c.routing.read_your_writes = pgsplit::config::ReadYourWrites::Off;
         adjust(c);
     })
     .await;

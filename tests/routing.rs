@@ -26,7 +26,7 @@ use common::{
     APP_PASSWORD,
 };
 use futures_util::{SinkExt, TryStreamExt};
-use pgsplit::config::{Config, Fallback};
+use pgsplit::config::{Config, Fallback, ReadYourWrites};
 use pgsplit::router::Reason;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -46,12 +46,12 @@ fn is_replica(port: i32) -> bool {
     replica_ports().contains(&port)
 }
 
-/// A proxy with routing on and, unless `adjust` says otherwise, no read-your-writes pin (so
+/// A proxy with routing on and, unless `adjust` says otherwise, no read-your-writes (so
 /// that rule tests can write and read on one connection).
 async fn routed(adjust: impl FnOnce(&mut Config)) -> TestProxy {
     TestProxy::start(|c| {
         c.routing.enabled = true;
-        c.routing.pin_after_write = pgsplit::config::Duration::ZERO;
+        c.routing.read_your_writes = ReadYourWrites::Off;
         adjust(c);
     })
     .await
@@ -1863,7 +1863,11 @@ async fn session_settings_follow_the_client_to_replicas() {
 const PIN: Duration = Duration::from_millis(2000);
 
 async fn pinned_proxy(pin: Duration) -> TestProxy {
-    routed(move |c| c.routing.pin_after_write = pin.into()).await
+    routed(move |c| {
+        c.routing.read_your_writes = ReadYourWrites::Time;
+        c.routing.pin_after_write = pin.into();
+    })
+    .await
 }
 
 /// One timed read: where it ran, when it was sent and when its answer came.
@@ -2190,7 +2194,7 @@ async fn read_your_writes_against_replicas_that_are_always_behind() {
 async fn pgbench_tpcb_through_routing_has_no_read_only_errors() {
     const SCHEMA: &str = "pgsplit_test_routing_pgbench";
     let proxy = routed(|c| {
-        c.routing.pin_after_write = pgsplit::config::Duration::from_secs(5);
+        c.routing.read_your_writes = ReadYourWrites::Lsn;
         c.pool.max_size = 4;
         c.pool.checkout_timeout = pgsplit::config::Duration::from_secs(60);
     })

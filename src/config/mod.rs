@@ -139,7 +139,10 @@ pub const DEFAULT_READ_ONLY_FUNCTIONS: &[&str] = &[
 pub struct RoutingConfig {
     /// Split reads from writes. When false, everything runs on the primary. Default true.
     pub enabled: bool,
-    /// After a write, the client's reads go to the primary this long. Default 5s; 0 = off.
+    /// How a client reads its own writes. Default lsn.
+    pub read_your_writes: ReadYourWrites,
+    /// In `read_your_writes = "time"`: after a write, the client's reads go to the primary
+    /// this long. Default 5s; 0 = off.
     pub pin_after_write: Duration,
     /// What reads do when no replica is available. Default primary.
     pub fallback: Fallback,
@@ -161,6 +164,7 @@ impl Default for RoutingConfig {
     fn default() -> Self {
         RoutingConfig {
             enabled: true,
+            read_your_writes: ReadYourWrites::Lsn,
             pin_after_write: Duration::from_secs(5),
             fallback: Fallback::Primary,
             primary_tables: Vec::new(),
@@ -173,6 +177,20 @@ impl Default for RoutingConfig {
             classify_cache_size: 10_000,
         }
     }
+}
+
+/// How a client that wrote reads its writes (`routing.read_your_writes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadYourWrites {
+    /// Its reads go to a replica only once that replica has replayed the WAL position of
+    /// its last write; until then to the primary.
+    #[default]
+    Lsn,
+    /// Its reads go to the primary for `pin_after_write` after each write.
+    Time,
+    /// No pin: its reads may miss its writes.
+    Off,
 }
 
 /// What reads do when no replica is available.

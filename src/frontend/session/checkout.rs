@@ -193,16 +193,26 @@ impl Session {
         let routing = self.ctx.routing.clone();
         let now = Instant::now();
         self.routing.serializable = self.settings.serializable();
+        self.routing.causal.settle(&routing.positions);
         let mut lease = None;
+        let mut min_lsn = 0;
         let decision = if self.ctx.mode == PoolMode::Session {
             router::Decision {
                 target: Target::Primary,
                 reason: router::Reason::Disabled,
             }
         } else {
-            router::decide(&routing.policy, &self.routing, &class, now, || {
-                lease = routing.topology.lease(now, self.replica_slot);
-                lease.as_ref().map(|l| l.node)
+            router::decide(&routing.policy, &self.routing, &class, now, |lsn| {
+                min_lsn = lsn;
+                match routing.topology.lease(now, self.replica_slot, lsn) {
+                    Ok(l) => {
+                        let node = l.node;
+                        lease = Some(l);
+                        router::Pick::Replica(node)
+                    }
+                    Err(Unleased::Behind) => router::Pick::Behind,
+                    Err(Unleased::Unavailable) => router::Pick::Unavailable,
+                }
             })
         };
         let mut reason = decision.reason;
@@ -253,15 +263,22 @@ impl Session {
             };
             tracing::warn!(node = %self.ctx.pools[node].manager_node(), error = %skipped, "replica cannot serve; skipping it for the cooldown");
             routing.topology.refused(node, now);
-            lease = routing.topology.lease(now, self.replica_slot);
-            node = match (&lease, routing.policy.fallback) {
-                (Some(l), _) => l.node,
-                (None, router::Fallback::Primary) => {
+            let next = routing.topology.lease(now, self.replica_slot, min_lsn);
+            node = match (&next, routing.policy.fallback) {
+                (Ok(l), _) => l.node,
+                (Err(Unleased::Behind), _) => {
+                    reason = router::Reason::AwaitingReplay;
+                    routing.primary
+                }
+                (Err(Unleased::Unavailable), router::Fallback::Primary) => {
                     reason = router::Reason::NoReplica;
                     routing.primary
                 }
-                (None, router::Fallback::Error) => return Ok(self.refuse_read()),
+                (Err(Unleased::Unavailable), router::Fallback::Error) => {
+                    return Ok(self.refuse_read())
+                }
             };
+            lease = next.ok();
         }
         routing.stats.record(reason, node);
         self.lease = lease.filter(|l| l.node == node);

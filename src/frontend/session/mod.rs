@@ -30,7 +30,7 @@ use crate::clients::ClientEntry;
 use crate::config::PoolMode;
 use crate::prepared::{ClientStatements, PreparedStatement};
 use crate::router::{self, ClientRouting, RouteMode, Routing, Target};
-use crate::topology::Lease;
+use crate::topology::{Lease, Unleased};
 use crate::wire::error::code;
 use crate::wire::frame::peek_frame_len;
 use crate::wire::message::{self as msg, read_bind, read_parse, read_query, read_target, TxStatus};

@@ -51,10 +51,13 @@ impl Session {
                     let status = msg::read_ready(body).unwrap_or(TxStatus::Idle);
                     server.status = status;
                     if status == TxStatus::Idle && std::mem::take(&mut self.wrote) {
-                        self.routing.wrote(&self.ctx.routing.policy, Instant::now());
-                        self.ctx.routing.stats.record_pin();
-                        let until = self.routing.pinned_until;
-                        self.ctx.entry.update(|now| now.pinned_until = until);
+                        let routing = &self.ctx.routing;
+                        let now = Instant::now();
+                        if self.routing.wrote(&routing.policy, &routing.positions, now) {
+                            routing.stats.record_pin();
+                            let until = self.routing.pinned_until;
+                            self.ctx.entry.update(|now| now.pinned_until = until);
+                        }
                     }
                     match self.settings.ready(self.status, status) {
                         ServerSettings::Unchanged => {}
