@@ -242,7 +242,7 @@ impl ClientRouting {
         match policy.read_your_writes {
             ReadYourWrites::Off => false,
             ReadYourWrites::Lsn => {
-                self.causal.wrote(positions.request());
+                self.causal.wrote(positions.mark());
                 true
             }
             ReadYourWrites::Time => self.pin_for(policy.pin_after_write, now),
@@ -572,8 +572,9 @@ mod tests {
             (d.target, d.reason),
             (Target::Primary, Reason::AwaitingReplay)
         );
-        let ticket = positions.unanswered().unwrap();
-        positions.publish(ticket, 4242);
+        client.causal.ask(&positions);
+        let sample = positions.next_sample().unwrap();
+        positions.publish(sample, 4242);
         client.causal.settle(&positions);
         let d = decide(&policy, &client, &c(READ), now, |min| {
             assert_eq!(min, 4242);

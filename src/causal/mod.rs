@@ -1,25 +1,28 @@
 //! Causal read-your-writes: a client that wrote reads from a replica only once that
 //! replica has replayed the primary's WAL up to a position at or after its commit.
 //!
-//! The position comes from one shared sampler ([`sampler`]): a session whose transaction
-//! wrote asks for a sample when the transaction ends ([`WritePositions::request`] hands out
-//! a ticket, nothing waits), and the sampler answers every ticket handed out before its
-//! `pg_current_wal_insert_lsn()` was sent with that one position, so a write-heavy load
-//! costs one query per sample, not one per transaction. Until its ticket is answered the
-//! client's reads go to the primary; then its causal LSN is the highest answer it got, and
-//! a replica may serve its reads once its replay position (published by the monitor) has
-//! reached it. The client's state ([`ClientCausal`]) and the comparisons are pure.
+//! The position comes from one shared sampler ([`sampler`]), on demand: when a
+//! transaction that wrote ends, the session only notes the number of the last sample sent
+//! ([`WritePositions::mark`], one atomic load; any later sample was sent after the commit).
+//! When the client then wants to read and no later sample is answered yet, its read goes to
+//! the primary and it asks for one ([`WritePositions::ask`]); the sampler runs one
+//! `pg_current_wal_insert_lsn()` for everyone waiting. So a client that never reads between
+//! its writes (TPC-B) costs nothing, and a write-heavy load pays one query per sample, not
+//! one per transaction. Once answered, the client's causal LSN is the highest answer it
+//! got, and a replica may serve its reads once its replay position (published by the
+//! monitor) has reached it. The client's state ([`ClientCausal`]) and the comparisons are
+//! pure.
 
 pub mod sampler;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use tokio::sync::{watch, Notify};
 
 /// What one client's reads must see: its own writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClientCausal {
-    /// The ticket of its last write whose position is not known yet.
+    /// The mark of its last write whose position is not known yet.
     pending: Option<u64>,
     /// A WAL position at or after the commit of each of its writes whose position is
     /// known (0: none).
@@ -27,10 +30,11 @@ pub struct ClientCausal {
 }
 
 impl ClientCausal {
-    /// A transaction of the client that wrote has ended; `ticket` will bring its position.
-    pub fn wrote(&mut self, ticket: u64) {
-        // A later ticket's answer covers every earlier write too.
-        self.pending = Some(self.pending.map_or(ticket, |t| t.max(ticket)));
+    /// A transaction of the client that wrote has ended; `mark` is
+    /// [`WritePositions::mark`] taken after its commit.
+    pub fn wrote(&mut self, mark: u64) {
+        // A sample sent after the later write covers every earlier one too.
+        self.pending = Some(self.pending.map_or(mark, |m| m.max(mark)));
     }
 
     /// Whether a write's position is still unknown (its reads go to the primary).
@@ -40,11 +44,18 @@ impl ClientCausal {
 
     /// Takes the position of the pending write if `positions` has it.
     pub fn settle(&mut self, positions: &WritePositions) {
-        if let Some(ticket) = self.pending {
-            if let Some(lsn) = positions.answer(ticket) {
+        if let Some(mark) = self.pending {
+            if let Some(lsn) = positions.answer(mark) {
                 self.pending = None;
                 self.lsn = self.lsn.max(lsn);
             }
+        }
+    }
+
+    /// The client wants to read while its write's position is unknown: asks for a sample.
+    pub fn ask(&self, positions: &WritePositions) {
+        if let Some(mark) = self.pending {
+            positions.ask(mark);
         }
     }
 
@@ -59,16 +70,18 @@ impl ClientCausal {
     }
 }
 
-/// The shared exchange between sessions that wrote and the sampler: tickets handed out,
-/// the highest ticket answered and the position that answers it.
+/// The shared exchange between sessions that wrote and the sampler. Samples are numbered
+/// 1, 2, ... in the order their queries are sent.
 #[derive(Debug)]
 pub struct WritePositions {
-    /// The last ticket handed out.
-    requested: AtomicU64,
-    /// Every ticket up to this one is answered by `lsn`.
+    /// The number of the last sample whose query was sent (or is about to be).
+    sent: AtomicU64,
+    /// The number of the last sample answered; `lsn` answers it and every earlier one.
     answered: AtomicU64,
-    /// The highest position sampled: at or after the commit of every answered write.
+    /// The highest position sampled.
     lsn: AtomicU64,
+    /// The lowest sample number that answers every client waiting (0: none waits).
+    wanted: AtomicU64,
     /// Wakes the sampler.
     wake: Notify,
     /// Each new position, for the replica checks (see `monitor`).
@@ -78,9 +91,10 @@ pub struct WritePositions {
 impl Default for WritePositions {
     fn default() -> Self {
         WritePositions {
-            requested: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
             answered: AtomicU64::new(0),
             lsn: AtomicU64::new(0),
+            wanted: AtomicU64::new(0),
             wake: Notify::new(),
             published: watch::Sender::new(0),
         }
@@ -88,22 +102,29 @@ impl Default for WritePositions {
 }
 
 impl WritePositions {
-    /// A transaction that wrote has just ended (its commit is done): returns the ticket its
-    /// position will be answered under, and wakes the sampler.
-    pub fn request(&self) -> u64 {
-        let ticket = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
-        self.wake.notify_one();
-        ticket
+    /// A transaction that wrote has just ended (its commit is acknowledged): every sample
+    /// numbered above the mark returned was sent after the commit.
+    pub fn mark(&self) -> u64 {
+        self.sent.load(SeqCst)
     }
 
-    /// A position at or after the commit of the write that got `ticket`, once sampled.
-    pub fn answer(&self, ticket: u64) -> Option<u64> {
-        (self.answered.load(Ordering::Acquire) >= ticket).then(|| self.lsn.load(Ordering::Acquire))
+    /// A position at or after the commit of the write marked `mark`, once a sample sent
+    /// after it has been answered.
+    pub fn answer(&self, mark: u64) -> Option<u64> {
+        (self.answered.load(SeqCst) > mark).then(|| self.lsn.load(SeqCst))
+    }
+
+    /// A client waits for the position of its write marked `mark`: asks for a sample sent
+    /// after it (waking the sampler unless another client already asked for one as late).
+    pub fn ask(&self, mark: u64) {
+        if self.wanted.fetch_max(mark + 1, SeqCst) < mark + 1 {
+            self.wake.notify_one();
+        }
     }
 
     /// The highest write position known: replicas behind it may have clients waiting.
     pub fn latest(&self) -> u64 {
-        self.lsn.load(Ordering::Acquire)
+        self.lsn.load(SeqCst)
     }
 
     /// Changes with each new position sampled.
@@ -111,23 +132,25 @@ impl WritePositions {
         self.published.subscribe()
     }
 
-    /// The sampler is about to send its query: every ticket handed out so far will be
-    /// answered by it. Returns that ticket, or None when none is waiting.
-    pub fn unanswered(&self) -> Option<u64> {
-        let requested = self.requested.load(Ordering::Acquire);
-        (requested > self.answered.load(Ordering::Acquire)).then_some(requested)
+    /// The sampler is about to send a query: returns the sample's number, or None when no
+    /// client waits for one.
+    pub fn next_sample(&self) -> Option<u64> {
+        if self.wanted.load(SeqCst) <= self.answered.load(SeqCst) {
+            return None;
+        }
+        Some(self.sent.fetch_add(1, SeqCst) + 1)
     }
 
-    /// The sample taken after `ticket` was handed out said `lsn`.
-    pub fn publish(&self, ticket: u64, lsn: u64) {
-        self.lsn.fetch_max(lsn, Ordering::AcqRel);
-        self.answered.fetch_max(ticket, Ordering::AcqRel);
+    /// Sample number `sample` said `lsn`.
+    pub fn publish(&self, sample: u64, lsn: u64) {
+        self.lsn.fetch_max(lsn, SeqCst);
+        self.answered.fetch_max(sample, SeqCst);
         self.published.send_replace(lsn);
     }
 
-    /// Waits until a ticket is handed out (or returns at once if one was since the last
-    /// wait).
-    async fn requested(&self) {
+    /// Waits until a client asks for a sample (or returns at once if one did since the
+    /// last wait).
+    async fn asked(&self) {
         self.wake.notified().await
     }
 }
@@ -153,54 +176,69 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_write_is_pending_until_a_sample_taken_after_it_answers() {
+    fn a_write_is_pending_until_a_sample_sent_after_it_answers() {
         let positions = WritePositions::default();
         let mut client = ClientCausal::default();
         assert!(client.fresh(0), "a client that never wrote reads anywhere");
-        let ticket = positions.request();
-        client.wrote(ticket);
+        assert_eq!(positions.next_sample(), None, "nobody waits: no sample");
+        // A sample already under way when the write ends does not count for it.
+        positions.wanted.store(1, SeqCst);
+        let early = positions.next_sample().unwrap();
+        client.wrote(positions.mark());
         assert!(client.is_pending());
         assert!(!client.fresh(u64::MAX), "position unknown: primary");
+        positions.publish(early, 500);
         client.settle(&positions);
-        assert!(client.is_pending(), "no sample yet");
-        // The sampler takes every ticket handed out before its query.
-        assert_eq!(positions.unanswered(), Some(ticket));
-        let later = positions.request();
-        positions.publish(ticket, 1000);
+        assert!(
+            client.is_pending(),
+            "that sample was sent before the commit"
+        );
+        assert_eq!(
+            positions.next_sample(),
+            None,
+            "and the client has not asked yet"
+        );
+        // It wants to read: it asks, the sampler sends one, and its answer settles it.
+        client.ask(&positions);
+        let sample = positions.next_sample().unwrap();
+        client.settle(&positions);
+        assert!(client.is_pending(), "not answered yet");
+        positions.publish(sample, 1000);
         client.settle(&positions);
         assert!(!client.is_pending());
         assert_eq!(client.lsn(), 1000);
         assert!(!client.fresh(999));
         assert!(client.fresh(1000));
-        // A ticket handed out after the query was sent waits for the next sample.
-        assert_eq!(positions.answer(later), None);
-        assert_eq!(positions.unanswered(), Some(later));
-        positions.publish(later, 1500);
-        assert_eq!(positions.answer(later), Some(1500));
-        assert_eq!(positions.unanswered(), None);
-        assert_eq!(positions.latest(), 1500);
+        assert_eq!(positions.latest(), 1000);
+        assert_eq!(
+            positions.next_sample(),
+            None,
+            "every waiting client is answered"
+        );
     }
 
     #[test]
     fn the_causal_lsn_is_the_highest_of_the_clients_writes() {
         let positions = WritePositions::default();
         let mut client = ClientCausal::default();
-        let first = positions.request();
-        client.wrote(first);
-        let second = positions.request();
-        client.wrote(second);
-        // The first answer does not settle the second write.
+        client.wrote(positions.mark());
+        client.ask(&positions);
+        let first = positions.next_sample().unwrap();
+        // A second write while the first sample is under way needs a later sample.
+        client.wrote(positions.mark());
         positions.publish(first, 500);
         client.settle(&positions);
         assert!(client.is_pending());
+        client.ask(&positions);
+        let second = positions.next_sample().unwrap();
         positions.publish(second, 700);
         client.settle(&positions);
         assert_eq!(client.lsn(), 700);
-        // Answers never go back (samples are taken in order; a late one cannot lower it).
+        // Answers never go back (a late one cannot lower the position).
         positions.publish(second, 600);
-        assert_eq!(positions.answer(second), Some(700));
-        // An earlier ticket, answered late, does not undo a later one.
-        client.wrote(first);
+        assert_eq!(positions.latest(), 700);
+        // An old mark is answered by the latest position, and does not lower the client's.
+        client.wrote(0);
         client.settle(&positions);
         assert_eq!(client.lsn(), 700);
     }

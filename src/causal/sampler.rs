@@ -1,5 +1,5 @@
 //! The write-position sampler's IO shell: one task on its own control connection to the
-//! primary that, whenever tickets are waiting, runs one
+//! primary that, whenever clients wait for the position of their writes, runs one
 //! `SELECT pg_current_wal_insert_lsn()` and answers all of them with it (see the parent
 //! module). The insert position, not the write or flush position: with
 //! `synchronous_commit = off` those can be behind a commit that has been acknowledged.
@@ -48,12 +48,12 @@ pub fn spawn(positions: Arc<WritePositions>, node: Arc<NodeAddr>, login: &Contro
 async fn run(positions: Arc<WritePositions>, node: Arc<NodeAddr>, pool: deadpool_postgres::Pool) {
     let mut failing = false;
     loop {
-        let Some(ticket) = positions.unanswered() else {
-            positions.requested().await;
+        let Some(sample) = positions.next_sample() else {
+            positions.asked().await;
             continue;
         };
         let started = Instant::now();
-        let sample = control::query(
+        let result = control::query(
             &pool,
             "SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn(), \
              current_setting('wal_block_size')::int8",
@@ -69,9 +69,9 @@ async fn run(positions: Arc<WritePositions>, node: Arc<NodeAddr>, pool: deadpool
             let lsn = commit_bound(u64::from(insert), page.max(0) as u64);
             Ok((lsn, u64::from(flush)))
         });
-        match sample {
+        match result {
             Ok((lsn, flushed)) => {
-                positions.publish(ticket, lsn);
+                positions.publish(sample, lsn);
                 if flushed < lsn {
                     flush(&pool, &node).await;
                 }

@@ -215,6 +215,9 @@ impl Session {
                 }
             })
         };
+        if decision.reason == router::Reason::AwaitingReplay {
+            self.routing.causal.ask(&routing.positions);
+        }
         let mut reason = decision.reason;
         let target = decision.target;
         let mut node = match target {

@@ -95,8 +95,8 @@ pub struct Session {
     replica_slot: u64,
     /// Whether the current server is the primary.
     on_primary: bool,
-    /// A statement that writes ran on the primary since the client was last idle: its
-    /// reads are pinned to the primary once it is idle again.
+    /// A statement that writes ran on the primary since the client was last idle: once it
+    /// is idle again, its reads must see the write (`ClientRouting::wrote`).
     wrote: bool,
     /// Client messages wait in the inbox until the current replica has answered: they
     /// start a statement that must run elsewhere.
