@@ -49,6 +49,11 @@ pub enum ReloadError {
 /// How long a client may take to log in (PostgreSQL's authentication_timeout is 60 s).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a start waits for the first check of every node before accepting clients (a
+/// node that refuses connections fails its check at once; one that does not answer at all
+/// is not waited for longer).
+const FIRST_CHECKS_LIMIT: Duration = Duration::from_secs(3);
+
 /// State shared by every client of one proxy.
 pub struct Proxy {
     config: Config,
@@ -210,6 +215,26 @@ impl Proxy {
             login,
             self.lag.subscribe(),
         );
+    }
+
+    /// Waits, at most `limit`, until the monitor has checked every node once, so that the
+    /// first reads after a start go to the replicas found fresh (clients that connect
+    /// meanwhile wait in the listen backlog).
+    async fn await_first_checks(&self, limit: Duration) {
+        let started = Instant::now();
+        let checked = || {
+            let primary = self.board.primary();
+            (primary.checked_at.is_some() || primary.error.is_some())
+                && self.board.replicas().iter().all(|r| r.checks > 0)
+        };
+        while !checked() {
+            if started.elapsed() >= limit {
+                tracing::warn!(waited = ?limit, "not every node answered its first check; accepting clients anyway (reads go to replicas as they pass their checks)");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tracing::debug!(took = ?started.elapsed(), "every node checked once");
     }
 
     /// Starts loading the primary's function catalog for the classifier (at once, then
@@ -411,6 +436,9 @@ impl Listener {
         }
         proxy.start_monitor();
         proxy.start_catalog();
+        if proxy.config.routing.enabled {
+            proxy.await_first_checks(FIRST_CHECKS_LIMIT).await;
+        }
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {

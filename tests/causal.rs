@@ -1,7 +1,8 @@
 //! Read-your-writes by LSN (`routing.read_your_writes = "lsn"`, the default) end to end:
 //! a client that wrote reads its write on the primary until a replica has replayed it, then
-//! from a replica again; a client that never wrote reads from replicas all along; and how
-//! soon after a commit a writer's reads return to a replica on a healthy cluster.
+//! from a replica again; a client that never wrote reads from replicas all along; how soon
+//! after a commit a writer's reads return to a replica on a healthy cluster; and the first
+//! read after a start goes to a replica (every node is checked before clients are served).
 
 mod common;
 
@@ -187,4 +188,16 @@ async fn a_writers_reads_return_to_a_replica_soon_after_the_commit() {
     );
     assert!(median < Duration::from_millis(500), "median {median:?}");
     assert!(p99 < Duration::from_secs(3), "p99 {p99:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_read_after_a_start_goes_to_a_replica() {
+    let mut config = common::test_config();
+    config.routing.enabled = true;
+    // Launched without waiting for the monitor: the proxy itself checks every node before
+    // it serves the first client.
+    let proxy = TestProxy::launch(config, None).await;
+    let client = proxy.connect("causal_first_read").await;
+    let port = common::read_port(&client).await;
+    assert!(is_replica(port), "the first read ran on port {port}");
 }

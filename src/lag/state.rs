@@ -13,7 +13,8 @@
 //! - **healthy / lagging → down** after `down_after_failures` consecutive failed checks.
 //! - **down → healthy** after `up_after_successes` consecutive successful checks, if the last
 //!   one's lag is within the thresholds; otherwise **down → lagging** (and the readmission rule
-//!   takes over).
+//!   takes over). The very first check of a replica (pgsplit has just started) takes it up
+//!   at once when its lag is within the thresholds, so reads go to replicas from the start.
 //! - **any → promoted** when a check finds the node out of recovery: it is a primary now, not a
 //!   replica. It leaves that state like down does, once it is back in recovery (rebuilt as a
 //!   replica) for `up_after_successes` checks; failed checks leave it promoted.
@@ -308,6 +309,8 @@ pub struct ReplicaHealth {
     successes: u32,
     /// While lagging: since when every check has been at or below the readmit level.
     below_since: Option<Instant>,
+    /// Whether any check has been observed yet.
+    checked: bool,
 }
 
 impl ReplicaHealth {
@@ -322,6 +325,7 @@ impl ReplicaHealth {
             failures: 0,
             successes: 0,
             below_since: None,
+            checked: false,
         })
     }
 
@@ -362,6 +366,24 @@ impl ReplicaHealth {
 
     /// Takes one check's outcome at `now`; returns the transition it caused, if any.
     pub fn observe(&mut self, sample: &Sample, now: Instant) -> Option<Transition> {
+        let first = !std::mem::replace(&mut self.checked, true);
+        if first {
+            if let Sample::Ok {
+                lag_bytes,
+                lag,
+                in_recovery: true,
+            } = sample
+            {
+                if !matches!(self.thresholds.judge(*lag_bytes, *lag), Verdict::Exceeds(_)) {
+                    let why = format!(
+                        "first check, {} within max {}",
+                        self.thresholds.figures(*lag_bytes, *lag),
+                        LagThresholds::limits(self.thresholds.max_bytes, self.thresholds.max_lag)
+                    );
+                    return self.go(HealthState::Healthy, why, now);
+                }
+            }
+        }
         match sample {
             Sample::Failed { reason } => self.failed(reason, now),
             Sample::Ok {

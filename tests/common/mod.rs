@@ -113,22 +113,8 @@ impl TestProxy {
     /// (replicas start out of the read rotation until it has), so tests find them serving
     /// reads; a replica that fails its checks is given the checks that take it down.
     pub async fn start_with(config: Config, file: Option<std::path::PathBuf>) -> TestProxy {
-        init_tracing();
-        require_cluster().await;
         let routing = config.routing.enabled;
-        let listener = pgsplit::server::Listener::bind(config, file)
-            .await
-            .expect("bind the proxy");
-        let addr = listener.local_addr().unwrap();
-        let metrics_addr = listener.metrics_addr();
-        let proxy = listener.proxy();
-        let task = tokio::spawn(listener.serve());
-        let started = TestProxy {
-            addr,
-            metrics_addr,
-            proxy,
-            task,
-        };
+        let started = TestProxy::launch(config, file).await;
         if routing {
             let proxy = started.proxy.clone();
             let settled = move || {
@@ -154,6 +140,25 @@ impl TestProxy {
             .await;
         }
         started
+    }
+
+    /// Starts a proxy with `config` and returns at once, without waiting for anything.
+    pub async fn launch(config: Config, file: Option<std::path::PathBuf>) -> TestProxy {
+        init_tracing();
+        require_cluster().await;
+        let listener = pgsplit::server::Listener::bind(config, file)
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().unwrap();
+        let metrics_addr = listener.metrics_addr();
+        let proxy = listener.proxy();
+        let task = tokio::spawn(listener.serve());
+        TestProxy {
+            addr,
+            metrics_addr,
+            proxy,
+            task,
+        }
     }
 
     pub fn port(&self) -> u16 {

@@ -209,24 +209,69 @@ fn a_new_replica_is_down_until_checked() {
     assert_eq!(sim.state(), Down);
     assert_eq!(sim.health.reason(), "not checked yet");
     assert!(!sim.state().serves_reads());
-    assert_eq!(sim.check(ok(0, Duration::ZERO)), None);
+    // The first check takes it up at once when it is fresh (pgsplit has just started).
     let t = sim.check(ok(100 * KB, ms(50))).unwrap();
     assert_eq!((t.from, t.to), (Down, Healthy));
     assert_eq!(
         t.reason,
-        "2 successful checks, lag 100 kB and 50 ms within max 16.0 MB / 1.0 s"
+        "first check, lag 100 kB and 50 ms within max 16.0 MB / 1.0 s"
     );
     assert!(sim.state().serves_reads());
     assert_eq!(sim.health.since(), t.at);
 }
 
 #[test]
+fn a_new_replica_whose_first_check_is_not_fresh_needs_consecutive_successes() {
+    // A failed first check: two successes after it.
+    let mut sim = Sim::new(LagThresholds::default());
+    assert_eq!(sim.check(failed("connection refused")), None);
+    assert_eq!(
+        sim.check(ok(0, Duration::ZERO)),
+        None,
+        "one success is not enough"
+    );
+    let t = sim.check(ok(100 * KB, ms(50))).unwrap();
+    assert_eq!((t.from, t.to), (Down, Healthy));
+    assert_eq!(
+        t.reason,
+        "2 successful checks, lag 100 kB and 50 ms within max 16.0 MB / 1.0 s"
+    );
+    // A first check that succeeds but is behind (or of unknown lag) is the first of them.
+    for first in [
+        ok(100 * MB, ms(50)),
+        Sample::Ok {
+            lag_bytes: 0,
+            lag: None,
+            in_recovery: true,
+        },
+    ] {
+        let mut sim = Sim::new(LagThresholds::default());
+        assert_eq!(sim.check(first), None);
+        assert_eq!(sim.state(), Down);
+        let t = sim.check(ok(100 * KB, ms(50))).unwrap();
+        assert_eq!((t.from, t.to), (Down, Healthy));
+        assert!(t.reason.starts_with("2 successful checks"), "{}", t.reason);
+    }
+    // Only the very first check: one that comes back later needs the successes too.
+    let mut sim = Sim::healthy(LagThresholds::default());
+    for _ in 0..3 {
+        sim.check(failed("gone"));
+    }
+    assert_eq!(sim.state(), Down);
+    assert_eq!(sim.check(ok(0, Duration::ZERO)), None);
+}
+
+#[test]
 fn down_comes_back_lagging_when_behind() {
     let mut sim = Sim::new(bytes_only(2 * MB));
+    sim.check(failed("not yet"));
     sim.check(ok(0, Duration::ZERO));
     let t = sim.check(ok(8 * MB, Duration::ZERO)).unwrap();
     assert_eq!((t.from, t.to), (Down, Lagging));
     assert_eq!(t.reason, "2 successful checks, but lag 8.0 MB > max 2.0 MB");
+    // A first check that is behind stays down (not lagging: no readmission wait).
+    let mut sim = Sim::new(bytes_only(2 * MB));
+    assert_eq!(sim.check(ok(8 * MB, Duration::ZERO)), None);
     // The last check decides: an unknown first check does not hold it back.
     let mut sim = Sim::new(LagThresholds::default());
     sim.check(Sample::Ok {
