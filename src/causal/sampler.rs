@@ -47,6 +47,7 @@ pub fn spawn(positions: Arc<WritePositions>, node: Arc<NodeAddr>, login: &Contro
 
 async fn run(positions: Arc<WritePositions>, node: Arc<NodeAddr>, pool: deadpool_postgres::Pool) {
     let mut failing = false;
+    let mut flush_failed = false;
     loop {
         let Some(sample) = positions.next_sample() else {
             positions.asked().await;
@@ -73,7 +74,11 @@ async fn run(positions: Arc<WritePositions>, node: Arc<NodeAddr>, pool: deadpool
             Ok((lsn, flushed)) => {
                 positions.publish(sample, lsn);
                 if flushed < lsn {
-                    flush(&pool, &node).await;
+                    if let Err(e) = flush(&pool).await {
+                        if !std::mem::replace(&mut flush_failed, true) {
+                            tracing::warn!(node = %node.name, error = %e, "cannot flush the primary's WAL; with synchronous_commit = off, reads of clients that wrote return to the replicas only after wal_writer_delay");
+                        }
+                    }
                 }
                 if std::mem::take(&mut failing) {
                     tracing::info!(node = %node.name, "write positions are sampled again");
@@ -92,10 +97,8 @@ async fn run(positions: Arc<WritePositions>, node: Arc<NodeAddr>, pool: deadpool
 
 /// Makes the primary flush its WAL now: commits a transaction that wrote a WAL record with
 /// `synchronous_commit = on`, whose commit flushes everything before it.
-async fn flush(pool: &deadpool_postgres::Pool, node: &NodeAddr) {
+async fn flush(pool: &deadpool_postgres::Pool) -> Result<(), control::ControlError> {
     let sql = "SELECT set_config('synchronous_commit', 'on', true), \
                pg_logical_emit_message(true, 'pgsplit', '')";
-    if let Err(e) = control::query(pool, sql, LIMIT).await {
-        tracing::debug!(node = %node.name, error = %e, "could not flush the primary's WAL");
-    }
+    control::query(pool, sql, LIMIT).await.map(drop)
 }
