@@ -10,10 +10,10 @@
 //! admin console and the metrics; the `[lag]` settings follow live changes.
 //!
 //! Each replica check also publishes the replica's replay position to the router's replica
-//! table (read-your-writes by LSN). While a replica is behind the latest write position
-//! that clients wait for, its replay position is also read every [`REPLAY_POLL`] in between
-//! (outside the state machine, which keeps its pace), so a client that wrote reads from a
-//! replica again soon after the replica replays its write.
+//! table (read-your-writes by LSN). While a healthy replica is behind the latest write
+//! position that clients wait for, its replay position is also read every [`REPLAY_POLL`]
+//! in between (outside the state machine, which keeps its pace), so a client that wrote
+//! reads from a replica again soon after the replica replays its write.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -328,10 +328,17 @@ async fn watch_replica(mut watch: ReplicaWatch, mut control: Control, mut clock:
     let name = control.node.name.clone();
     let mut replayed = 0;
     let mut published = watch.positions.subscribe();
+    let mut last_check = Instant::now();
     loop {
-        // While clients may wait for this replica, its replay position is read every
-        // REPLAY_POLL; otherwise at once when a new write position is published.
-        let next = if watch.positions.latest() > replayed {
+        // While clients may wait for this replica (healthy and behind the latest write
+        // position), its replay position is read every REPLAY_POLL, else at once when a new
+        // write position is published; but never so often that a full check is put off
+        // beyond two intervals (as when the primary's checks hang).
+        let between = watch.health.state() == HealthState::Healthy
+            && last_check.elapsed() < clock.interval * 2;
+        let next = if !between {
+            Some(clock.next(&mut control).await)
+        } else if watch.positions.latest() > replayed {
             tokio::select! {
                 lag = clock.next(&mut control) => Some(lag),
                 () = tokio::time::sleep(REPLAY_POLL) => None,
@@ -363,6 +370,7 @@ async fn watch_replica(mut watch: ReplicaWatch, mut control: Control, mut clock:
         let result = control
             .query_one("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()")
             .await;
+        last_check = Instant::now();
         if let Ok(row) = &result {
             replayed = row
                 .try_get::<_, Option<PgLsn>>(1)
