@@ -10,7 +10,7 @@
 //! its writes (TPC-B) costs nothing, and a write-heavy load pays one query per sample, not
 //! one per transaction. Once answered, the client's causal LSN is the highest answer it
 //! got, and a replica may serve its reads once its replay position (published by the
-//! monitor) has reached it. The client's state ([`ClientCausal`]) and the comparisons are
+//! monitor) has reached it (`topology::choose`). The client's state ([`ClientCausal`]) is
 //! pure.
 
 pub mod sampler;
@@ -62,11 +62,6 @@ impl ClientCausal {
     /// The position a replica must have replayed to serve this client's reads (0: any).
     pub fn lsn(&self) -> u64 {
         self.lsn
-    }
-
-    /// Whether a replica that has replayed up to `replay` may serve this client's reads.
-    pub fn fresh(&self, replay: u64) -> bool {
-        self.pending.is_none() && replay >= self.lsn
     }
 }
 
@@ -179,14 +174,13 @@ mod tests {
     fn a_write_is_pending_until_a_sample_sent_after_it_answers() {
         let positions = WritePositions::default();
         let mut client = ClientCausal::default();
-        assert!(client.fresh(0), "a client that never wrote reads anywhere");
+        assert_eq!(client.lsn(), 0, "a client that never wrote reads anywhere");
         assert_eq!(positions.next_sample(), None, "nobody waits: no sample");
         // A sample already under way when the write ends does not count for it.
         positions.wanted.store(1, SeqCst);
         let early = positions.next_sample().unwrap();
         client.wrote(positions.mark());
         assert!(client.is_pending());
-        assert!(!client.fresh(u64::MAX), "position unknown: primary");
         positions.publish(early, 500);
         client.settle(&positions);
         assert!(
@@ -207,8 +201,6 @@ mod tests {
         client.settle(&positions);
         assert!(!client.is_pending());
         assert_eq!(client.lsn(), 1000);
-        assert!(!client.fresh(999));
-        assert!(client.fresh(1000));
         assert_eq!(positions.latest(), 1000);
         assert_eq!(
             positions.next_sample(),
