@@ -193,8 +193,9 @@ fn differences(got: &View, fresh: &View) -> String {
 // Objects the statements use
 // ---------------------------------------------------------------------------------------
 
-/// A schema with a table, a procedure and functions that change the session, and a role
-/// `app` may SET ROLE to; made by the superuser, unique to this test.
+/// A schema with a table, a procedure and functions that change the session, a table whose
+/// trigger sets work_mem, and a role `app` may SET ROLE to; made by the superuser, unique to
+/// this test.
 struct World {
     schema: String,
     role: String,
@@ -224,6 +225,14 @@ impl World {
                  AS $$SELECT pg_advisory_lock(k)$$;
              CREATE FUNCTION {schema}.with_own_work_mem() RETURNS text LANGUAGE sql
                  SET work_mem = '3MB' AS $$SELECT current_setting('work_mem')$$;
+             CREATE FUNCTION {schema}.set_work_mem_trigger() RETURNS trigger
+                 LANGUAGE plpgsql AS $$BEGIN
+                     PERFORM set_config('work_mem', NEW.a || 'MB', false); RETURN NEW;
+                 END$$;
+             CREATE TABLE {schema}.with_trigger (a int);
+             GRANT ALL ON {schema}.with_trigger TO PUBLIC;
+             CREATE TRIGGER set_work_mem BEFORE INSERT ON {schema}.with_trigger
+                 FOR EACH ROW EXECUTE FUNCTION {schema}.set_work_mem_trigger();
              CREATE ROLE {role} NOLOGIN;
              GRANT {role} TO app;"
         ))
@@ -287,7 +296,7 @@ struct Sent {
 type Group = Vec<Sent>;
 
 /// How many kinds of group `random_group` draws from.
-const ARMS: u32 = 67;
+const ARMS: u32 = 68;
 
 /// A random group of statements for client A. `n` numbers the objects A creates (prepared
 /// statements, cursors, temp tables) so they do not clash within one client.
@@ -455,6 +464,7 @@ fn random_group(rng: &mut StdRng, world: &World, n: &mut u32) -> Group {
                 "/* /* */ SET work_mem = '1MB'; RESET work_mem; */ SET work_mem = '{mb}MB'"
             )]
         }
+        67 => vec![format!("INSERT INTO {s}.with_trigger VALUES ({mb})")],
         _ => vec![format!("SET lock_timeout = '{mb}s'")],
     };
     if simple_only || (statements.len() > 1 && rng.gen_bool(0.4)) {
@@ -480,6 +490,8 @@ fn random_group(rng: &mut StdRng, world: &World, n: &mut u32) -> Group {
 /// its view.
 #[derive(Debug, Clone)]
 struct Case {
+    /// The `options` startup parameter A connects with (`-c name=value ...`), if any.
+    a_options: Option<String>,
     groups: Vec<Group>,
     a_stays: bool,
 }
@@ -487,7 +499,17 @@ struct Case {
 fn random_case(rng: &mut StdRng, world: &World) -> Case {
     let mut n = 0;
     let len = rng.gen_range(1..=6);
+    let mb = rng.gen_range(1..=64);
+    let a_options = match rng.gen_range(0..5) {
+        0 => Some(format!(
+            "-c work_mem={mb}MB -c search_path={}",
+            world.schema
+        )),
+        1 => Some(format!("-c statement_timeout={mb}s -c DateStyle=German")),
+        _ => None,
+    };
     Case {
+        a_options,
         groups: (0..len).map(|_| random_group(rng, world, &mut n)).collect(),
         a_stays: rng.gen_bool(0.7),
     }
@@ -520,7 +542,12 @@ struct Run {
 /// failed transaction open), then B (`b_name`) reads its view.
 async fn run_case(proxy: &TestProxy, case: &Case, a_name: &str, b_name: &str) -> Run {
     let mut log = Vec::new();
-    let a = match try_connect(proxy, a_name).await {
+    let mut config = proxy.pg_config(a_name);
+    if let Some(options) = &case.a_options {
+        config.options(options);
+        log.push(format!("(connected with options '{options}')"));
+    }
+    let a = match try_connect(&config).await {
         Ok(a) => a,
         Err(e) => {
             log.push(format!("A could not connect: {e}"));
@@ -553,7 +580,7 @@ async fn run_case(proxy: &TestProxy, case: &Case, a_name: &str, b_name: &str) ->
     if !a_stayed {
         drop(a);
     }
-    let view = match try_connect(proxy, b_name).await {
+    let view = match try_connect(&proxy.pg_config(b_name)).await {
         Ok(b) => view(&b).await,
         Err(e) => View::unreadable(format!("B could not connect: {e}")),
     };
@@ -564,9 +591,8 @@ async fn run_case(proxy: &TestProxy, case: &Case, a_name: &str, b_name: &str) ->
     }
 }
 
-/// Connects through `proxy`; the connection's task ends when the client is dropped.
-async fn try_connect(proxy: &TestProxy, app_name: &str) -> Result<Client, String> {
-    let config = proxy.pg_config(app_name);
+/// Connects with `config`; the connection's task ends when the client is dropped.
+async fn try_connect(config: &tokio_postgres::Config) -> Result<Client, String> {
     let (client, connection) = with_timeout(30, "connect", config.connect(tokio_postgres::NoTls))
         .await
         .map_err(|e| error_text(&e))?;
@@ -610,7 +636,7 @@ fn describe(run: &Run) -> String {
 
 /// The smallest part of `case` that leaks when run alone on a fresh proxy: the first of
 /// the whole case, its suffixes and its single groups that leaks, then greedily without
-/// each group while it still leaks. None when no part leaks on its own (the connection's
+/// each group while it still leaks, then without A's startup options if it still leaks. None when no part leaks on its own (the connection's
 /// history matters).
 async fn shrink(case: &Case, fresh: &View, a_name: &str, b_name: &str) -> Option<Run> {
     async fn leaks(case: &Case, fresh: &View, a_name: &str, b_name: &str) -> Option<Run> {
@@ -625,6 +651,7 @@ async fn shrink(case: &Case, fresh: &View, a_name: &str, b_name: &str) -> Option
     let mut start = None;
     for groups in parts {
         let part = Case {
+            a_options: case.a_options.clone(),
             groups,
             a_stays: case.a_stays,
         };
@@ -641,6 +668,15 @@ async fn shrink(case: &Case, fresh: &View, a_name: &str, b_name: &str) -> Option
         smaller.groups.remove(i);
         if let Some(run) = leaks(&smaller, fresh, a_name, b_name).await {
             best = smaller;
+            best_run = run;
+        }
+    }
+    if best.a_options.is_some() {
+        let plain = Case {
+            a_options: None,
+            ..best.clone()
+        };
+        if let Some(run) = leaks(&plain, fresh, a_name, b_name).await {
             best_run = run;
         }
     }
@@ -698,7 +734,7 @@ async fn isolation_property() {
         let run = run_case(&proxy, &case, &a_name, &b_name).await;
         ran += 1;
         stayed += usize::from(run.a_stayed);
-        sent += run.log.len();
+        sent += run.log.iter().filter(|l| l.contains(" -> ")).count();
         failed += run.log.iter().filter(|l| l.contains("-> ERROR")).count();
         if differences(&run.view, &fresh).is_empty() {
             continue;
@@ -740,7 +776,7 @@ async fn isolation_property() {
 
 /// PostgreSQL's `RESET ALL` leaves `role` alone. Before 7dabd31 pgsplit took it for a
 /// reset of everything A had changed and handed the connection on without a reset, so B
-/// ran as A's role.
+/// ran as A's role (checked: fails on 7dabd31^, B's current_user is A's role).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_all_does_not_hand_a_role_to_the_next_client() {
     let world = World::create("reset_all").await;
@@ -759,7 +795,7 @@ async fn reset_all_does_not_hand_a_role_to_the_next_client() {
 }
 
 /// A role set by dynamic SQL inside a `DO` block is no SET that pgsplit sees; before
-/// 7dabd31 the connection went to B unchanged, with A's role.
+/// 7dabd31 the connection went to B unchanged, with A's role (checked: fails on 7dabd31^).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_set_inside_do_does_not_leak() {
     let world = World::create("do_role").await;
@@ -780,7 +816,7 @@ async fn role_set_inside_do_does_not_leak() {
 
 /// A session advisory lock taken inside a `DO` block: pgsplit sees no pg_advisory_lock()
 /// call in a SELECT, so before 7dabd31 A was not pinned and B got the connection with A's
-/// lock still held by its backend.
+/// lock still held by its backend (checked: fails on 7dabd31^).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advisory_lock_taken_in_do_does_not_leak() {
     let world = World::create("do_lock").await;
@@ -854,6 +890,32 @@ async fn functions_changing_the_session_do_not_leak() {
     );
 }
 
+/// A trigger that changes a setting, fired by a plain INSERT: nothing in the statement
+/// tells pgsplit. Found while writing `isolation_property`; fails on 7dabd31. (Fixing it
+/// may cost every write a check or a reset: the lead may rather document it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setting_changed_by_a_trigger_does_not_leak() {
+    let world = World::create("trigger").await;
+    let proxy = one_connection_proxy().await;
+    let a = proxy.connect(&unique("iso_trigger_a")).await;
+    a.batch_execute(&format!(
+        "INSERT INTO {}.with_trigger VALUES (33)",
+        world.schema
+    ))
+    .await
+    .unwrap();
+    let b = proxy.connect(&unique("iso_trigger_b")).await;
+    assert_eq!(
+        show(
+            &b,
+            "SELECT (setting = reset_val)::text FROM pg_settings WHERE name = 'work_mem'"
+        )
+        .await,
+        "true",
+        "B's work_mem is what A's trigger set"
+    );
+}
+
 /// `SET SCHEMA 'x'` is PostgreSQL's spelling of `SET search_path TO 'x'`. It must follow
 /// A and never reach B. Found by `isolation_property`: on 7dabd31, B cannot even log in
 /// (42704, unrecognized configuration parameter "schema").
@@ -865,7 +927,7 @@ async fn set_schema_follows_its_client() {
     a.batch_execute(&format!("SET SCHEMA '{}'", world.schema))
         .await
         .unwrap();
-    let b = try_connect(&proxy, &unique("iso_set_schema_b"))
+    let b = try_connect(&proxy.pg_config(&unique("iso_set_schema_b")))
         .await
         .unwrap_or_else(|e| panic!("B cannot connect after A's SET SCHEMA: {e}"));
     assert_eq!(show(&b, "SHOW search_path").await, "\"$user\", public");
