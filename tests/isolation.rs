@@ -292,7 +292,8 @@ struct Sent {
 }
 
 /// Statements that belong together (a transaction block is one group); a group is sent
-/// whole or not at all, so a shrunk case never leaves a transaction open.
+/// whole or not at all, so a shrunk case leaves a transaction open only where the case
+/// did (its last group, on purpose).
 type Group = Vec<Sent>;
 
 /// How many kinds of group `random_group` draws from.
@@ -486,8 +487,8 @@ fn random_group(rng: &mut StdRng, world: &World, n: &mut u32) -> Group {
         .collect()
 }
 
-/// One random case: what A sends, and whether A stays connected (idle) while B reads
-/// its view.
+/// One random case: what A sends (sometimes ending inside a transaction it never ends),
+/// and whether A stays connected (idle) while B reads its view.
 #[derive(Debug, Clone)]
 struct Case {
     /// The `options` startup parameter A connects with (`-c name=value ...`), if any.
@@ -508,9 +509,29 @@ fn random_case(rng: &mut StdRng, world: &World) -> Case {
         1 => Some(format!("-c statement_timeout={mb}s -c DateStyle=German")),
         _ => None,
     };
+    let mut groups: Vec<Group> = (0..len).map(|_| random_group(rng, world, &mut n)).collect();
+    if rng.gen_bool(0.15) {
+        // A leaves (or idles) inside a transaction: BEGIN and statements, no end.
+        let inside = loop {
+            let group = random_group(rng, world, &mut n);
+            let ends = |s: &Sent| {
+                ["BEGIN", "COMMIT", "ROLLBACK"]
+                    .iter()
+                    .any(|w| s.sql.contains(w))
+            };
+            if !group.iter().any(ends) {
+                break group;
+            }
+        };
+        let begin = Sent {
+            proto: Proto::Simple,
+            sql: "BEGIN".into(),
+        };
+        groups.push(std::iter::once(begin).chain(inside).collect());
+    }
     Case {
         a_options,
-        groups: (0..len).map(|_| random_group(rng, world, &mut n)).collect(),
+        groups,
         a_stays: rng.gen_bool(0.7),
     }
 }
