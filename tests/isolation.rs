@@ -248,6 +248,23 @@ impl World {
     fn lock_key(&self, n: i64) -> i64 {
         self.lock_base + n
     }
+
+    /// Waits (up to 10 s) until no backend holds an advisory lock of this test, as those of
+    /// a dropped proxy's server connections do until they have closed.
+    async fn wait_unlocked(&self) {
+        let su = superuser().await;
+        let low = self.lock_base & 0xffff_ffff;
+        let held = format!(
+            "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' \
+             AND classid = {}::oid AND objid BETWEEN {low}::oid AND {}::oid",
+            self.lock_base >> 32,
+            low + (1 << 20) - 1
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while show(&su, &held).await != "0" && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Drops what `create` made, as far as it can, also when a test panics (synchronously,
@@ -657,14 +674,21 @@ fn describe(run: &Run) -> String {
 
 /// The smallest part of `case` that leaks when run alone on a fresh proxy: the first of
 /// the whole case, its suffixes and its single groups that leaks, then greedily without
-/// each group while it still leaks, then without A's startup options if it still leaks. None when no part leaks on its own (the connection's
-/// history matters).
-async fn shrink(case: &Case, fresh: &View, a_name: &str, b_name: &str) -> Option<Run> {
-    async fn leaks(case: &Case, fresh: &View, a_name: &str, b_name: &str) -> Option<Run> {
+/// each group while it still leaks, then without A's startup options if it still leaks.
+/// None when no part leaks on its own (the connection's history matters).
+async fn shrink(
+    world: &World,
+    case: &Case,
+    fresh: &View,
+    a_name: &str,
+    b_name: &str,
+) -> Option<Run> {
+    let leaks = |case: Case| async move {
+        world.wait_unlocked().await;
         let proxy = one_connection_proxy().await;
-        let run = run_case(&proxy, case, a_name, b_name).await;
+        let run = run_case(&proxy, &case, a_name, b_name).await;
         (!differences(&run.view, fresh).is_empty()).then_some(run)
-    }
+    };
     let len = case.groups.len();
     let parts = (0..len)
         .map(|from| case.groups[from..].to_vec())
@@ -676,7 +700,7 @@ async fn shrink(case: &Case, fresh: &View, a_name: &str, b_name: &str) -> Option
             groups,
             a_stays: case.a_stays,
         };
-        if let Some(run) = leaks(&part, fresh, a_name, b_name).await {
+        if let Some(run) = leaks(part.clone()).await {
             start = Some((part, run));
             break;
         }
@@ -687,7 +711,7 @@ async fn shrink(case: &Case, fresh: &View, a_name: &str, b_name: &str) -> Option
         i -= 1;
         let mut smaller = best.clone();
         smaller.groups.remove(i);
-        if let Some(run) = leaks(&smaller, fresh, a_name, b_name).await {
+        if let Some(run) = leaks(smaller.clone()).await {
             best = smaller;
             best_run = run;
         }
@@ -697,7 +721,7 @@ async fn shrink(case: &Case, fresh: &View, a_name: &str, b_name: &str) -> Option
             a_options: None,
             ..best.clone()
         };
-        if let Some(run) = leaks(&plain, fresh, a_name, b_name).await {
+        if let Some(run) = leaks(plain).await {
             best_run = run;
         }
     }
@@ -746,6 +770,7 @@ async fn isolation_property() {
     let mut ran = 0;
     let mut stayed = 0;
     let (mut sent, mut failed) = (0, 0);
+    let mut leak = None;
     for i in 0..cases {
         if started.elapsed() > Duration::from_secs(secs) {
             break;
@@ -757,9 +782,14 @@ async fn isolation_property() {
         stayed += usize::from(run.a_stayed);
         sent += run.log.iter().filter(|l| l.contains(" -> ")).count();
         failed += run.log.iter().filter(|l| l.contains("-> ERROR")).count();
-        if differences(&run.view, &fresh).is_empty() {
-            continue;
+        if !differences(&run.view, &fresh).is_empty() {
+            leak = Some((i, case, run));
+            break;
         }
+    }
+    // Its backend may hold advisory locks that the shrinking would wait for.
+    drop(proxy);
+    if let Some((i, case, run)) = leak {
         let mut report = format!(
             "client B's session differs from a fresh connection's \
              (PGSPLIT_ISOLATION_SEED={seed}, case {i} of this seed; earlier cases ran on the \
@@ -767,7 +797,7 @@ async fn isolation_property() {
             describe(&run),
             differences(&run.view, &fresh)
         );
-        match shrink(&case, &fresh, &a_name, &b_name).await {
+        match shrink(&world, &case, &fresh, &a_name, &b_name).await {
             Some(small_run) => {
                 let _ = write!(
                     report,
