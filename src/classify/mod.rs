@@ -18,7 +18,8 @@
 //! 4. Functions that are neither built-in nor configured are looked up in the primary's
 //!    catalog (`catalog.rs`), which the IO shell loads and refreshes with
 //!    [`Classifier::set_catalog`]: a volatile user function makes a write that may leave
-//!    session state. A new catalog starts a new cache generation.
+//!    session state. So does a write naming a relation the catalog says may run user code
+//!    (triggers, rules). A new catalog starts a new cache generation.
 //!
 //! Unknown or unparsable SQL is a [`Class::Write`]: it goes to the primary.
 
@@ -77,7 +78,8 @@ pub struct Classification {
     /// The text starts (after whitespace and other comments) with `/* pgsplit:primary */`.
     pub hint_primary: bool,
     /// Running it may leave session state that pgsplit does not track (`DO`, `CALL`, `LOAD`,
-    /// `RESET ALL`, `DISCARD`, `SET ROLE`, `SET SESSION AUTHORIZATION`, ...): the server
+    /// `RESET ALL`, `DISCARD`, `SET ROLE`, `SET SESSION AUTHORIZATION`, volatile user
+    /// functions, writes to relations with triggers or rules, ...): the server
     /// connection it ran on is reset before another client gets it.
     pub leaves_state: bool,
 }
@@ -600,6 +602,24 @@ mod tests {
         assert!(!c.set_catalog(changed));
         assert_eq!(c.classify(b"SELECT price(2)"), USER_WRITE);
         assert_eq!(c.stats().hits, hits + 1);
+    }
+
+    #[test]
+    fn a_new_set_of_firing_relations_replaces_cached_classifications() {
+        let c = with_catalog();
+        let insert = b"INSERT INTO with_trigger VALUES (1)";
+        assert_eq!(c.classify(insert), Classification::of(Class::Write));
+        let generation = c.catalog_generation();
+        let functions = || FunctionCatalog::from_rows([("app", "price", "s")]);
+        assert!(c.set_catalog(functions().with_firing_relations(["with_trigger"])));
+        assert!(c.catalog_generation() > generation);
+        assert_eq!(c.classify(insert), USER_WRITE);
+        assert_eq!(
+            c.classify(b"INSERT INTO pgbench_history VALUES (1)"),
+            Classification::of(Class::Write)
+        );
+        assert!(c.set_catalog(functions()));
+        assert_eq!(c.classify(insert), Classification::of(Class::Write));
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub(crate) fn classify(
     };
     let class = class_of(&toks, &rules);
     let leaves_state = rules.user_write.get()
+        || (matches!(class, Class::Write | Class::SessionBound)
+            && rules.names_firing_relation(&toks))
         || toks
             .split(|t| t.kind == Kind::Punct(b';'))
             .any(|stmt| rules.leaves_state(stmt));
@@ -163,6 +165,20 @@ impl Rules<'_> {
                 || (self.kw(at(i), "SESSION") && self.kw(at(i + 1), "AUTHORIZATION"));
         }
         false
+    }
+
+    /// Whether `t` names, anywhere, a relation whose writes may run user code (triggers,
+    /// rules; see `catalog.rs`). Only asked of writes: such code may leave session state
+    /// (`set_config`, advisory locks, `SET ROLE`). A `U&"..."` name is not decoded: it counts.
+    fn names_firing_relation(&self, t: &[Token]) -> bool {
+        self.functions.any_firing_relation()
+            && t.iter().any(|tok| match tok.kind {
+                Kind::UnicodeQuoted => true,
+                Kind::Word | Kind::Quoted => tok
+                    .name(self.canon)
+                    .is_some_and(|name| self.functions.fires_user_code(&name)),
+                _ => false,
+            })
     }
 
     /// One statement (non-empty token slice, no top-level `;`).
@@ -687,6 +703,57 @@ mod tests {
         ] {
             assert!(!shape(sql).leaves_state, "{sql}");
         }
+    }
+
+    #[test]
+    fn writes_to_relations_with_triggers_leave_state() {
+        let functions = Functions::new::<&str>(&[], &[])
+            .with_catalog(
+                crate::classify::FunctionCatalog::from_rows([("app", "price", "s")])
+                    .with_firing_relations(["with_trigger", "Audit", "v_orders"]),
+            )
+            .expect("a new catalog");
+        let tables = QualifiedNames::default();
+        let shape = |sql: &str| {
+            let mut canon = Vec::new();
+            let _ = canonicalize(sql.as_bytes(), true, &mut canon);
+            classify(&canon, &functions, &tables).shape
+        };
+        for sql in [
+            "INSERT INTO with_trigger VALUES (1)",
+            "insert into app.WITH_TRIGGER (a) values (1) returning *",
+            "UPDATE \"with_trigger\" SET a = 1",
+            "DELETE FROM t USING with_trigger WHERE t.a = with_trigger.a",
+            "MERGE INTO with_trigger w USING s ON w.a = s.a WHEN MATCHED THEN DELETE",
+            "COPY with_trigger FROM STDIN",
+            "TRUNCATE \"Audit\"",
+            "UPDATE v_orders SET a = 1",
+            "WITH x AS (INSERT INTO with_trigger VALUES (1) RETURNING *) SELECT * FROM x",
+            "EXPLAIN ANALYZE INSERT INTO with_trigger VALUES (1)",
+            "SELECT 1; INSERT INTO with_trigger VALUES (1)",
+            "INSERT INTO with_trigger VALUES (1); LISTEN x",
+            "INSERT INTO U&\"w\\0069th_trigger\" VALUES (1)",
+            // Conservative: a locking read is a write, and fires nothing.
+            "SELECT a FROM with_trigger FOR UPDATE",
+        ] {
+            assert!(shape(sql).leaves_state, "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM with_trigger",
+            "EXPLAIN INSERT INTO with_trigger VALUES (1)",
+            "COPY with_trigger TO STDOUT",
+            "INSERT INTO t VALUES (1)",
+            "TRUNCATE audit",
+            "UPDATE pgbench_accounts SET abalance = abalance + 0 WHERE aid = 0",
+            "INSERT INTO t VALUES ('with_trigger')",
+        ] {
+            assert!(!shape(sql).leaves_state, "{sql}");
+        }
+        // Before the catalog is loaded, no relation is known to fire anything.
+        let plain = Functions::new::<&str>(&[], &[]);
+        let mut canon = Vec::new();
+        let _ = canonicalize(b"INSERT INTO with_trigger VALUES (1)", true, &mut canon);
+        assert!(!classify(&canon, &plain, &tables).shape.leaves_state);
     }
 
     const READ_PRIMARY: Class = Class::Read {
