@@ -249,20 +249,24 @@ impl Functions {
         self.extra_write.has_name(name)
     }
 
-    /// Whether writes may run user code (triggers, rules) through some relation: the loaded
-    /// catalog names one, or no catalog is loaded yet (then any relation may).
+    /// Whether the primary's catalog has been loaded.
+    pub(crate) fn catalog_loaded(&self) -> bool {
+        self.catalog.is_some()
+    }
+
+    /// Whether the loaded catalog names any relation whose writes may run user code.
     pub(crate) fn any_firing_relation(&self) -> bool {
         self.catalog
             .as_ref()
-            .is_none_or(|c| c.firing_relations() > 0)
+            .is_some_and(|c| c.firing_relations() > 0)
     }
 
-    /// Whether a write naming relation `name` (case-folded, any schema) may run user code
-    /// (triggers, rules): the catalog says so, or no catalog is loaded yet.
+    /// Whether the loaded catalog says a write naming relation `name` (case-folded, any
+    /// schema) may run user code (triggers, rules).
     pub(crate) fn fires_user_code(&self, name: &[u8]) -> bool {
         self.catalog
             .as_ref()
-            .is_none_or(|c| c.fires_user_code(name))
+            .is_some_and(|c| c.fires_user_code(name))
     }
 
     /// The effect of calling `schema.name(...)`; both parts already case-folded. In order:

@@ -46,8 +46,7 @@ pub(crate) fn classify(
     };
     let class = class_of(&toks, &rules);
     let leaves_state = rules.user_write.get()
-        || (matches!(class, Class::Write | Class::SessionBound)
-            && rules.names_firing_relation(&toks))
+        || rules.may_run_user_code(class, &toks)
         || toks
             .split(|t| t.kind == Kind::Punct(b';'))
             .any(|stmt| rules.leaves_state(stmt));
@@ -167,10 +166,24 @@ impl Rules<'_> {
         false
     }
 
+    /// Whether running `t` (of class `class`) may run user code that `user_write` does not
+    /// cover, which may leave session state (`set_config`, advisory locks, `SET ROLE`): a
+    /// write naming a relation with triggers or rules. Before the first catalog load, pgsplit
+    /// cannot tell: every write may, and so may every statement that calls any function.
+    fn may_run_user_code(&self, class: Class, t: &[Token]) -> bool {
+        let write = matches!(class, Class::Write | Class::SessionBound);
+        if !self.functions.catalog_loaded() {
+            return write
+                || t.windows(2).any(|w| {
+                    matches!(w, [name, open] if open.kind == Kind::Punct(b'(')
+                        && matches!(name.kind, Kind::Word | Kind::Quoted | Kind::UnicodeQuoted))
+                });
+        }
+        write && self.names_firing_relation(t)
+    }
+
     /// Whether `t` names, anywhere, a relation whose writes may run user code (triggers,
-    /// rules; see `catalog.rs`; before the first catalog load, any relation). Only asked of
-    /// writes: such code may leave session state (`set_config`, advisory locks, `SET ROLE`).
-    /// A `U&"..."` name is not decoded: it counts.
+    /// rules; see `catalog.rs`). A `U&"..."` name is not decoded: it counts.
     fn names_firing_relation(&self, t: &[Token]) -> bool {
         self.functions.any_firing_relation()
             && t.iter().any(|tok| match tok.kind {
@@ -749,11 +762,18 @@ mod tests {
         ] {
             assert!(!shape(sql).leaves_state, "{sql}");
         }
-        // Before the catalog is loaded, any relation may fire something; reads stay reads.
+        // Before the catalog is loaded, any relation may fire something, and any function
+        // may be a user function; reads stay reads.
         let plain = Functions::new::<&str>(&[], &[]);
         for (sql, leaves_state) in [
             ("INSERT INTO pgbench_history VALUES (1)", true),
+            ("SELECT add_order(1)", true),
+            (
+                "SELECT * FROM t WHERE a IN (SELECT app.price(b) FROM u)",
+                true,
+            ),
             ("SELECT * FROM with_trigger", false),
+            ("SELECT abalance FROM pgbench_accounts WHERE aid = 1", false),
         ] {
             let mut canon = Vec::new();
             let _ = canonicalize(sql.as_bytes(), true, &mut canon);
