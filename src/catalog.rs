@@ -3,11 +3,13 @@
 //! One task loads every function's schema, name and volatility from the primary's
 //! `pg_proc` in each configured database, and the names of the relations whose writes may
 //! run user code (triggers, rules, and what cascades into them: `FIRING_QUERY`), on control
-//! connections (`crate::control`): at startup, every minute, and when classification met a function the catalog does not know
-//! (at most once a second; a function created since the last load is then picked up). The
-//! classifier is shared by all databases, so their functions are merged into one catalog
-//! (conservatively, as overloads are). A load fails unless every database answers; it is
-//! retried after a few seconds, and meanwhile the catalog in force stays. Every look-up is
+//! connections (`crate::control`): at startup, every minute, and when classification met a
+//! function the catalog does not know or DDL that may change it (at most once a second; a
+//! function created since the last load is then picked up, and so is a trigger created
+//! through pgsplit, once committed). The classifier is shared by all databases, so their
+//! functions are merged into one catalog (conservatively, as overloads are). A load fails
+//! unless every database answers; it is retried after a few seconds, and meanwhile the
+//! catalog in force stays. Every look-up is
 //! bounded by timeouts.
 
 use std::sync::Arc;
@@ -49,7 +51,7 @@ const FIRING_QUERY: &str = "WITH RECURSIVE fires(oid) AS ( \
 const PERIOD: Duration = Duration::from_secs(60);
 /// A failed load is retried after this long.
 const RETRY: Duration = Duration::from_secs(5);
-/// How often the task looks for unknown functions: also the least time between two loads.
+/// How often the task looks for refresh requests: also the least time between two loads.
 const TICK: Duration = Duration::from_secs(1);
 /// The catalog query taking longer than this fails.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,11 +71,11 @@ async fn refresh(databases: Vec<Database>, routing: Arc<Routing>) {
     let classifier = &routing.classifier;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut schedule = Schedule::new(Instant::now(), classifier.unknown_functions_seen());
+    let mut schedule = Schedule::new(Instant::now(), classifier.catalog_refresh_requests());
     let mut warned = false;
     loop {
         tick.tick().await;
-        if !schedule.due(Instant::now(), classifier.unknown_functions_seen()) {
+        if !schedule.due(Instant::now(), classifier.catalog_refresh_requests()) {
             continue;
         }
         let result = load(&databases).await;
@@ -101,31 +103,31 @@ async fn refresh(databases: Vec<Database>, routing: Arc<Routing>) {
 }
 
 /// When the next load is due: at once, then [`PERIOD`] after a load ([`RETRY`] after a
-/// failed one), or at the next tick when classification met unknown functions since the
+/// failed one), or at the next tick when classification asked for a refresh since the
 /// last load began (only after a good load, so a failing primary is not asked every tick).
 #[derive(Debug)]
 struct Schedule {
     next_due: Instant,
     last_ok: bool,
-    /// The classifier's unknown-function count when the last load began.
+    /// The classifier's refresh-request count when the last load began.
     seen: u64,
 }
 
 impl Schedule {
-    fn new(now: Instant, unknown: u64) -> Schedule {
+    fn new(now: Instant, requests: u64) -> Schedule {
         Schedule {
             next_due: now,
             last_ok: false,
-            seen: unknown,
+            seen: requests,
         }
     }
 
-    /// Whether to load now, given the classifier's unknown-function count.
-    fn due(&mut self, now: Instant, unknown: u64) -> bool {
-        if now < self.next_due && !(self.last_ok && unknown != self.seen) {
+    /// Whether to load now, given the classifier's refresh-request count.
+    fn due(&mut self, now: Instant, requests: u64) -> bool {
+        if now < self.next_due && !(self.last_ok && requests != self.seen) {
             return false;
         }
-        self.seen = unknown;
+        self.seen = requests;
         true
     }
 

@@ -164,8 +164,9 @@ pub struct Classifier {
     functions: RwLock<Arc<Generation>>,
     /// `functions`' generation number, read on every call without the lock; set after it.
     generation: AtomicU64,
-    /// Classifications that met a function the loaded catalog does not know.
-    unknown_functions: AtomicU64,
+    /// Classifications that met a function the loaded catalog does not know, or DDL that
+    /// may change what it says.
+    refresh_requests: AtomicU64,
     primary_tables: QualifiedNames,
     cache: Cache,
 }
@@ -186,7 +187,7 @@ impl Classifier {
                 functions: Functions::new(&options.write_functions, &options.read_only_functions),
             })),
             generation: AtomicU64::new(0),
-            unknown_functions: AtomicU64::new(0),
+            refresh_requests: AtomicU64::new(0),
             primary_tables: QualifiedNames::new(&options.primary_tables),
             cache: Cache::new(options.cache_capacity, options.max_cached_len),
         }
@@ -210,10 +211,11 @@ impl Classifier {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// How many classifications met a function the loaded catalog does not know: when this
-    /// grows, the catalog may be stale.
-    pub fn unknown_functions_seen(&self) -> u64 {
-        self.unknown_functions.load(Ordering::Relaxed)
+    /// How many classifications met a function the loaded catalog does not know, or DDL
+    /// (`CREATE`, `ALTER`) that may change what it says: when this grows, the catalog may be
+    /// stale.
+    pub fn catalog_refresh_requests(&self) -> u64 {
+        self.refresh_requests.load(Ordering::Relaxed)
     }
 
     fn current(&self) -> Arc<Generation> {
@@ -254,8 +256,8 @@ impl Classifier {
             None => {
                 let current = self.current();
                 let outcome = statement::classify(&canon, &current.functions, &self.primary_tables);
-                if outcome.unknown_function {
-                    self.unknown_functions.fetch_add(1, Ordering::Relaxed);
+                if outcome.unknown_function || outcome.changes_catalog {
+                    self.refresh_requests.fetch_add(1, Ordering::Relaxed);
                 }
                 self.cache
                     .insert(hash, canon, outcome.shape, current.number);
@@ -528,7 +530,7 @@ mod tests {
             may_leave_state(Class::Write)
         );
         assert_eq!(c.classify(b"SELECT a FROM t"), Classification::of(READ));
-        assert_eq!(c.unknown_functions_seen(), 0);
+        assert_eq!(c.catalog_refresh_requests(), 0);
     }
 
     #[test]
@@ -546,7 +548,7 @@ mod tests {
         ] {
             assert_eq!(c.classify(sql.as_bytes()), USER_WRITE, "{sql}");
         }
-        assert_eq!(c.unknown_functions_seen(), 0);
+        assert_eq!(c.catalog_refresh_requests(), 0);
     }
 
     #[test]
@@ -566,7 +568,7 @@ mod tests {
                 "{sql}"
             );
         }
-        assert_eq!(c.unknown_functions_seen(), 0);
+        assert_eq!(c.catalog_refresh_requests(), 0);
         // The built-in list and write_functions still win.
         assert_eq!(
             c.classify(b"SELECT nextval('s')"),
@@ -583,16 +585,41 @@ mod tests {
         let c = with_catalog();
         assert_eq!(c.classify(b"SELECT created_later(1)"), USER_WRITE);
         assert_eq!(c.classify(b"SELECT other.price(1)"), USER_WRITE);
-        assert_eq!(c.unknown_functions_seen(), 2);
+        assert_eq!(c.catalog_refresh_requests(), 2);
         // Cached: asked once per statement shape and catalog.
         assert_eq!(c.classify(b"SELECT created_later(2)"), USER_WRITE);
-        assert_eq!(c.unknown_functions_seen(), 2);
+        assert_eq!(c.catalog_refresh_requests(), 2);
         // `name(` that is not a call is not a function the catalog should know.
         assert_eq!(
             c.classify(b"INSERT INTO t (a) VALUES (1)"),
             Classification::of(Class::Write)
         );
-        assert_eq!(c.unknown_functions_seen(), 2);
+        assert_eq!(c.catalog_refresh_requests(), 2);
+    }
+
+    #[test]
+    fn ddl_asks_for_a_refresh() {
+        let c = with_catalog();
+        for sql in [
+            "CREATE TRIGGER t BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
+            "create or replace rule r as on insert to t do also notify c",
+            "ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES u ON DELETE CASCADE",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        ] {
+            let before = c.catalog_refresh_requests();
+            c.classify(sql.as_bytes());
+            assert_eq!(c.catalog_refresh_requests(), before + 1, "{sql}");
+        }
+        let before = c.catalog_refresh_requests();
+        for sql in [
+            "CREATE TEMP TABLE x (a int)",
+            "DROP TRIGGER t ON t",
+            "INSERT INTO t VALUES (1)",
+            "SELECT 1",
+        ] {
+            c.classify(sql.as_bytes());
+        }
+        assert_eq!(c.catalog_refresh_requests(), before);
     }
 
     #[test]

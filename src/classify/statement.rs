@@ -28,6 +28,9 @@ pub(crate) struct Outcome {
     pub shape: Shape,
     /// It calls a function the loaded catalog does not know (the catalog may be stale).
     pub unknown_function: bool,
+    /// It is DDL that may change what the catalog says (`CREATE` or `ALTER` of anything
+    /// not temporary: functions, triggers, rules, foreign keys, partitions, views).
+    pub changes_catalog: bool,
 }
 
 /// Classifies a whole canonical text (one or more statements).
@@ -56,6 +59,10 @@ pub(crate) fn classify(
             leaves_state,
         },
         unknown_function: rules.unknown_function.get(),
+        changes_catalog: class == Class::Write
+            && toks
+                .split(|t| t.kind == Kind::Punct(b';'))
+                .any(|stmt| rules.any_kw(stmt.first(), &["CREATE", "ALTER"])),
     }
 }
 
