@@ -38,7 +38,9 @@ pub use catalog::FunctionCatalog;
 use functions::{Functions, QualifiedNames};
 
 /// The SQL lexer, for everything else in pgsplit that reads SQL text.
-pub(crate) use lexer::{dotted_name, source_tokens, statements, Kind as TokenKind, Token};
+pub(crate) use lexer::{
+    dotted_name, short_command, source_tokens, statements, Kind as TokenKind, Token,
+};
 
 /// What a statement (or a multi-statement string) needs from the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
