@@ -1,12 +1,15 @@
 //! Keeps the classifier's function catalog fresh: the IO shell of `classify::catalog`.
 //!
 //! One task loads every function's schema, name and volatility from the primary's
-//! `pg_proc` in each configured database, on control connections (`crate::control`): at
-//! startup, every minute, and when classification met a function the catalog does not know
-//! (at most once a second; a function created since the last load is then picked up). The
-//! classifier is shared by all databases, so their functions are merged into one catalog
-//! (conservatively, as overloads are). A load fails unless every database answers; it is
-//! retried after a few seconds, and meanwhile the catalog in force stays. Every look-up is
+//! `pg_proc` in each configured database, and the names of the relations whose writes may
+//! run user code (triggers, rules, and what cascades into them: `FIRING_QUERY`), on control
+//! connections (`crate::control`): at startup, every minute, and when classification met a
+//! function the catalog does not know or DDL that may change it (at most once a second; a
+//! function created since the last load is then picked up, and so is a trigger created
+//! through pgsplit, once committed). The classifier is shared by all databases, so their
+//! functions are merged into one catalog (conservatively, as overloads are). A load fails
+//! unless every database answers; it is retried after a few seconds, and meanwhile the
+//! catalog in force stays. Every look-up is
 //! bounded by timeouts.
 
 use std::sync::Arc;
@@ -22,11 +25,33 @@ use crate::router::Routing;
 const QUERY: &str = "SELECT DISTINCT n.nspname::text, p.proname::text, p.provolatile::text \
      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace";
 
+/// The names of the relations whose writes may run user code: tables and views with
+/// non-internal triggers, tables with non-`SELECT` rules, then (transitively) the tables whose
+/// writes reach those through a foreign key's referential action or as their inheritance or
+/// partition parent, and every view outside the system schemas (an updatable view writes its
+/// base table) if there is any. `pg_settings` is always among them: its update rule calls
+/// `set_config`.
+const FIRING_QUERY: &str = "WITH RECURSIVE fires(oid) AS ( \
+         SELECT tgrelid FROM pg_catalog.pg_trigger WHERE NOT tgisinternal \
+         UNION SELECT ev_class FROM pg_catalog.pg_rewrite \
+             WHERE ev_type <> '1' AND rulename <> '_RETURN' \
+         UNION SELECT e.up FROM fires f JOIN ( \
+             SELECT conrelid AS down, confrelid AS up FROM pg_catalog.pg_constraint \
+                 WHERE contype = 'f' \
+                 AND (confdeltype NOT IN ('a', 'r') OR confupdtype NOT IN ('a', 'r')) \
+             UNION ALL SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits \
+         ) e ON e.down = f.oid \
+     ) \
+     SELECT DISTINCT c.relname::text FROM pg_catalog.pg_class c \
+     WHERE c.oid IN (SELECT oid FROM fires) \
+         OR (c.relkind = 'v' AND EXISTS (SELECT 1 FROM fires) \
+             AND c.relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema'))";
+
 /// A loaded catalog is reloaded this often.
 const PERIOD: Duration = Duration::from_secs(60);
 /// A failed load is retried after this long.
 const RETRY: Duration = Duration::from_secs(5);
-/// How often the task looks for unknown functions: also the least time between two loads.
+/// How often the task looks for refresh requests: also the least time between two loads.
 const TICK: Duration = Duration::from_secs(1);
 /// The catalog query taking longer than this fails.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,11 +71,11 @@ async fn refresh(databases: Vec<Database>, routing: Arc<Routing>) {
     let classifier = &routing.classifier;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut schedule = Schedule::new(Instant::now(), classifier.unknown_functions_seen());
+    let mut schedule = Schedule::new(Instant::now(), classifier.catalog_refresh_requests());
     let mut warned = false;
     loop {
         tick.tick().await;
-        if !schedule.due(Instant::now(), classifier.unknown_functions_seen()) {
+        if !schedule.due(Instant::now(), classifier.catalog_refresh_requests()) {
             continue;
         }
         let result = load(&databases).await;
@@ -78,31 +103,31 @@ async fn refresh(databases: Vec<Database>, routing: Arc<Routing>) {
 }
 
 /// When the next load is due: at once, then [`PERIOD`] after a load ([`RETRY`] after a
-/// failed one), or at the next tick when classification met unknown functions since the
+/// failed one), or at the next tick when classification asked for a refresh since the
 /// last load began (only after a good load, so a failing primary is not asked every tick).
 #[derive(Debug)]
 struct Schedule {
     next_due: Instant,
     last_ok: bool,
-    /// The classifier's unknown-function count when the last load began.
+    /// The classifier's refresh-request count when the last load began.
     seen: u64,
 }
 
 impl Schedule {
-    fn new(now: Instant, unknown: u64) -> Schedule {
+    fn new(now: Instant, requests: u64) -> Schedule {
         Schedule {
             next_due: now,
             last_ok: false,
-            seen: unknown,
+            seen: requests,
         }
     }
 
-    /// Whether to load now, given the classifier's unknown-function count.
-    fn due(&mut self, now: Instant, unknown: u64) -> bool {
-        if now < self.next_due && !(self.last_ok && unknown != self.seen) {
+    /// Whether to load now, given the classifier's refresh-request count.
+    fn due(&mut self, now: Instant, requests: u64) -> bool {
+        if now < self.next_due && !(self.last_ok && requests != self.seen) {
             return false;
         }
-        self.seen = unknown;
+        self.seen = requests;
         true
     }
 
@@ -121,27 +146,32 @@ struct LoadError {
     error: ControlError,
 }
 
-/// The functions of every database, merged.
+/// The functions and firing relations of every database, merged.
 async fn load(databases: &[Database]) -> Result<FunctionCatalog, LoadError> {
     let mut functions = Vec::new();
+    let mut firing = Vec::new();
     for database in databases {
-        lookup(&database.pool, &mut functions)
+        lookup(&database.pool, &mut functions, &mut firing)
             .await
             .map_err(|error| LoadError {
                 database: database.name.clone(),
                 error,
             })?;
     }
-    Ok(FunctionCatalog::from_rows(functions))
+    Ok(FunctionCatalog::from_rows(functions).with_firing_relations(firing))
 }
 
-/// One database's functions, added to `functions`.
+/// One database's functions and firing relations, added to `functions` and `firing`.
 async fn lookup(
     pool: &Pool,
     functions: &mut Vec<(String, String, String)>,
+    firing: &mut Vec<String>,
 ) -> Result<(), ControlError> {
     for row in control::query(pool, QUERY, QUERY_TIMEOUT).await? {
         functions.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+    }
+    for row in control::query(pool, FIRING_QUERY, QUERY_TIMEOUT).await? {
+        firing.push(row.try_get(0)?);
     }
     Ok(())
 }

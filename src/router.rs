@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::causal::{ClientCausal, WritePositions};
-use crate::classify::{Class, Classification, Classifier, Token, TokenKind};
+use crate::classify::{Class, Classification, Classifier, TokenKind};
 pub use crate::config::{Fallback, ReadYourWrites};
 use crate::topology::Topology;
 
@@ -175,23 +175,8 @@ pub enum RouteCommand {
 /// lexer. Cheap for every other query: only text whose first token is `SET`, `SHOW` or
 /// `RESET` is read further, and only its first few tokens.
 pub fn route_command(sql: &[u8]) -> Option<RouteCommand> {
-    let mut toks = crate::classify::source_tokens(sql);
-    let head = toks.next()?;
-    if !head.is_any_kw(sql, &["SET", "SHOW", "RESET"]) {
-        return None;
-    }
-    // The longest form is `SET SESSION pgsplit . route TO value`, then some `;`.
-    const MAX: usize = 12;
-    let mut rest: Vec<Token> = toks.take(MAX + 1).collect();
-    if rest.len() > MAX {
-        return None;
-    }
-    while rest
-        .last()
-        .is_some_and(|t| t.kind == TokenKind::Punct(b';'))
-    {
-        rest.pop();
-    }
+    // The longest form is `SET SESSION pgsplit . route TO value`.
+    let (head, mut rest) = crate::classify::short_command(sql, &["SET", "SHOW", "RESET"], 12)?;
     if head.is_kw(sql, "SET") && rest.first().is_some_and(|t| t.is_kw(sql, "SESSION")) {
         rest.remove(0);
     }

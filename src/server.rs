@@ -260,7 +260,7 @@ impl Proxy {
                     pool,
                 }),
                 Err(e) => {
-                    tracing::error!(error = %e, "no control pool for the primary; user functions are taken to be reads");
+                    tracing::error!(error = %e, "no control pool for the primary; user functions are taken to be reads, and every write or function call resets its connection");
                     return;
                 }
             }

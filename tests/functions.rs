@@ -3,7 +3,8 @@
 //! primary (no `routing.write_functions` entry needed), a stable one still runs on a
 //! replica, a function created after the proxy started is picked up,
 //! `routing.read_only_functions` / `routing.write_functions` override the catalog, and the
-//! session state a volatile function leaves does not reach the next client.
+//! session state a volatile function (or a trigger or rule fired by a write) leaves does not
+//! reach the next client.
 //!
 //! Functions and tables are created by the superuser straight on the primary, with names
 //! from `common::unique`. Each check names the node that served a statement with
@@ -285,4 +286,73 @@ async fn session_state_left_by_a_volatile_function_does_not_reach_the_next_clien
         "",
         "the setting made inside {leak}() reached another client"
     );
+}
+
+/// Writes that fire user code the statement does not show: a foreign key's cascade into a
+/// table with a trigger, a partition's own trigger, a rule, an updatable view. The catalog
+/// names those relations, so each such write resets its connection, and a write to a plain
+/// table keeps the fast path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_fire_triggers_or_rules_do_not_leak() {
+    let s = unique("fn_triggers");
+    let _cleanup = create(
+        &format!(
+            "create schema {s};
+             grant usage on schema {s} to public;
+             create function {s}.set_work_mem() returns trigger language plpgsql as $$
+                 begin perform set_config('work_mem', '7MB', false); return null; end $$;
+             create table {s}.parent (id int primary key);
+             create table {s}.child (id int references {s}.parent on delete cascade);
+             create trigger t after delete on {s}.child
+                 for each row execute function {s}.set_work_mem();
+             create table {s}.measured (a int) partition by range (a);
+             create table {s}.measured_low partition of {s}.measured for values from (0) to (100);
+             create trigger t after insert on {s}.measured_low
+                 for each row execute function {s}.set_work_mem();
+             create table {s}.ruled (a int);
+             create rule r as on insert to {s}.ruled
+                 do also select set_config('work_mem', '7MB', false);
+             create table {s}.plain (a int);
+             create view {s}.plain_view as select * from {s}.plain;
+             grant all on all tables in schema {s} to public;
+             insert into {s}.parent values (1), (2);
+             insert into {s}.child values (1), (2);"
+        ),
+        &format!("drop schema if exists {s} cascade"),
+        &[],
+    )
+    .await;
+    // No routing: one primary connection shared by both clients.
+    let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
+    wait_for_catalog(&proxy).await;
+    let classifier = &proxy.proxy.routing().classifier;
+    let firing = [
+        format!("delete from {s}.parent where id = 1"),
+        format!("insert into {s}.measured values (1)"),
+        format!("insert into {s}.ruled values (1)"),
+        format!("update {s}.plain_view set a = 1"),
+    ];
+    for sql in &firing {
+        assert!(classifier.classify(sql.as_bytes()).leaves_state, "{sql}");
+    }
+    for sql in [
+        format!("insert into {s}.plain values (1)"),
+        format!("select * from {s}.child"),
+    ] {
+        assert!(!classifier.classify(sql.as_bytes()).leaves_state, "{sql}");
+    }
+    let fresh = "select (setting = reset_val)::text from pg_settings where name = 'work_mem'";
+    for sql in &firing {
+        let a = proxy.connect("functions_trigger_a").await;
+        let b = proxy.connect("functions_trigger_b").await;
+        assert_eq!(common::show(&b, fresh).await, "true");
+        a.batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {}", common::describe(&e)));
+        assert_eq!(
+            common::show(&b, fresh).await,
+            "true",
+            "the setting made by {sql} reached another client"
+        );
+    }
 }

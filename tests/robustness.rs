@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::raw::{Message, RawConn};
+use common::raw::{
+    bind, close_statement, describe_statement, execute, parse, sync, tags, Message, RawConn,
+};
 use common::{show, TestProxy, APP_PASSWORD};
 use rand::{Rng, SeedableRng};
 use tokio::io::AsyncWriteExt;
@@ -369,59 +371,4 @@ async fn hand_made_extended_protocol_batches() {
     .unwrap();
     let got = conn.until_ready().await;
     assert_eq!(tags(&got), "1tTZ", "{got:?}");
-}
-
-fn tags(messages: &[Message]) -> String {
-    messages.iter().map(|m| m.tag as char).collect()
-}
-
-fn cstr(s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    v
-}
-
-fn parse(name: &str, sql: &str) -> Vec<u8> {
-    let mut body = cstr(name);
-    body.extend(cstr(sql));
-    body.extend_from_slice(&0i16.to_be_bytes());
-    common::raw::message(b'P', &body)
-}
-
-/// Bind with one text parameter "x" when the statement is named, none otherwise.
-fn bind(portal: &str, statement: &str) -> Vec<u8> {
-    let mut body = cstr(portal);
-    body.extend(cstr(statement));
-    body.extend_from_slice(&0i16.to_be_bytes());
-    if statement.is_empty() {
-        body.extend_from_slice(&0i16.to_be_bytes());
-    } else {
-        body.extend_from_slice(&1i16.to_be_bytes());
-        body.extend_from_slice(&1i32.to_be_bytes());
-        body.push(b'x');
-    }
-    body.extend_from_slice(&0i16.to_be_bytes());
-    common::raw::message(b'B', &body)
-}
-
-fn execute(portal: &str) -> Vec<u8> {
-    let mut body = cstr(portal);
-    body.extend_from_slice(&0i32.to_be_bytes());
-    common::raw::message(b'E', &body)
-}
-
-fn sync() -> Vec<u8> {
-    common::raw::message(b'S', b"")
-}
-
-fn close_statement(name: &str) -> Vec<u8> {
-    let mut body = vec![b'S'];
-    body.extend(cstr(name));
-    common::raw::message(b'C', &body)
-}
-
-fn describe_statement(name: &str) -> Vec<u8> {
-    let mut body = vec![b'S'];
-    body.extend(cstr(name));
-    common::raw::message(b'D', &body)
 }

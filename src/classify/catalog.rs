@@ -8,8 +8,13 @@
 //! on the `search_path`) a call means, so a name is volatile if any function it could mean is.
 //! Functions in the system schemas (`pg_catalog`, `information_schema`) are only noted as
 //! built-in: the classifier's built-in lists decide about them.
+//!
+//! The snapshot also names the relations whose writes may run user code the statement does
+//! not show: tables with (non-internal) triggers or non-`SELECT` rules, tables whose writes
+//! cascade into those (referential actions, inheritance parents), and every view once there
+//! is any. Only the relation name counts, in any schema (conservative, as for functions).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Schemas whose functions are built-ins.
 const SYSTEM_SCHEMAS: &[&str] = &["pg_catalog", "information_schema"];
@@ -39,6 +44,8 @@ struct Named {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FunctionCatalog {
     names: HashMap<Box<[u8]>, Named>,
+    /// Names of relations whose writes may run user code (triggers, rules).
+    firing: HashSet<Box<[u8]>>,
 }
 
 impl FunctionCatalog {
@@ -66,7 +73,31 @@ impl FunctionCatalog {
         for named in names.values_mut() {
             named.user.sort();
         }
-        FunctionCatalog { names }
+        FunctionCatalog {
+            names,
+            firing: HashSet::new(),
+        }
+    }
+
+    /// The same catalog, noting `relations` (names as in `pg_class.relname`) as relations
+    /// whose writes may run user code.
+    pub fn with_firing_relations<S: AsRef<str>>(
+        mut self,
+        relations: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.firing
+            .extend(relations.into_iter().map(|r| r.as_ref().as_bytes().into()));
+        self
+    }
+
+    /// Number of distinct relation names whose writes may run user code.
+    pub fn firing_relations(&self) -> usize {
+        self.firing.len()
+    }
+
+    /// Whether a write naming relation `name` (case-folded, any schema) may run user code.
+    pub(crate) fn fires_user_code(&self, name: &[u8]) -> bool {
+        self.firing.contains(name)
     }
 
     /// Number of distinct function names.
@@ -191,5 +222,24 @@ mod tests {
         assert_ne!(a, FunctionCatalog::from_rows(rows));
         assert_eq!(a.len(), 10);
         assert!(FunctionCatalog::default().is_empty());
+    }
+
+    #[test]
+    fn firing_relations() {
+        let c = catalog().with_firing_relations(["orders", "Audit", "v_orders"]);
+        assert!(c.fires_user_code(b"orders"));
+        assert!(c.fires_user_code(b"Audit"));
+        assert!(
+            !c.fires_user_code(b"audit"),
+            "names are compared case-folded"
+        );
+        assert!(!c.fires_user_code(b"pgbench_accounts"));
+        assert!(!catalog().fires_user_code(b"orders"));
+        assert_eq!(c.firing_relations(), 3);
+        assert_ne!(c, catalog(), "a changed set is a new catalog");
+        assert_eq!(
+            c,
+            catalog().with_firing_relations(["v_orders", "orders", "Audit", "orders"])
+        );
     }
 }

@@ -250,6 +250,26 @@ impl Functions {
         self.extra_write.has_name(name)
     }
 
+    /// Whether the primary's catalog has been loaded.
+    pub(crate) fn catalog_loaded(&self) -> bool {
+        self.catalog.is_some()
+    }
+
+    /// Whether the loaded catalog names any relation whose writes may run user code.
+    pub(crate) fn any_firing_relation(&self) -> bool {
+        self.catalog
+            .as_ref()
+            .is_some_and(|c| c.firing_relations() > 0)
+    }
+
+    /// Whether the loaded catalog says a write naming relation `name` (case-folded, any
+    /// schema) may run user code (triggers, rules).
+    pub(crate) fn fires_user_code(&self, name: &[u8]) -> bool {
+        self.catalog
+            .as_ref()
+            .is_some_and(|c| c.fires_user_code(name))
+    }
+
     /// The effect of calling `schema.name(...)`; both parts already case-folded. In order:
     /// the built-in lists, configured write functions, configured read-only functions, then
     /// the catalog.

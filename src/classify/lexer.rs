@@ -306,6 +306,26 @@ pub(crate) fn statements(sql: &[u8]) -> Vec<&[u8]> {
     out
 }
 
+/// A short command that pgsplit answers itself (`SET pgsplit.route ...`, `DEALLOCATE name`):
+/// when the text's first token is one of the keywords `heads`, that token and the tokens
+/// after it, at most `max` of them, without the trailing `;`s. `None` for any other text,
+/// which costs only its first token.
+pub(crate) fn short_command(sql: &[u8], heads: &[&str], max: usize) -> Option<(Token, Vec<Token>)> {
+    let mut toks = source_tokens(sql);
+    let head = toks.next()?;
+    if !head.is_any_kw(sql, heads) {
+        return None;
+    }
+    let mut rest: Vec<Token> = toks.take(max + 1).collect();
+    if rest.len() > max {
+        return None;
+    }
+    while rest.last().is_some_and(|t| t.kind == Kind::Punct(b';')) {
+        rest.pop();
+    }
+    Some((head, rest))
+}
+
 /// Reads a dotted name `a.b.c` (each part a word or a `"quoted"` identifier) at the start of
 /// `toks`, as PostgreSQL stores it: the parts' names joined by `.`. Returns the name and how
 /// many tokens it took, or `None` when `toks` does not start with a name.

@@ -18,7 +18,8 @@
 //! 4. Functions that are neither built-in nor configured are looked up in the primary's
 //!    catalog (`catalog.rs`), which the IO shell loads and refreshes with
 //!    [`Classifier::set_catalog`]: a volatile user function makes a write that may leave
-//!    session state. A new catalog starts a new cache generation.
+//!    session state. So does a write naming a relation the catalog says may run user code
+//!    (triggers, rules). A new catalog starts a new cache generation.
 //!
 //! Unknown or unparsable SQL is a [`Class::Write`]: it goes to the primary.
 
@@ -37,7 +38,9 @@ pub use catalog::FunctionCatalog;
 use functions::{Functions, QualifiedNames};
 
 /// The SQL lexer, for everything else in pgsplit that reads SQL text.
-pub(crate) use lexer::{dotted_name, source_tokens, statements, Kind as TokenKind, Token};
+pub(crate) use lexer::{
+    dotted_name, short_command, source_tokens, statements, Kind as TokenKind, Token,
+};
 
 /// What a statement (or a multi-statement string) needs from the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,7 +78,8 @@ pub struct Classification {
     /// The text starts (after whitespace and other comments) with `/* pgsplit:primary */`.
     pub hint_primary: bool,
     /// Running it may leave session state that pgsplit does not track (`DO`, `CALL`, `LOAD`,
-    /// `RESET ALL`, `DISCARD`, `SET ROLE`, `SET SESSION AUTHORIZATION`, ...): the server
+    /// `RESET ALL`, `DISCARD`, `SET ROLE`, `SET SESSION AUTHORIZATION`, volatile user
+    /// functions, writes to relations with triggers or rules, ...): the server
     /// connection it ran on is reset before another client gets it.
     pub leaves_state: bool,
 }
@@ -160,8 +164,9 @@ pub struct Classifier {
     functions: RwLock<Arc<Generation>>,
     /// `functions`' generation number, read on every call without the lock; set after it.
     generation: AtomicU64,
-    /// Classifications that met a function the loaded catalog does not know.
-    unknown_functions: AtomicU64,
+    /// Classifications that met a function the loaded catalog does not know, or DDL that
+    /// may change what it says.
+    refresh_requests: AtomicU64,
     primary_tables: QualifiedNames,
     cache: Cache,
 }
@@ -182,7 +187,7 @@ impl Classifier {
                 functions: Functions::new(&options.write_functions, &options.read_only_functions),
             })),
             generation: AtomicU64::new(0),
-            unknown_functions: AtomicU64::new(0),
+            refresh_requests: AtomicU64::new(0),
             primary_tables: QualifiedNames::new(&options.primary_tables),
             cache: Cache::new(options.cache_capacity, options.max_cached_len),
         }
@@ -206,10 +211,11 @@ impl Classifier {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// How many classifications met a function the loaded catalog does not know: when this
-    /// grows, the catalog may be stale.
-    pub fn unknown_functions_seen(&self) -> u64 {
-        self.unknown_functions.load(Ordering::Relaxed)
+    /// How many classifications met a function the loaded catalog does not know, or DDL
+    /// (`CREATE`, `ALTER`) that may change what it says: when this grows, the catalog may be
+    /// stale.
+    pub fn catalog_refresh_requests(&self) -> u64 {
+        self.refresh_requests.load(Ordering::Relaxed)
     }
 
     fn current(&self) -> Arc<Generation> {
@@ -250,8 +256,8 @@ impl Classifier {
             None => {
                 let current = self.current();
                 let outcome = statement::classify(&canon, &current.functions, &self.primary_tables);
-                if outcome.unknown_function {
-                    self.unknown_functions.fetch_add(1, Ordering::Relaxed);
+                if outcome.unknown_function || outcome.changes_catalog {
+                    self.refresh_requests.fetch_add(1, Ordering::Relaxed);
                 }
                 self.cache
                     .insert(hash, canon, outcome.shape, current.number);
@@ -535,8 +541,19 @@ mod tests {
     #[test]
     fn before_the_catalog_user_functions_are_reads() {
         let c = classifier();
-        assert_eq!(c.classify(b"SELECT add_order(1)"), Classification::of(READ));
-        assert_eq!(c.unknown_functions_seen(), 0);
+        // A read, but any function may be a user function that leaves state, and any write
+        // may fire a trigger: their connections are reset.
+        let may_leave_state = |class| Classification {
+            leaves_state: true,
+            ..Classification::of(class)
+        };
+        assert_eq!(c.classify(b"SELECT add_order(1)"), may_leave_state(READ));
+        assert_eq!(
+            c.classify(b"INSERT INTO t VALUES (1)"),
+            may_leave_state(Class::Write)
+        );
+        assert_eq!(c.classify(b"SELECT a FROM t"), Classification::of(READ));
+        assert_eq!(c.catalog_refresh_requests(), 0);
     }
 
     #[test]
@@ -554,7 +571,7 @@ mod tests {
         ] {
             assert_eq!(c.classify(sql.as_bytes()), USER_WRITE, "{sql}");
         }
-        assert_eq!(c.unknown_functions_seen(), 0);
+        assert_eq!(c.catalog_refresh_requests(), 0);
     }
 
     #[test]
@@ -574,7 +591,7 @@ mod tests {
                 "{sql}"
             );
         }
-        assert_eq!(c.unknown_functions_seen(), 0);
+        assert_eq!(c.catalog_refresh_requests(), 0);
         // The built-in list and write_functions still win.
         assert_eq!(
             c.classify(b"SELECT nextval('s')"),
@@ -591,16 +608,41 @@ mod tests {
         let c = with_catalog();
         assert_eq!(c.classify(b"SELECT created_later(1)"), USER_WRITE);
         assert_eq!(c.classify(b"SELECT other.price(1)"), USER_WRITE);
-        assert_eq!(c.unknown_functions_seen(), 2);
+        assert_eq!(c.catalog_refresh_requests(), 2);
         // Cached: asked once per statement shape and catalog.
         assert_eq!(c.classify(b"SELECT created_later(2)"), USER_WRITE);
-        assert_eq!(c.unknown_functions_seen(), 2);
+        assert_eq!(c.catalog_refresh_requests(), 2);
         // `name(` that is not a call is not a function the catalog should know.
         assert_eq!(
             c.classify(b"INSERT INTO t (a) VALUES (1)"),
             Classification::of(Class::Write)
         );
-        assert_eq!(c.unknown_functions_seen(), 2);
+        assert_eq!(c.catalog_refresh_requests(), 2);
+    }
+
+    #[test]
+    fn ddl_asks_for_a_refresh() {
+        let c = with_catalog();
+        for sql in [
+            "CREATE TRIGGER t BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
+            "create or replace rule r as on insert to t do also notify c",
+            "ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES u ON DELETE CASCADE",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        ] {
+            let before = c.catalog_refresh_requests();
+            c.classify(sql.as_bytes());
+            assert_eq!(c.catalog_refresh_requests(), before + 1, "{sql}");
+        }
+        let before = c.catalog_refresh_requests();
+        for sql in [
+            "CREATE TEMP TABLE x (a int)",
+            "DROP TRIGGER t ON t",
+            "INSERT INTO t VALUES (1)",
+            "SELECT 1",
+        ] {
+            c.classify(sql.as_bytes());
+        }
+        assert_eq!(c.catalog_refresh_requests(), before);
     }
 
     #[test]
@@ -621,6 +663,24 @@ mod tests {
         assert!(!c.set_catalog(changed));
         assert_eq!(c.classify(b"SELECT price(2)"), USER_WRITE);
         assert_eq!(c.stats().hits, hits + 1);
+    }
+
+    #[test]
+    fn a_new_set_of_firing_relations_replaces_cached_classifications() {
+        let c = with_catalog();
+        let insert = b"INSERT INTO with_trigger VALUES (1)";
+        assert_eq!(c.classify(insert), Classification::of(Class::Write));
+        let generation = c.catalog_generation();
+        let functions = || FunctionCatalog::from_rows([("app", "price", "s")]);
+        assert!(c.set_catalog(functions().with_firing_relations(["with_trigger"])));
+        assert!(c.catalog_generation() > generation);
+        assert_eq!(c.classify(insert), USER_WRITE);
+        assert_eq!(
+            c.classify(b"INSERT INTO pgbench_history VALUES (1)"),
+            Classification::of(Class::Write)
+        );
+        assert!(c.set_catalog(functions()));
+        assert_eq!(c.classify(insert), Classification::of(Class::Write));
     }
 
     #[test]

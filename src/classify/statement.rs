@@ -28,6 +28,9 @@ pub(crate) struct Outcome {
     pub shape: Shape,
     /// It calls a function the loaded catalog does not know (the catalog may be stale).
     pub unknown_function: bool,
+    /// It is DDL that may change what the catalog says (`CREATE` or `ALTER` of anything
+    /// not temporary: functions, triggers, rules, foreign keys, partitions, views).
+    pub changes_catalog: bool,
 }
 
 /// Classifies a whole canonical text (one or more statements).
@@ -46,6 +49,7 @@ pub(crate) fn classify(
     };
     let class = class_of(&toks, &rules);
     let leaves_state = rules.user_write.get()
+        || rules.may_run_user_code(class, &toks)
         || toks
             .split(|t| t.kind == Kind::Punct(b';'))
             .any(|stmt| rules.leaves_state(stmt));
@@ -55,6 +59,10 @@ pub(crate) fn classify(
             leaves_state,
         },
         unknown_function: rules.unknown_function.get(),
+        changes_catalog: class == Class::Write
+            && toks
+                .split(|t| t.kind == Kind::Punct(b';'))
+                .any(|stmt| rules.any_kw(stmt.first(), &["CREATE", "ALTER"])),
     }
 }
 
@@ -163,6 +171,35 @@ impl Rules<'_> {
                 || (self.kw(at(i), "SESSION") && self.kw(at(i + 1), "AUTHORIZATION"));
         }
         false
+    }
+
+    /// Whether running `t` (of class `class`) may run user code that `user_write` does not
+    /// cover, which may leave session state (`set_config`, advisory locks, `SET ROLE`): a
+    /// write naming a relation with triggers or rules. Before the first catalog load, pgsplit
+    /// cannot tell: every write may, and so may every statement that calls any function.
+    fn may_run_user_code(&self, class: Class, t: &[Token]) -> bool {
+        let write = matches!(class, Class::Write | Class::SessionBound);
+        if !self.functions.catalog_loaded() {
+            return write
+                || t.windows(2).any(|w| {
+                    matches!(w, [name, open] if open.kind == Kind::Punct(b'(')
+                        && matches!(name.kind, Kind::Word | Kind::Quoted | Kind::UnicodeQuoted))
+                });
+        }
+        write && self.names_firing_relation(t)
+    }
+
+    /// Whether `t` names, anywhere, a relation whose writes may run user code (triggers,
+    /// rules; see `catalog.rs`). A `U&"..."` name is not decoded: it counts.
+    fn names_firing_relation(&self, t: &[Token]) -> bool {
+        self.functions.any_firing_relation()
+            && t.iter().any(|tok| match tok.kind {
+                Kind::UnicodeQuoted => true,
+                Kind::Word | Kind::Quoted => tok
+                    .name(self.canon)
+                    .is_some_and(|name| self.functions.fires_user_code(&name)),
+                _ => false,
+            })
     }
 
     /// One statement (non-empty token slice, no top-level `;`).
@@ -681,11 +718,74 @@ mod tests {
             "SET rolex = 1",
             "RESET search_path",
             "SELECT 'DO'",
-            "INSERT INTO t VALUES (1)",
             "SHOW role",
-            "UPDATE t SET role = 'x'",
         ] {
             assert!(!shape(sql).leaves_state, "{sql}");
+        }
+    }
+
+    #[test]
+    fn writes_to_relations_with_triggers_leave_state() {
+        let functions = Functions::new::<&str>(&[], &[])
+            .with_catalog(
+                crate::classify::FunctionCatalog::from_rows([("app", "price", "s")])
+                    .with_firing_relations(["with_trigger", "Audit", "v_orders"]),
+            )
+            .expect("a new catalog");
+        let tables = QualifiedNames::default();
+        let shape = |sql: &str| {
+            let mut canon = Vec::new();
+            let _ = canonicalize(sql.as_bytes(), true, &mut canon);
+            classify(&canon, &functions, &tables).shape
+        };
+        for sql in [
+            "INSERT INTO with_trigger VALUES (1)",
+            "insert into app.WITH_TRIGGER (a) values (1) returning *",
+            "UPDATE \"with_trigger\" SET a = 1",
+            "DELETE FROM t USING with_trigger WHERE t.a = with_trigger.a",
+            "MERGE INTO with_trigger w USING s ON w.a = s.a WHEN MATCHED THEN DELETE",
+            "COPY with_trigger FROM STDIN",
+            "TRUNCATE \"Audit\"",
+            "UPDATE v_orders SET a = 1",
+            "WITH x AS (INSERT INTO with_trigger VALUES (1) RETURNING *) SELECT * FROM x",
+            "EXPLAIN ANALYZE INSERT INTO with_trigger VALUES (1)",
+            "SELECT 1; INSERT INTO with_trigger VALUES (1)",
+            "INSERT INTO with_trigger VALUES (1); LISTEN x",
+            "INSERT INTO U&\"w\\0069th_trigger\" VALUES (1)",
+            // Conservative: a locking read is a write, and fires nothing.
+            "SELECT a FROM with_trigger FOR UPDATE",
+        ] {
+            assert!(shape(sql).leaves_state, "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM with_trigger",
+            "EXPLAIN INSERT INTO with_trigger VALUES (1)",
+            "COPY with_trigger TO STDOUT",
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET role = 'x'",
+            "TRUNCATE audit",
+            "UPDATE pgbench_accounts SET abalance = abalance + 0 WHERE aid = 0",
+            "INSERT INTO t VALUES ('with_trigger')",
+        ] {
+            assert!(!shape(sql).leaves_state, "{sql}");
+        }
+        // Before the catalog is loaded, any relation may fire something, and any function
+        // may be a user function; reads stay reads.
+        let plain = Functions::new::<&str>(&[], &[]);
+        for (sql, leaves_state) in [
+            ("INSERT INTO pgbench_history VALUES (1)", true),
+            ("SELECT add_order(1)", true),
+            (
+                "SELECT * FROM t WHERE a IN (SELECT app.price(b) FROM u)",
+                true,
+            ),
+            ("SELECT * FROM with_trigger", false),
+            ("SELECT abalance FROM pgbench_accounts WHERE aid = 1", false),
+        ] {
+            let mut canon = Vec::new();
+            let _ = canonicalize(sql.as_bytes(), true, &mut canon);
+            let shape = classify(&canon, &plain, &tables).shape;
+            assert_eq!(shape.leaves_state, leaves_state, "{sql}");
         }
     }
 

@@ -1,5 +1,6 @@
 //! A minimal hand-written protocol client, for what libraries will not send: garbage,
 //! oversized length headers, FunctionCall, and for looking at ParameterStatus messages.
+//! Also builders for extended-protocol messages, to send batches by hand.
 //! It logs in with md5 (user `app_md5`), which needs no SCRAM state machine.
 
 use std::collections::HashMap;
@@ -232,4 +233,66 @@ pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
     out.extend_from_slice(body);
     out
+}
+
+/// A NUL-terminated string, as the protocol writes names and queries.
+pub fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// Parse of statement `name` ("" for the unnamed one), no parameter types.
+pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut body = cstr(name);
+    body.extend(cstr(sql));
+    body.extend_from_slice(&0i16.to_be_bytes());
+    message(b'P', &body)
+}
+
+/// Bind with one text parameter "x" when the statement is named, none otherwise.
+pub fn bind(portal: &str, statement: &str) -> Vec<u8> {
+    let mut body = cstr(portal);
+    body.extend(cstr(statement));
+    body.extend_from_slice(&0i16.to_be_bytes());
+    if statement.is_empty() {
+        body.extend_from_slice(&0i16.to_be_bytes());
+    } else {
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.push(b'x');
+    }
+    body.extend_from_slice(&0i16.to_be_bytes());
+    message(b'B', &body)
+}
+
+/// Execute of `portal`, every row.
+pub fn execute(portal: &str) -> Vec<u8> {
+    let mut body = cstr(portal);
+    body.extend_from_slice(&0i32.to_be_bytes());
+    message(b'E', &body)
+}
+
+/// Sync.
+pub fn sync() -> Vec<u8> {
+    message(b'S', b"")
+}
+
+/// Close of statement `name`.
+pub fn close_statement(name: &str) -> Vec<u8> {
+    let mut body = vec![b'S'];
+    body.extend(cstr(name));
+    message(b'C', &body)
+}
+
+/// Describe of statement `name`.
+pub fn describe_statement(name: &str) -> Vec<u8> {
+    let mut body = vec![b'S'];
+    body.extend(cstr(name));
+    message(b'D', &body)
+}
+
+/// The type bytes of `messages`, as a string ("12DCZ").
+pub fn tags(messages: &[Message]) -> String {
+    messages.iter().map(|m| m.tag as char).collect()
 }

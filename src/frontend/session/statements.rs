@@ -351,22 +351,8 @@ impl Session {
     /// statements is answered by pgsplit: the statements live in its own table. `name` is
     /// read as PostgreSQL reads it (unquoted: lowercased; quoted: as written).
     pub(super) fn deallocate(&mut self, sql: &[u8]) -> Option<&'static str> {
-        let mut toks = crate::classify::source_tokens(sql);
-        if !toks.next()?.is_kw(sql, "DEALLOCATE") {
-            return None;
-        }
         // One statement: the name, then at most a few `;`.
-        const MAX: usize = 8;
-        let mut rest: Vec<_> = toks.take(MAX + 1).collect();
-        if rest.len() > MAX {
-            return None;
-        }
-        while rest
-            .last()
-            .is_some_and(|t| t.kind == crate::classify::TokenKind::Punct(b';'))
-        {
-            rest.pop();
-        }
+        let (_, rest) = crate::classify::short_command(sql, &["DEALLOCATE"], 8)?;
         let name = match rest.as_slice() {
             [prepare, name] if prepare.is_kw(sql, "PREPARE") => name,
             [name] => name,
