@@ -10,8 +10,34 @@ use std::time::Instant;
 /// What changes while a client is connected.
 #[derive(Debug, Clone, Default)]
 pub struct ClientNow {
-    /// Its reads go to the primary until then (read-your-writes).
+    /// Its reads go to the primary until then (read-your-writes, `"time"` mode).
     pub pinned_until: Option<Instant>,
+    /// What its reads must see (read-your-writes, `"lsn"` mode).
+    pub causal: CausalPosition,
+}
+
+/// A client's causal position, as `SHOW CLIENTS` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CausalPosition {
+    /// It has not written (or only in another mode).
+    #[default]
+    None,
+    /// It wrote, and the position of that write is not known yet: its reads go to the
+    /// primary.
+    Pending,
+    /// Its reads go to replicas that have replayed this WAL position.
+    Lsn(u64),
+}
+
+impl std::fmt::Display for CausalPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CausalPosition::None => Ok(()),
+            CausalPosition::Pending => f.write_str("pending"),
+            // PostgreSQL's pg_lsn text form.
+            CausalPosition::Lsn(lsn) => write!(f, "{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff),
+        }
+    }
 }
 
 /// One client as `SHOW CLIENTS` lists it.

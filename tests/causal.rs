@@ -201,3 +201,43 @@ async fn the_first_read_after_a_start_goes_to_a_replica() {
     let port = common::read_port(&client).await;
     assert!(is_replica(port), "the first read ran on port {port}");
 }
+
+/// `SHOW CLIENTS` shows each client's causal position: none for a client that never wrote,
+/// the WAL position its reads wait for (as PostgreSQL writes an LSN) once a writer's
+/// position is known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_shows_the_causal_position() {
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let table = Table::new().await;
+    let t = &table.0;
+    replicas_have(&proxy, t, 0).await;
+    let console = common::admin(&proxy).await;
+    let reader = proxy.connect("causal_show_reader").await;
+    read(&reader, t).await;
+    let writer = proxy.connect("causal_show_writer").await;
+    write(&writer, t, 7).await;
+    let is_lsn = |v: &str| {
+        v.split_once('/').is_some_and(|(hi, lo)| {
+            [hi, lo]
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+    };
+    common::wait_until(10, "the writer's position in SHOW CLIENTS", || async {
+        // Its reads ask for the position and take it once the sample is answered.
+        read(&writer, t).await;
+        let rows = common::admin_rows(&console, "SHOW CLIENTS").await;
+        let shown: Vec<Option<String>> = rows
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .find(|(c, _)| c == "causal_lsn")
+                    .and_then(|(_, v)| v.clone())
+            })
+            .collect();
+        shown.len() == 2
+            && shown.iter().filter(|v| v.is_none()).count() == 1
+            && shown.iter().flatten().all(|v| is_lsn(v))
+    })
+    .await;
+}

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::classify::CacheStats;
-use crate::clients::ClientRow;
+use crate::clients::{CausalPosition, ClientRow};
 use crate::config::{Config, LagConfig, SETTABLE};
 use crate::lag::{format_bytes, format_duration, LagThresholds, ReplicaReport};
 use crate::router::Reason;
@@ -201,6 +201,7 @@ pub fn clients(rows: &[(ClientRow, Option<String>)], now: Instant) -> Table {
         "connected_for",
         "node",
         "pinned_for",
+        "causal_lsn",
     ]);
     for (c, node) in rows {
         let pinned = c
@@ -218,6 +219,7 @@ pub fn clients(rows: &[(ClientRow, Option<String>)], now: Instant) -> Table {
             )),
             node.clone(),
             pinned,
+            (c.now.causal != CausalPosition::None).then(|| c.now.causal.to_string()),
         ]);
     }
     t

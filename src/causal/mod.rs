@@ -63,6 +63,16 @@ impl ClientCausal {
     pub fn lsn(&self) -> u64 {
         self.lsn
     }
+
+    /// The client's position as `SHOW CLIENTS` shows it.
+    pub fn position(&self) -> crate::clients::CausalPosition {
+        use crate::clients::CausalPosition;
+        match (self.pending, self.lsn) {
+            (Some(_), _) => CausalPosition::Pending,
+            (None, 0) => CausalPosition::None,
+            (None, lsn) => CausalPosition::Lsn(lsn),
+        }
+    }
 }
 
 /// The shared exchange between sessions that wrote and the sampler. Samples are numbered

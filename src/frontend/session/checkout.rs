@@ -194,6 +194,7 @@ impl Session {
         let now = Instant::now();
         self.routing.serializable = self.settings.serializable();
         self.routing.causal.settle(&routing.positions);
+        show_causal(&self.ctx.entry, &mut self.shown_causal, &self.routing);
         let mut lease = None;
         let mut min_lsn = 0;
         let decision = if self.ctx.mode == PoolMode::Session {
@@ -369,6 +370,19 @@ fn lost(e: &BackendError) -> bool {
 /// Why a statement that needs a real session fails inside a read-only transaction that
 /// runs on a replica (see `Session::claim_session`).
 const STRANDED: &str = "pgsplit: LISTEN, temporary objects, session advisory locks, SQL PREPARE and cursors WITH HOLD need a session on the primary; they cannot run inside a read-only transaction that runs on a replica (run them outside BEGIN READ ONLY)";
+
+/// Puts a client's causal position in its `SHOW CLIENTS` line when it changed.
+pub(super) fn show_causal(
+    entry: &ClientEntry,
+    shown: &mut CausalPosition,
+    routing: &ClientRouting,
+) {
+    let position = routing.causal.position();
+    if position != *shown {
+        *shown = position;
+        entry.update(|now| now.causal = position);
+    }
+}
 
 /// The error a client sees when no server connection could be had.
 fn checkout_error(e: &PoolError<BackendError>, node: &str) -> PgError {

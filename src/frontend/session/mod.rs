@@ -26,7 +26,7 @@ use crate::backend::pool::{Manager, Pin};
 use crate::backend::{BackendError, ServerConn, ServerPool};
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::classify::{Class, Classification};
-use crate::clients::ClientEntry;
+use crate::clients::{CausalPosition, ClientEntry};
 use crate::config::PoolMode;
 use crate::prepared::{ClientStatements, PreparedStatement};
 use crate::router::{self, ClientRouting, RouteMode, Routing, Target};
@@ -108,6 +108,8 @@ pub struct Session {
     pinned: bool,
     /// The pool place a pinned client holds (transaction pooling only).
     pin: Option<Pin>,
+    /// The causal position its `SHOW CLIENTS` line shows.
+    shown_causal: CausalPosition,
     /// Something that ran on the current server connection may have left session state
     /// pgsplit does not track (see `Classification::leaves_state`): the connection is reset
     /// with DISCARD ALL before the pool hands it to anyone, this client included.
@@ -158,6 +160,7 @@ impl Session {
             in_batch: false,
             pinned: false,
             pin: None,
+            shown_causal: CausalPosition::None,
             left_state: false,
             statement_class: None,
             unnamed: None,

@@ -1,6 +1,7 @@
 //! Server to client: relay replies in order with pgsplit's own answers, track the
 //! transaction status, and give the connection back when the client is idle.
 
+use super::checkout::show_causal;
 use super::*;
 
 impl Session {
@@ -58,6 +59,7 @@ impl Session {
                             let until = self.routing.pinned_until;
                             self.ctx.entry.update(|now| now.pinned_until = until);
                         }
+                        show_causal(&self.ctx.entry, &mut self.shown_causal, &self.routing);
                     }
                     match self.settings.ready(self.status, status) {
                         ServerSettings::Unchanged => {}
