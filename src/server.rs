@@ -375,6 +375,7 @@ impl Proxy {
             .into_iter()
             .map(|(key, pool)| {
                 let status = pool.status();
+                let (pinned, max_pinned) = pool.manager().pinned();
                 PoolRow {
                     node: self.pools.nodes()[key.node].name.clone(),
                     database: key.database,
@@ -383,6 +384,8 @@ impl Proxy {
                     idle: status.available,
                     waiting: status.waiting,
                     max_size: status.max_size,
+                    pinned,
+                    max_pinned,
                 }
             })
             .collect();

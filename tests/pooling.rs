@@ -961,6 +961,30 @@ async fn pinned_clients_cannot_take_the_whole_pool() {
     assert_eq!(sqlstate(&e), "53300", "{}", common::describe(&e));
     // Refused, not pinned: the client goes on with transaction pooling.
     assert_eq!(show(&third, "select 'shared'").await, "shared");
+    let console = common::admin(&proxy).await;
+    let pools = common::admin_rows(&console, "SHOW POOLS").await;
+    let value = |row: &Vec<(String, Option<String>)>, column: &str| {
+        row.iter()
+            .find(|(c, _)| c == column)
+            .and_then(|(_, v)| v.clone())
+    };
+    let primary_app = pools
+        .iter()
+        .find(|r| {
+            value(r, "node").as_deref() == Some("primary")
+                && value(r, "database").as_deref() == Some("app")
+        })
+        .unwrap_or_else(|| panic!("the primary's pool: {pools:?}"));
+    assert_eq!(
+        value(primary_app, "pinned").as_deref(),
+        Some("2"),
+        "{pools:?}"
+    );
+    assert_eq!(
+        value(primary_app, "max_pinned").as_deref(),
+        Some("2"),
+        "{pools:?}"
+    );
     assert_eq!(show(&first, "select 'pinned'").await, "pinned");
 
     drop(first);

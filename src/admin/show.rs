@@ -169,12 +169,24 @@ pub struct PoolRow {
     /// Clients waiting for a connection.
     pub waiting: usize,
     pub max_size: usize,
+    /// Clients pinned to a connection of their own, and how many may be.
+    pub pinned: usize,
+    pub max_pinned: usize,
 }
 
 /// `SHOW POOLS`.
 pub fn pools(rows: &[PoolRow]) -> Table {
     let mut t = Table::new(&[
-        "node", "database", "user", "size", "idle", "active", "waiting", "max_size",
+        "node",
+        "database",
+        "user",
+        "size",
+        "idle",
+        "active",
+        "waiting",
+        "max_size",
+        "pinned",
+        "max_pinned",
     ]);
     for p in rows {
         t.push(vec![
@@ -186,6 +198,8 @@ pub fn pools(rows: &[PoolRow]) -> Table {
             text(p.size.saturating_sub(p.idle)),
             text(p.waiting),
             text(p.max_size),
+            text(p.pinned),
+            text(p.max_pinned),
         ]);
     }
     t
