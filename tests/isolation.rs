@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::raw::{bind, execute, parse, sync, tags, Message, RawConn};
+use common::raw::{bind, execute, flush, parse, sync, tags, Message, RawConn};
 use common::{
     primary_port, show, superuser, unique, with_timeout, TestProxy, APP_PASSWORD,
     SUPERUSER_PASSWORD,
@@ -1161,4 +1161,56 @@ async fn parse_reusing_a_named_statement_fails_with_42p05() {
     scenario(primary_addr(), None).await;
     let proxy = one_connection_proxy().await;
     scenario(proxy.addr, Some(&proxy)).await;
+}
+
+/// A pipeline that asks for its results with Flush and has not sent its Sync yet (psycopg's
+/// pipeline mode) keeps its server connection: the server holds the batch's implicit
+/// transaction and, after an error, ignores everything up to that Sync. Before this was
+/// fixed, the connection went back to the pool as soon as every reply had arrived, and the
+/// next client's query on it was never answered (psycopg's own suite hung on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_waiting_for_its_sync_keeps_its_server_connection() {
+    let proxy = TestProxy::start(|c| {
+        one_connection(c);
+        c.pool.checkout_timeout = pgsplit::config::Duration::from_secs(20);
+    })
+    .await;
+    let mut a = raw_client(proxy.addr).await;
+    // Logging in takes a server connection for a moment: B does it first.
+    let mut b = raw_client(proxy.addr).await;
+    a.write_raw(
+        &[
+            parse("", "SELECT 1 / 0"),
+            bind("", ""),
+            execute(""),
+            flush(),
+        ]
+        .concat(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while got.last().is_none_or(|m: &Message| m.tag != b'E') {
+        got.push(
+            with_timeout(30, "A's error", a.recv())
+                .await
+                .expect("a reply"),
+        );
+    }
+    // PostgreSQL folds the constant when it plans, at Bind.
+    assert_eq!(tags(&got), "1E", "{got:?}");
+    assert_eq!(got[1].code(), "22012", "{:?}", got[1].fields());
+
+    // B's query waits for the connection while A's batch is open...
+    let b_query = tokio::spawn(async move {
+        let got = b.simple_query("SELECT 'B'").await;
+        (b, got)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!b_query.is_finished(), "B ran while A's batch was open");
+    // ...and runs once A ends it.
+    let got = round_trip(&mut a, &[sync()]).await;
+    assert_eq!(tags(&got), "Z", "{got:?}");
+    let (_b, got) = with_timeout(30, "B's query", b_query).await.unwrap();
+    assert_eq!(first_value(&got).as_deref(), Some("B"), "{got:?}");
 }

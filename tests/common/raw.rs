@@ -278,6 +278,11 @@ pub fn sync() -> Vec<u8> {
     message(b'S', b"")
 }
 
+/// A Flush message: the server sends what it has, and the batch stays open.
+pub fn flush() -> Vec<u8> {
+    message(b'H', b"")
+}
+
 /// Close of statement `name`.
 pub fn close_statement(name: &str) -> Vec<u8> {
     let mut body = vec![b'S'];

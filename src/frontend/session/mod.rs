@@ -298,6 +298,7 @@ impl Session {
             if self.skip_to_sync {
                 if frame.tag == b'S' {
                     self.skip_to_sync = false;
+                    self.in_batch = false;
                     msg::ready_for_query(self.status, &mut self.outbox);
                 }
                 continue;
@@ -411,8 +412,10 @@ impl Session {
         let Some(mut server) = self.server.take() else {
             return;
         };
+        // A batch without its Sync holds an implicit transaction on the server.
         let clean = !server.broken
             && server.status == TxStatus::Idle
+            && !self.in_batch
             && self.queue.is_empty()
             && server.read_buf.is_empty();
         if clean {

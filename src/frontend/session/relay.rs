@@ -122,9 +122,11 @@ impl Session {
     }
 
     /// In transaction pooling, returns the server connection once the client is idle and
-    /// nothing is outstanding.
+    /// nothing is outstanding. An extended-protocol batch the client has not ended with a
+    /// Sync keeps it: the server holds the batch's implicit transaction (and after an
+    /// error, ignores everything up to that Sync), even when every reply has arrived.
     pub(super) fn release_if_idle(&mut self) {
-        if self.ctx.mode != PoolMode::Transaction || self.pinned {
+        if self.ctx.mode != PoolMode::Transaction || self.pinned || self.in_batch {
             return;
         }
         let idle = match self.server.as_ref() {
