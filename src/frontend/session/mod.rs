@@ -318,7 +318,8 @@ impl Session {
 
     async fn on_client_message(&mut self, frame: Frame) -> Result<(), SessionEnd> {
         match frame.tag {
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => self.in_batch = true,
+            // A Flush alone opens no batch (it only asks for what is pending).
+            b'P' | b'B' | b'D' | b'E' | b'C' => self.in_batch = true,
             b'S' => self.in_batch = false,
             _ => {}
         }
