@@ -30,18 +30,20 @@ impl Session {
             let message = &buf[pos..pos + total];
             pos += total;
             let (tag, body) = (message[0], &message[5..]);
-            let step = match self.retry.as_mut() {
-                Some(retry) => retry.on_message(tag, message, self.queue.len() == 1),
-                None => Step::Release(BytesMut::new()),
-            };
+            // Only a read watched for a refusal (rare) does more than match the queue.
+            let step = self
+                .retry
+                .as_mut()
+                .map(|retry| retry.on_message(tag, message, self.queue.len() == 1));
             let mut verdict = self.queue.on_server_message(tag);
             match step {
-                Step::Hold | Step::Drop => verdict = Verdict::Drop,
-                Step::Release(held) => {
+                None => {}
+                Some(Step::Hold | Step::Drop) => verdict = Verdict::Drop,
+                Some(Step::Release(held)) => {
                     self.outbox.extend_from_slice(&held);
                     self.retry = None;
                 }
-                Step::Retry(query) => {
+                Some(Step::Retry(query)) => {
                     verdict = Verdict::Drop;
                     self.retry = None;
                     run_again = Some(query);
