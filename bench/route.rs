@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use pgsplit::causal::WritePositions;
 use pgsplit::classify::{Class, Classification};
 use pgsplit::router::{decide, ClientRouting, Pick, Policy};
 use pgsplit::topology::{Lease, Replica, Topology, Unleased};
@@ -47,7 +46,7 @@ fn bench_route(c: &mut Criterion) {
     let write = class(Class::Write);
     let unpinned = ClientRouting::default();
     let mut pinned = ClientRouting::default();
-    pinned.wrote(&policy, &WritePositions::default(), Instant::now());
+    pinned.wrote(&policy, Instant::now());
 
     let mut group = c.benchmark_group("decide");
     group.bench_function("read", |b| {

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio_postgres::types::PgLsn;
 
 use crate::backend::NodeAddr;
-use crate::causal::WritePositions;
+use crate::causal::{ClusterId, WritePositions};
 use crate::config::LagConfig;
 use crate::control::{self, ControlError, ControlLogin};
 use crate::lag::timeline::lag_bytes;
@@ -31,6 +31,12 @@ use crate::lag::{
     HealthState, LagBoard, LagThresholds, PrimaryReport, PrimaryTimeline, ReplicaHealth, Sample,
 };
 use crate::topology::{ReplicaState, Topology};
+
+/// The primary's check: its WAL position, and the cluster's identity that causal tokens
+/// name (system identifier and timeline).
+const PRIMARY_CHECK: &str = "SELECT pg_current_wal_lsn(), \
+     (SELECT system_identifier FROM pg_control_system()), \
+     (SELECT timeline_id FROM pg_control_checkpoint())";
 
 /// How often a replica's replay position is read while it is behind the latest write
 /// position clients wait for.
@@ -75,6 +81,7 @@ pub fn spawn(
                 control,
                 timeline.clone(),
                 board.clone(),
+                positions.clone(),
                 lag.clone(),
                 primary_checked,
             ));
@@ -206,6 +213,7 @@ async fn watch_primary(
     mut control: Control,
     timeline: Arc<Mutex<PrimaryTimeline>>,
     board: Arc<LagBoard>,
+    positions: Arc<WritePositions>,
     lag: watch::Receiver<LagConfig>,
     checked: watch::Sender<u64>,
 ) {
@@ -213,10 +221,16 @@ async fn watch_primary(
     let node = control.node.clone();
     loop {
         clock.next(&mut control).await;
-        let lsn = control
-            .query_one("SELECT pg_current_wal_lsn()")
-            .await
-            .and_then(|row| row.try_get::<_, PgLsn>(0).map_err(|e| e.to_string()));
+        let lsn = control.query_one(PRIMARY_CHECK).await.and_then(|row| {
+            let lsn = row.try_get::<_, PgLsn>(0).map_err(|e| e.to_string())?;
+            let system: i64 = row.try_get(1).map_err(|e| e.to_string())?;
+            let timeline: i32 = row.try_get(2).map_err(|e| e.to_string())?;
+            positions.set_cluster(ClusterId {
+                system: system as u64,
+                timeline: timeline as u32,
+            });
+            Ok(lsn)
+        });
         let was_failing = board.primary().error.is_some();
         match lsn {
             Ok(lsn) => {

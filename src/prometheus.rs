@@ -16,10 +16,16 @@ use crate::router::Reason;
 use crate::server::Proxy;
 
 const CHECKOUT_WAIT: &str = "pgsplit_checkout_wait_seconds";
+const REPLAY_WAIT: &str = "pgsplit_replay_wait_seconds";
 
 /// Upper bounds of the checkout wait histogram, in seconds.
 const CHECKOUT_BUCKETS: [f64; 12] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0,
+];
+
+/// Upper bounds of the replay wait histogram, in seconds.
+const REPLAY_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
 ];
 
 /// A proxy's metrics recorder.
@@ -27,6 +33,7 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     checkout_wait: Histogram,
+    replay_wait: Histogram,
 }
 
 impl Default for Metrics {
@@ -40,28 +47,43 @@ impl Metrics {
         let builder = PrometheusBuilder::new();
         let builder = builder
             .set_buckets_for_metric(Matcher::Full(CHECKOUT_WAIT.into()), &CHECKOUT_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(REPLAY_WAIT.into()), &REPLAY_BUCKETS)
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         let metadata = Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
         let checkout_wait = recorder.register_histogram(&Key::from_name(CHECKOUT_WAIT), &metadata);
+        let replay_wait = recorder.register_histogram(&Key::from_name(REPLAY_WAIT), &metadata);
         metrics::with_local_recorder(&recorder, || {
             metrics::describe_histogram!(
                 CHECKOUT_WAIT,
                 metrics::Unit::Seconds,
                 "Time a client waited for a server connection"
             );
+            metrics::describe_histogram!(
+                REPLAY_WAIT,
+                metrics::Unit::Seconds,
+                "Read-your-writes by LSN: from a client's first read held on the primary because no replica had replayed its position, to its next read a replica served"
+            );
         });
         Metrics {
             recorder,
             handle,
             checkout_wait,
+            replay_wait,
         }
     }
 
     /// The histogram sessions record each checkout's wait into.
     pub fn checkout_wait(&self) -> Histogram {
         self.checkout_wait.clone()
+    }
+
+    /// The histogram sessions record how long reads were held on the primary into.
+    pub fn replay_wait(&self) -> Histogram {
+        self.replay_wait.clone()
     }
 
     /// Folds the histogram samples recorded since the last call into their buckets. The

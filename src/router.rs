@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::causal::{ClientCausal, WritePositions};
+use crate::causal::{ClientCausal, TokenKeys, WritePositions};
 use crate::classify::{Class, Classification, Classifier, TokenKind};
 pub use crate::config::{Fallback, ReadYourWrites};
 use crate::topology::Topology;
@@ -54,6 +54,8 @@ pub struct Routing {
     pub topology: Arc<Topology>,
     /// Where the writes of clients ended, for `ReadYourWrites::Lsn`.
     pub positions: Arc<WritePositions>,
+    /// The keys causal tokens are signed and checked with.
+    pub tokens: TokenKeys,
     /// Index of the primary in the node list.
     pub primary: usize,
     pub stats: RouteStats,
@@ -168,12 +170,19 @@ pub enum RouteCommand {
     Show,
     /// `SET pgsplit.route` to something else.
     Invalid(String),
+    /// `SET pgsplit.causal_token = '<token>'`: present a causal token.
+    SetToken(String),
+    /// `RESET pgsplit.causal_token`: forget the tokens presented.
+    ResetToken,
+    /// `SHOW pgsplit.causal_token`.
+    ShowToken,
 }
 
-/// Recognises `SET [SESSION] pgsplit.route {=|TO} value`, `RESET pgsplit.route` and
-/// `SHOW pgsplit.route` (one statement, any case, optional trailing `;`), read with the SQL
-/// lexer. Cheap for every other query: only text whose first token is `SET`, `SHOW` or
-/// `RESET` is read further, and only its first few tokens.
+/// Recognises `SET [SESSION] pgsplit.route {=|TO} value`, `RESET pgsplit.route`,
+/// `SHOW pgsplit.route` and the same forms of `pgsplit.causal_token` (one statement, any
+/// case, optional trailing `;`), read with the SQL lexer. Cheap for every other query:
+/// only text whose first token is `SET`, `SHOW` or `RESET` is read further, and only its
+/// first few tokens.
 pub fn route_command(sql: &[u8]) -> Option<RouteCommand> {
     // The longest form is `SET SESSION pgsplit . route TO value`.
     let (head, mut rest) = crate::classify::short_command(sql, &["SET", "SHOW", "RESET"], 12)?;
@@ -181,11 +190,14 @@ pub fn route_command(sql: &[u8]) -> Option<RouteCommand> {
         rest.remove(0);
     }
     let (name, used) = crate::classify::dotted_name(sql, &rest)?;
-    if !name.eq_ignore_ascii_case(b"pgsplit.route") {
+    let token = name.eq_ignore_ascii_case(crate::causal::token::NAME.as_bytes());
+    if !token && !name.eq_ignore_ascii_case(b"pgsplit.route") {
         return None;
     }
     let kw = |k: &str| head.is_kw(sql, k);
     match rest.get(used..).unwrap_or_default() {
+        [] if kw("SHOW") && token => Some(RouteCommand::ShowToken),
+        [] if kw("RESET") && token => Some(RouteCommand::ResetToken),
         [] if kw("SHOW") => Some(RouteCommand::Show),
         [] if kw("RESET") => Some(RouteCommand::Set(RouteMode::Auto)),
         [to, value] if kw("SET") && (to.is_kw(sql, "TO") || to.kind == TokenKind::Punct(b'=')) => {
@@ -193,7 +205,11 @@ pub fn route_command(sql: &[u8]) -> Option<RouteCommand> {
                 .plain_string(sql)
                 .or_else(|| value.name(sql).map(|n| n.into_owned()))
                 .unwrap_or_else(|| value.text(sql).to_vec());
-            let value = String::from_utf8_lossy(&value).to_ascii_lowercase();
+            let value = String::from_utf8_lossy(&value);
+            if token {
+                return Some(RouteCommand::SetToken(value.into_owned()));
+            }
+            let value = value.to_ascii_lowercase();
             Some(match value.as_str() {
                 "auto" | "default" => RouteCommand::Set(RouteMode::Auto),
                 "primary" => RouteCommand::Set(RouteMode::Primary),
@@ -217,17 +233,31 @@ pub struct ClientRouting {
     pub session_bound: bool,
     /// The client's transactions default to SERIALIZABLE, which a hot standby refuses.
     pub serializable: bool,
+    /// The causal token the statement being routed carries in a leading comment (set by
+    /// the session for that one decision).
+    pub statement_token: StatementToken,
+}
+
+/// A causal token in a statement's leading comment (`/* pgsplit:causal_token=... */`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StatementToken {
+    #[default]
+    None,
+    /// A token that checked out, for this LSN: the statement must see it.
+    Valid(u64),
+    /// A token that did not: a read runs on the primary (the client gets a warning).
+    Invalid,
 }
 
 impl ClientRouting {
     /// A transaction of the client that wrote ended at `now`: its reads must see it from
     /// now on, as `policy` says. Returns whether that pins its reads (to the primary for a
     /// time, or until its write's position is known and replayed).
-    pub fn wrote(&mut self, policy: &Policy, positions: &WritePositions, now: Instant) -> bool {
+    pub fn wrote(&mut self, policy: &Policy, now: Instant) -> bool {
         match policy.read_your_writes {
             ReadYourWrites::Off => false,
             ReadYourWrites::Lsn => {
-                self.causal.wrote(positions.mark());
+                self.causal.wrote();
                 true
             }
             ReadYourWrites::Time => self.pin_for(policy.pin_after_write, now),
@@ -282,10 +312,14 @@ pub enum Reason {
     /// No replica has replayed the client's last write yet, or its position is not known
     /// yet (read-your-writes by LSN).
     AwaitingReplay,
+    /// No replica has replayed the position of a causal token the client presented yet.
+    AwaitingToken,
+    /// A read whose comment carried a causal token that did not check out.
+    BadToken,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Disabled,
         Reason::Write,
         Reason::Transaction,
@@ -299,7 +333,15 @@ impl Reason {
         Reason::NoReplica,
         Reason::Serializable,
         Reason::AwaitingReplay,
+        Reason::AwaitingToken,
+        Reason::BadToken,
     ];
+
+    /// Whether a read went to the primary only because no replica has replayed the
+    /// client's causal position yet.
+    pub fn awaits_replay(self) -> bool {
+        matches!(self, Reason::AwaitingReplay | Reason::AwaitingToken)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -316,6 +358,8 @@ impl Reason {
             Reason::NoReplica => "no_replica",
             Reason::Serializable => "serializable",
             Reason::AwaitingReplay => "awaiting_replay",
+            Reason::AwaitingToken => "awaiting_token",
+            Reason::BadToken => "bad_token",
         }
     }
 }
@@ -398,21 +442,33 @@ pub fn decide(
     if client.serializable {
         return Decision::primary(Reason::Serializable);
     }
-    let min_lsn = match policy.read_your_writes {
-        ReadYourWrites::Off => 0,
+    let (min_lsn, behind) = match policy.read_your_writes {
+        ReadYourWrites::Off => (0, Reason::AwaitingReplay),
         ReadYourWrites::Time if client.is_pinned(now) => return Decision::primary(Reason::Pinned),
-        ReadYourWrites::Time => 0,
+        ReadYourWrites::Time => (0, Reason::AwaitingReplay),
         ReadYourWrites::Lsn if client.causal.is_pending() => {
             return Decision::primary(Reason::AwaitingReplay)
         }
-        ReadYourWrites::Lsn => client.causal.lsn(),
+        ReadYourWrites::Lsn => {
+            let mut causal = client.causal;
+            match client.statement_token {
+                StatementToken::None => {}
+                StatementToken::Valid(lsn) => causal.presented(lsn),
+                StatementToken::Invalid => return Decision::primary(Reason::BadToken),
+            }
+            let behind = match causal.from_token() {
+                true => Reason::AwaitingToken,
+                false => Reason::AwaitingReplay,
+            };
+            (causal.lsn(), behind)
+        }
     };
     match pick_replica(min_lsn) {
         Pick::Replica(node) => Decision {
             target: Target::Replica(node),
             reason: read_reason,
         },
-        Pick::Behind => Decision::primary(Reason::AwaitingReplay),
+        Pick::Behind => Decision::primary(behind),
         Pick::Unavailable => match policy.fallback {
             Fallback::Primary => Decision::primary(Reason::NoReplica),
             Fallback::Error => Decision {
@@ -490,18 +546,17 @@ mod tests {
     #[test]
     fn pin_after_write_holds_reads_on_the_primary_until_it_ends() {
         let policy = timed();
-        let positions = WritePositions::default();
         let route = |client: &ClientRouting, now| {
             decide(&policy, client, &c(READ), now, |_| Pick::Replica(7))
         };
         let t0 = Instant::now();
         let mut client = ClientRouting::default();
-        assert!(client.wrote(&policy, &positions, t0));
+        assert!(client.wrote(&policy, t0));
         assert_eq!(route(&client, t0).reason, Reason::Pinned);
         let later = t0 + Duration::from_millis(4_999);
         assert_eq!(route(&client, later).reason, Reason::Pinned);
         // A later write extends the pin.
-        client.wrote(&policy, &positions, t0 + Duration::from_secs(3));
+        client.wrote(&policy, t0 + Duration::from_secs(3));
         assert_eq!(
             route(&client, t0 + Duration::from_millis(7_999)).reason,
             Reason::Pinned
@@ -510,12 +565,11 @@ mod tests {
             route(&client, t0 + Duration::from_secs(8)).target,
             Target::Replica(7)
         );
-        assert_eq!(positions.latest(), 0, "no sample asked for");
+        assert!(!client.causal.is_pending(), "no position asked for");
     }
 
     #[test]
     fn zero_pin_or_off_disables_read_your_writes() {
-        let positions = WritePositions::default();
         let now = Instant::now();
         for policy in [
             Policy {
@@ -528,7 +582,7 @@ mod tests {
             },
         ] {
             let mut client = ClientRouting::default();
-            assert!(!client.wrote(&policy, &positions, now));
+            assert!(!client.wrote(&policy, now));
             assert!(!client.is_pinned(now));
             let d = decide(&policy, &client, &c(READ), now, |min| {
                 assert_eq!(min, 0);
@@ -541,7 +595,6 @@ mod tests {
     #[test]
     fn by_lsn_reads_wait_for_a_replica_that_replayed_the_write() {
         let policy = Policy::default();
-        let positions = WritePositions::default();
         let now = Instant::now();
         let mut client = ClientRouting::default();
         // A client that never wrote asks for any replica.
@@ -550,17 +603,14 @@ mod tests {
             Pick::Replica(7)
         });
         assert_eq!(d.target, Target::Replica(7));
-        assert!(client.wrote(&policy, &positions, now));
+        assert!(client.wrote(&policy, now));
         // Position unknown: the primary, without asking for a replica.
         let d = decide(&policy, &client, &c(READ), now, |_| panic!("not asked"));
         assert_eq!(
             (d.target, d.reason),
             (Target::Primary, Reason::AwaitingReplay)
         );
-        client.causal.ask(&positions);
-        let sample = positions.next_sample().unwrap();
-        positions.publish(sample, 4242);
-        client.causal.settle(&positions);
+        client.causal.placed(4242);
         let d = decide(&policy, &client, &c(READ), now, |min| {
             assert_eq!(min, 4242);
             Pick::Behind
@@ -584,6 +634,43 @@ mod tests {
         assert_eq!(d.target, Target::Primary);
         let d = decide(&policy, &client, &c(READ), now, |_| Pick::Replica(7));
         assert_eq!((d.target, d.reason), (Target::Replica(7), Reason::Read));
+    }
+
+    #[test]
+    fn tokens_raise_the_position_a_replica_must_have_replayed() {
+        let policy = Policy::default();
+        let now = Instant::now();
+        let mut client = ClientRouting::default();
+        client.causal.placed(100);
+        // A token in the statement's comment counts for that statement only.
+        client.statement_token = StatementToken::Valid(300);
+        let d = decide(&policy, &client, &c(READ), now, |min| {
+            assert_eq!(min, 300);
+            Pick::Behind
+        });
+        assert_eq!(d.reason, Reason::AwaitingToken);
+        client.statement_token = StatementToken::None;
+        let d = decide(&policy, &client, &c(READ), now, |min| {
+            assert_eq!(min, 100);
+            Pick::Behind
+        });
+        assert_eq!(d.reason, Reason::AwaitingReplay);
+        // One that does not check out sends the read to the primary; writes go there anyway.
+        client.statement_token = StatementToken::Invalid;
+        let d = decide(&policy, &client, &c(READ), now, |_| panic!("not asked"));
+        assert_eq!((d.target, d.reason), (Target::Primary, Reason::BadToken));
+        assert_eq!(
+            decide(&policy, &client, &c(Class::Write), now, |_| panic!()).reason,
+            Reason::Write
+        );
+        // A token presented with SET stays.
+        client.statement_token = StatementToken::None;
+        client.causal.presented(500);
+        let d = decide(&policy, &client, &c(READ), now, |min| {
+            assert_eq!(min, 500);
+            Pick::Replica(7)
+        });
+        assert_eq!(d.target, Target::Replica(7));
     }
 
     #[test]

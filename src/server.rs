@@ -84,7 +84,8 @@ pub struct Listener {
 }
 
 impl Proxy {
-    pub fn new(config: Config) -> Proxy {
+    /// A proxy for `config`; causal tokens are signed with `tokens`.
+    pub fn new(config: Config, tokens: crate::causal::TokenKeys) -> Proxy {
         let nodes: Vec<Arc<NodeAddr>> = config
             .nodes
             .iter()
@@ -155,6 +156,7 @@ impl Proxy {
                 config.routing.replica_cooldown.as_std(),
             )),
             positions: Arc::default(),
+            tokens,
             primary,
             stats: RouteStats::new(config.nodes.len()),
         });
@@ -200,7 +202,7 @@ impl Proxy {
         let login = ControlLogin::from_config(&self.config);
         let routing = &self.config.routing;
         if routing.enabled && routing.read_your_writes == ReadYourWrites::Lsn {
-            crate::causal::sampler::spawn(
+            crate::causal::flusher::spawn(
                 self.routing.positions.clone(),
                 nodes[self.routing.primary].clone(),
                 &login,
@@ -399,6 +401,25 @@ impl Proxy {
     }
 }
 
+/// The causal-token keys from `[routing]`; a generated one when no secret is configured.
+fn causal_keys(
+    routing: &crate::config::RoutingConfig,
+) -> Result<crate::causal::TokenKeys, crate::config::ConfigError> {
+    let secret = match routing.causal_secret()? {
+        Some(secret) => secret,
+        None => {
+            tracing::info!("no routing.causal_key: causal tokens are signed with a key generated now, so only this pgsplit process trusts them (set a shared key for several instances)");
+            use rand::Rng;
+            let bytes: [u8; 32] = rand::thread_rng().gen();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    };
+    Ok(crate::causal::TokenKeys::new(
+        &secret,
+        &routing.causal_old_keys,
+    ))
+}
+
 impl Listener {
     /// Binds the configured listen address. `config_path` is the file `RELOAD` and SIGHUP
     /// read again (none for a proxy built in code, as tests do).
@@ -408,7 +429,8 @@ impl Listener {
             true => Some(TcpListener::bind(config.metrics.listen).await?),
             false => None,
         };
-        let mut proxy = Proxy::new(config);
+        let tokens = causal_keys(&config.routing).map_err(std::io::Error::other)?;
+        let mut proxy = Proxy::new(config, tokens);
         proxy.config_path = config_path;
         Ok(Listener {
             listener,
@@ -592,6 +614,28 @@ async fn login_client(
         })
         .collect();
 
+    // A causal token presented at startup (`options=-c pgsplit.causal_token=...`).
+    let causal_token = match crate::frontend::settings::startup_option(
+        &startup.params,
+        crate::causal::token::NAME,
+    ) {
+        None => 0,
+        Some(token) => {
+            let routing = &proxy.routing;
+            routing
+                .tokens
+                .check(routing.positions.cluster(), &token)
+                .map_err(|e| {
+                    LoginError::Refused(PgError::fatal(
+                        code::INVALID_PARAMETER_VALUE,
+                        format!(
+                            "invalid value for parameter \"{}\": {e}",
+                            crate::causal::token::NAME
+                        ),
+                    ))
+                })?
+        }
+    };
     // The client's ParameterStatus values come from a real server connection with the
     // client's startup parameters applied, exactly as PostgreSQL would report them.
     let settings = ClientSettings::from_startup(&startup.params);
@@ -642,6 +686,8 @@ async fn login_client(
         cancel,
         entry,
         checkout_wait: proxy.metrics.checkout_wait(),
+        replay_wait: proxy.metrics.replay_wait(),
+        causal_token,
     };
     tracing::debug!(user = %user_name, database = %database_name, "client logged in");
     Ok(Login::Client(Box::new((ctx, settings, keep))))

@@ -2,7 +2,10 @@
 //! a client that wrote reads its write on the primary until a replica has replayed it, then
 //! from a replica again; a client that never wrote reads from replicas all along; how soon
 //! after a commit a writer's reads return to a replica on a healthy cluster; and the first
-//! read after a start goes to a replica (every node is checked before clients are served).
+//! read after a start goes to a replica (every node is checked before clients are served);
+//! causal tokens: sent as ParameterStatus after a write, presented on other connections
+//! (SET, a leading comment, the startup option) and on other pgsplit instances sharing the
+//! key, refused with 22023 when forged.
 
 mod common;
 
@@ -224,7 +227,6 @@ async fn show_clients_shows_the_causal_position() {
         })
     };
     common::wait_until(10, "the writer's position in SHOW CLIENTS", || async {
-        // Its reads ask for the position and take it once the sample is answered.
         read(&writer, t).await;
         let rows = common::admin_rows(&console, "SHOW CLIENTS").await;
         let shown: Vec<Option<String>> = rows
@@ -240,4 +242,201 @@ async fn show_clients_shows_the_causal_position() {
             && shown.iter().flatten().all(|v| is_lsn(v))
     })
     .await;
+}
+
+/// The client's causal token, from `SHOW pgsplit.causal_token` ("" when it has none).
+async fn show_token(client: &Client) -> String {
+    let rows = client
+        .simple_query("show pgsplit.causal_token")
+        .await
+        .unwrap();
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+/// Reads the row with a statement that carries `token` in its leading comment.
+async fn read_with_comment(client: &Client, table: &str, token: &str) -> (i32, u16) {
+    let row = client
+        .query_one(
+            &format!(
+                "/* pgsplit:causal_token={token} */ select v, inet_server_port() from {table} where id = 1"
+            ),
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", common::describe(&e)));
+    (row.get(0), row.get::<_, i32>(1) as u16)
+}
+
+/// A proxy with routing whose causal tokens are signed with `key`.
+async fn proxy_with_key(key: &str) -> TestProxy {
+    TestProxy::start(|c| {
+        c.routing.enabled = true;
+        c.routing.causal_key = Some(key.to_owned());
+    })
+    .await
+}
+
+/// With replay paused on both replicas, a write's token carries it to fresh connections in
+/// each of the three ways a client can present it, while a connection with no token still
+/// reads (stale) from a replica; a forged token is refused with 22023 and the connection
+/// stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_carries_a_write_to_other_connections_while_replay_is_paused() {
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let table = Table::new().await;
+    let t = &table.0;
+    replicas_have(&proxy, t, 0).await;
+    let paused = common::ReplayPaused::hold().await;
+
+    let writer = proxy.connect("token_writer").await;
+    assert_eq!(show_token(&writer).await, "", "no write, no token");
+    write(&writer, t, 1).await;
+    let token = show_token(&writer).await;
+    assert!(!token.is_empty(), "a client that wrote has a token");
+    let primary = primary_port();
+
+    // No token: a replica, which has not replayed the write.
+    let bystander = proxy.connect("token_bystander").await;
+    let (v, port) = read(&bystander, t).await;
+    assert!(is_replica(port) && v == 0, "read {v} on port {port}");
+
+    // 1. SET: the connection's reads see the write from now on.
+    let set = proxy.connect("token_set").await;
+    set.batch_execute(&format!("set pgsplit.causal_token = '{token}'"))
+        .await
+        .unwrap();
+    assert_eq!(read(&set, t).await, (1, primary));
+    assert_eq!(read(&set, t).await, (1, primary));
+    assert_eq!(show_token(&set).await, token, "SHOW gives the token back");
+
+    // 2. A comment: that statement sees the write; the next, without one, does not wait.
+    let comment = proxy.connect("token_comment").await;
+    assert_eq!(read_with_comment(&comment, t, &token).await, (1, primary));
+    let (v, port) = read(&comment, t).await;
+    assert!(is_replica(port) && v == 0, "read {v} on port {port}");
+
+    // 3. The startup option.
+    let mut config = proxy.pg_config("token_startup");
+    config.options(format!("-c pgsplit.causal_token={token}"));
+    let startup = common::connect_with(&config).await;
+    assert_eq!(read(&startup, t).await, (1, primary));
+
+    // A forged token: 22023, and the connection stays usable.
+    let forged = token.replace(":1:", ":1:F");
+    assert_ne!(forged, token);
+    let err = set
+        .batch_execute(&format!("set pgsplit.causal_token = '{forged}'"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("22023"), "{err:?}");
+    assert_eq!(read(&set, t).await, (1, primary), "still usable");
+    // In a comment: the statement runs on the primary (with a warning).
+    let (v, port) = read_with_comment(&bystander, t, &forged).await;
+    assert_eq!((v, port), (1, primary));
+    // At startup: the login is refused with 22023.
+    let mut config = proxy.pg_config("token_forged_startup");
+    config.options(format!("-c pgsplit.causal_token={forged}"));
+    let err = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.code().map(|c| c.code()), Some("22023"), "{err:?}");
+
+    // Once the replicas replay the write, the token's reads return to them.
+    drop(paused);
+    common::wait_until(20, "a replica serves the token holder's read", || async {
+        let (v, port) = read(&set, t).await;
+        assert_eq!(v, 1, "the token holder missed the write (port {port})");
+        is_replica(port)
+    })
+    .await;
+}
+
+/// pgsplit instances that share `routing.causal_key` accept each other's tokens (behind one
+/// load balancer, a user's next request may reach another instance); one with another key
+/// refuses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_a_key_accept_each_others_tokens() {
+    let key = "the key both instances share";
+    let a = proxy_with_key(key).await;
+    let b = proxy_with_key(key).await;
+    let stranger = proxy_with_key("a key of another deployment").await;
+    let table = Table::new().await;
+    let t = &table.0;
+    replicas_have(&b, t, 0).await;
+    let _paused = common::ReplayPaused::hold().await;
+
+    let writer = a.connect("token_instance_a").await;
+    write(&writer, t, 2).await;
+    let token = show_token(&writer).await;
+
+    let reader = b.connect("token_instance_b").await;
+    reader
+        .batch_execute(&format!("set pgsplit.causal_token = '{token}'"))
+        .await
+        .unwrap();
+    assert_eq!(read(&reader, t).await, (2, primary_port()));
+
+    let other = stranger.connect("token_instance_other").await;
+    let err = other
+        .batch_execute(&format!("set pgsplit.causal_token = '{token}'"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("22023"), "{err:?}");
+}
+
+/// The token reaches the client as a ParameterStatus ahead of the ReadyForQuery that ends
+/// a transaction that wrote (simple and extended protocol, autocommit and explicit
+/// transactions), never after a read or inside a transaction, and it is the token
+/// `SHOW pgsplit.causal_token` gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_comes_as_parameter_status_before_ready_for_query() {
+    use common::raw::{bind, execute, parse, sync, RawConn};
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let table = Table::new().await;
+    let t = &table.0;
+    let mut conn = RawConn::login_app(proxy.addr).await;
+    // The tokens a reply carries; asserts they come before its ReadyForQuery.
+    let tokens = |messages: &[common::raw::Message]| -> Vec<String> {
+        let mut found = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            if m.tag == b'S' && m.parameter().0 == "pgsplit.causal_token" {
+                assert!(i + 1 < messages.len(), "after ReadyForQuery");
+                found.push(m.parameter().1);
+            }
+        }
+        assert_eq!(messages.last().map(|m| m.tag), Some(b'Z'));
+        found
+    };
+    assert!(tokens(&conn.simple_query(&format!("select v from {t}")).await).is_empty());
+    let first = tokens(&conn.simple_query(&format!("update {t} set v = 3")).await);
+    assert_eq!(first.len(), 1, "an autocommit write gets a token");
+
+    assert!(tokens(&conn.simple_query("begin").await).is_empty());
+    assert!(tokens(&conn.simple_query(&format!("update {t} set v = 4")).await).is_empty());
+    let second = tokens(&conn.simple_query("commit").await);
+    assert_eq!(
+        second.len(),
+        1,
+        "COMMIT of a transaction that wrote gets one"
+    );
+    assert_ne!(second, first, "for a later position");
+
+    let mut batch = parse("", &format!("update {t} set v = 5"));
+    batch.extend(bind("", ""));
+    batch.extend(execute(""));
+    batch.extend(sync());
+    conn.write_raw(&batch).await.unwrap();
+    let third = tokens(&conn.until_ready().await);
+    assert_eq!(third.len(), 1, "so does an extended-protocol write");
+
+    let shown = conn.simple_query("show pgsplit.causal_token").await;
+    let row = shown.iter().find(|m| m.tag == b'D').expect("a row");
+    assert_eq!(row.data_row()[0].as_deref(), Some(third[0].as_str()));
 }

@@ -915,13 +915,7 @@ async fn idle_in_transaction_timeout_says_25p03() {
         c.pool.idle_transaction_timeout = pgsplit::config::Duration::from_millis(200);
     })
     .await;
-    let (mut conn, _) = RawConn::login_md5(
-        proxy.addr,
-        "app_md5",
-        common::APP_PASSWORD,
-        &[("database", "app")],
-    )
-    .await;
+    let mut conn = RawConn::login_app(proxy.addr).await;
     conn.simple_query("BEGIN").await;
     let fatal = with_timeout(10, "the timeout's error", conn.recv())
         .await

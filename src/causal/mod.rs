@@ -1,128 +1,148 @@
 //! Causal read-your-writes: a client that wrote reads from a replica only once that
 //! replica has replayed the primary's WAL up to a position at or after its commit.
 //!
-//! The position comes from one shared sampler ([`sampler`]), on demand: when a
-//! transaction that wrote ends, the session only notes the number of the last sample sent
-//! ([`WritePositions::mark`], one atomic load; any later sample was sent after the commit).
-//! When the client then wants to read and no later sample is answered yet, its read goes to
-//! the primary and it asks for one ([`WritePositions::ask`]); the sampler runs one
-//! `pg_current_wal_insert_lsn()` for everyone waiting. So a client that never reads between
-//! its writes (TPC-B) costs nothing, and a write-heavy load pays one query per sample, not
-//! one per transaction. Once answered, the client's causal LSN is the highest answer it
-//! got, and a replica may serve its reads once its replay position (published by the
-//! monitor) has reached it (`topology::choose`). The client's state ([`ClientCausal`]) is
-//! pure.
+//! The position is read on the same server connection, right after the commit: when a
+//! transaction that wrote ends, the session runs [`POSITION_SQL`] there (sent together with
+//! the client's COMMIT when it can tell the statement ends the transaction, else as soon
+//! as ReadyForQuery says it ended), and holds the client's ReadyForQuery until the answer
+//! is in. So the client's position is exact and known before it can send anything else,
+//! and the client gets its causal token ([`token`]) with that ReadyForQuery. A client's
+//! state ([`ClientCausal`]) is pure; [`WritePositions`] is what sessions share with the
+//! monitor (the latest write position, so replicas behind it are polled fast; the
+//! cluster's identity, which tokens name) and with the [`flusher`].
 
-pub mod sampler;
+pub mod flusher;
+pub mod token;
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use tokio::sync::{watch, Notify};
 
-/// What one client's reads must see: its own writes.
+pub use token::{ClusterId, TokenError, TokenKeys};
+
+/// What the session runs on the primary after a transaction that wrote: the insert
+/// position (at or after the commit record's end even with `synchronous_commit = off`),
+/// the flush position (behind it while such a commit is not flushed yet) and the page
+/// size (see [`commit_bound`]).
+pub const POSITION_SQL: &str = "SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn(), current_setting('wal_block_size')";
+
+/// What one client's reads must see: its own writes, and the writes named by tokens it
+/// presented.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClientCausal {
-    /// The mark of its last write whose position is not known yet.
-    pending: Option<u64>,
-    /// A WAL position at or after the commit of each of its writes whose position is
-    /// known (0: none).
-    lsn: u64,
+    /// A transaction of the client's that wrote has ended and its position is not known
+    /// yet (its reads go to the primary).
+    pending: bool,
+    /// A position at or after the commit of each of its writes (0: none).
+    own: u64,
+    /// The highest position a token it presented names (0: none).
+    presented: u64,
+    /// Since when its reads have gone to the primary waiting for a replica to replay its
+    /// position (for the wait histogram).
+    waiting_since: Option<Instant>,
 }
 
 impl ClientCausal {
-    /// A transaction of the client that wrote has ended; `mark` is
-    /// [`WritePositions::mark`] taken after its commit.
-    pub fn wrote(&mut self, mark: u64) {
-        // A sample sent after the later write covers every earlier one too.
-        self.pending = Some(self.pending.map_or(mark, |m| m.max(mark)));
+    /// A transaction of the client that wrote has ended; its position comes with
+    /// [`ClientCausal::placed`].
+    pub fn wrote(&mut self) {
+        self.pending = true;
+    }
+
+    /// The position of its last write: `lsn` was read after the commit.
+    pub fn placed(&mut self, lsn: u64) {
+        self.pending = false;
+        self.own = self.own.max(lsn);
+    }
+
+    /// The client presented a token for `lsn`: its reads must see that position too.
+    pub fn presented(&mut self, lsn: u64) {
+        self.presented = self.presented.max(lsn);
+    }
+
+    /// Forgets the tokens presented (`RESET pgsplit.causal_token`).
+    pub fn forget_presented(&mut self) {
+        self.presented = 0;
     }
 
     /// Whether a write's position is still unknown (its reads go to the primary).
     pub fn is_pending(&self) -> bool {
-        self.pending.is_some()
-    }
-
-    /// Takes the position of the pending write if `positions` has it.
-    pub fn settle(&mut self, positions: &WritePositions) {
-        if let Some(mark) = self.pending {
-            if let Some(lsn) = positions.answer(mark) {
-                self.pending = None;
-                self.lsn = self.lsn.max(lsn);
-            }
-        }
-    }
-
-    /// The client wants to read while its write's position is unknown: asks for a sample.
-    pub fn ask(&self, positions: &WritePositions) {
-        if let Some(mark) = self.pending {
-            positions.ask(mark);
-        }
+        self.pending
     }
 
     /// The position a replica must have replayed to serve this client's reads (0: any).
     pub fn lsn(&self) -> u64 {
-        self.lsn
+        self.own.max(self.presented)
+    }
+
+    /// Whether its position comes from a token rather than its own writes.
+    pub fn from_token(&self) -> bool {
+        self.presented > self.own
+    }
+
+    /// A read of the client went to the primary at `now` because no replica has replayed
+    /// its position yet.
+    pub fn held_back(&mut self, now: Instant) {
+        self.waiting_since.get_or_insert(now);
+    }
+
+    /// A read of the client went to a replica at `now`: returns how long its reads were
+    /// held back on the primary before, if they were.
+    pub fn served_by_replica(&mut self, now: Instant) -> Option<std::time::Duration> {
+        self.waiting_since
+            .take()
+            .map(|since| now.saturating_duration_since(since))
     }
 
     /// The client's position as `SHOW CLIENTS` shows it.
     pub fn position(&self) -> crate::clients::CausalPosition {
         use crate::clients::CausalPosition;
-        match (self.pending, self.lsn) {
-            (Some(_), _) => CausalPosition::Pending,
-            (None, 0) => CausalPosition::None,
-            (None, lsn) => CausalPosition::Lsn(lsn),
+        match (self.pending, self.lsn()) {
+            (true, _) => CausalPosition::Pending,
+            (false, 0) => CausalPosition::None,
+            (false, lsn) => CausalPosition::Lsn(lsn),
         }
     }
 }
 
-/// The shared exchange between sessions that wrote and the sampler. Samples are numbered
-/// 1, 2, ... in the order their queries are sent.
+/// What sessions share about write positions.
 #[derive(Debug)]
 pub struct WritePositions {
-    /// The number of the last sample whose query was sent (or is about to be).
-    sent: AtomicU64,
-    /// The number of the last sample answered; `lsn` answers it and every earlier one.
-    answered: AtomicU64,
-    /// The highest position sampled.
+    /// The highest write position read after a commit.
     lsn: AtomicU64,
-    /// The lowest sample number that answers every client waiting (0: none waits).
-    wanted: AtomicU64,
-    /// Wakes the sampler.
-    wake: Notify,
-    /// Each new position, for the replica checks (see `monitor`).
+    /// Changes with each new highest position, for the replica checks (see `monitor`).
     published: watch::Sender<u64>,
+    /// The highest position a session found not flushed yet (asynchronous commit).
+    unflushed: AtomicU64,
+    /// Wakes the flusher.
+    wake: Notify,
+    /// The cluster the primary belongs to, once the monitor has read it.
+    cluster: Mutex<Option<ClusterId>>,
 }
 
 impl Default for WritePositions {
     fn default() -> Self {
         WritePositions {
-            sent: AtomicU64::new(0),
-            answered: AtomicU64::new(0),
             lsn: AtomicU64::new(0),
-            wanted: AtomicU64::new(0),
-            wake: Notify::new(),
             published: watch::Sender::new(0),
+            unflushed: AtomicU64::new(0),
+            wake: Notify::new(),
+            cluster: Mutex::new(None),
         }
     }
 }
 
 impl WritePositions {
-    /// A transaction that wrote has just ended (its commit is acknowledged): every sample
-    /// numbered above the mark returned was sent after the commit.
-    pub fn mark(&self) -> u64 {
-        self.sent.load(SeqCst)
-    }
-
-    /// A position at or after the commit of the write marked `mark`, once a sample sent
-    /// after it has been answered.
-    pub fn answer(&self, mark: u64) -> Option<u64> {
-        (self.answered.load(SeqCst) > mark).then(|| self.lsn.load(SeqCst))
-    }
-
-    /// A client waits for the position of its write marked `mark`: asks for a sample sent
-    /// after it (waking the sampler unless another client already asked for one as late).
-    pub fn ask(&self, mark: u64) {
-        if self.wanted.fetch_max(mark + 1, SeqCst) < mark + 1 {
+    /// A session read `lsn` after a commit; `flushed` is the primary's flush position at
+    /// the time. A commit not flushed yet reaches no replica until it is: the flusher is
+    /// asked to flush it now.
+    pub fn publish(&self, lsn: u64, flushed: u64) {
+        if self.lsn.fetch_max(lsn, SeqCst) < lsn {
+            self.published.send_replace(lsn);
+        }
+        if flushed < lsn && self.unflushed.fetch_max(lsn, SeqCst) < lsn {
             self.wake.notify_one();
         }
     }
@@ -132,32 +152,55 @@ impl WritePositions {
         self.lsn.load(SeqCst)
     }
 
-    /// Changes with each new position sampled.
+    /// Changes with each new highest write position.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.published.subscribe()
     }
 
-    /// The sampler is about to send a query: returns the sample's number, or None when no
-    /// client waits for one.
-    pub fn next_sample(&self) -> Option<u64> {
-        if self.wanted.load(SeqCst) <= self.answered.load(SeqCst) {
-            return None;
+    /// The cluster the primary belongs to (None until the monitor has read it).
+    pub fn cluster(&self) -> Option<ClusterId> {
+        *self.cluster.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The monitor read the primary's identity.
+    pub fn set_cluster(&self, cluster: ClusterId) {
+        let mut now = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        if *now != Some(cluster) {
+            tracing::info!(
+                system_identifier = cluster.system,
+                timeline = cluster.timeline,
+                "primary's cluster identity (causal tokens name it)"
+            );
+            *now = Some(cluster);
         }
-        Some(self.sent.fetch_add(1, SeqCst) + 1)
     }
 
-    /// Sample number `sample` said `lsn`.
-    pub fn publish(&self, sample: u64, lsn: u64) {
-        self.lsn.fetch_max(lsn, SeqCst);
-        self.answered.fetch_max(sample, SeqCst);
-        self.published.send_replace(lsn);
+    /// Waits until a position not flushed yet is published; returns the highest.
+    async fn unflushed(&self) -> u64 {
+        loop {
+            let lsn = self.unflushed.swap(0, SeqCst);
+            if lsn > 0 {
+                return lsn;
+            }
+            self.wake.notified().await;
+        }
     }
+}
 
-    /// Waits until a client asks for a sample (or returns at once if one did since the
-    /// last wait).
-    async fn asked(&self) {
-        self.wake.notified().await
-    }
+/// A client's position from what [`POSITION_SQL`] returned: `(position, flushed)`.
+pub fn read_position(insert: &str, flush: &str, page: &str) -> Option<(u64, u64)> {
+    let insert = parse_lsn(insert)?;
+    let flush = parse_lsn(flush)?;
+    let page = page.trim().parse().ok()?;
+    Some((commit_bound(insert, page), flush))
+}
+
+/// An LSN in PostgreSQL's text form (`16/B374D848`).
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    let hi = u32::from_str_radix(hi, 16).ok()?;
+    let lo = u32::from_str_radix(lo, 16).ok()?;
+    Some((u64::from(hi) << 32) | u64::from(lo))
 }
 
 /// A WAL position at or after the end of every record inserted before
@@ -181,68 +224,77 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_write_is_pending_until_a_sample_sent_after_it_answers() {
-        let positions = WritePositions::default();
+    fn a_write_is_pending_until_its_position_is_read() {
         let mut client = ClientCausal::default();
         assert_eq!(client.lsn(), 0, "a client that never wrote reads anywhere");
-        assert_eq!(positions.next_sample(), None, "nobody waits: no sample");
-        // A sample already under way when the write ends does not count for it.
-        positions.wanted.store(1, SeqCst);
-        let early = positions.next_sample().unwrap();
-        client.wrote(positions.mark());
+        assert_eq!(client.position(), crate::clients::CausalPosition::None);
+        client.wrote();
         assert!(client.is_pending());
-        positions.publish(early, 500);
-        client.settle(&positions);
-        assert!(
-            client.is_pending(),
-            "that sample was sent before the commit"
-        );
-        assert_eq!(
-            positions.next_sample(),
-            None,
-            "and the client has not asked yet"
-        );
-        // It wants to read: it asks, the sampler sends one, and its answer settles it.
-        client.ask(&positions);
-        let sample = positions.next_sample().unwrap();
-        client.settle(&positions);
-        assert!(client.is_pending(), "not answered yet");
-        positions.publish(sample, 1000);
-        client.settle(&positions);
+        assert_eq!(client.position(), crate::clients::CausalPosition::Pending);
+        client.placed(1000);
         assert!(!client.is_pending());
         assert_eq!(client.lsn(), 1000);
-        assert_eq!(positions.latest(), 1000);
-        assert_eq!(
-            positions.next_sample(),
-            None,
-            "every waiting client is answered"
-        );
+        // Positions never go back.
+        client.wrote();
+        client.placed(900);
+        assert_eq!(client.lsn(), 1000);
     }
 
     #[test]
-    fn the_causal_lsn_is_the_highest_of_the_clients_writes() {
-        let positions = WritePositions::default();
+    fn a_presented_token_raises_the_position_without_lowering_it() {
         let mut client = ClientCausal::default();
-        client.wrote(positions.mark());
-        client.ask(&positions);
-        let first = positions.next_sample().unwrap();
-        // A second write while the first sample is under way needs a later sample.
-        client.wrote(positions.mark());
-        positions.publish(first, 500);
-        client.settle(&positions);
-        assert!(client.is_pending());
-        client.ask(&positions);
-        let second = positions.next_sample().unwrap();
-        positions.publish(second, 700);
-        client.settle(&positions);
+        client.presented(500);
+        assert_eq!(client.lsn(), 500);
+        assert!(client.from_token());
+        client.wrote();
+        client.placed(700);
         assert_eq!(client.lsn(), 700);
-        // Answers never go back (a late one cannot lower the position).
-        positions.publish(second, 600);
-        assert_eq!(positions.latest(), 700);
-        // An old mark is answered by the latest position, and does not lower the client's.
-        client.wrote(0);
-        client.settle(&positions);
+        assert!(!client.from_token());
+        client.presented(600);
         assert_eq!(client.lsn(), 700);
+    }
+
+    #[test]
+    fn the_wait_runs_from_the_first_held_back_read_to_the_first_replica_read() {
+        let t0 = Instant::now();
+        let ms = std::time::Duration::from_millis;
+        let mut client = ClientCausal::default();
+        assert_eq!(client.served_by_replica(t0), None, "never held back");
+        client.held_back(t0);
+        client.held_back(t0 + ms(30));
+        assert_eq!(client.served_by_replica(t0 + ms(45)), Some(ms(45)));
+        assert_eq!(client.served_by_replica(t0 + ms(50)), None);
+    }
+
+    #[test]
+    fn positions_are_read_from_their_text_form() {
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(parse_lsn("0/0"), Some(0));
+        assert_eq!(parse_lsn("zz"), None);
+        assert_eq!(
+            read_position("0/2018", "0/2000", "8192"),
+            Some((0x2000, 0x2000)),
+            "moved back past an empty page's header"
+        );
+        assert_eq!(
+            read_position("0/2050", "0/2000", "8192"),
+            Some((0x2050, 0x2000))
+        );
+        assert_eq!(read_position("0/2050", "0/2000", "x"), None);
+    }
+
+    #[test]
+    fn a_new_highest_position_is_published_and_an_unflushed_one_wakes_the_flusher() {
+        let positions = WritePositions::default();
+        let seen = positions.subscribe();
+        positions.publish(100, 100);
+        assert_eq!(positions.latest(), 100);
+        assert_eq!(*seen.borrow(), 100);
+        positions.publish(50, 50);
+        assert_eq!(positions.latest(), 100, "never goes back");
+        assert_eq!(positions.unflushed.load(SeqCst), 0);
+        positions.publish(200, 150);
+        assert_eq!(positions.unflushed.load(SeqCst), 200);
     }
 
     #[test]

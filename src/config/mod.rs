@@ -158,6 +158,16 @@ pub struct RoutingConfig {
     pub replica_cooldown: Duration,
     /// Statement classifications cached, by normalised text. Default 10000; 0 = no cache.
     pub classify_cache_size: usize,
+    /// The secret causal tokens are signed with (at least 16 characters). Unset: read from
+    /// `causal_key_file`, else from the environment variable `PGSPLIT_CAUSAL_KEY`, else
+    /// generated at start (tokens are then trusted by this process only).
+    #[serde(serialize_with = "hidden")]
+    pub causal_key: Option<String>,
+    /// A file holding the secret (its first line), when `causal_key` is unset.
+    pub causal_key_file: Option<PathBuf>,
+    /// Former secrets whose tokens are still accepted (key rotation); none signs.
+    #[serde(serialize_with = "hidden_list")]
+    pub causal_old_keys: Vec<String>,
 }
 
 impl Default for RoutingConfig {
@@ -175,6 +185,9 @@ impl Default for RoutingConfig {
                 .collect(),
             replica_cooldown: Duration::from_secs(5),
             classify_cache_size: 10_000,
+            causal_key: None,
+            causal_key_file: None,
+            causal_old_keys: Vec::new(),
         }
     }
 }
@@ -388,6 +401,11 @@ fn hidden<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S
     }
 }
 
+/// A list of secrets, serialized as that many `********`.
+fn hidden_list<S: serde::Serializer>(value: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(value.iter().map(|_| "********"))
+}
+
 impl UserConfig {
     /// The user name to log in as on the nodes.
     pub fn server_user(&self) -> &str {
@@ -530,6 +548,39 @@ impl fmt::Display for ProblemList<'_> {
         Ok(())
     }
 }
+
+impl RoutingConfig {
+    /// The secret causal tokens are signed with: `causal_key`, else the first line of
+    /// `causal_key_file`, else the environment variable `PGSPLIT_CAUSAL_KEY`; None when
+    /// none is set (one is generated at start).
+    pub fn causal_secret(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(key) = &self.causal_key {
+            return Ok(Some(key.clone()));
+        }
+        let secret = match &self.causal_key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(text.lines().next().unwrap_or_default().trim().to_owned())
+            }
+            None => std::env::var("PGSPLIT_CAUSAL_KEY").ok(),
+        };
+        match secret {
+            Some(s) if s.chars().count() < MIN_CAUSAL_KEY => {
+                Err(ConfigError::Invalid(vec![Problem {
+                    key: "routing.causal_key".into(),
+                    message: format!("the secret from causal_key_file or PGSPLIT_CAUSAL_KEY must have at least {MIN_CAUSAL_KEY} characters"),
+                }]))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// The fewest characters a causal-token secret may have.
+pub const MIN_CAUSAL_KEY: usize = 16;
 
 impl Config {
     /// Parses and validates config text.

@@ -71,6 +71,25 @@ fn routing(config: &Config, out: &mut Problems) {
     if routing.replica_cooldown.is_zero() {
         out.add("routing.replica_cooldown", "must be greater than 0");
     }
+    let secrets = routing
+        .causal_key
+        .iter()
+        .map(|k| ("causal_key".to_owned(), k));
+    let old = routing.causal_old_keys.iter().enumerate();
+    for (key, secret) in secrets.chain(old.map(|(i, k)| (format!("causal_old_keys[{i}]"), k))) {
+        if secret.chars().count() < super::MIN_CAUSAL_KEY {
+            out.add(
+                format!("routing.{key}"),
+                format!("must have at least {} characters", super::MIN_CAUSAL_KEY),
+            );
+        }
+    }
+    if routing.causal_key.is_some() && routing.causal_key_file.is_some() {
+        out.add(
+            "routing.causal_key_file",
+            "set causal_key or causal_key_file, not both",
+        );
+    }
     for (key, names) in [
         ("primary_tables", &routing.primary_tables),
         ("write_functions", &routing.write_functions),

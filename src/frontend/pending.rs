@@ -69,6 +69,9 @@ pub enum Pending {
     /// The client ended a COPY (CopyDone or CopyFail). No reply: it marks where the
     /// Syncs a server ignores in copy-in mode stop.
     CopyEnd,
+    /// pgsplit's own query for the write position after a commit (a simple Query; see
+    /// `crate::causal`): none of its replies reach the client.
+    Position,
 }
 
 impl Pending {
@@ -86,6 +89,8 @@ impl Pending {
 pub enum Verdict {
     Forward,
     Drop,
+    /// A reply to pgsplit's position query: not for the client; the session reads it.
+    Position,
 }
 
 /// The ordered queue of expected replies for one server connection.
@@ -163,9 +168,14 @@ impl PendingQueue {
                 Pending::Reply {
                     kind: Kind::Sync | Kind::Query,
                     ..
-                }
+                } | Pending::Position
             )
         })
+    }
+
+    /// Whether pgsplit's position query is the next thing the server answers.
+    pub fn position_next(&self) -> bool {
+        matches!(self.queue.front(), Some(Pending::Position))
     }
 
     /// Moves pgsplit's own answers at the head of the queue into `out` (and drops copy
@@ -188,6 +198,12 @@ impl PendingQueue {
 
     /// Matches one server message (by its type byte) against the queue.
     pub fn on_server_message(&mut self, tag: u8) -> Verdict {
+        if let Some(Pending::Position) = self.queue.front() {
+            if tag == b'Z' {
+                self.queue.pop_front();
+            }
+            return Verdict::Position;
+        }
         let Some(Pending::Reply { kind, hide, .. }) = self.queue.front() else {
             // Nothing expected: asynchronous messages (notices, notifications,
             // parameter changes) or replies to Flush-less chatter pass through.
@@ -233,7 +249,8 @@ impl PendingQueue {
         while let Some(p) = self.queue.front() {
             if let Pending::Reply {
                 kind: Kind::Sync, ..
-            } = p
+            }
+            | Pending::Position = p
             {
                 break;
             }
@@ -364,6 +381,26 @@ mod tests {
         q.push(Pending::reply(Kind::Describe));
         q.push(Pending::reply(Kind::Sync));
         assert_eq!(run(&mut q, b"tTnZ"), b"tTnZ");
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_position_query_is_read_by_pgsplit_and_counts_as_outstanding() {
+        let mut q = PendingQueue::default();
+        q.push(Pending::reply(Kind::Query));
+        q.push(Pending::Position);
+        assert!(q.awaits_ready());
+        assert_eq!(run(&mut q, b"CZ"), b"CZ");
+        assert!(q.position_next());
+        for tag in *b"TDCZ" {
+            assert_eq!(q.on_server_message(tag), Verdict::Position);
+        }
+        assert!(q.is_empty());
+        // Its error is not the client's either, and does not skip anything of the client's.
+        q.push(Pending::Position);
+        q.push(Pending::reply(Kind::Query));
+        assert_eq!(run(&mut q, b"EZ"), b"");
+        assert_eq!(run(&mut q, b"CZ"), b"CZ");
         assert!(q.is_empty());
     }
 }

@@ -76,10 +76,12 @@ impl ClientSettings {
                 "user" | "database" | "replication" => {}
                 "options" => {
                     for (n, v) in parse_options(value) {
-                        startup.insert(n.to_ascii_lowercase(), set_statement(&n, &v));
+                        if !is_pgsplit_parameter(&n) {
+                            startup.insert(n.to_ascii_lowercase(), set_statement(&n, &v));
+                        }
                     }
                 }
-                _ if name.starts_with("_pq_.") => {}
+                _ if name.starts_with("_pq_.") || is_pgsplit_parameter(name) => {}
                 _ => {
                     startup.insert(name.to_ascii_lowercase(), set_statement(name, value));
                 }
@@ -507,6 +509,30 @@ fn transaction_characteristics(modes: &[&str], out: &mut Vec<SettingChange>) {
         out.push(set(&name, &set_statement(&name, value)));
         i += used;
     }
+}
+
+/// Whether a startup parameter is pgsplit's own (`pgsplit.*`): it is not a server setting.
+fn is_pgsplit_parameter(name: &str) -> bool {
+    name.get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("pgsplit."))
+}
+
+/// The value a client's startup packet gives pgsplit's parameter `name`, as a parameter
+/// of its own or as `-c name=value` in `options` (the last one wins).
+pub fn startup_option(params: &[(String, String)], name: &str) -> Option<String> {
+    let mut found = None;
+    for (n, v) in params {
+        if n.eq_ignore_ascii_case(name) {
+            found = Some(v.clone());
+        } else if n == "options" {
+            for (n, v) in parse_options(v) {
+                if n.eq_ignore_ascii_case(name) {
+                    found = Some(v);
+                }
+            }
+        }
+    }
+    found
 }
 
 /// Reads `-c name=value` and `--name=value` pairs from a startup `options` string.

@@ -102,6 +102,25 @@ pub fn read_backend_key(body: &[u8]) -> Option<(i32, Vec<u8>)> {
     Some((pid, rest.to_vec()))
 }
 
+/// Reads a DataRow body as its text values (`None`: SQL NULL or not UTF-8).
+pub fn read_data_row(body: &[u8]) -> Option<Vec<Option<&str>>> {
+    let count = u16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    let mut rest = &body[2..];
+    let mut values = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let (len, after) = int32(rest)?;
+        if len < 0 {
+            values.push(None);
+            rest = after;
+            continue;
+        }
+        let len = len as usize;
+        values.push(std::str::from_utf8(after.get(..len)?).ok());
+        rest = &after[len..];
+    }
+    Some(values)
+}
+
 /// Reads the command tag of a CommandComplete body.
 pub fn read_command_tag(body: &[u8]) -> &[u8] {
     cstr(body).map(|(t, _)| t).unwrap_or(body)

@@ -595,6 +595,39 @@ impl Drop for ReplicaApplyDelay {
     }
 }
 
+/// Pauses replay on both replicas while alive (`pg_wal_replay_pause()`), holding
+/// [`REPLICA_REPLAY_LOCK`]; resumes it when dropped, even when the test panics. The replicas
+/// stay in the read rotation as long as the lag guard allows (`lag.max_replica_lag`).
+pub struct ReplayPaused {
+    _lock: Client,
+}
+
+impl ReplayPaused {
+    pub async fn hold() -> ReplayPaused {
+        let lock = cluster_lock(REPLICA_REPLAY_LOCK, "the replica replay lock").await;
+        for name in ["replica1", "replica2"] {
+            replica_superuser(node_port(name))
+                .await
+                .batch_execute("select pg_wal_replay_pause()")
+                .await
+                .unwrap();
+        }
+        ReplayPaused { _lock: lock }
+    }
+}
+
+impl Drop for ReplayPaused {
+    fn drop(&mut self) {
+        for name in ["replica1", "replica2"] {
+            let port = node_port(name);
+            let resume = ["select pg_wal_replay_resume()"];
+            if !psql_sync(port, "postgres", SUPERUSER_PASSWORD, &resume) {
+                eprintln!("could not resume replay on port {port}: run dev/cluster.sh resume");
+            }
+        }
+    }
+}
+
 /// Runs SQL statements with psql, synchronously (for drop guards, which also run while a
 /// panic unwinds), as `user` on the node at `port`, database app. True when psql succeeded.
 pub fn psql_sync(port: u16, user: &str, password: &str, statements: &[&str]) -> bool {

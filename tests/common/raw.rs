@@ -184,6 +184,14 @@ impl RawConn {
         }
     }
 
+    /// Logs in as `app_md5` to database `app`.
+    pub async fn login_app(addr: SocketAddr) -> RawConn {
+        let params = [("database", "app")];
+        RawConn::login_md5(addr, "app_md5", super::APP_PASSWORD, &params)
+            .await
+            .0
+    }
+
     /// Answers the md5 request and waits for AuthenticationOk.
     pub async fn finish_md5_login(&mut self, user: &str, password: &str) {
         let m = self.recv_within(30).await.expect("authentication request");

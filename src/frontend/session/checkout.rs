@@ -70,7 +70,10 @@ impl Session {
                     (Some(c), false) => c,
                     (None, _) => Classification::UNKNOWN,
                 };
-                self.check_out(batch).await?
+                self.note_comment_token(sql);
+                let attached = self.check_out(batch).await?;
+                self.routing.statement_token = router::StatementToken::None;
+                attached
             }
         };
         Ok(attached)
@@ -85,7 +88,9 @@ impl Session {
         };
         if self.on_primary && router::writes(&class.class) {
             self.wrote = true;
+            self.unplaced = true;
         }
+        self.ending |= class.class == Class::End;
         self.left_state |= class.leaves_state;
     }
 
@@ -193,8 +198,6 @@ impl Session {
         let routing = self.ctx.routing.clone();
         let now = Instant::now();
         self.routing.serializable = self.settings.serializable();
-        self.routing.causal.settle(&routing.positions);
-        show_causal(&self.ctx.entry, &mut self.shown_causal, &self.routing);
         let mut lease = None;
         let mut min_lsn = 0;
         let decision = if self.ctx.mode == PoolMode::Session {
@@ -216,9 +219,6 @@ impl Session {
                 }
             })
         };
-        if decision.reason == router::Reason::AwaitingReplay {
-            self.routing.causal.ask(&routing.positions);
-        }
         let mut reason = decision.reason;
         let target = decision.target;
         let mut node = match target {
@@ -286,6 +286,13 @@ impl Session {
         }
         routing.stats.record(reason, node);
         self.lease = lease.filter(|l| l.node == node);
+        if node != routing.primary {
+            if let Some(waited) = self.routing.causal.served_by_replica(now) {
+                self.ctx.replay_wait.record(waited.as_secs_f64());
+            }
+        } else if reason.awaits_replay() {
+            self.routing.causal.held_back(now);
+        }
         Ok(true)
     }
 
@@ -370,19 +377,6 @@ fn lost(e: &BackendError) -> bool {
 /// Why a statement that needs a real session fails inside a read-only transaction that
 /// runs on a replica (see `Session::claim_session`).
 const STRANDED: &str = "pgsplit: LISTEN, temporary objects, session advisory locks, SQL PREPARE and cursors WITH HOLD need a session on the primary; they cannot run inside a read-only transaction that runs on a replica (run them outside BEGIN READ ONLY)";
-
-/// Puts a client's causal position in its `SHOW CLIENTS` line when it changed.
-pub(super) fn show_causal(
-    entry: &ClientEntry,
-    shown: &mut CausalPosition,
-    routing: &ClientRouting,
-) {
-    let position = routing.causal.position();
-    if position != *shown {
-        *shown = position;
-        entry.update(|now| now.causal = position);
-    }
-}
 
 /// The error a client sees when no server connection could be had.
 fn checkout_error(e: &PoolError<BackendError>, node: &str) -> PgError {

@@ -4,6 +4,7 @@
 //! pooling). Named prepared statements and session settings follow the client from one
 //! server connection to the next.
 
+mod causal;
 mod checkout;
 mod relay;
 mod statements;
@@ -65,6 +66,11 @@ pub struct SessionContext {
     pub entry: ClientEntry,
     /// Where each checkout's wait goes (a Prometheus histogram).
     pub checkout_wait: metrics::Histogram,
+    /// Where the time a client's reads were held on the primary, waiting for a replica
+    /// to replay its position, goes (a Prometheus histogram).
+    pub replay_wait: metrics::Histogram,
+    /// The position named by the causal token the client presented at startup (0: none).
+    pub causal_token: u64,
 }
 
 /// A checked-out server connection.
@@ -124,6 +130,16 @@ pub struct Session {
     /// An autocommit read on a replica whose reply is watched for a refusal (25006), to
     /// run it again on the primary.
     retry: Option<ReadRetry>,
+    /// Writes were sent with no position query queued after them (read-your-writes by
+    /// LSN; see `crate::causal`).
+    unplaced: bool,
+    /// The statement or batch being sent ends a transaction (COMMIT, ROLLBACK, ...).
+    ending: bool,
+    /// Output to the client from this offset of the outbox waits for the position query's
+    /// answer: the ReadyForQuery after a commit, which the causal token must precede.
+    hold_from: Option<usize>,
+    /// What the position query answered: (position, flushed).
+    position: Option<(u64, u64)>,
     /// After a failure to get a server during an extended-protocol batch: drop messages
     /// until Sync, then answer ReadyForQuery (what PostgreSQL does after an error).
     skip_to_sync: bool,
@@ -166,7 +182,12 @@ impl Session {
             unnamed: None,
             portals: Portals::default(),
             retry: None,
+            unplaced: false,
+            ending: false,
+            hold_from: None,
+            position: None,
         };
+        session.routing.causal.presented(session.ctx.causal_token);
         if let Some(server) = server {
             session.attach(server);
         }
@@ -397,10 +418,15 @@ impl Session {
         }
     }
 
+    /// Writes the outbox to the client, up to where output is held (see `hold_from`).
     async fn flush_client(&mut self) -> Result<(), SessionEnd> {
-        if !self.outbox.is_empty() {
-            self.client.write_all(&self.outbox).await?;
-            self.outbox.clear();
+        let ready = self.hold_from.unwrap_or(self.outbox.len());
+        if ready > 0 {
+            self.client.write_all(&self.outbox[..ready]).await?;
+            self.outbox.advance(ready);
+            if let Some(at) = self.hold_from.as_mut() {
+                *at = 0;
+            }
         }
         Ok(())
     }

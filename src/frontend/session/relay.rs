@@ -1,7 +1,6 @@
 //! Server to client: relay replies in order with pgsplit's own answers, track the
 //! transaction status, and give the connection back when the client is idle.
 
-use super::checkout::show_causal;
 use super::*;
 
 impl Session {
@@ -12,12 +11,14 @@ impl Session {
         let Some(server) = self.server.as_mut() else {
             return Ok(());
         };
-        self.queue.emit_synthetic(&mut self.outbox);
         // Walk the buffer in place; only what is consumed is cut off at the end.
         let mut buf = std::mem::take(&mut server.read_buf);
+        self.queue.emit_synthetic(&mut self.outbox);
         let mut pos = 0;
         let mut bad_frame = None;
         let mut run_again = None;
+        let mut send_position = false;
+        let mut position_ended = None;
         loop {
             let total = match peek_frame_len(&buf[pos..], SERVER_MESSAGE_LIMIT) {
                 Ok(Some(total)) if buf.len() - pos >= total => total,
@@ -36,6 +37,15 @@ impl Session {
                 .as_mut()
                 .map(|retry| retry.on_message(tag, message, self.queue.len() == 1));
             let mut verdict = self.queue.on_server_message(tag);
+            if verdict == Verdict::Position {
+                self.on_position_reply(tag, body);
+                if tag == b'Z' {
+                    let status = msg::read_ready(body).unwrap_or(TxStatus::Idle);
+                    self.server_mut().status = status;
+                    position_ended = Some(status);
+                }
+                continue;
+            }
             match step {
                 None => {}
                 Some(Step::Hold | Step::Drop) => verdict = Verdict::Drop,
@@ -52,29 +62,32 @@ impl Session {
             match tag {
                 b'Z' => {
                     let status = msg::read_ready(body).unwrap_or(TxStatus::Idle);
-                    server.status = status;
+                    self.server_mut().status = status;
                     if status == TxStatus::Idle && std::mem::take(&mut self.wrote) {
                         let routing = &self.ctx.routing;
                         let now = Instant::now();
-                        if self.routing.wrote(&routing.policy, &routing.positions, now) {
+                        if self.routing.wrote(&routing.policy, now) {
                             routing.stats.record_pin();
                             let until = self.routing.pinned_until;
                             self.ctx.entry.update(|now| now.pinned_until = until);
                         }
-                        show_causal(&self.ctx.entry, &mut self.shown_causal, &self.routing);
+                        self.show_causal();
+                    }
+                    if verdict == Verdict::Forward {
+                        send_position |= self.hold_for_position(status);
                     }
                     match self.settings.ready(self.status, status) {
                         ServerSettings::Unchanged => {}
-                        ServerSettings::Now(now) => server.settings = now,
+                        ServerSettings::Now(now) => self.server_mut().settings = now,
                     }
                     self.status = status;
                 }
-                b'S' => server.note_parameter(message),
+                b'S' => self.server_mut().note_parameter(message),
                 b'E' => self.settings.statement_failed(),
                 b'C' => {
                     let tag = msg::read_command_tag(body);
                     if tag == b"DISCARD ALL" || tag == b"DEALLOCATE ALL" {
-                        server.statements.clear();
+                        self.server_mut().statements.clear();
                     }
                 }
                 _ => {}
@@ -85,6 +98,8 @@ impl Session {
             self.queue.emit_synthetic(&mut self.outbox);
         }
         buf.advance(pos);
+        let failed = self.queue.take_failed_statements();
+        let server = self.server_mut();
         server.read_buf = buf;
         if let Some(e) = bad_frame {
             server.broken = true;
@@ -93,8 +108,15 @@ impl Session {
                 source: e.into(),
             }));
         }
-        for name in self.queue.take_failed_statements() {
+        for name in failed {
             server.statements.remove(&name);
+        }
+        if let Some(status) = position_ended {
+            self.position_done(status);
+        }
+        if send_position {
+            self.queue_position();
+            self.flush_server().await?;
         }
         if let Some(query) = run_again {
             self.run_on_primary(query).await?;
@@ -147,6 +169,7 @@ impl Session {
     pub(super) fn release(&mut self) {
         self.ctx.cancel.set_target(None);
         self.lease = None;
+        self.hold_from = None;
         if let Some(mut server) = self.server.take() {
             if server.broken {
                 drop(Object::take(server));

@@ -24,11 +24,7 @@ impl Session {
             return Ok(());
         }
         if let Some((code, message)) = self.claim_session() {
-            let raise = raise_sql(code, &message);
-            self.to_server
-                .extend_from_slice(&msg::query_message(&raise));
-            self.queue.push(Pending::reply(Kind::Query));
-            return Ok(());
+            return self.raise_on_server(code, &message);
         }
         self.note_statement(sql);
         self.server_mut().unnamed = None;
@@ -37,6 +33,7 @@ impl Session {
         }
         self.to_server.extend_from_slice(&frame.bytes);
         self.queue.push(Pending::reply(Kind::Query));
+        self.position_with_commit();
         Ok(())
     }
 
@@ -292,7 +289,10 @@ impl Session {
         }
         self.to_server.extend_from_slice(&frame.bytes);
         match kind {
-            Some(Kind::Sync) => self.queue.push_sync(),
+            Some(Kind::Sync) => {
+                self.queue.push_sync();
+                self.position_with_commit();
+            }
             Some(kind) => self.queue.push(Pending::reply(kind)),
             None => {}
         }
@@ -387,37 +387,24 @@ impl Session {
         Ok(())
     }
 
-    /// `SET / RESET / SHOW pgsplit.route`, answered by pgsplit.
+    /// `SET / RESET / SHOW pgsplit.route` and `pgsplit.causal_token`, answered by pgsplit.
     pub(super) async fn on_route_command(
         &mut self,
         command: router::RouteCommand,
     ) -> Result<(), SessionEnd> {
         let in_block = self.server.is_some() && self.status != TxStatus::Idle;
-        if let (true, router::RouteCommand::Invalid(value)) = (in_block, &command) {
-            // An error inside a transaction block aborts it, as PostgreSQL would: the
-            // server runs a statement that fails with the same error (in a block that
-            // already failed, it answers 25P02 itself).
-            let raise = raise_sql(code::INVALID_PARAMETER_VALUE, &invalid_route(value));
-            self.to_server
-                .extend_from_slice(&msg::query_message(&raise));
-            self.queue.push(Pending::reply(Kind::Query));
-            return Ok(());
-        }
         if in_block && self.status == TxStatus::Failed {
-            let raise = raise_sql(
+            return self.raise_on_server(
                 code::IN_FAILED_TRANSACTION,
-                "current transaction is aborted",
+                "current transaction is aborted, commands ignored until end of transaction block",
             );
-            self.to_server
-                .extend_from_slice(&msg::query_message(&raise));
-            self.queue.push(Pending::reply(Kind::Query));
-            return Ok(());
         }
         let mut answer = BytesMut::new();
-        match command {
+        let outcome = match command {
             router::RouteCommand::Set(mode) => {
                 self.routing.mode = mode;
                 msg::command_complete("SET", &mut answer);
+                Ok(())
             }
             router::RouteCommand::Show => {
                 let value = match self.routing.mode {
@@ -426,13 +413,37 @@ impl Session {
                 };
                 msg::single_value("pgsplit.route", value, &mut answer);
                 msg::command_complete("SHOW", &mut answer);
+                Ok(())
             }
-            router::RouteCommand::Invalid(value) => {
-                PgError::error(code::INVALID_PARAMETER_VALUE, invalid_route(&value))
-                    .encode(&mut answer)
+            router::RouteCommand::Invalid(value) => Err(invalid_route(&value)),
+            router::RouteCommand::SetToken(token) => self.present_token(&token, &mut answer),
+            router::RouteCommand::ResetToken => {
+                self.forget_tokens(&mut answer);
+                Ok(())
             }
+            router::RouteCommand::ShowToken => {
+                self.show_token(&mut answer);
+                Ok(())
+            }
+        };
+        if let Err(message) = outcome {
+            if in_block {
+                // An error inside a transaction block aborts it, as PostgreSQL would.
+                return self.raise_on_server(code::INVALID_PARAMETER_VALUE, &message);
+            }
+            PgError::error(code::INVALID_PARAMETER_VALUE, message).encode(&mut answer);
         }
         self.reply_locally(answer)
+    }
+
+    /// Makes the server fail the client's current statement with `code` and `message`:
+    /// inside a transaction block, the block is aborted exactly as by a server error.
+    fn raise_on_server(&mut self, code: &'static str, message: &str) -> Result<(), SessionEnd> {
+        let raise = raise_sql(code, message);
+        self.to_server
+            .extend_from_slice(&msg::query_message(&raise));
+        self.queue.push(Pending::reply(Kind::Query));
+        Ok(())
     }
 }
 

@@ -45,3 +45,15 @@ fn rejects_truncated_bodies() {
     assert!(read_target(b"").is_none());
     assert!(read_ready(b"X").is_none());
 }
+
+#[test]
+fn data_rows_read_back_with_nulls() {
+    let mut buf = BytesMut::new();
+    data_row(&[Some("0/1C"), None, Some("")], &mut buf);
+    let f = split_frame(&mut buf, 1024).unwrap().unwrap();
+    assert_eq!(
+        read_data_row(f.body()),
+        Some(vec![Some("0/1C"), None, Some("")])
+    );
+    assert_eq!(read_data_row(&[0, 1, 0, 0, 0, 9, b'x']), None, "truncated");
+}
