@@ -440,3 +440,28 @@ async fn the_token_comes_as_parameter_status_before_ready_for_query() {
     let row = shown.iter().find(|m| m.tag == b'D').expect("a row");
     assert_eq!(row.data_row()[0].as_deref(), Some(third[0].as_str()));
 }
+
+/// The position query pgsplit runs after a write (a simple Query, which destroys the
+/// server's unnamed statement) does not cost the client its unnamed statement: binding it
+/// again after the write works, as it would on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unnamed_statement_survives_the_position_query() {
+    use common::raw::{bind, execute, parse, sync, tags, RawConn};
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let table = Table::new().await;
+    let t = &table.0;
+    let mut conn = RawConn::login_app(proxy.addr).await;
+    let mut batch = parse("", &format!("update {t} set v = v + 1 where id = 1"));
+    for _ in 0..2 {
+        batch.extend(bind("", ""));
+        batch.extend(execute(""));
+        batch.extend(sync());
+        conn.write_raw(&batch).await.unwrap();
+        let reply = conn.until_ready().await;
+        assert!(!tags(&reply).contains('E'), "{reply:?}");
+        batch.clear();
+    }
+    let v = conn.simple_query(&format!("select v from {t}")).await;
+    let row = v.iter().find(|m| m.tag == b'D').expect("a row");
+    assert_eq!(row.data_row()[0].as_deref(), Some("2"));
+}

@@ -53,6 +53,10 @@ pub enum Hide {
     /// The completion message is dropped (a Parse or Close pgsplit injected); errors
     /// still reach the client.
     Completion,
+    /// A Query whose text pgsplit extended with its position query after the client's one
+    /// statement: once that statement has completed (or failed, when the rest never runs),
+    /// every reply up to ReadyForQuery is pgsplit's. True once it has.
+    Position(bool),
 }
 
 /// One expected reply, or one answer of pgsplit's own.
@@ -72,6 +76,9 @@ pub enum Pending {
     /// pgsplit's own query for the write position after a commit (a simple Query; see
     /// `crate::causal`): none of its replies reach the client.
     Position,
+    /// The Execute of pgsplit's position query inside a client's extended-protocol batch
+    /// (before its Sync): its rows, completion and error are pgsplit's.
+    PositionRows,
 }
 
 impl Pending {
@@ -173,11 +180,6 @@ impl PendingQueue {
         })
     }
 
-    /// Whether pgsplit's position query is the next thing the server answers.
-    pub fn position_next(&self) -> bool {
-        matches!(self.queue.front(), Some(Pending::Position))
-    }
-
     /// Moves pgsplit's own answers at the head of the queue into `out` (and drops copy
     /// markers that no copy claimed).
     pub fn emit_synthetic(&mut self, out: &mut BytesMut) {
@@ -198,11 +200,51 @@ impl PendingQueue {
 
     /// Matches one server message (by its type byte) against the queue.
     pub fn on_server_message(&mut self, tag: u8) -> Verdict {
-        if let Some(Pending::Position) = self.queue.front() {
-            if tag == b'Z' {
+        // Asynchronous messages (notices, notifications, parameter changes) that come
+        // while pgsplit's position query is answered are the client's.
+        match self.queue.front_mut() {
+            Some(Pending::Position | Pending::PositionRows)
+                if !matches!(tag, b'T' | b'D' | b'C' | b'E' | b'Z') =>
+            {
+                return Verdict::Forward
+            }
+            // (Not expected: the server skipped the rows' Execute without an error.)
+            Some(Pending::PositionRows) if tag == b'Z' => {
                 self.queue.pop_front();
             }
-            return Verdict::Position;
+            Some(Pending::Position) => {
+                if tag == b'Z' {
+                    self.queue.pop_front();
+                }
+                return Verdict::Position;
+            }
+            Some(Pending::PositionRows) => {
+                match tag {
+                    b'C' => {
+                        self.queue.pop_front();
+                    }
+                    b'E' => {
+                        self.queue.pop_front();
+                        self.skip_to_sync();
+                    }
+                    _ => {}
+                }
+                return Verdict::Position;
+            }
+            Some(Pending::Reply {
+                kind: Kind::Query,
+                hide: Hide::Position(done),
+                ..
+            }) => {
+                if !matches!(tag, b'T' | b'D' | b'C' | b'E') {
+                    // Its ReadyForQuery and asynchronous messages are the client's.
+                } else if *done {
+                    return Verdict::Position;
+                } else {
+                    *done = matches!(tag, b'C' | b'E');
+                }
+            }
+            _ => {}
         }
         let Some(Pending::Reply { kind, hide, .. }) = self.queue.front() else {
             // Nothing expected: asynchronous messages (notices, notifications,
@@ -391,7 +433,6 @@ mod tests {
         q.push(Pending::Position);
         assert!(q.awaits_ready());
         assert_eq!(run(&mut q, b"CZ"), b"CZ");
-        assert!(q.position_next());
         for tag in *b"TDCZ" {
             assert_eq!(q.on_server_message(tag), Verdict::Position);
         }
@@ -401,6 +442,58 @@ mod tests {
         q.push(Pending::reply(Kind::Query));
         assert_eq!(run(&mut q, b"EZ"), b"");
         assert_eq!(run(&mut q, b"CZ"), b"CZ");
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_commit_carrying_the_position_query_shows_the_client_only_its_own_replies() {
+        let mut q = PendingQueue::default();
+        let with_position = Pending::Reply {
+            kind: Kind::Query,
+            hide: Hide::Position(false),
+            statement: None,
+        };
+        // COMMIT; SELECT <position>: CommandComplete, then the position's rows.
+        q.push(with_position.clone());
+        let mut seen = Vec::new();
+        for tag in *b"NCTDCAZ" {
+            match q.on_server_message(tag) {
+                Verdict::Forward => seen.push(tag),
+                Verdict::Position => seen.push(b'-'),
+                Verdict::Drop => {}
+            }
+        }
+        assert_eq!(seen, b"NC---AZ", "a notification is the client's");
+        assert!(q.is_empty());
+        // The COMMIT fails: the rest of the query never runs.
+        q.push(with_position);
+        assert_eq!(run(&mut q, b"EZ"), b"EZ");
+        // Inside a batch: a hidden Parse and Bind, the rows, then the client's Sync.
+        for p in [
+            Pending::Reply {
+                kind: Kind::Parse,
+                hide: Hide::Completion,
+                statement: None,
+            },
+            Pending::Reply {
+                kind: Kind::Bind,
+                hide: Hide::Completion,
+                statement: None,
+            },
+            Pending::PositionRows,
+            Pending::reply(Kind::Sync),
+        ] {
+            q.push(p);
+        }
+        assert_eq!(q.on_server_message(b'1'), Verdict::Drop);
+        assert_eq!(q.on_server_message(b'2'), Verdict::Drop);
+        assert_eq!(q.on_server_message(b'D'), Verdict::Position);
+        assert_eq!(
+            q.on_server_message(b'E'),
+            Verdict::Position,
+            "its error is hidden"
+        );
+        assert_eq!(run(&mut q, b"Z"), b"Z");
         assert!(q.is_empty());
     }
 }

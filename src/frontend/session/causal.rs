@@ -2,6 +2,8 @@
 //! a transaction that wrote, the client's ReadyForQuery held until it is answered, the
 //! causal token sent as ParameterStatus, and tokens presented by the client.
 
+use std::collections::VecDeque;
+
 use super::*;
 use crate::causal::{self, token, TokenError};
 use crate::router::{ReadYourWrites, StatementToken};
@@ -16,43 +18,112 @@ impl Session {
             && self.ctx.mode == PoolMode::Transaction
     }
 
-    /// After a client message that ends its part of the conversation (a Query, or the Sync
-    /// of a batch) has been queued: when the statement ends a transaction that wrote, the
-    /// position query goes with it, so its answer follows the commit's ReadyForQuery with
-    /// no round trip of its own. (Not after anything else: a COPY would read it as data.)
-    pub(super) fn position_with_commit(&mut self) {
-        let ending = std::mem::take(&mut self.ending);
-        if ending && self.unplaced && self.on_primary && self.reads_positions() {
-            self.queue_position();
-        }
+    /// Writes were sent that no position query sent after them covers yet.
+    pub(super) fn unplaced(&self) -> bool {
+        self.writes.sent > self.writes.covered
     }
 
-    /// Queues the position query on the current (primary) server connection. Its answer
-    /// covers every statement sent before it, once those have ended.
-    pub(super) fn queue_position(&mut self) {
+    /// Whether the statement being sent ends a transaction that wrote, so that the
+    /// position query can go with it (see `commit_query` and `commit_batch`).
+    fn commit_carries_position(&mut self) -> bool {
+        let ending = std::mem::take(&mut self.ending);
+        ending && self.unplaced() && self.on_primary && self.reads_positions()
+    }
+
+    /// A simple Query `sql` to send: when it is one statement that ends a transaction that
+    /// wrote (COMMIT, END, ...), the position query is appended to its text, so that its
+    /// answer comes in the same reply, before the ReadyForQuery, at no extra round trip
+    /// (the statement ends the transaction block; the query then runs on its own). Returns
+    /// the Query message to send instead, and the entry its replies are matched with.
+    pub(super) fn commit_query(&mut self, sql: &[u8]) -> Option<(Bytes, Pending)> {
+        if !self.commit_carries_position() || crate::classify::statements(sql).len() != 1 {
+            return None;
+        }
+        let mut text = String::from_utf8_lossy(sql).into_owned();
+        // A newline ends a trailing `--` comment.
+        text.push_str("\n;");
+        text.push_str(causal::POSITION_SQL);
+        self.position_sent();
+        let entry = Pending::Reply {
+            kind: Kind::Query,
+            hide: Hide::Position(false),
+            statement: None,
+        };
+        Some((msg::query_message(&text), entry))
+    }
+
+    /// Before the Sync of an extended-protocol batch is sent: when the batch ends a
+    /// transaction that wrote, the position query (Parse, Bind, Execute of the unnamed
+    /// statement) goes ahead of the Sync, so its rows come before the batch's
+    /// ReadyForQuery. After an error earlier in the batch the server skips it.
+    pub(super) fn commit_batch(&mut self) {
+        if !self.commit_carries_position() {
+            return;
+        }
+        static MESSAGES: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+        let messages = MESSAGES.get_or_init(|| {
+            const NO_PARAMETERS: [u8; 2] = [0, 0];
+            const NO_FORMATS_NO_PARAMETERS: [u8; 6] = [0; 6];
+            let mut out = BytesMut::new();
+            let sql = causal::POSITION_SQL.as_bytes();
+            out.extend_from_slice(&msg::parse_message(b"", sql, &NO_PARAMETERS));
+            out.extend_from_slice(&msg::bind_message(b"", b"", &NO_FORMATS_NO_PARAMETERS));
+            out.extend_from_slice(&msg::execute_message(b""));
+            out.freeze()
+        });
+        self.to_server.extend_from_slice(messages);
+        for kind in [Kind::Parse, Kind::Bind] {
+            self.queue.push(Pending::Reply {
+                kind,
+                hide: Hide::Completion,
+                statement: None,
+            });
+        }
+        self.queue.push(Pending::PositionRows);
+        self.position_sent();
+    }
+
+    /// A position query is on its way to the current (primary) server connection.
+    fn position_sent(&mut self) {
+        // It replaces the server's unnamed statement (a simple Query destroys it too).
+        self.server_mut().unnamed = None;
+        self.writes.in_flight.push_back(self.writes.sent);
+        self.routing.causal.wrote();
+    }
+
+    /// Queues the position query on its own, as a simple Query.
+    fn queue_position(&mut self) {
         static POSITION: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
         let query = POSITION.get_or_init(|| msg::query_message(causal::POSITION_SQL));
         self.to_server.extend_from_slice(query);
         self.queue.push(Pending::Position);
-        self.unplaced = false;
-        self.routing.causal.wrote();
+        self.position_sent();
     }
 
-    /// The client's ReadyForQuery with `status` just arrived from the server (not yet
-    /// sent on). Returns whether the position query must be sent now: when the client is
-    /// idle after a transaction that wrote and nothing else is outstanding. The
-    /// ReadyForQuery is then held, as it is when a position query sent with the commit
-    /// comes next; a client that pipelined more gets its token later, with the answer to
-    /// a position query sent once it is idle.
-    pub(super) fn hold_for_position(&mut self, status: TxStatus) -> bool {
+    /// The client's ReadyForQuery with `status` is about to be relayed. A position read
+    /// in the reply it ends becomes the client's, and its token goes ahead of it. When
+    /// the client is idle after writes that no position covers yet (an autocommit write,
+    /// a COMMIT that came with other statements) and nothing else is outstanding, the
+    /// position query is sent now and the ReadyForQuery held until its answer: returns
+    /// true. A client that pipelined more gets its position once it is idle.
+    pub(super) fn on_client_ready(&mut self, status: TxStatus) -> bool {
+        if self.position.is_some() {
+            self.position_done(status);
+        }
         if status != TxStatus::Idle || self.hold_from.is_some() || !self.reads_positions() {
             return false;
         }
-        let now = self.unplaced && self.on_primary && self.queue.is_empty() && !self.in_batch;
-        if now || self.queue.position_next() {
+        let now = self.unplaced() && self.on_primary && self.queue.is_empty() && !self.in_batch;
+        if now {
             self.hold_from = Some(self.outbox.len());
         }
         now
+    }
+
+    /// Sends the position query on its own (see `on_client_ready`).
+    pub(super) async fn send_position(&mut self) -> Result<(), SessionEnd> {
+        self.queue_position();
+        self.flush_server().await
     }
 
     /// One reply to the position query.
@@ -66,6 +137,7 @@ impl Session {
                     _ => None,
                 })
             }
+            // The late query's own ReadyForQuery is handled by the relay.
             b'E' => {
                 self.position = None;
                 let (_, code, message) = crate::wire::error::parse_error_fields(body);
@@ -75,14 +147,21 @@ impl Session {
         }
     }
 
-    /// The position query ended with the server's transaction status `status`. Answered
-    /// outside any transaction, the position is at or after every commit sent before it:
-    /// it becomes the client's, and the client gets its token ahead of the held
-    /// ReadyForQuery. Answered inside one (the client began another in the same batch) or
-    /// not at all, it says nothing: the next time the client is idle, it is asked again.
+    /// A position query was answered (or failed) and the server's transaction status is
+    /// now `status`. Answered outside any transaction, the position is at or after every
+    /// commit sent before it: it becomes the client's, and the client gets its token ahead
+    /// of the ReadyForQuery (held, or about to be relayed). Answered inside one (the client
+    /// began another in the same batch) or not at all, it says nothing, and the client is
+    /// asked again the next time it is idle.
     pub(super) fn position_done(&mut self, status: TxStatus) {
+        let covers = self.writes.in_flight.pop_front();
         match (status, self.position.take()) {
             (TxStatus::Idle, Some((lsn, flushed))) => {
+                // Positions are answered in the order sent; one skipped after an error
+                // leaves an older mark at the front, which claims less, never more.
+                if let Some(covers) = covers {
+                    self.writes.covered = self.writes.covered.max(covers);
+                }
                 self.routing.causal.placed(lsn);
                 self.ctx.routing.positions.publish(lsn, flushed);
                 self.show_causal();
@@ -93,9 +172,12 @@ impl Session {
                 self.outbox.extend_from_slice(&status);
                 self.outbox.unsplit(tail);
             }
-            _ => self.unplaced = true,
+            _ => {}
         }
         self.hold_from = None;
+        if self.queue.is_empty() {
+            self.writes.in_flight.clear();
+        }
     }
 
     /// Appends a ParameterStatus with the client's causal token, when it has a position.
@@ -175,5 +257,23 @@ impl Session {
     pub(super) fn show_token(&self, out: &mut BytesMut) {
         msg::single_value(token::NAME, &self.causal_token().unwrap_or_default(), out);
         msg::command_complete("SHOW", out);
+    }
+}
+
+/// The client's writes and the position queries that cover them, counted.
+#[derive(Debug, Default)]
+pub(super) struct Writes {
+    /// Statements that write sent so far.
+    sent: u64,
+    /// The writes covered by a position the client holds.
+    covered: u64,
+    /// For each position query on its way, in order: the writes sent before it.
+    in_flight: VecDeque<u64>,
+}
+
+impl Writes {
+    /// A statement that writes is being sent.
+    pub(super) fn sent_one(&mut self) {
+        self.sent += 1;
     }
 }

@@ -88,7 +88,7 @@ impl Session {
         };
         if self.on_primary && router::writes(&class.class) {
             self.wrote = true;
-            self.unplaced = true;
+            self.writes.sent_one();
         }
         self.ending |= class.class == Class::End;
         self.left_state |= class.leaves_state;

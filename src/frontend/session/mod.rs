@@ -130,13 +130,14 @@ pub struct Session {
     /// An autocommit read on a replica whose reply is watched for a refusal (25006), to
     /// run it again on the primary.
     retry: Option<ReadRetry>,
-    /// Writes were sent with no position query queued after them (read-your-writes by
-    /// LSN; see `crate::causal`).
-    unplaced: bool,
+    /// Its writes and the position queries that cover them (read-your-writes by LSN;
+    /// see `crate::causal`).
+    writes: causal::Writes,
     /// The statement or batch being sent ends a transaction (COMMIT, ROLLBACK, ...).
     ending: bool,
-    /// Output to the client from this offset of the outbox waits for the position query's
-    /// answer: the ReadyForQuery after a commit, which the causal token must precede.
+    /// Output to the client from this offset of the outbox waits for the answer of a
+    /// position query sent on its own: the ReadyForQuery after a write, which the causal
+    /// token must precede.
     hold_from: Option<usize>,
     /// What the position query answered: (position, flushed).
     position: Option<(u64, u64)>,
@@ -182,7 +183,7 @@ impl Session {
             unnamed: None,
             portals: Portals::default(),
             retry: None,
-            unplaced: false,
+            writes: causal::Writes::default(),
             ending: false,
             hold_from: None,
             position: None,

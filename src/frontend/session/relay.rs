@@ -74,7 +74,7 @@ impl Session {
                         self.show_causal();
                     }
                     if verdict == Verdict::Forward {
-                        send_position |= self.hold_for_position(status);
+                        send_position |= self.on_client_ready(status);
                     }
                     match self.settings.ready(self.status, status) {
                         ServerSettings::Unchanged => {}
@@ -115,8 +115,7 @@ impl Session {
             self.position_done(status);
         }
         if send_position {
-            self.queue_position();
-            self.flush_server().await?;
+            self.send_position().await?;
         }
         if let Some(query) = run_again {
             self.run_on_primary(query).await?;

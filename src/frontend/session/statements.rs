@@ -31,9 +31,16 @@ impl Session {
         if !self.on_primary && self.queue.is_empty() && self.status == TxStatus::Idle {
             self.retry = Some(ReadRetry::new(frame.bytes.clone()));
         }
-        self.to_server.extend_from_slice(&frame.bytes);
-        self.queue.push(Pending::reply(Kind::Query));
-        self.position_with_commit();
+        match self.commit_query(sql) {
+            Some((query, entry)) => {
+                self.to_server.extend_from_slice(&query);
+                self.queue.push(entry);
+            }
+            None => {
+                self.to_server.extend_from_slice(&frame.bytes);
+                self.queue.push(Pending::reply(Kind::Query));
+            }
+        }
         Ok(())
     }
 
@@ -287,12 +294,12 @@ impl Session {
             }
             return Ok(());
         }
+        if kind == Some(Kind::Sync) {
+            self.commit_batch();
+        }
         self.to_server.extend_from_slice(&frame.bytes);
         match kind {
-            Some(Kind::Sync) => {
-                self.queue.push_sync();
-                self.position_with_commit();
-            }
+            Some(Kind::Sync) => self.queue.push_sync(),
             Some(kind) => self.queue.push(Pending::reply(kind)),
             None => {}
         }
