@@ -16,7 +16,7 @@ use std::sync::Arc;
 use common::{node_port, TestProxy};
 
 /// Waits until both replicas (read directly, not through pgsplit) have replayed the rows
-/// of `ids`.
+/// of `ids` (patiently: another test may hold replay paused for a while).
 async fn replicas_have_rows(ids: &[String]) {
     for name in ["replica1", "replica2"] {
         let replica = common::replica_superuser(node_port(name)).await;
@@ -24,7 +24,7 @@ async fn replicas_have_rows(ids: &[String]) {
             "select count(*) from {} where id = any($1)",
             web_session::TABLE
         );
-        common::wait_until(20, "the replicas have the users' rows", || async {
+        common::wait_until(120, "the replicas have the users' rows", || async {
             let row = replica.query_one(&sql, &[&ids]).await;
             matches!(row, Ok(r) if r.get::<_, i64>(0) == ids.len() as i64)
         })
