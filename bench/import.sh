@@ -8,7 +8,8 @@
 # 2. Starts bench/import_probe (see its module comment) against the proxy on PORT, database
 #    app: a writer, pinned clients that read their own writes, plain readers, and a sampler
 #    of each replica's lag and of the proxy's view of it (pgsplit: /metrics; Pgpool-II:
-#    SHOW POOL_NODES).
+#    SHOW POOL_NODES). pgsplit only: a token writer that hands its causal token to token
+#    readers on other connections, which present it in a leading comment.
 # 3. After IMPORT_STEADY seconds of steady state, runs `pgbench -i -s IMPORT_SCALE import`
 #    directly on the primary.
 # 4. Waits until both replicas have replayed everything, IMPORT_TAIL more seconds, then stops
@@ -44,6 +45,8 @@ Environment:
                            sr_check_period from PGPOOL SHOW)
   IMPORT_METRICS_URL       pgsplit's metrics (default http://127.0.0.1:9930/metrics)
   IMPORT_PROBE_ARGS        extra probe options, e.g. "--readers 8 --read-pause-ms 2"
+  IMPORT_TOKEN_READERS=2   pgsplit: connections reading with the token writer's causal
+                           token (0: no token row; Pgpool-II has no tokens: none)
   IMPORT_START_PROXY=1     start the proxy on PORT, stop it at the end. pgsplit: config
                            generated from PGSPLIT_CONFIG with the cluster's ports, metrics
                            on IMPORT_METRICS_LISTEN (default 127.0.0.1:PORT+1). pgpool:
@@ -77,6 +80,8 @@ IMPORT_SCALE="${IMPORT_SCALE:-50}"
 IMPORT_STEADY="${IMPORT_STEADY:-5}"
 IMPORT_TAIL="${IMPORT_TAIL:-5}"
 IMPORT_MAX_SECONDS="${IMPORT_MAX_SECONDS:-1800}"
+IMPORT_TOKEN_READERS="${IMPORT_TOKEN_READERS:-2}"
+[[ "$IMPORT_TOKEN_READERS" =~ ^[0-9]+$ ]] || lib_die "IMPORT_TOKEN_READERS must be a whole number, got '$IMPORT_TOKEN_READERS'"
 OUT_DIR="${OUT_DIR:-$LOG_DIR/import}"
 CHART_DIR="$REPO_ROOT/bench/charts"
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
@@ -233,7 +238,7 @@ PROBE_VIEW=()
 threshold="${IMPORT_THRESHOLD:-}"
 check_ms="${IMPORT_CHECK_MS:-}"
 if [[ "$KIND" == pgsplit ]]; then
-    PROBE_VIEW=(--metrics "$METRICS_URL")
+    PROBE_VIEW=(--metrics "$METRICS_URL" --token-readers "$IMPORT_TOKEN_READERS")
     metrics="$(curl -fsS --max-time 5 "$METRICS_URL" 2>/dev/null || true)"
     [[ -n "$metrics" ]] || lib_die "cannot read pgsplit metrics at $METRICS_URL (set IMPORT_METRICS_URL)"
     if [[ -z "$threshold" ]]; then
@@ -377,6 +382,15 @@ echo "== chart: ${CHART#"$REPO_ROOT"/}"
 # ---- summary -----------------------------------------------------------------------------------
 reads="$(sval reads)"
 pinned_reads="$(sval pinned_reads)"
+token_reads="$(sval token_reads)"
+if [[ "$KIND" != pgsplit ]]; then
+    token_row="n/a ($KIND has no causal tokens)"
+elif [[ "$IMPORT_TOKEN_READERS" == 0 ]]; then
+    token_row="not run (IMPORT_TOKEN_READERS=0)"
+else
+    token_row="$(sval token_stale) of $token_reads on $IMPORT_TOKEN_READERS connections; $(awk -v r="$(sval token_off_primary)" -v n="$token_reads" \
+        'BEGIN { printf "%d (%.1f%%) served by replicas", r, (n > 0 ? 100 * r / n : 0) }')"
+fi
 {
     echo "#### Import scenario: $KIND"
     echo
@@ -386,6 +400,7 @@ pinned_reads="$(sval pinned_reads)"
     echo "|---|---|"
     echo "| stale reads inside the pin (a client reading its own write) | $(sval stale_inside_pin) of $pinned_reads ($(sval pinned_off_primary) served off the primary) |"
     echo "| stale reads outside the pin (marker older than last commit) | $(sval stale_outside_pin) of $reads (oldest $(sval max_stale_age_ms) ms) |"
+    echo "| stale reads by a user's other connections that carry its token (the writer's latest token in a leading \`/* pgsplit:causal_token=... */\` comment; stale: older than the writer's commit when it took the token) | $token_row |"
     echo "| reads on a replica past the threshold after detection (> check interval + 1 s) | $(sval late_replica_reads) |"
     echo "| reads on a replica past the threshold, detection window included | $(sval replica_reads_over_threshold) |"
     echo "| reads routed to a replica while the proxy showed it out of rotation | $(sval replica_reads_while_out) |"

@@ -13,6 +13,12 @@
 //! - **plain readers** through the proxy: `SELECT v, inet_server_port()` of the marker. A
 //!   read is *stale* when `v` is lower than the value the writer had committed before the
 //!   read was sent. The port names the node that served it (`--nodes`);
+//! - with `--token-readers N` (pgsplit only), a **token writer** through the proxy that
+//!   increments a second marker (row 1) on its own connection and then takes its causal
+//!   token (`SHOW pgsplit.causal_token`), and N **token readers**, other connections (like
+//!   an application pool's) that read row 1 with the latest token the writer handed over in
+//!   a leading comment `/* pgsplit:causal_token=... */`. Such a read is *stale* when it
+//!   returns a value lower than the one the writer had committed when it took the token;
 //! - a **sampler** every `--sample-ms`: each replica's lag in bytes measured the way pgsplit
 //!   does (the primary's `pg_current_wal_lsn()` minus the replica's
 //!   `pg_last_wal_replay_lsn()`, the replica asked directly), the lag the primary reports in
@@ -94,6 +100,10 @@ struct Args {
     /// Clients that write their own row and read it back.
     #[arg(long, default_value_t = 2)]
     pinned: usize,
+    /// Connections that read the token writer's row with its latest causal token in a
+    /// leading comment (pgsplit only); 0: no token writer either.
+    #[arg(long, default_value_t = 0)]
+    token_readers: usize,
     /// Pause between two reads of one reader (and between two loops of a pinned client), ms.
     #[arg(long, default_value_t = 5)]
     read_pause_ms: u64,
@@ -174,6 +184,10 @@ struct Second {
     pinned_reads: u64,
     pinned_stale: u64,
     pinned_off_primary: u64,
+    /// Reads by the token readers, those older than the token's write, those a replica served.
+    token_reads: u64,
+    token_stale: u64,
+    token_off_primary: u64,
     writes: u64,
     errors: u64,
     sample_errors: u64,
@@ -237,6 +251,9 @@ struct Shared {
     committed: AtomicI64,
     /// commit_times[v - 1] = when value v was committed.
     commit_times: Mutex<Vec<Instant>>,
+    /// The token writer's latest hand-over: the value it had committed and its causal
+    /// token taken right after.
+    token: Mutex<Option<(i64, String)>>,
     lag: Mutex<Vec<LagState>>,
     seconds: Mutex<Vec<Second>>,
     transitions: Mutex<Vec<Transition>>,
@@ -436,7 +453,7 @@ async fn setup(
     let mut sql = format!(
         "CREATE TABLE IF NOT EXISTS pgsplit_probe_marker (id int PRIMARY KEY, v bigint NOT NULL);
          CREATE TABLE IF NOT EXISTS pgsplit_probe_pinned (id int PRIMARY KEY, v bigint NOT NULL);
-         INSERT INTO pgsplit_probe_marker VALUES (0, 0) ON CONFLICT (id) DO UPDATE SET v = 0;
+         INSERT INTO pgsplit_probe_marker VALUES (0, 0), (1, 0) ON CONFLICT (id) DO UPDATE SET v = 0;
          DELETE FROM pgsplit_probe_pinned;
          INSERT INTO pgsplit_probe_pinned SELECT g, 0 FROM generate_series(0, {}) g;",
         args.pinned.max(1) - 1
@@ -509,6 +526,82 @@ async fn writer(shared: Arc<Shared>, proxy: Config) {
                 tokio::time::sleep(RECONNECT_PAUSE).await;
             }
         }
+    }
+}
+
+/// Increment the token row (marker row 1) through the proxy every `write_every_ms`, then
+/// take the connection's causal token and hand it over to the token readers with the value
+/// just committed.
+async fn token_writer(shared: Arc<Shared>, proxy: Config) {
+    let mut conn = Conn::new(proxy);
+    let mut tick = tokio::time::interval(Duration::from_millis(shared.args.write_every_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !shared.stopped() {
+        tick.tick().await;
+        let result = async {
+            let client = conn.get().await?;
+            let v = scalar::<i64>(
+                client,
+                "UPDATE pgsplit_probe_marker SET v = v + 1 WHERE id = 1 RETURNING v",
+            )
+            .await?;
+            let token: String = scalar(client, "SHOW pgsplit.causal_token").await?;
+            if token.is_empty() {
+                bail!("SHOW pgsplit.causal_token is empty after a write");
+            }
+            Ok((v, token))
+        }
+        .await;
+        match result {
+            Ok(handed) => *lock(&shared.token) = Some(handed),
+            Err(e) => {
+                shared.error("token-writer", e);
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// Read the token row on a connection of its own, presenting the token writer's latest
+/// token in a leading comment; a value lower than the one committed when the token was
+/// taken is a stale read.
+async fn token_reader(shared: Arc<Shared>, proxy: Config) {
+    let mut conn = Conn::new(proxy);
+    while !shared.stopped() {
+        let handed = lock(&shared.token).clone();
+        let Some((written, token)) = handed else {
+            tokio::time::sleep(Duration::from_millis(shared.args.read_pause_ms)).await;
+            continue;
+        };
+        let sql = format!(
+            "/* pgsplit:causal_token={token} */ SELECT v, inet_server_port() FROM pgsplit_probe_marker WHERE id = 1"
+        );
+        let result = async {
+            let client = conn.get().await?;
+            let sent = Instant::now();
+            let got = value_and_port(&rows(client, &sql).await?)?;
+            Ok::<_, anyhow::Error>((sent, got))
+        }
+        .await;
+        match result {
+            Ok((sent, (v, port))) => {
+                let node = shared.nodes.index_of_port(port);
+                shared.record(sent, |s| {
+                    s.token_reads += 1;
+                    if v < written {
+                        s.token_stale += 1;
+                    }
+                    if node != Some(0) {
+                        s.token_off_primary += 1;
+                    }
+                });
+            }
+            Err(e) => {
+                shared.error("token-reader", e);
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(shared.args.read_pause_ms)).await;
     }
 }
 
@@ -1002,6 +1095,9 @@ fn tsv_header(nodes: &Nodes) -> String {
             "pinned_reads",
             "pinned_stale",
             "pinned_off_primary",
+            "token_reads",
+            "token_stale",
+            "token_off_primary",
             "writes",
             "errors",
             "sample_errors",
@@ -1038,6 +1134,9 @@ fn tsv_row(nodes: &Nodes, t: usize, epoch: f64, s: &Second) -> String {
         s.pinned_reads,
         s.pinned_stale,
         s.pinned_off_primary,
+        s.token_reads,
+        s.token_stale,
+        s.token_off_primary,
         s.writes,
         s.errors,
         s.sample_errors,
@@ -1079,6 +1178,13 @@ fn summary(shared: &Shared, seconds: &[Second]) -> String {
         sum(&|s| s.pinned_reads),
         sum(&|s| s.pinned_stale),
         sum(&|s| s.pinned_off_primary)
+    );
+    let _ = write!(
+        out,
+        " token_reads={} token_stale={} token_off_primary={}",
+        sum(&|s| s.token_reads),
+        sum(&|s| s.token_stale),
+        sum(&|s| s.token_off_primary)
     );
     let _ = write!(
         out,
@@ -1197,6 +1303,7 @@ async fn main() -> Result<()> {
         stop: AtomicBool::new(false),
         committed: AtomicI64::new(0),
         commit_times: Mutex::new(Vec::new()),
+        token: Mutex::new(None),
         lag: Mutex::new(vec![LagState::default(); n]),
         seconds: Mutex::new(Vec::new()),
         transitions: Mutex::new(Vec::new()),
@@ -1223,11 +1330,18 @@ async fn main() -> Result<()> {
     for _ in 0..shared.args.readers {
         tasks.push(tokio::spawn(reader(shared.clone(), proxy.clone())));
     }
+    if shared.args.token_readers > 0 {
+        tasks.push(tokio::spawn(token_writer(shared.clone(), proxy.clone())));
+        for _ in 0..shared.args.token_readers {
+            tasks.push(tokio::spawn(token_reader(shared.clone(), proxy.clone())));
+        }
+    }
     eprintln!(
-        "import_probe: running for up to {} s ({} readers, {} pinned clients); writing {}",
+        "import_probe: running for up to {} s ({} readers, {} pinned clients, {} token readers); writing {}",
         shared.args.seconds,
         shared.args.readers,
         shared.args.pinned,
+        shared.args.token_readers,
         shared.args.out.display()
     );
 

@@ -3,8 +3,9 @@
 
 Python 3 standard library only. Input:
   --raw FILE        TSV, one line per pgbench run (header: round workload target position
-                    clients status tps lat_avg_ms p50_us p99_us failed errors first_error);
-                    "-" marks a missing value, status is ok / errors / fail / timeout / n/a
+                    clients status tps lat_avg_ms p50_us p99_us failed errors first_error
+                    reads_replica reads_primary); "-" marks a missing value, status is
+                    ok / errors / fail / timeout / n/a
   --meta FILE       TSV of key<TAB>value: machine facts, versions, parameters
   --import-md FILE  optional Markdown section written by bench/import.sh (bulk import)
 Output:
@@ -27,6 +28,7 @@ TARGETS = {
     "pgbouncer": "PgBouncer, transaction pooling to the primary",
     "pgpool": "Pgpool-II, streaming replication, reads balanced over the replicas",
     "pgsplit": "pgsplit, transaction pooling, reads routed to the replicas",
+    "pgsplit-time": "pgsplit with `read_your_writes = \"time\"` (the mixed workload only)",
 }
 WORKLOADS = {
     "select-simple": "`pgbench -S -M simple -c CLIENTS`",
@@ -71,6 +73,19 @@ class Cell:
             (r["first_error"] for r in measured if r["first_error"] not in ("", "-")), ""
         )
         self.note = runs[0]["first_error"] if self.na else ""
+        # Reads a pgsplit target sent to a replica / to the primary (from its /metrics),
+        # summed over the runs that have both; None when no run has them.
+        counted = [(num(r.get("reads_replica")), num(r.get("reads_primary"))) for r in measured]
+        counted = [(a, b) for a, b in counted if a is not None and b is not None]
+        self.reads_replica = sum(a for a, _ in counted) if counted else None
+        self.reads_primary = sum(b for _, b in counted) if counted else None
+
+    @property
+    def replica_share(self):
+        """Share of the reads a replica served, over all rounds; None if not counted."""
+        if self.reads_replica is None or self.reads_replica + self.reads_primary == 0:
+            return None
+        return self.reads_replica / (self.reads_replica + self.reads_primary)
 
     @property
     def clean(self):
@@ -247,6 +262,8 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
         L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for t in targets:
             c = cells[w, t]
+            if not c.runs:  # pgsplit-time outside the mixed workload
+                continue
             if c.na:
                 L.append(f"| {t} | n/a | | | | | | | |")
                 notes.append(f"`{w}` / `{t}`: {c.note}")
@@ -264,6 +281,8 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
         L.append("## Errors and runs that could not be made\n")
         L += [f"- {n}" for n in notes]
         L.append("")
+
+    L += read_your_writes_section(cells)
 
     if meta.get("pgsplit_routing"):
         L.append("pgsplit's `routing totals` over all its runs (where it sent transactions, "
@@ -294,6 +313,38 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
     L.append("\n</details>\n")
     with open(args.out, "w") as f:
         f.write("\n".join(L))
+
+
+def read_your_writes_section(cells):
+    """The mixed workload through pgsplit with read_your_writes = "lsn" and = "time": TPS
+    and the share of reads served by replicas (issue 10). Empty unless both ran."""
+    lsn, time = cells.get(("mixed", "pgsplit")), cells.get(("mixed", "pgsplit-time"))
+    if lsn is None or time is None or not lsn.n or not time.n:
+        return []
+    L = ['## Read-your-writes in the mixed workload: `"lsn"` against `"time"` (issue 10)\n']
+    L.append("The `mixed` workload through two pgsplit instances of the same run, alike but for "
+             "`routing.read_your_writes`. Reads counted from each one's `/metrics` before and "
+             "after every run (`pgsplit_routed_by_reason_total`): *on replicas* are those with "
+             "reason `read` or `read_only_transaction`; *on the primary* those a replica could "
+             "have served but did not, with reason `pinned`, `awaiting_replay`, "
+             "`awaiting_token`, `bad_token` or `no_replica`. Writes count in neither. Summed "
+             "over the rounds.\n")
+    L.append("| read_your_writes | median TPS | reads on replicas | reads on the primary | share on replicas |")
+    L.append("|---|---:|---:|---:|---:|")
+    for mode, c in (("lsn", lsn), ("time", time)):
+        tps = fmt_tps(c.tps) if c.clean or c.tps is None else f"*{fmt_tps(c.tps)}*"
+        if c.replica_share is None:
+            L.append(f"| `{mode}` | {tps} | — | — | — |")
+        else:
+            L.append(f"| `{mode}` | {tps} | {c.reads_replica:,.0f} | {c.reads_primary:,.0f} | "
+                     f"{100 * c.replica_share:.1f}% |")
+    if lsn.replica_share is not None and time.replica_share is not None:
+        verdict = "**PASS**" if lsn.replica_share > time.replica_share else "**MISS**"
+        L.append(f"\n`\"lsn\"` serves a higher share of reads from replicas than `\"time\"`: "
+                 f"{verdict}\n")
+    else:
+        L.append("")
+    return L
 
 
 CONFIG_NOTES = """
@@ -327,13 +378,15 @@ each target on its own loopback port, all as user `app` / `secret`.
   rather than left waiting in the listen backlog, so the 500-client workloads cannot run
   through it: 500 children would need 500 connections to each node, more than the nodes'
   max_connections.
-- **pgsplit**: `config.toml` as shipped (routing on, `pin_after_write = 5s`,
+- **pgsplit**: `config.toml` as shipped (routing on, `read_your_writes = "lsn"`,
   `max_replica_lag = 16MB`, `worker_threads = 1`, `max_client_conn = 1000`) with
   `pool.max_size = POOL_SIZE` per (node, database, user) pool, and its own listen and
   metrics ports. Reads go to the replicas, so it may use up to POOL_SIZE server connections
-  on each of them. After a client writes, its reads go to the primary for 5 s
-  (read-your-writes), which in the `mixed` workload keeps nearly every client on the
-  primary.
+  on each of them. After a client writes, its reads go to the primary until a replica has
+  replayed the write (read-your-writes by LSN).
+- **pgsplit-time**: the same with `read_your_writes = "time"` (`pin_after_write = 5s`):
+  after a client writes, its reads go to the primary for 5 s, which in the `mixed`
+  workload keeps nearly every client on the primary. Run in the `mixed` workload only.
 """
 
 

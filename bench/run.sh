@@ -13,7 +13,12 @@
 #   pgbouncer  PgBouncer, pool_mode = transaction, a pool of POOL_SIZE to the primary
 #   pgpool     Pgpool-II, streaming-replication mode, reads load-balanced over the two
 #              replicas, delay_threshold = pgsplit's max_replica_lag (16MB)
-#   pgsplit    pgsplit (config.toml with pool.max_size = POOL_SIZE, routing on)
+#   pgsplit    pgsplit (config.toml with pool.max_size = POOL_SIZE, routing on,
+#              read_your_writes = "lsn" as shipped)
+#   pgsplit-time  the same with read_your_writes = "time" (pin_after_write): the mixed
+#              workload only, where read-your-writes decides where reads go. For both
+#              pgsplit targets the share of reads served by replicas is taken from /metrics
+#              before and after each run (see replica_reads below).
 #
 # Workloads (pgbench -n, -T DURATION):
 #   select-simple    -S -M simple   -c CLIENTS
@@ -44,7 +49,7 @@ BIG_CLIENTS="${BIG_CLIENTS:-500}"
 # the 500-client workloads run at least BIG_MIN_DURATION seconds.
 BIG_MIN_DURATION="${BIG_MIN_DURATION:-10}"
 LOG_SAMPLING="${LOG_SAMPLING:-0.05}"
-ALL_TARGETS="direct haproxy pgbouncer pgpool pgsplit"
+ALL_TARGETS="direct haproxy pgbouncer pgpool pgsplit pgsplit-time"
 ALL_WORKLOADS="select-simple select-prepared tpcb mixed c1 c500 c500-prepared"
 TARGETS="${TARGETS:-$ALL_TARGETS}"
 WORKLOADS="${WORKLOADS:-$ALL_WORKLOADS}"
@@ -54,6 +59,8 @@ PGPOOL_PORT="${PGPOOL_PORT:-6443}"
 PGPOOL_PCP_PORT="${PGPOOL_PCP_PORT:-6453}"
 BENCH_PGSPLIT_PORT="${BENCH_PGSPLIT_PORT:-6444}"
 BENCH_METRICS_PORT="${BENCH_METRICS_PORT:-9944}"
+BENCH_PGSPLIT_TIME_PORT="${BENCH_PGSPLIT_TIME_PORT:-6445}"
+BENCH_TIME_METRICS_PORT="${BENCH_TIME_METRICS_PORT:-9945}"
 BENCH_DIR="$PGSPLIT_CLUSTER_DIR/bench"
 RESULTS_MD="$REPO_ROOT/bench/RESULTS.md"
 RESULTS_TSV="$REPO_ROOT/bench/results.tsv"
@@ -63,7 +70,8 @@ usage() {
     cat <<EOF
 Usage: bench/run.sh [--help]
 
-Runs a pgbench matrix against direct, haproxy, pgbouncer, pgpool and pgsplit and writes
+Runs a pgbench matrix against direct, haproxy, pgbouncer, pgpool and pgsplit (and, in
+the mixed workload, pgsplit with read_your_writes = "time": pgsplit-time) and writes
 bench/RESULTS.md, bench/results.tsv and bench/charts/*.png. Run as root on a Debian
 machine to let it install pgbouncer, pgpool2, haproxy and gnuplot-nox when they are
 missing. A short smoke run:  ROUNDS=1 DURATION=2 bench/run.sh
@@ -84,6 +92,7 @@ Environment (defaults in brackets):
   WORKLOADS="$ALL_WORKLOADS"
   HAPROXY_PORT=$HAPROXY_PORT PGBOUNCER_PORT=$PGBOUNCER_PORT PGPOOL_PORT=$PGPOOL_PORT PGPOOL_PCP_PORT=$PGPOOL_PCP_PORT
   BENCH_PGSPLIT_PORT=$BENCH_PGSPLIT_PORT BENCH_METRICS_PORT=$BENCH_METRICS_PORT   (pgsplit and its /metrics)
+  BENCH_PGSPLIT_TIME_PORT=$BENCH_PGSPLIT_TIME_PORT BENCH_TIME_METRICS_PORT=$BENCH_TIME_METRICS_PORT   (pgsplit-time)
   IMPORT_KINDS="pgsplit pgpool"  bulk-import scenario through these (empty: skip it)
   IMPORT_SCALE=50 IMPORT_THRESHOLD=4194304   its pgbench -i scale and the lag threshold
                       both proxies get (bytes); IMPORT_PGSPLIT_PORT=6460 IMPORT_PGPOOL_PORT=6470
@@ -168,6 +177,10 @@ PORT_OF[haproxy]="$HAPROXY_PORT"
 PORT_OF[pgbouncer]="$PGBOUNCER_PORT"
 PORT_OF[pgpool]="$PGPOOL_PORT"
 PORT_OF[pgsplit]="$BENCH_PGSPLIT_PORT"
+PORT_OF[pgsplit-time]="$BENCH_PGSPLIT_TIME_PORT"
+declare -A METRICS_OF=() # METRICS_OF[target]: the /metrics port of a pgsplit target
+METRICS_OF[pgsplit]="$BENCH_METRICS_PORT"
+METRICS_OF[pgsplit-time]="$BENCH_TIME_METRICS_PORT"
 
 # sslmode=disable: no target here speaks TLS, and without it libpq sends an SSLRequest first,
 # which turns Pgpool-II's "too many clients" refusal into "error during SSL exchange".
@@ -202,6 +215,7 @@ start_target() {
     local log="$BENCH_DIR/$t/$t.log" port="${PORT_OF[$t]}"
     local knob="${t^^}_PORT"
     [[ "$t" == pgsplit ]] && knob=BENCH_PGSPLIT_PORT
+    [[ "$t" == pgsplit-time ]] && knob=BENCH_PGSPLIT_TIME_PORT
     port_open "$port" && lib_die "something already listens on 127.0.0.1:$port (wanted for $t; set $knob)"
     say "starting $t on 127.0.0.1:$port (log: $log)"
     "$@" >"$log" 2>&1 &
@@ -374,23 +388,42 @@ EOF
     "$PSQL" -X -w "$(target_url pgpool)" -c 'SHOW pool_nodes' | sed 's/^/   /'
 }
 
+# Target pgsplit, or pgsplit-time: the same with read_your_writes = "time".
 start_bench_pgsplit() {
-    local dir="$BENCH_DIR/pgsplit" config
+    local t="$1" ryw="lsn"
+    local dir="$BENCH_DIR/$t" config port="${PORT_OF[$1]}" metrics="${METRICS_OF[$1]}"
+    [[ "$t" == pgsplit-time ]] && ryw="time"
     mkdir -p "$dir"
     config="$dir/pgsplit.toml"
     # config.toml with its own ports and a pool of POOL_SIZE; everything else as shipped
-    # (routing on, pin_after_write 5s, max_replica_lag 16MB, worker_threads 1).
-    sed -e "s/^listen = \"127\.0\.0\.1:6432\"/listen = \"127.0.0.1:$BENCH_PGSPLIT_PORT\"/" \
-        -e "s/^listen = \"127\.0\.0\.1:9930\"/listen = \"127.0.0.1:$BENCH_METRICS_PORT\"/" \
+    # (routing on, max_replica_lag 16MB, worker_threads 1); read_your_writes "lsn" or "time".
+    sed -e "s/^listen = \"127\.0\.0\.1:6432\"/listen = \"127.0.0.1:$port\"/" \
+        -e "s/^listen = \"127\.0\.0\.1:9930\"/listen = \"127.0.0.1:$metrics\"/" \
         -e "s/^max_size = .*/max_size = $POOL_SIZE/" \
+        -e "s/^read_your_writes = .*/read_your_writes = \"$ryw\"/" \
         "$REPO_ROOT/config.toml" >"$config"
-    if ! grep -q "^listen = \"127.0.0.1:$BENCH_PGSPLIT_PORT\"" "$config" ||
-        ! grep -q "^listen = \"127.0.0.1:$BENCH_METRICS_PORT\"" "$config" ||
-        ! grep -q "^max_size = $POOL_SIZE\$" "$config"; then
-        lib_die "could not derive $config from config.toml (listen / max_size lines changed?)"
+    if ! grep -q "^listen = \"127.0.0.1:$port\"" "$config" ||
+        ! grep -q "^listen = \"127.0.0.1:$metrics\"" "$config" ||
+        ! grep -q "^max_size = $POOL_SIZE\$" "$config" ||
+        ! grep -q "^read_your_writes = \"$ryw\"\$" "$config"; then
+        lib_die "could not derive $config from config.toml (listen / max_size / read_your_writes lines changed?)"
     fi
     "$PGSPLIT_BIN" --config "$config" --check >/dev/null || lib_die "pgsplit rejects $config"
-    start_target pgsplit "$PGSPLIT_BIN" --config "$config"
+    start_target "$t" "$PGSPLIT_BIN" --config "$config"
+}
+
+# A pgsplit target's reads so far, from /metrics, as "REPLICA PRIMARY": reads routed to a
+# replica (pgsplit_routed_by_reason_total with reason read or read_only_transaction) and
+# reads sent to the primary although a replica may serve them (reasons pinned,
+# awaiting_replay, awaiting_token, bad_token, no_replica). Writes, transactions and reads
+# of primary tables count in neither. "- -" when /metrics does not answer.
+replica_reads() {
+    curl -fsS --max-time 5 "http://127.0.0.1:${METRICS_OF[$1]}/metrics" 2>/dev/null | awk '
+        $1 ~ /^pgsplit_routed_by_reason_total\{/ {
+            if ($1 ~ /reason="(read|read_only_transaction)"/) r += $2
+            if ($1 ~ /reason="(pinned|awaiting_replay|awaiting_token|bad_token|no_replica)"/) p += $2
+            seen = 1 }
+        END { if (seen) printf "%d %d\n", r, p; else print "- -" }'
 }
 
 # ---- 3. the bench database ---------------------------------------------------------------------
@@ -414,7 +447,7 @@ wait_replicas() {
 }
 
 # ---- 4. one pgbench run ------------------------------------------------------------------------
-TSV_HEADER="round	workload	target	position	clients	status	tps	lat_avg_ms	p50_us	p99_us	failed	errors	first_error"
+TSV_HEADER="round	workload	target	position	clients	status	tps	lat_avg_ms	p50_us	p99_us	failed	errors	first_error	reads_replica	reads_primary"
 
 # Percentile P (0-100) of the numbers on stdin, nearest rank; "-" if none.
 percentile() {
@@ -453,7 +486,7 @@ run_one() {
     # max_connections (less its reserved slots and the lag monitors) they cannot run.
     if [[ "$target" == direct || "$target" == haproxy ]] && ((clients > MAX_DIRECT_CLIENTS)); then
         echo "n/a ($clients clients > $MAX_DIRECT_CLIENTS usable of max_connections $MAX_CONNECTIONS)"
-        printf '%s\t%s\t%s\t%s\t%s\tn/a\t-\t-\t-\t-\t-\t-\t%s\n' "$round" "$workload" "$target" \
+        printf '%s\t%s\t%s\t%s\t%s\tn/a\t-\t-\t-\t-\t-\t-\t%s\t-\t-\n' "$round" "$workload" "$target" \
             "$position" "$clients" "not applicable: $clients clients exceed the primary's max_connections ($MAX_CONNECTIONS)" >>"$RAW_TSV"
         return 0
     fi
@@ -473,7 +506,14 @@ run_one() {
     [[ "$sampling" == 1 ]] || args+=(--sampling-rate="$sampling")
 
     wait_replicas
+    local before=(- -) after=(- -) reads_replica=- reads_primary=-
+    [[ -z "${METRICS_OF[$target]:-}" ]] || read -r -a before <<<"$(replica_reads "$target")"
     timeout --kill-after=10 $((duration + 120)) "$PGBENCH" "${args[@]}" "$(target_url "$target")" >"$log" 2>&1 || rc=$?
+    [[ -z "${METRICS_OF[$target]:-}" ]] || read -r -a after <<<"$(replica_reads "$target")"
+    if [[ "${before[0]}${after[0]}" =~ ^[0-9]+$ ]]; then
+        reads_replica=$((after[0] - before[0]))
+        reads_primary=$((after[1] - before[1]))
+    fi
 
     # pgbench 15 prints "tps = N (without initial connection time)", "latency average = N ms",
     # "number of failed transactions: N (x%)"; a client that hits an error aborts and pgbench
@@ -509,15 +549,19 @@ run_one() {
     else
         status=ok
     fi
+    local share=""
+    if [[ "$reads_replica" != - ]] && ((reads_replica + reads_primary > 0)); then
+        share="  reads on replicas $((100 * reads_replica / (reads_replica + reads_primary)))%"
+    fi
     if [[ "$status" == ok ]]; then
-        echo "$tps tps  p50 ${p50} us  p99 ${p99} us"
+        echo "$tps tps  p50 ${p50} us  p99 ${p99} us$share"
     else
         echo "$status: ${tps:-no} tps, $errors error lines, exit $rc (see $log)"
         [[ -z "$first_error" ]] || echo "     $first_error"
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$workload" "$target" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$workload" "$target" \
         "$position" "$clients" "$status" "${tps:--}" "${lat:--}" "$p50" "$p99" "${failed:--}" \
-        "$errors" "${first_error:--}" >>"$RAW_TSV"
+        "$errors" "${first_error:--}" "$reads_replica" "$reads_primary" >>"$RAW_TSV"
 }
 
 # ---- 5. the bulk-import scenario ---------------------------------------------------------------
@@ -526,7 +570,7 @@ run_one() {
 # pgsplit and once through a Pgpool-II that it starts itself with the same lag threshold
 # (IMPORT_THRESHOLD, default 4MB: the dev cluster replays fast and rarely falls 16MB behind).
 # Each run writes a Markdown summary; they go into RESULTS.md, the charts into bench/charts/.
-IMPORT_KINDS="${IMPORT_KINDS:-pgsplit pgpool}"
+IMPORT_KINDS="${IMPORT_KINDS-pgsplit pgpool}"
 IMPORT_PGSPLIT_PORT="${IMPORT_PGSPLIT_PORT:-6460}"
 IMPORT_PGPOOL_PORT="${IMPORT_PGPOOL_PORT:-6470}"
 import_scenario() {
@@ -557,7 +601,7 @@ cd "$REPO_ROOT"
 install_packages
 need_pg_clients
 command -v python3 >/dev/null 2>&1 || lib_die "python3 is needed for bench/report.py (apt-get install python3)"
-if wants pgsplit; then build_pgsplit; fi
+if wants pgsplit || wants pgsplit-time; then build_pgsplit; fi
 
 say "dev/cluster.sh up"
 "$REPO_ROOT/dev/cluster.sh" up
@@ -568,7 +612,7 @@ RESERVED="$(node_psql "$PRIMARY_PORT" -d postgres -c 'SHOW superuser_reserved_co
 MAX_DIRECT_CLIENTS=$((MAX_CONNECTIONS - RESERVED - 10))
 
 rm -rf "$BENCH_DIR"
-mkdir -p "$BENCH_DIR/runs" "$BENCH_DIR"/{haproxy,pgbouncer,pgpool,pgsplit}
+mkdir -p "$BENCH_DIR/runs" "$BENCH_DIR"/{haproxy,pgbouncer,pgpool,pgsplit,pgsplit-time}
 is_root && chown postgres:postgres "$BENCH_DIR"
 RAW_TSV="$BENCH_DIR/raw.tsv"
 echo "$TSV_HEADER" >"$RAW_TSV"
@@ -576,7 +620,8 @@ echo "$TSV_HEADER" >"$RAW_TSV"
 wants haproxy && start_haproxy
 wants pgbouncer && start_pgbouncer
 wants pgpool && start_pgpool
-wants pgsplit && start_bench_pgsplit
+wants pgsplit && start_bench_pgsplit pgsplit
+wants pgsplit-time && start_bench_pgsplit pgsplit-time
 
 # Facts for the report, key<TAB>value.
 META="$BENCH_DIR/meta.tsv"
@@ -593,7 +638,7 @@ META="$BENCH_DIR/meta.tsv"
     wants pgbouncer && printf 'pgbouncer\t%s\n' "$(pgbouncer --version | head -n1)"
     wants pgpool && printf 'pgpool\t%s\n' "$(pgpool --version 2>&1 | head -n1)"
     wants haproxy && printf 'haproxy\t%s\n' "$(haproxy -v | head -n1 | cut -d' ' -f1-4)"
-    if wants pgsplit; then
+    if wants pgsplit || wants pgsplit-time; then
         printf 'pgsplit\t%s, git %s%s\n' "$("$PGSPLIT_BIN" --version)" "$(git rev-parse --short HEAD)" \
             "$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock config.toml || echo ' (modified)')"
     fi
@@ -612,6 +657,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for workload in "${WORKLOAD_LIST[@]}"; do
         for ((i = 0; i < n; i++)); do
             target="${TARGET_LIST[(i + round - 1) % n]}"
+            # read_your_writes only matters where clients read after they write.
+            [[ "$target" != pgsplit-time || "$workload" == mixed ]] || continue
             run_one "$workload" "$target" "$round" $((i + 1))
         done
     done

@@ -128,6 +128,26 @@ fn example_config_sets_every_key_to_its_default_where_it_has_one() {
     assert_eq!(config.pool, PoolConfig::default());
 }
 
+/// The causal-key entries config.toml shows commented out load once uncommented (the key
+/// and the old keys together; the key file on its own, as the two exclude each other).
+#[test]
+fn example_config_commented_causal_keys_load_when_uncommented() {
+    let uncomment = |keys: &[&str]| {
+        let mut text = EXAMPLE.to_owned();
+        for key in keys {
+            let commented = format!("# {key} = ");
+            assert!(text.contains(&commented), "config.toml shows {key}");
+            text = text.replace(&commented, &format!("{key} = "));
+        }
+        Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{keys:?}: {e}"))
+    };
+    let config = uncomment(&["causal_key", "causal_old_keys"]);
+    assert!(config.routing.causal_key.is_some());
+    assert_eq!(config.routing.causal_old_keys.len(), 1);
+    let config = uncomment(&["causal_key_file"]);
+    assert!(config.routing.causal_key_file.is_some());
+}
+
 #[test]
 fn minimal_config_gets_every_default() {
     let config = Config::from_toml_str(MINIMAL).unwrap();
