@@ -32,11 +32,12 @@ use crate::lag::{
 };
 use crate::topology::{ReplicaState, Topology};
 
-/// The primary's check: its WAL position, and the cluster's identity that causal tokens
-/// name (system identifier and timeline).
+/// The primary's check: its WAL position, the cluster's identity that causal tokens name
+/// (system identifier and timeline), and its WAL page size (see `causal::commit_bound`).
 const PRIMARY_CHECK: &str = "SELECT pg_current_wal_lsn(), \
      (SELECT system_identifier FROM pg_control_system()), \
-     (SELECT timeline_id FROM pg_control_checkpoint())";
+     (SELECT timeline_id FROM pg_control_checkpoint()), \
+     current_setting('wal_block_size')::int8";
 
 /// How often a replica's replay position is read while it is behind the latest write
 /// position clients wait for.
@@ -352,7 +353,7 @@ async fn watch_replica(mut watch: ReplicaWatch, mut control: Control, mut clock:
             && last_check.elapsed() < clock.interval * 2;
         let next = if !between {
             Some(clock.next(&mut control).await)
-        } else if watch.positions.latest() > replayed {
+        } else if watch.positions.awaited() > replayed {
             tokio::select! {
                 lag = clock.next(&mut control) => Some(lag),
                 () = tokio::time::sleep(REPLAY_POLL) => None,

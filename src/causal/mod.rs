@@ -23,10 +23,9 @@ use tokio::sync::{watch, Notify};
 pub use token::{ClusterId, TokenError, TokenKeys};
 
 /// What the session runs on the primary after a transaction that wrote: the insert
-/// position (at or after the commit record's end even with `synchronous_commit = off`),
-/// the flush position (behind it while such a commit is not flushed yet) and the page
-/// size (see [`commit_bound`]).
-pub const POSITION_SQL: &str = "SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn(), current_setting('wal_block_size')";
+/// position (at or after the commit record's end even with `synchronous_commit = off`)
+/// and the flush position (behind it while such a commit is not flushed yet).
+pub const POSITION_SQL: &str = "SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn()";
 
 /// What one client's reads must see: its own writes, and the writes named by tokens it
 /// presented.
@@ -110,10 +109,13 @@ impl ClientCausal {
 /// What sessions share about write positions.
 #[derive(Debug)]
 pub struct WritePositions {
-    /// The highest write position read after a commit.
-    lsn: AtomicU64,
-    /// Changes with each new highest position, for the replica checks (see `monitor`).
+    /// The highest position a read was held on the primary for, waiting for a replica to
+    /// replay it: while a replica is behind it, the monitor reads its replay position often.
+    awaited: AtomicU64,
+    /// Changes with each new highest awaited position, for the replica checks.
     published: watch::Sender<u64>,
+    /// The primary's WAL page size (`wal_block_size`), once the monitor has read it.
+    page: AtomicU64,
     /// The highest position a session found not flushed yet (asynchronous commit).
     unflushed: AtomicU64,
     /// Wakes the flusher.
@@ -125,8 +127,9 @@ pub struct WritePositions {
 impl Default for WritePositions {
     fn default() -> Self {
         WritePositions {
-            lsn: AtomicU64::new(0),
+            awaited: AtomicU64::new(0),
             published: watch::Sender::new(0),
+            page: AtomicU64::new(8192),
             unflushed: AtomicU64::new(0),
             wake: Notify::new(),
             cluster: Mutex::new(None),
@@ -139,22 +142,37 @@ impl WritePositions {
     /// the time. A commit not flushed yet reaches no replica until it is: the flusher is
     /// asked to flush it now.
     pub fn publish(&self, lsn: u64, flushed: u64) {
-        if self.lsn.fetch_max(lsn, SeqCst) < lsn {
-            self.published.send_replace(lsn);
-        }
         if flushed < lsn && self.unflushed.fetch_max(lsn, SeqCst) < lsn {
             self.wake.notify_one();
         }
     }
 
-    /// The highest write position known: replicas behind it may have clients waiting.
-    pub fn latest(&self) -> u64 {
-        self.lsn.load(SeqCst)
+    /// A read was held on the primary until a replica has replayed `lsn`.
+    pub fn await_replay(&self, lsn: u64) {
+        if self.awaited.fetch_max(lsn, SeqCst) < lsn {
+            self.published.send_replace(lsn);
+        }
     }
 
-    /// Changes with each new highest write position.
+    /// The highest position reads were held back for: replicas behind it may have clients
+    /// waiting.
+    pub fn awaited(&self) -> u64 {
+        self.awaited.load(SeqCst)
+    }
+
+    /// Changes with each new highest awaited position.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.published.subscribe()
+    }
+
+    /// The primary's WAL page size (8192 until the monitor has read it).
+    pub fn page(&self) -> u64 {
+        self.page.load(SeqCst)
+    }
+
+    /// The monitor read the primary's WAL page size.
+    pub fn set_page(&self, page: u64) {
+        self.page.store(page, SeqCst);
     }
 
     /// The cluster the primary belongs to (None until the monitor has read it).
@@ -187,11 +205,11 @@ impl WritePositions {
     }
 }
 
-/// A client's position from what [`POSITION_SQL`] returned: `(position, flushed)`.
-pub fn read_position(insert: &str, flush: &str, page: &str) -> Option<(u64, u64)> {
+/// A client's position from what [`POSITION_SQL`] returned, for WAL pages of `page`
+/// bytes: `(position, flushed)`.
+pub fn read_position(insert: &str, flush: &str, page: u64) -> Option<(u64, u64)> {
     let insert = parse_lsn(insert)?;
     let flush = parse_lsn(flush)?;
-    let page = page.trim().parse().ok()?;
     Some((commit_bound(insert, page), flush))
 }
 
@@ -272,29 +290,35 @@ mod tests {
         assert_eq!(parse_lsn("0/0"), Some(0));
         assert_eq!(parse_lsn("zz"), None);
         assert_eq!(
-            read_position("0/2018", "0/2000", "8192"),
+            read_position("0/2018", "0/2000", 8192),
             Some((0x2000, 0x2000)),
             "moved back past an empty page's header"
         );
         assert_eq!(
-            read_position("0/2050", "0/2000", "8192"),
+            read_position("0/2050", "0/2000", 8192),
             Some((0x2050, 0x2000))
         );
-        assert_eq!(read_position("0/2050", "0/2000", "x"), None);
+        assert_eq!(read_position("0/2050", "x", 8192), None);
     }
 
     #[test]
-    fn a_new_highest_position_is_published_and_an_unflushed_one_wakes_the_flusher() {
+    fn awaited_positions_are_published_and_an_unflushed_one_wakes_the_flusher() {
         let positions = WritePositions::default();
         let seen = positions.subscribe();
-        positions.publish(100, 100);
-        assert_eq!(positions.latest(), 100);
+        positions.await_replay(100);
+        assert_eq!(positions.awaited(), 100);
         assert_eq!(*seen.borrow(), 100);
-        positions.publish(50, 50);
-        assert_eq!(positions.latest(), 100, "never goes back");
+        positions.await_replay(50);
+        assert_eq!(positions.awaited(), 100, "never goes back");
+        positions.publish(200, 200);
         assert_eq!(positions.unflushed.load(SeqCst), 0);
-        positions.publish(200, 150);
-        assert_eq!(positions.unflushed.load(SeqCst), 200);
+        assert_eq!(
+            positions.awaited(),
+            100,
+            "a write alone wakes no replica check"
+        );
+        positions.publish(300, 250);
+        assert_eq!(positions.unflushed.load(SeqCst), 300);
     }
 
     #[test]

@@ -130,10 +130,9 @@ impl Session {
     pub(super) fn on_position_reply(&mut self, tag: u8, body: &[u8]) {
         match tag {
             b'D' => {
+                let page = self.ctx.routing.positions.page();
                 self.position = msg::read_data_row(body).and_then(|row| match row[..] {
-                    [Some(insert), Some(flush), Some(page)] => {
-                        causal::read_position(insert, flush, page)
-                    }
+                    [Some(insert), Some(flush)] => causal::read_position(insert, flush, page),
                     _ => None,
                 })
             }
@@ -155,25 +154,23 @@ impl Session {
     /// asked again the next time it is idle.
     pub(super) fn position_done(&mut self, status: TxStatus) {
         let covers = self.writes.in_flight.pop_front();
-        match (status, self.position.take()) {
-            (TxStatus::Idle, Some((lsn, flushed))) => {
-                // Positions are answered in the order sent; one skipped after an error
-                // leaves an older mark at the front, which claims less, never more.
-                if let Some(covers) = covers {
-                    self.writes.covered = self.writes.covered.max(covers);
-                }
-                self.routing.causal.placed(lsn);
-                self.ctx.routing.positions.publish(lsn, flushed);
-                self.show_causal();
-                let mut status = BytesMut::new();
-                self.token_status(&mut status);
-                let at = self.hold_from.unwrap_or(self.outbox.len());
-                let tail = self.outbox.split_off(at);
-                self.outbox.extend_from_slice(&status);
-                self.outbox.unsplit(tail);
+        if let (TxStatus::Idle, Some((lsn, flushed))) = (status, self.position.take()) {
+            // Positions are answered in the order sent; one skipped after an error leaves
+            // an older mark at the front, which claims less, never more.
+            if let Some(covers) = covers {
+                self.writes.covered = self.writes.covered.max(covers);
             }
-            _ => {}
+            self.routing.causal.placed(lsn);
+            self.ctx.routing.positions.publish(lsn, flushed);
+            self.show_causal();
+            let mut status = BytesMut::new();
+            self.token_status(&mut status);
+            let at = self.hold_from.unwrap_or(self.outbox.len());
+            let tail = self.outbox.split_off(at);
+            self.outbox.extend_from_slice(&status);
+            self.outbox.unsplit(tail);
         }
+        self.position = None;
         self.hold_from = None;
         if self.queue.is_empty() {
             self.writes.in_flight.clear();

@@ -292,6 +292,7 @@ impl Session {
             }
         } else if reason.awaits_replay() {
             self.routing.causal.held_back(now);
+            routing.positions.await_replay(min_lsn);
         }
         Ok(true)
     }
