@@ -1,16 +1,17 @@
 //! The WAL flusher's IO shell: with `synchronous_commit = off`, a commit is acknowledged
 //! before its WAL is flushed, and it reaches the replicas only once the primary flushes
-//! it, which the WAL writer does up to `wal_writer_delay` (200 ms by default) later. When a
-//! session reads a position after a commit that is not flushed yet, it asks this task
-//! (one per pgsplit, on its own control connection to the primary) to flush it at once:
-//! it commits a transaction of its own with `synchronous_commit = on` that writes one
+//! it, which the WAL writer does up to `wal_writer_delay` (200 ms by default) later. When
+//! a read is held on the primary for a position no replica has replayed (see
+//! `WritePositions::await_replay`), this task (one per pgsplit, on its own control
+//! connection to the primary) makes sure that position is flushed: one statement that,
+//! only when the flush position is behind it, commits with `synchronous_commit = on` a
 //! transactional `pg_logical_emit_message` (prefix `pgsplit`, empty; a transaction that
-//! writes no WAL would commit without flushing), so the waiting clients' reads return to
-//! the replicas in milliseconds.
+//! writes no WAL would commit without flushing). With synchronous commit it finds the
+//! position flushed and writes nothing.
 //!
-//! Flushes are at least [`SPACING`] apart and serve every request made before them, so a
-//! write-heavy load with asynchronous commit costs the primary at most 50 flushes a second.
-//! A failed flush is retried after [`RETRY`].
+//! Checks are at least [`SPACING`] apart and cover every position awaited before them, so
+//! they cost the primary at most 50 trivial statements a second, and only while reads
+//! wait. A failed check is retried after [`RETRY`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +22,11 @@ use super::WritePositions;
 use crate::backend::NodeAddr;
 use crate::control::{self, ControlLogin};
 
-/// The shortest time between two flushes.
+/// The shortest time between two checks.
 pub const SPACING: Duration = Duration::from_millis(20);
-/// How long after a failed flush the next one is tried.
+/// How long after a failed check the next one is tried.
 pub const RETRY: Duration = Duration::from_millis(200);
-/// A flush taking longer than this fails.
+/// A check taking longer than this fails.
 const LIMIT: Duration = Duration::from_secs(2);
 
 /// Starts the flusher for the primary `node`. It stops when the runtime does.
@@ -41,12 +42,13 @@ pub fn spawn(positions: Arc<WritePositions>, node: Arc<NodeAddr>, login: &Contro
 }
 
 async fn run(positions: Arc<WritePositions>, node: Arc<NodeAddr>, pool: deadpool_postgres::Pool) {
+    let mut awaited = positions.subscribe();
     let mut failing = false;
-    loop {
-        positions.unflushed().await;
+    while awaited.changed().await.is_ok() {
+        let lsn = *awaited.borrow_and_update();
         let started = Instant::now();
-        match flush(&pool).await {
-            Ok(()) => {
+        match control::query(&pool, &flush_sql(lsn), LIMIT).await {
+            Ok(_) => {
                 if std::mem::take(&mut failing) {
                     tracing::info!(node = %node.name, "the primary's WAL is flushed on request again");
                 }
@@ -62,10 +64,24 @@ async fn run(positions: Arc<WritePositions>, node: Arc<NodeAddr>, pool: deadpool
     }
 }
 
-/// Makes the primary flush its WAL now: commits a transaction that wrote a WAL record with
-/// `synchronous_commit = on`, whose commit flushes everything before it.
-async fn flush(pool: &deadpool_postgres::Pool) -> Result<(), control::ControlError> {
-    let sql = "SELECT set_config('synchronous_commit', 'on', true), \
-               pg_logical_emit_message(true, 'pgsplit', '')";
-    control::query(pool, sql, LIMIT).await.map(drop)
+/// Flushes the primary's WAL up to `lsn` if it is not flushed yet: a transaction that
+/// writes a WAL record and commits with `synchronous_commit = on` flushes everything
+/// before it; when the flush position is already there, it writes nothing.
+fn flush_sql(lsn: u64) -> String {
+    format!(
+        "SELECT set_config('synchronous_commit', 'on', true), \
+         pg_logical_emit_message(true, 'pgsplit', '') \
+         WHERE pg_current_wal_flush_lsn() < '{:X}/{:X}'::pg_lsn",
+        lsn >> 32,
+        lsn & 0xFFFF_FFFF
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_flush_names_the_position_as_postgresql_writes_it() {
+        let sql = super::flush_sql(0x16_B374_D848);
+        assert!(sql.ends_with("< '16/B374D848'::pg_lsn"), "{sql}");
+    }
 }

@@ -8,8 +8,9 @@
 //! is in. So the client's position is exact and known before it can send anything else,
 //! and the client gets its causal token ([`token`]) with that ReadyForQuery. A client's
 //! state ([`ClientCausal`]) is pure; [`WritePositions`] is what sessions share with the
-//! monitor (the latest write position, so replicas behind it are polled fast; the
-//! cluster's identity, which tokens name) and with the [`flusher`].
+//! monitor and the [`flusher`]: the highest position a read is held back for (replicas
+//! behind it are polled fast, and flushed to with asynchronous commit), the cluster's
+//! identity (which tokens name) and the WAL page size.
 
 pub mod flusher;
 pub mod token;
@@ -18,14 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 pub use token::{ClusterId, TokenError, TokenKeys};
 
 /// What the session runs on the primary after a transaction that wrote: the insert
-/// position (at or after the commit record's end even with `synchronous_commit = off`)
-/// and the flush position (behind it while such a commit is not flushed yet).
-pub const POSITION_SQL: &str = "SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn()";
+/// position, at or after the commit record's end (even with `synchronous_commit = off`,
+/// where the write and flush positions may still be behind it; see [`flusher`]).
+pub const POSITION_SQL: &str = "SELECT pg_current_wal_insert_lsn()";
 
 /// What one client's reads must see: its own writes, and the writes named by tokens it
 /// presented.
@@ -116,10 +117,6 @@ pub struct WritePositions {
     published: watch::Sender<u64>,
     /// The primary's WAL page size (`wal_block_size`), once the monitor has read it.
     page: AtomicU64,
-    /// The highest position a session found not flushed yet (asynchronous commit).
-    unflushed: AtomicU64,
-    /// Wakes the flusher.
-    wake: Notify,
     /// The cluster the primary belongs to, once the monitor has read it.
     cluster: Mutex<Option<ClusterId>>,
 }
@@ -130,23 +127,12 @@ impl Default for WritePositions {
             awaited: AtomicU64::new(0),
             published: watch::Sender::new(0),
             page: AtomicU64::new(8192),
-            unflushed: AtomicU64::new(0),
-            wake: Notify::new(),
             cluster: Mutex::new(None),
         }
     }
 }
 
 impl WritePositions {
-    /// A session read `lsn` after a commit; `flushed` is the primary's flush position at
-    /// the time. A commit not flushed yet reaches no replica until it is: the flusher is
-    /// asked to flush it now.
-    pub fn publish(&self, lsn: u64, flushed: u64) {
-        if flushed < lsn && self.unflushed.fetch_max(lsn, SeqCst) < lsn {
-            self.wake.notify_one();
-        }
-    }
-
     /// A read was held on the primary until a replica has replayed `lsn`.
     pub fn await_replay(&self, lsn: u64) {
         if self.awaited.fetch_max(lsn, SeqCst) < lsn {
@@ -192,25 +178,12 @@ impl WritePositions {
             *now = Some(cluster);
         }
     }
-
-    /// Waits until a position not flushed yet is published; returns the highest.
-    async fn unflushed(&self) -> u64 {
-        loop {
-            let lsn = self.unflushed.swap(0, SeqCst);
-            if lsn > 0 {
-                return lsn;
-            }
-            self.wake.notified().await;
-        }
-    }
 }
 
 /// A client's position from what [`POSITION_SQL`] returned, for WAL pages of `page`
-/// bytes: `(position, flushed)`.
-pub fn read_position(insert: &str, flush: &str, page: u64) -> Option<(u64, u64)> {
-    let insert = parse_lsn(insert)?;
-    let flush = parse_lsn(flush)?;
-    Some((commit_bound(insert, page), flush))
+/// bytes.
+pub fn read_position(insert: &str, page: u64) -> Option<u64> {
+    Some(commit_bound(parse_lsn(insert)?, page))
 }
 
 /// An LSN in PostgreSQL's text form (`16/B374D848`).
@@ -290,35 +263,24 @@ mod tests {
         assert_eq!(parse_lsn("0/0"), Some(0));
         assert_eq!(parse_lsn("zz"), None);
         assert_eq!(
-            read_position("0/2018", "0/2000", 8192),
-            Some((0x2000, 0x2000)),
+            read_position("0/2018", 8192),
+            Some(0x2000),
             "moved back past an empty page's header"
         );
-        assert_eq!(
-            read_position("0/2050", "0/2000", 8192),
-            Some((0x2050, 0x2000))
-        );
-        assert_eq!(read_position("0/2050", "x", 8192), None);
+        assert_eq!(read_position("0/2050", 8192), Some(0x2050));
+        assert_eq!(read_position("x", 8192), None);
     }
 
     #[test]
-    fn awaited_positions_are_published_and_an_unflushed_one_wakes_the_flusher() {
+    fn awaited_positions_are_published_and_never_go_back() {
         let positions = WritePositions::default();
         let seen = positions.subscribe();
         positions.await_replay(100);
         assert_eq!(positions.awaited(), 100);
         assert_eq!(*seen.borrow(), 100);
         positions.await_replay(50);
-        assert_eq!(positions.awaited(), 100, "never goes back");
-        positions.publish(200, 200);
-        assert_eq!(positions.unflushed.load(SeqCst), 0);
-        assert_eq!(
-            positions.awaited(),
-            100,
-            "a write alone wakes no replica check"
-        );
-        positions.publish(300, 250);
-        assert_eq!(positions.unflushed.load(SeqCst), 300);
+        assert_eq!(positions.awaited(), 100);
+        assert_eq!(*seen.borrow(), 100);
     }
 
     #[test]

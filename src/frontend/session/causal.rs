@@ -132,7 +132,7 @@ impl Session {
             b'D' => {
                 let page = self.ctx.routing.positions.page();
                 self.position = msg::read_data_row(body).and_then(|row| match row[..] {
-                    [Some(insert), Some(flush)] => causal::read_position(insert, flush, page),
+                    [Some(insert)] => causal::read_position(insert, page),
                     _ => None,
                 })
             }
@@ -154,14 +154,13 @@ impl Session {
     /// asked again the next time it is idle.
     pub(super) fn position_done(&mut self, status: TxStatus) {
         let covers = self.writes.in_flight.pop_front();
-        if let (TxStatus::Idle, Some((lsn, flushed))) = (status, self.position.take()) {
+        if let (TxStatus::Idle, Some(lsn)) = (status, self.position.take()) {
             // Positions are answered in the order sent; one skipped after an error leaves
             // an older mark at the front, which claims less, never more.
             if let Some(covers) = covers {
                 self.writes.covered = self.writes.covered.max(covers);
             }
             self.routing.causal.placed(lsn);
-            self.ctx.routing.positions.publish(lsn, flushed);
             self.show_causal();
             let mut status = BytesMut::new();
             self.token_status(&mut status);

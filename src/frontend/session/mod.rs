@@ -139,8 +139,8 @@ pub struct Session {
     /// position query sent on its own: the ReadyForQuery after a write, which the causal
     /// token must precede.
     hold_from: Option<usize>,
-    /// What the position query answered: (position, flushed).
-    position: Option<(u64, u64)>,
+    /// What the position query answered.
+    position: Option<u64>,
     /// After a failure to get a server during an extended-protocol batch: drop messages
     /// until Sync, then answer ReadyForQuery (what PostgreSQL does after an error).
     skip_to_sync: bool,
