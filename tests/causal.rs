@@ -465,3 +465,33 @@ async fn the_unnamed_statement_survives_the_position_query() {
     let row = v.iter().find(|m| m.tag == b'D').expect("a row");
     assert_eq!(row.data_row()[0].as_deref(), Some("2"));
 }
+
+/// pgsplit's prepared statement for positions may be taken from under it (a client's SQL
+/// `DEALLOCATE`): the client sees no error, and still gets its token after the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deallocated_position_statement_is_prepared_again() {
+    use common::raw::{tags, RawConn};
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let table = Table::new().await;
+    let t = &table.0;
+    let mut conn = RawConn::login_app(proxy.addr).await;
+    for drop_it in ["deallocate pgsplit_position", "select 1"] {
+        // A first write prepares the statement on the connection.
+        conn.simple_query(&format!("update {t} set v = v + 1"))
+            .await;
+        let mut replies = Vec::new();
+        for sql in [
+            "begin",
+            &format!("update {t} set v = v + 1"),
+            drop_it,
+            "commit",
+        ] {
+            replies = conn.simple_query(sql).await;
+            assert!(!tags(&replies).contains('E'), "{sql}: {replies:?}");
+        }
+        let token = replies
+            .iter()
+            .find(|m| m.tag == b'S' && m.parameter().0 == "pgsplit.causal_token");
+        assert!(token.is_some(), "after {drop_it}: {replies:?}");
+    }
+}

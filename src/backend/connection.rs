@@ -98,6 +98,9 @@ pub struct ServerConn {
     /// Whose unnamed statement this server holds: the id pgsplit gave the client's unnamed
     /// Parse (see `frontend::session`), or `None` when it holds none a client may use.
     pub unnamed: Option<u64>,
+    /// pgsplit's own prepared statement for the write position (see `crate::causal`)
+    /// exists on this server.
+    pub position_prepared: bool,
     /// Set when the connection can no longer be trusted (IO failure, protocol confusion,
     /// a client that left mid-transaction); a broken connection is never pooled again.
     pub broken: bool,
@@ -152,6 +155,7 @@ impl ServerConn {
             settings: BTreeMap::new(),
             statements: ServerStatements::new(max_statements),
             unnamed: None,
+            position_prepared: false,
             broken: false,
             needs_discard: false,
         };
@@ -352,6 +356,7 @@ impl ServerConn {
     pub async fn discard_all(&mut self) -> Result<(), BackendError> {
         self.execute("DISCARD ALL").await?;
         self.statements.clear();
+        self.position_prepared = false;
         self.settings.clear();
         self.needs_discard = false;
         Ok(())

@@ -25,8 +25,21 @@ pub use token::{ClusterId, TokenError, TokenKeys};
 
 /// What the session runs on the primary after a transaction that wrote: the insert
 /// position, at or after the commit record's end (even with `synchronous_commit = off`,
-/// where the write and flush positions may still be behind it; see [`flusher`]).
+/// where the write and flush positions may still be behind it; see [`flusher`]). It is
+/// prepared once per server connection, as [`POSITION_STATEMENT`].
 pub const POSITION_SQL: &str = "SELECT pg_current_wal_insert_lsn()";
+
+/// The name of pgsplit's prepared statement for [`POSITION_SQL`].
+pub const POSITION_STATEMENT: &str = "pgsplit_position";
+
+/// SQL that runs the position statement, preparing it first unless `prepared`.
+pub fn position_query(prepared: bool) -> &'static str {
+    if prepared {
+        "EXECUTE pgsplit_position"
+    } else {
+        "PREPARE pgsplit_position AS SELECT pg_current_wal_insert_lsn();EXECUTE pgsplit_position"
+    }
+}
 
 /// What one client's reads must see: its own writes, and the writes named by tokens it
 /// presented.
@@ -255,6 +268,15 @@ mod tests {
         client.held_back(t0 + ms(30));
         assert_eq!(client.served_by_replica(t0 + ms(45)), Some(ms(45)));
         assert_eq!(client.served_by_replica(t0 + ms(50)), None);
+    }
+
+    #[test]
+    fn the_position_query_prepares_the_statement_it_runs() {
+        for prepared in [false, true] {
+            let sql = position_query(prepared);
+            assert!(sql.ends_with(&format!("EXECUTE {POSITION_STATEMENT}")));
+            assert_eq!(sql.contains(POSITION_SQL), !prepared);
+        }
     }
 
     #[test]

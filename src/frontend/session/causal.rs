@@ -39,65 +39,71 @@ impl Session {
         if !self.commit_carries_position() || crate::classify::statements(sql).len() != 1 {
             return None;
         }
-        let mut text = String::from_utf8_lossy(sql).into_owned();
-        // A newline ends a trailing `--` comment.
-        text.push_str("\n;");
-        text.push_str(causal::POSITION_SQL);
-        self.position_sent();
+        let position = self.position_query();
+        // The Query message: the client's text, a newline (which ends a trailing `--`
+        // comment), `;` and the position query.
+        let len = 4 + sql.len() + 2 + position.len() + 1;
+        let mut query = BytesMut::with_capacity(1 + len);
+        query.extend_from_slice(b"Q");
+        query.extend_from_slice(&(len as u32).to_be_bytes());
+        query.extend_from_slice(sql);
+        query.extend_from_slice(b"\n;");
+        query.extend_from_slice(position.as_bytes());
+        query.extend_from_slice(b"\0");
         let entry = Pending::Reply {
             kind: Kind::Query,
             hide: Hide::Position(false),
             statement: None,
         };
-        Some((msg::query_message(&text), entry))
+        Some((query.freeze(), entry))
     }
 
     /// Before the Sync of an extended-protocol batch is sent: when the batch ends a
-    /// transaction that wrote, the position query (Parse, Bind, Execute of the unnamed
-    /// statement) goes ahead of the Sync, so its rows come before the batch's
-    /// ReadyForQuery. After an error earlier in the batch the server skips it.
+    /// transaction that wrote, the position query (Bind and Execute of pgsplit's prepared
+    /// statement, with its Parse the first time on this server connection) goes ahead of
+    /// the Sync, so its rows come before the batch's ReadyForQuery. After an error earlier
+    /// in the batch the server skips it.
     pub(super) fn commit_batch(&mut self) {
         if !self.commit_carries_position() {
             return;
         }
-        static MESSAGES: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
-        let messages = MESSAGES.get_or_init(|| {
-            const NO_PARAMETERS: [u8; 2] = [0, 0];
-            const NO_FORMATS_NO_PARAMETERS: [u8; 6] = [0; 6];
-            let mut out = BytesMut::new();
+        const NO_FORMATS_NO_PARAMETERS: [u8; 6] = [0; 6];
+        let name = causal::POSITION_STATEMENT.as_bytes();
+        let server = self.server_mut();
+        if !std::mem::replace(&mut server.position_prepared, true) {
             let sql = causal::POSITION_SQL.as_bytes();
-            out.extend_from_slice(&msg::parse_message(b"", sql, &NO_PARAMETERS));
-            out.extend_from_slice(&msg::bind_message(b"", b"", &NO_FORMATS_NO_PARAMETERS));
-            out.extend_from_slice(&msg::execute_message(b""));
-            out.freeze()
-        });
-        self.to_server.extend_from_slice(messages);
-        for kind in [Kind::Parse, Kind::Bind] {
-            self.queue.push(Pending::Reply {
-                kind,
-                hide: Hide::Completion,
-                statement: None,
-            });
+            let parse = msg::parse_message(name, sql, &NO_FORMATS_NO_PARAMETERS[..2]);
+            self.to_server.extend_from_slice(&parse);
         }
+        let bind = msg::bind_message(b"", name, &NO_FORMATS_NO_PARAMETERS);
+        self.to_server.extend_from_slice(&bind);
+        self.to_server.extend_from_slice(&msg::execute_message(b""));
         self.queue.push(Pending::PositionRows);
         self.position_sent();
     }
 
+    /// The SQL that reads the position on the current server connection (preparing the
+    /// statement there first if needed), as a simple query: it destroys the server's
+    /// unnamed statement. A position query is on its way.
+    fn position_query(&mut self) -> &'static str {
+        let server = self.server_mut();
+        let prepared = std::mem::replace(&mut server.position_prepared, true);
+        server.unnamed = None;
+        self.position_sent();
+        causal::position_query(prepared)
+    }
+
     /// A position query is on its way to the current (primary) server connection.
     fn position_sent(&mut self) {
-        // It replaces the server's unnamed statement (a simple Query destroys it too).
-        self.server_mut().unnamed = None;
         self.writes.in_flight.push_back(self.writes.sent);
         self.routing.causal.wrote();
     }
 
     /// Queues the position query on its own, as a simple Query.
     fn queue_position(&mut self) {
-        static POSITION: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
-        let query = POSITION.get_or_init(|| msg::query_message(causal::POSITION_SQL));
-        self.to_server.extend_from_slice(query);
+        let query = msg::query_message(self.position_query());
+        self.to_server.extend_from_slice(&query);
         self.queue.push(Pending::Position);
-        self.position_sent();
     }
 
     /// The client's ReadyForQuery with `status` is about to be relayed. A position read
@@ -140,6 +146,14 @@ impl Session {
             b'E' => {
                 self.position = None;
                 let (_, code, message) = crate::wire::error::parse_error_fields(body);
+                // The client deallocated pgsplit's statement, or prepared one by its name.
+                match code.as_str() {
+                    code::INVALID_STATEMENT_NAME => self.server_mut().position_prepared = false,
+                    code::DUPLICATE_PREPARED_STATEMENT => {
+                        self.server_mut().position_prepared = true
+                    }
+                    _ => {}
+                }
                 tracing::debug!(client = self.ctx.cancel.pid, %code, message = %message.escape_debug(), "the write position query failed");
             }
             _ => {}

@@ -87,7 +87,9 @@ impl Session {
                 b'C' => {
                     let tag = msg::read_command_tag(body);
                     if tag == b"DISCARD ALL" || tag == b"DEALLOCATE ALL" {
-                        self.server_mut().statements.clear();
+                        let server = self.server_mut();
+                        server.statements.clear();
+                        server.position_prepared = false;
                     }
                 }
                 _ => {}
