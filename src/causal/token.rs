@@ -137,7 +137,8 @@ fn parse_payload(payload: &str) -> Option<(u64, u32, u64)> {
 /// only text that starts with a comment is looked at.
 pub fn in_comment(sql: &[u8]) -> Option<&str> {
     const MARK: &[u8] = b"pgsplit:causal_token=";
-    let mut rest = sql;
+    // Leading comments are short; a long text is not searched for the end of one.
+    let mut rest = &sql[..sql.len().min(4096)];
     loop {
         let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
         rest = &rest[start..];

@@ -42,6 +42,37 @@ pub(crate) use lexer::{
     dotted_name, short_command, source_tokens, statements, Kind as TokenKind, Token,
 };
 
+/// The longest SQL text a session reads on its event loop (parsing it takes a few
+/// milliseconds at most); longer text is read on a blocking thread.
+pub const ON_LOOP: usize = 8 * 1024;
+
+/// The longest statement text the classifier reads; longer ones run on the primary.
+/// (Parsing takes about 2 µs a token: callers classify long text off the event loop.)
+pub const MAX_CLASSIFIED: usize = 256 * 1024;
+
+/// The deepest a statement's parse tree may nest for the classifier to parse it (see
+/// [`nesting_bound`]); deeper ones run on the primary. Parsing, walking and dropping a
+/// tree recurse as deep as it nests: 50,000 levels overflow a 2 MiB thread stack.
+pub const MAX_NESTING: usize = 10_000;
+
+/// A bound on how deep the parse tree of canonical text can nest: a level per operator
+/// character, opening parenthesis and `AND` / `OR` / `NOT` word.
+fn nesting_bound(canon: &[u8]) -> usize {
+    let operators = canon
+        .iter()
+        .filter(|b| b"+-*/%^<>=|&~!(".contains(b))
+        .count();
+    let words = canon
+        .split(|b| !b.is_ascii_alphabetic())
+        .filter(|w| {
+            w.eq_ignore_ascii_case(b"and")
+                || w.eq_ignore_ascii_case(b"or")
+                || w.eq_ignore_ascii_case(b"not")
+        })
+        .count();
+    operators + words
+}
+
 /// What a statement (or a multi-statement string) needs from the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
@@ -226,8 +257,27 @@ impl Classifier {
     }
 
     /// Classifies one simple-protocol query string or one prepared statement's SQL.
-    /// Never panics; bytes need not be UTF-8.
+    /// Never panics; bytes need not be UTF-8. Text longer than [`MAX_CLASSIFIED`] is not
+    /// read at all: it runs on the primary (reading it would hold up every other client
+    /// served by the same thread).
     pub fn classify(&self, sql: &[u8]) -> Classification {
+        self.classify_or_parse(sql, true)
+            .unwrap_or(Classification::UNKNOWN)
+    }
+
+    /// Classifies `sql` if that takes no parsing (its shape is cached, or the text is
+    /// refused as too long or too deep); None when it would have to be parsed. Lexing is
+    /// cheap (milliseconds a megabyte), parsing is not: long text that is not cached yet
+    /// is classified off the event loop.
+    pub fn classify_cached(&self, sql: &[u8]) -> Option<Classification> {
+        self.classify_or_parse(sql, false)
+    }
+
+    fn classify_or_parse(&self, sql: &[u8], parse: bool) -> Option<Classification> {
+        if sql.len() > MAX_CLASSIFIED {
+            self.cache.count_miss();
+            return Some(Classification::UNKNOWN);
+        }
         let mut canon = Vec::with_capacity(sql.len());
         let scan = lexer::canonicalize(sql, true, &mut canon);
         let write = Classification {
@@ -236,7 +286,7 @@ impl Classifier {
         };
         if scan.result.is_err() {
             self.cache.count_miss();
-            return write;
+            return Some(write);
         }
         if scan.plain_backslash {
             // With standard_conforming_strings off, `'a\'` would not end where we think it
@@ -246,13 +296,18 @@ impl Classifier {
             let other = lexer::canonicalize(sql, false, &mut alternative);
             if other.result.is_ok() && alternative != canon {
                 self.cache.count_miss();
-                return write;
+                return Some(write);
             }
         }
         let hash = self.cache.hash(&canon);
         let generation = self.generation.load(Ordering::Acquire);
         let shape = match self.cache.get(hash, &canon, generation) {
             Some(shape) => shape,
+            None if nesting_bound(&canon) > MAX_NESTING => {
+                self.cache.count_miss();
+                return Some(write);
+            }
+            None if !parse => return None,
             None => {
                 let current = self.current();
                 let outcome = statement::classify(&canon, &current.functions, &self.primary_tables);
@@ -264,11 +319,11 @@ impl Classifier {
                 outcome.shape
             }
         };
-        Classification {
+        Some(Classification {
             class: shape.class,
             hint_primary: scan.hint_primary,
             leaves_state: shape.leaves_state,
-        }
+        })
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -296,6 +351,57 @@ mod tests {
     fn is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<Classifier>();
+    }
+
+    #[test]
+    fn text_over_the_bound_is_not_read_and_runs_on_the_primary() {
+        let c = classifier();
+        let pad = "x".repeat(MAX_CLASSIFIED);
+        let big = format!("SELECT length('{pad}')");
+        assert_eq!(c.classify(big.as_bytes()), Classification::UNKNOWN);
+        let fits = format!("SELECT length('{}')", &pad[..MAX_CLASSIFIED - 100]);
+        assert_eq!(c.classify(fits.as_bytes()).class, READ);
+    }
+
+    #[test]
+    fn only_cached_shapes_are_classified_without_parsing() {
+        let c = classifier();
+        let sql = b"SELECT abalance FROM pgbench_accounts WHERE aid = 1";
+        assert_eq!(c.classify_cached(sql), None);
+        assert_eq!(c.classify(sql).class, READ);
+        let other_literal = b"SELECT abalance FROM pgbench_accounts WHERE aid = 2";
+        assert_eq!(
+            c.classify_cached(other_literal).map(|c| c.class),
+            Some(READ)
+        );
+        let deep = format!("select {}1", "a+".repeat(MAX_NESTING + 1));
+        assert_eq!(
+            c.classify_cached(deep.as_bytes()),
+            Some(Classification::UNKNOWN),
+            "refusing takes no parsing"
+        );
+    }
+
+    #[test]
+    fn text_that_may_nest_deeper_than_the_bound_is_not_parsed() {
+        let c = classifier();
+        // Each of these nests a level per term: parsed, 50,000 overflow a thread's stack.
+        for term in ["a+", "a=1 or ", "not ", "("] {
+            let deep = format!("select {}1", term.repeat(MAX_NESTING + 1));
+            assert_eq!(
+                c.classify(deep.as_bytes()),
+                Classification::UNKNOWN,
+                "{term}"
+            );
+        }
+        let list = format!("select 1 where 1 in ({}1)", "1,".repeat(MAX_NESTING * 2));
+        assert_eq!(
+            c.classify(list.as_bytes()).class,
+            READ,
+            "a long list is flat"
+        );
+        let shallow = format!("select {}1", "a+".repeat(1000));
+        assert_eq!(c.classify(shallow.as_bytes()).class, READ);
     }
 
     #[test]

@@ -198,6 +198,16 @@ impl PendingQueue {
         std::mem::take(&mut self.failed_statements)
     }
 
+    /// Whether a DataRow or CopyData arriving now goes to the client unchanged (it is not a
+    /// reply to something of pgsplit's own), so it may be relayed before it is whole.
+    pub fn forwards_rows(&self) -> bool {
+        match self.queue.front() {
+            None => true,
+            Some(Pending::Reply { hide, .. }) => *hide != Hide::Position(true),
+            Some(_) => false,
+        }
+    }
+
     /// Matches one server message (by its type byte) against the queue.
     pub fn on_server_message(&mut self, tag: u8) -> Verdict {
         // Asynchronous messages (notices, notifications, parameter changes) that come

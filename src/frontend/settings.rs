@@ -97,16 +97,25 @@ impl ClientSettings {
     /// Whether a statement with this SQL needs a look: it may change a setting, or a
     /// transaction block holds changes its control statements decide on.
     pub fn wants(&self, sql: &[u8]) -> bool {
-        !self.pending.is_empty() || might_change_setting(sql)
+        self.block_pending() || might_change_setting(sql)
     }
 
     /// A statement with this SQL is being executed.
     pub fn statement_sent(&mut self, sql: &[u8]) {
-        if self.wants(sql) {
-            if let Ok(text) = std::str::from_utf8(sql) {
-                self.running.extend(setting_changes(text));
-            }
-        }
+        let changes = changes_in(sql, self.block_pending());
+        self.changes_sent(changes);
+    }
+
+    /// Records the changes of a statement sent, found with [`changes_in`] (apart from the
+    /// event loop, for a long text).
+    pub fn changes_sent(&mut self, changes: Vec<SettingChange>) {
+        self.running.extend(changes);
+    }
+
+    /// Whether a transaction block holds changes its control statements decide on (then
+    /// every statement is read for them).
+    pub fn block_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// The server reported an error for a running statement.
@@ -319,6 +328,17 @@ pub fn setting_changes(sql: &str) -> Vec<SettingChange> {
 /// Cheap test for whether a query might change a setting, to skip the full look on the
 /// hot path: a single statement must start with SET, RESET or DISCARD; text with several
 /// statements gets the full look.
+/// The setting changes a statement makes, as `ClientSettings::statement_sent` records
+/// them; `block_pending` as `ClientSettings::block_pending` says.
+pub fn changes_in(sql: &[u8], block_pending: bool) -> Vec<SettingChange> {
+    if !block_pending && !might_change_setting(sql) {
+        return Vec::new();
+    }
+    std::str::from_utf8(sql)
+        .map(setting_changes)
+        .unwrap_or_default()
+}
+
 pub fn might_change_setting(sql: &[u8]) -> bool {
     let mut toks = source_tokens(sql);
     let Some(first) = toks.next() else {

@@ -5,6 +5,7 @@
 //! feature keeps the connection).
 
 use super::*;
+use crate::classify::ON_LOOP;
 
 impl Session {
     /// Whether the next client message starts a statement (a Query, or the first message
@@ -25,16 +26,15 @@ impl Session {
             return false;
         }
         let (tag, body) = (self.inbox[0], &self.inbox[5..total]);
-        let classifier = &self.ctx.routing.classifier;
         let class = match tag {
-            b'Q' => read_query(body).map(|sql| classifier.classify(sql)),
+            b'Q' => read_query(body).map(|sql| self.classify_now(sql)),
             // A FunctionCall names its function by OID: not known to be a read.
             b'F' => Some(Classification::UNKNOWN),
             _ if self.in_batch => return false,
-            b'P' => read_parse(body).map(|p| classifier.classify(p.query)),
+            b'P' => read_parse(body).map(|p| self.classify_now(p.query)),
             b'B' => read_bind(body)
                 .and_then(|(_, name, _)| self.statements.get(name))
-                .map(|stmt| classifier.classify(&stmt.query)),
+                .map(|stmt| self.classify_now(&stmt.query)),
             _ => None,
         };
         let Some(class) = class else {
@@ -59,7 +59,10 @@ impl Session {
         sql: Option<&Bytes>,
         extended: bool,
     ) -> Result<bool, SessionEnd> {
-        let class = sql.map(|sql| self.ctx.routing.classifier.classify(sql));
+        let class = match sql {
+            Some(sql) => Some(self.classify(sql).await),
+            None => None,
+        };
         // Kept for `note_statement`, so the statement is classified once.
         self.statement_class = class;
         let attached = match self.server.is_some() {
@@ -79,12 +82,38 @@ impl Session {
         Ok(attached)
     }
 
+    /// Classifies a statement's SQL: short text here, longer text on a blocking thread
+    /// (parsing takes about 2 µs a token, and would hold up every client this thread
+    /// serves).
+    pub(super) async fn classify(&self, sql: &Bytes) -> Classification {
+        if sql.len() <= ON_LOOP {
+            return self.ctx.routing.classifier.classify(sql);
+        }
+        let routing = self.ctx.routing.clone();
+        let sql = sql.clone();
+        tokio::task::spawn_blocking(move || routing.classifier.classify(&sql))
+            .await
+            .unwrap_or(Classification::UNKNOWN)
+    }
+
+    /// Classifies SQL where waiting is not possible: long text not cached yet counts as
+    /// unknown (the primary).
+    fn classify_now(&self, sql: &[u8]) -> Classification {
+        let classifier = &self.ctx.routing.classifier;
+        if sql.len() <= ON_LOOP {
+            return classifier.classify(sql);
+        }
+        classifier
+            .classify_cached(sql)
+            .unwrap_or(Classification::UNKNOWN)
+    }
+
     /// Keeps track of what a statement does to the session: a write pins later reads to
     /// the primary; untracked session state makes the connection reset before reuse.
     pub(super) fn note_statement(&mut self, sql: &[u8]) {
         let class = match self.statement_class.take() {
             Some(class) => class,
-            None => self.ctx.routing.classifier.classify(sql),
+            None => self.classify_now(sql),
         };
         if self.on_primary && router::writes(&class.class) {
             self.wrote = true;
@@ -145,7 +174,6 @@ impl Session {
     /// The class of a batch that starts with `first` and goes on with the messages in
     /// `rest`, up to its Sync.
     fn batch_class_of(&self, rest: &[u8], first: Classification) -> Classification {
-        let classifier = &self.ctx.routing.classifier;
         let unknown = Classification::UNKNOWN;
         let mut class = first;
         let mut rest = rest;
@@ -167,7 +195,7 @@ impl Session {
                 _ => None,
             };
             if let Some(sql) = sql {
-                class = router::merge(class, classifier.classify(sql));
+                class = router::merge(class, self.classify_now(sql));
             }
             rest = &rest[total..];
         }

@@ -141,6 +141,8 @@ pub struct Session {
     hold_from: Option<usize>,
     /// What the position query answered.
     position: Option<u64>,
+    /// Bytes of a large server message still to relay as they arrive (see `relay`).
+    streaming: usize,
     /// After a failure to get a server during an extended-protocol batch: drop messages
     /// until Sync, then answer ReadyForQuery (what PostgreSQL does after an error).
     skip_to_sync: bool,
@@ -187,6 +189,7 @@ impl Session {
             ending: false,
             hold_from: None,
             position: None,
+            streaming: 0,
         };
         session.routing.causal.presented(session.ctx.causal_token);
         if let Some(server) = server {
@@ -306,6 +309,7 @@ impl Session {
     }
 
     async fn on_client_data(&mut self) -> Result<(), SessionEnd> {
+        let mut large = false;
         loop {
             if self.must_wait_for_route() {
                 // Handled once the replica has answered what came before.
@@ -317,6 +321,7 @@ impl Session {
                 Ok(None) => break,
                 Err(e) => return Err(SessionEnd::Refused(frame_error(e))),
             };
+            large |= frame.bytes.len() > SHRINK_ABOVE;
             if self.skip_to_sync {
                 if frame.tag == b'S' {
                     self.skip_to_sync = false;
@@ -328,6 +333,11 @@ impl Session {
             self.on_client_message(frame).await?;
         }
         self.flush_server().await?;
+        if large && self.inbox.is_empty() {
+            // What is left of the allocation the large message was read into.
+            self.inbox = BytesMut::with_capacity(BUFFER_SIZE);
+        }
+        shrink(&mut self.to_server);
         if self.server.as_ref().is_some_and(|s| !s.read_buf.is_empty()) {
             // Replies that arrived while writing.
             return self.on_server_data().await;
@@ -424,11 +434,16 @@ impl Session {
         let ready = self.hold_from.unwrap_or(self.outbox.len());
         if ready > 0 {
             self.client.write_all(&self.outbox[..ready]).await?;
-            self.outbox.advance(ready);
+            if ready == self.outbox.len() {
+                self.outbox.clear();
+            } else {
+                self.outbox.advance(ready);
+            }
             if let Some(at) = self.hold_from.as_mut() {
                 *at = 0;
             }
         }
+        shrink(&mut self.outbox);
         Ok(())
     }
 
@@ -536,10 +551,27 @@ impl Portals {
 /// How much of a server's replies pgsplit reads ahead while it is still writing to it.
 const READ_AHEAD_LIMIT: usize = 64 * 1024 * 1024;
 
+/// Server messages larger than this (rows, COPY chunks) are relayed as they arrive.
+const STREAM_FROM: usize = 256 * 1024;
+
+/// A buffer's normal size; one that grew past [`SHRINK_ABOVE`] for a large message is
+/// given back once empty.
+const BUFFER_SIZE: usize = 16 * 1024;
+const SHRINK_ABOVE: usize = 1024 * 1024;
+
 /// Keeps room to read into.
 fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 * 1024);
+        buf.reserve(BUFFER_SIZE);
+    }
+}
+
+/// Gives an empty buffer that grew for a large message back its normal size. (Its
+/// capacity is what is left of the allocation after the last message was split off; the
+/// allocation is freed once nothing refers to it.)
+fn shrink(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+        *buf = BytesMut::with_capacity(BUFFER_SIZE);
     }
 }
 

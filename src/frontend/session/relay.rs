@@ -15,6 +15,12 @@ impl Session {
         let mut buf = std::mem::take(&mut server.read_buf);
         self.queue.emit_synthetic(&mut self.outbox);
         let mut pos = 0;
+        if self.streaming > 0 {
+            // The rest of a large message being relayed as it arrives.
+            pos = self.streaming.min(buf.len());
+            self.outbox.extend_from_slice(&buf[..pos]);
+            self.streaming -= pos;
+        }
         let mut bad_frame = None;
         let mut run_again = None;
         let mut send_position = false;
@@ -22,6 +28,25 @@ impl Session {
         loop {
             let total = match peek_frame_len(&buf[pos..], SERVER_MESSAGE_LIMIT) {
                 Ok(Some(total)) if buf.len() - pos >= total => total,
+                Ok(Some(total))
+                    if total > STREAM_FROM
+                        && matches!(buf[pos], b'D' | b'd')
+                        && self.queue.forwards_rows() =>
+                {
+                    // A large row or COPY chunk goes on to the client as it arrives, never
+                    // held whole. (A read watched for a refusal is not refused: it returns
+                    // rows.)
+                    if let Some(mut retry) = self.retry.take() {
+                        if let Step::Release(held) = retry.on_message(buf[pos], &[], false) {
+                            self.outbox.extend_from_slice(&held);
+                        }
+                    }
+                    self.queue.on_server_message(buf[pos]);
+                    self.outbox.extend_from_slice(&buf[pos..]);
+                    self.streaming = total - (buf.len() - pos);
+                    pos = buf.len();
+                    break;
+                }
                 Ok(_) => break,
                 Err(e) => {
                     bad_frame = Some(e);
@@ -99,10 +124,16 @@ impl Session {
             }
             self.queue.emit_synthetic(&mut self.outbox);
         }
-        buf.advance(pos);
+        if pos == buf.len() {
+            // (Keeps the whole allocation for the next read, so `shrink` sees its size.)
+            buf.clear();
+        } else {
+            buf.advance(pos);
+        }
         let failed = self.queue.take_failed_statements();
         let server = self.server_mut();
         server.read_buf = buf;
+        shrink(&mut server.read_buf);
         if let Some(e) = bad_frame {
             server.broken = true;
             return Err(SessionEnd::ServerLost(BackendError::Read {

@@ -3,6 +3,7 @@
 //! (DEALLOCATE, `SET pgsplit.route`, ParseComplete for statements prepared lazily).
 
 use super::*;
+use crate::frontend::settings::changes_in;
 
 impl Session {
     pub(super) async fn on_query(&mut self, frame: Frame) -> Result<(), SessionEnd> {
@@ -17,8 +18,19 @@ impl Session {
         if let Some(command) = router::route_command(sql) {
             return self.on_route_command(command).await;
         }
-        self.settings.statement_sent(sql);
         let route_sql = frame.bytes.slice(5..5 + sql.len());
+        if sql.len() > crate::classify::ON_LOOP {
+            // Read apart from the event loop: a long text would hold up every client this
+            // thread serves.
+            let text = route_sql.clone();
+            let pending = self.settings.block_pending();
+            let changes = tokio::task::spawn_blocking(move || changes_in(&text, pending))
+                .await
+                .unwrap_or_default();
+            self.settings.changes_sent(changes);
+        } else {
+            self.settings.statement_sent(sql);
+        }
         if !self.ensure_server(Some(&route_sql), false).await? {
             msg::ready_for_query(self.status, &mut self.outbox);
             return Ok(());
