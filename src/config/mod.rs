@@ -225,8 +225,12 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     /// When a server connection goes back to the pool. Default transaction.
     pub pool_mode: PoolMode,
-    /// Most client connections open at once. Default 1000; must be > 0.
+    /// Most client connections open at once, counted from accept (logging in or logged
+    /// in); past it a new connection gets 53300 and is closed. Default 1000; must be > 0.
     pub max_client_conn: usize,
+    /// A client must have logged in (startup packet, SSLRequest, authentication) this long
+    /// after connecting, else it is closed. Default 15s; 0 = no limit.
+    pub client_login_timeout: Duration,
     /// Largest client message accepted. Default 64MB; 1kB..=1GB.
     pub max_message_size: ByteSize,
     /// Close clients idle this long; zero means never. Default 0.
@@ -246,6 +250,7 @@ impl Default for ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 6432)),
             pool_mode: PoolMode::Transaction,
             max_client_conn: 1000,
+            client_login_timeout: Duration::from_secs(15),
             max_message_size: ByteSize::mb(64),
             client_idle_timeout: Duration::ZERO,
             server_connect_timeout: Duration::from_secs(5),
