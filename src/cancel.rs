@@ -13,12 +13,22 @@ use tokio::net::TcpStream;
 use crate::backend::NodeAddr;
 use crate::wire::startup::encode_cancel;
 
-/// The server key a cancel request must be sent to.
-#[derive(Debug, Clone)]
+/// The server key a cancel request must be sent to. `Debug` hides the secret.
+#[derive(Clone)]
 pub struct CancelTarget {
     pub node: Arc<NodeAddr>,
     pub pid: i32,
     pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for CancelTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelTarget")
+            .field("node", &self.node)
+            .field("pid", &self.pid)
+            .field("secret", &"<hidden>")
+            .finish()
+    }
 }
 
 type Slot = Arc<Mutex<Option<CancelTarget>>>;

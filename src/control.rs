@@ -13,12 +13,24 @@ use crate::backend::NodeAddr;
 use crate::config::Config;
 
 /// How control connections log in to each node: the `[lag]` section's monitor login.
-#[derive(Debug, Clone)]
+/// `Debug` hides the password.
+#[derive(Clone)]
 pub struct ControlLogin {
     pub user: String,
     pub password: Option<String>,
     pub database: String,
     pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for ControlLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlLogin")
+            .field("user", &self.user)
+            .field("password", &crate::config::hidden_secret(&self.password))
+            .field("database", &self.database)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
 }
 
 impl ControlLogin {

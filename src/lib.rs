@@ -14,6 +14,8 @@ pub mod control;
 pub mod frontend;
 pub mod http;
 pub mod lag;
+pub mod limits;
+pub mod logfmt;
 pub mod monitor;
 pub mod net;
 pub mod prepared;

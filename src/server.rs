@@ -46,9 +46,6 @@ pub enum ReloadError {
     Config(ConfigError),
 }
 
-/// How long a client may take to log in (PostgreSQL's authentication_timeout is 60 s).
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// How long a start waits for the first check of every node before accepting clients (a
 /// node that refuses connections fails its check at once; one that does not answer at all
 /// is not waited for longer).
@@ -60,8 +57,10 @@ pub struct Proxy {
     pools: Pools,
     routing: Arc<Routing>,
     cancel: Arc<CancelRegistry>,
-    /// Connections counted against `max_client_conn` (logging in or logged in).
+    /// Connections counted against `max_client_conn`: every one from accept on.
     clients: AtomicUsize,
+    /// Connections refused for `max_client_conn`, logged at most once a second.
+    refusals: std::sync::Mutex<crate::limits::LogThrottle>,
     /// Logged-in clients, for `SHOW CLIENTS`.
     registry: Arc<ClientRegistry>,
     /// SCRAM secrets of the configured users, derived once.
@@ -170,6 +169,7 @@ impl Proxy {
             routing,
             cancel: Arc::new(CancelRegistry::default()),
             clients: AtomicUsize::new(0),
+            refusals: Default::default(),
             registry: Arc::default(),
             secrets,
             config,
@@ -464,18 +464,23 @@ impl Listener {
         if proxy.config.routing.enabled {
             proxy.await_first_checks(FIRST_CHECKS_LIMIT).await;
         }
+        let mut backoff = crate::limits::AcceptBackoff::default();
+        let mut errors = crate::limits::LogThrottle::default();
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
+                    backoff.succeeded();
                     let proxy = proxy.clone();
                     tokio::spawn(async move {
                         handle_client(proxy, stream, peer).await;
                     });
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: wait a little, keep going.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors and the like: back off, keep going.
+                    if let Some(count) = errors.hit(Instant::now()) {
+                        tracing::warn!(error = %e, count, "accept failed (count: errors since the last report)");
+                    }
+                    tokio::time::sleep(backoff.failed()).await;
                 }
             }
         }
@@ -506,8 +511,19 @@ impl Drop for ClientSlot<'_> {
 }
 
 async fn handle_client(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr) {
+    let count = proxy.clients.fetch_add(1, Ordering::Relaxed) + 1;
+    let _slot = ClientSlot(&proxy.clients);
+    if count > proxy.config.proxy.max_client_conn {
+        return refuse_over_limit(&proxy, stream).await;
+    }
     let _ = stream.set_nodelay(true);
-    let startup = match login::read_startup(&mut stream, LOGIN_TIMEOUT).await {
+    let deadline = proxy
+        .config
+        .proxy
+        .client_login_timeout
+        .non_zero()
+        .map(|t| tokio::time::Instant::now() + t);
+    let startup = match login::read_startup(&mut stream, time_left(deadline)).await {
         Ok(Accepted::Startup(startup)) => startup,
         Ok(Accepted::Cancel { pid, secret }) => {
             if let Some(target) = proxy.cancel.lookup(pid, &secret) {
@@ -520,16 +536,7 @@ async fn handle_client(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAdd
         }
         Err(e) => return refuse(stream, e, peer).await,
     };
-    let count = proxy.clients.fetch_add(1, Ordering::Relaxed) + 1;
-    let _slot = ClientSlot(&proxy.clients);
-    if count > proxy.config.proxy.max_client_conn {
-        let e = PgError::fatal(
-            code::TOO_MANY_CONNECTIONS,
-            "sorry, too many clients already",
-        );
-        return refuse(stream, LoginError::Refused(e), peer).await;
-    }
-    match login_client(&proxy, &mut stream, &startup, peer).await {
+    match login_client(&proxy, &mut stream, &startup, peer, deadline).await {
         Ok(Login::Admin(user)) => crate::admin::serve(proxy.clone(), stream, user).await,
         Ok(Login::Client(client)) => {
             let (ctx, settings, server) = *client;
@@ -555,6 +562,7 @@ async fn login_client(
     stream: &mut TcpStream,
     startup: &crate::wire::startup::StartupMessage,
     peer: SocketAddr,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<Login, LoginError> {
     let (user_name, database_name) = login::requested(startup)?;
     let (user_name, database_name) = (user_name.to_string(), database_name.to_string());
@@ -577,7 +585,7 @@ async fn login_client(
         stream,
         &user_name,
         known.as_ref().map(|(u, s)| (*u, s)),
-        LOGIN_TIMEOUT,
+        time_left(deadline),
     )
     .await?;
     // Unknown users never get here (their exchange cannot succeed); be sure anyway.
@@ -693,14 +701,58 @@ async fn login_client(
     Ok(Login::Client(Box::new((ctx, settings, keep))))
 }
 
+/// What is left of the login time (`client_login_timeout`); no deadline is no limit.
+fn time_left(deadline: Option<tokio::time::Instant>) -> Duration {
+    deadline.map_or(Duration::MAX, |d| {
+        d.saturating_duration_since(tokio::time::Instant::now())
+    })
+}
+
 /// Sends a login error (if any) and closes.
 async fn refuse(mut stream: TcpStream, e: LoginError, peer: SocketAddr) {
-    match e {
+    let err = match e {
         LoginError::Refused(err) => {
             tracing::info!(%peer, error = %err, "client refused");
-            let _ = stream.write_all(&err.to_bytes()).await;
-            let _ = stream.shutdown().await;
+            err
         }
-        other => tracing::debug!(%peer, error = %other, "client left during login"),
+        LoginError::Timeout => {
+            tracing::debug!(%peer, "client did not log in within client_login_timeout");
+            PgError::fatal(
+                code::PROTOCOL_VIOLATION,
+                "canceling authentication due to timeout (client_login_timeout)",
+            )
+        }
+        other => {
+            tracing::debug!(%peer, error = %other, "client left during login");
+            return;
+        }
+    };
+    let _ = stream.write_all(&err.to_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Turns away a connection past `max_client_conn` at once, PostgreSQL's way (FATAL 53300),
+/// without waiting for its startup packet; logged at most once a second with a count.
+async fn refuse_over_limit(proxy: &Proxy, mut stream: TcpStream) {
+    let logged = proxy
+        .refusals
+        .lock()
+        .map_or(None, |mut t| t.hit(Instant::now()));
+    if let Some(count) = logged {
+        let limit = proxy.config.proxy.max_client_conn;
+        tracing::warn!(
+            count,
+            limit,
+            "connections refused: max_client_conn reached (count: refusals since the last report)"
+        );
     }
+    // Whatever the client already sent is read, so closing sends FIN, not RST (which could
+    // discard the error before the client reads it).
+    let _ = stream.try_read(&mut [0u8; 1024]);
+    let e = PgError::fatal(
+        code::TOO_MANY_CONNECTIONS,
+        "sorry, too many clients already",
+    );
+    let _ = stream.write_all(&e.to_bytes()).await;
+    let _ = stream.shutdown().await;
 }

@@ -133,6 +133,7 @@ async fn bad_commands_get_errors_and_the_console_carries_on() {
         ("SHOW nonsense", "42704"),
         ("SET pool_size = 3", "42704"),
         ("SET max_replica_lag = 'lots'", "22023"),
+        ("SET max_replica_lag xé", "42601"), // once a panic: slicing inside 'é'
         ("SET readmit_percent = 0", "22023"),
         ("RELOAD", "0A000"), // started without a file
     ];

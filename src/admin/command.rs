@@ -113,8 +113,14 @@ fn parse_set(rest: &str) -> Result<Command, SyntaxError> {
     let mut value = rest[end..].trim_start();
     if let Some(v) = value.strip_prefix('=') {
         value = v;
-    } else if value.len() > 2 && value[..2].eq_ignore_ascii_case("to") {
-        value = &value[2..];
+    } else if let Some(v) = value
+        .get(..2)
+        .filter(|to| to.eq_ignore_ascii_case("to"))
+        .and_then(|_| value.get(2..))
+        .filter(|v| !v.is_empty())
+    {
+        // `get` refuses to cut inside a character (`SET k xé` is a syntax error).
+        value = v;
     } else {
         return Err(usage());
     }
@@ -239,5 +245,73 @@ mod tests {
             ]
         );
         assert!(parse_all("  ").is_empty());
+    }
+
+    #[test]
+    fn a_multibyte_value_after_the_key_is_a_syntax_error() {
+        assert!(parse("SET max_replica_lag xé").is_err());
+        assert!(parse("SET max_replica_lag é").is_err());
+        assert_eq!(parse("SET k TO é"), Ok(set("k", "é")));
+    }
+
+    /// Random text, with the console's own words, quotes, multibyte and control characters
+    /// mixed in: parsing, then applying what parsed to a `[lag]` section, answers Ok or Err
+    /// and never panics. Fixed seed, so a failure reproduces.
+    #[test]
+    fn random_input_never_panics() {
+        use rand::{Rng, SeedableRng};
+        const PIECES: [&str; 16] = [
+            "SET",
+            "show",
+            "TO",
+            "to",
+            "=",
+            "'",
+            "''",
+            ";",
+            " ",
+            "\t",
+            "max_replica_lag",
+            "lag.check_interval",
+            "RELOAD",
+            "2MB",
+            "é",
+            "x",
+        ];
+        const CHARS: [char; 12] = [
+            'é', 'ß', '€', '😀', '\u{0}', '\n', '\r', '\u{1b}', '\u{7f}', '\u{85}', '\u{2028}', 't',
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let lag = crate::config::LagConfig::default();
+        for _ in 0..20_000 {
+            // Mostly a verb first, then tokens, often separated by a space.
+            let mut text = String::new();
+            if rng.gen_bool(0.75) {
+                text.push_str(["SET ", "show ", "RELOAD", "set\t"][rng.gen_range(0..4)]);
+            }
+            for _ in 0..rng.gen_range(0..6) {
+                for _ in 0..rng.gen_range(1..4) {
+                    match rng.gen_range(0..3) {
+                        0 => text.push_str(PIECES[rng.gen_range(0..PIECES.len())]),
+                        1 => text.push(CHARS[rng.gen_range(0..CHARS.len())]),
+                        _ => text.push(rng.gen::<char>()),
+                    }
+                }
+                if rng.gen_bool(0.5) {
+                    text.push(' ');
+                }
+            }
+            for command in parse_all(&text).into_iter().flatten() {
+                match command {
+                    Command::Set { key, value } => {
+                        let _ = lag.with(&key, &value);
+                    }
+                    Command::ShowSetting(key) => {
+                        let _ = lag.value_of(&crate::config::setting_name(&key));
+                    }
+                    Command::Show(_) | Command::Reload => {}
+                }
+            }
+        }
     }
 }

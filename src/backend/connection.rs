@@ -71,11 +71,22 @@ impl BackendError {
 }
 
 /// What connecting needs besides the address.
-#[derive(Debug, Clone)]
+/// `Debug` hides the password.
+#[derive(Clone)]
 pub struct Credentials {
     pub user: String,
     pub password: Option<String>,
     pub database: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &crate::config::hidden_secret(&self.password))
+            .field("database", &self.database)
+            .finish()
+    }
 }
 
 /// A live, authenticated server connection.

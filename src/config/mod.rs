@@ -11,6 +11,7 @@
 
 mod duration;
 mod live;
+mod secrets;
 mod validate;
 
 use std::fmt;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::duration::{ByteSize, Duration, ParseUnitError};
 pub use self::live::{setting_name, SetError, SETTABLE};
+pub use self::secrets::hidden as hidden_secret;
 
 /// Name of the admin console's virtual database; no `[[databases]]` entry may use it.
 pub const ADMIN_DATABASE: &str = "pgsplit";
@@ -133,8 +135,8 @@ pub const DEFAULT_READ_ONLY_FUNCTIONS: &[&str] = &[
     "gen_salt",
 ];
 
-/// `[routing]`: which node runs each transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// `[routing]`: which node runs each transaction. `Debug` hides the causal keys.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// Split reads from writes. When false, everything runs on the primary. Default true.
@@ -168,6 +170,25 @@ pub struct RoutingConfig {
     /// Former secrets whose tokens are still accepted (key rotation); none signs.
     #[serde(serialize_with = "hidden_list")]
     pub causal_old_keys: Vec<String>,
+}
+
+impl fmt::Debug for RoutingConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoutingConfig")
+            .field("enabled", &self.enabled)
+            .field("read_your_writes", &self.read_your_writes)
+            .field("pin_after_write", &self.pin_after_write)
+            .field("fallback", &self.fallback)
+            .field("primary_tables", &self.primary_tables)
+            .field("write_functions", &self.write_functions)
+            .field("read_only_functions", &self.read_only_functions)
+            .field("replica_cooldown", &self.replica_cooldown)
+            .field("classify_cache_size", &self.classify_cache_size)
+            .field("causal_key", &secrets::hidden(&self.causal_key))
+            .field("causal_key_file", &self.causal_key_file)
+            .field("causal_old_keys", &self.causal_old_keys.len())
+            .finish()
+    }
 }
 
 impl Default for RoutingConfig {
@@ -225,8 +246,12 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     /// When a server connection goes back to the pool. Default transaction.
     pub pool_mode: PoolMode,
-    /// Most client connections open at once. Default 1000; must be > 0.
+    /// Most client connections open at once, counted from accept (logging in or logged
+    /// in); past it a new connection gets 53300 and is closed. Default 1000; must be > 0.
     pub max_client_conn: usize,
+    /// A client must have logged in (startup packet, SSLRequest, authentication) this long
+    /// after connecting, else it is closed. Default 15s; 0 = no limit.
+    pub client_login_timeout: Duration,
     /// Largest client message accepted. Default 64MB; 1kB..=1GB.
     pub max_message_size: ByteSize,
     /// Close clients idle this long; zero means never. Default 0.
@@ -246,6 +271,7 @@ impl Default for ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 6432)),
             pool_mode: PoolMode::Transaction,
             max_client_conn: 1000,
+            client_login_timeout: Duration::from_secs(15),
             max_message_size: ByteSize::mb(64),
             client_idle_timeout: Duration::ZERO,
             server_connect_timeout: Duration::from_secs(5),
@@ -391,6 +417,18 @@ pub struct UserConfig {
     /// plaintext.
     #[serde(default, serialize_with = "hidden")]
     pub server_password: Option<String>,
+    /// `password` read from this file's first line instead (at load and reload).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// `password` read from this environment variable instead.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// `server_password` read from this file's first line instead.
+    #[serde(default)]
+    pub server_password_file: Option<PathBuf>,
+    /// `server_password` read from this environment variable instead.
+    #[serde(default)]
+    pub server_password_env: Option<String>,
 }
 
 /// Passwords never leave pgsplit: `SHOW CONFIG` and any other serialization see `********`.
@@ -432,13 +470,17 @@ impl UserConfig {
 
 impl fmt::Debug for UserConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hidden = |p: &Option<String>| p.as_ref().map(|_| "<hidden>");
+        let hidden = secrets::hidden;
         f.debug_struct("UserConfig")
             .field("name", &self.name)
             .field("password", &hidden(&self.password))
             .field("auth", &self.auth)
             .field("server_user", &self.server_user)
             .field("server_password", &hidden(&self.server_password))
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .field("server_password_file", &self.server_password_file)
+            .field("server_password_env", &self.server_password_env)
             .finish()
     }
 }
@@ -585,9 +627,10 @@ pub const MIN_CAUSAL_KEY: usize = 16;
 impl Config {
     /// Parses and validates config text.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             message: e.to_string().trim_end().to_owned(),
         })?;
+        config.resolve_secrets()?;
         config.validate()?;
         Ok(config)
     }

@@ -61,6 +61,10 @@ fn user(name: &str, password: Option<&str>, auth: ClientAuth) -> UserConfig {
         auth,
         server_user: None,
         server_password: None,
+        password_file: None,
+        password_env: None,
+        server_password_file: None,
+        server_password_env: None,
     }
 }
 

@@ -36,7 +36,7 @@ pub enum LoginError {
     Refused(PgError),
     #[error("client went away during login: {0}")]
     Gone(String),
-    #[error("client sent nothing for too long during login")]
+    #[error("client did not finish logging in within client_login_timeout")]
     Timeout,
 }
 

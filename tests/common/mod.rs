@@ -50,6 +50,7 @@ fn init_tracing() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
                 .with_test_writer()
+                .fmt_fields(pgsplit::logfmt::EscapedFields)
                 .try_init();
         }
     });

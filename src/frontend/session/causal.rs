@@ -154,7 +154,7 @@ impl Session {
                     }
                     _ => {}
                 }
-                tracing::debug!(client = self.ctx.cancel.pid, %code, message = %message.escape_debug(), "the write position query failed");
+                tracing::debug!(client = self.ctx.cancel.pid, %code, %message, "the write position query failed");
             }
             _ => {}
         }
