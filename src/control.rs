@@ -116,7 +116,12 @@ pub enum ControlError {
 /// by the pool's timeouts, the query by `limit`. A connection whose query failed or timed
 /// out is closed, not reused.
 pub async fn query(pool: &Pool, sql: &str, limit: Duration) -> Result<Vec<Row>, ControlError> {
-    let client = pool.get().await?;
+    // Getting the connection has the limit too: opening a new one to a node that accepts
+    // TCP but never answers (a stopped process) would wait forever.
+    let client = match tokio::time::timeout(limit, pool.get()).await {
+        Ok(client) => client?,
+        Err(_) => return Err(ControlError::Timeout(limit)),
+    };
     let result = tokio::time::timeout(limit, client.query(sql, &[])).await;
     if !matches!(result, Ok(Ok(_))) {
         drop(Object::take(client));

@@ -200,6 +200,13 @@ impl Topology {
         self.update(node, |r| r.replay_lsn = lsn);
     }
 
+    /// Whether the monitor has found the replica `node` down (it fails its checks).
+    pub fn is_down(&self, node: usize) -> bool {
+        self.lock()
+            .iter()
+            .any(|r| r.node == node && r.state == ReplicaState::Down)
+    }
+
     /// A copy of the table.
     pub fn snapshot(&self) -> Vec<Replica> {
         self.lock().clone()

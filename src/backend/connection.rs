@@ -57,6 +57,11 @@ pub enum BackendError {
     Read { node: String, source: ReadError },
     #[error("node {node} sent an unexpected message '{tag}' during startup")]
     Unexpected { node: String, tag: char },
+    #[error("node {node} did not answer within {limit:?}")]
+    ReplyTimeout {
+        node: String,
+        limit: std::time::Duration,
+    },
 }
 
 impl BackendError {
@@ -67,6 +72,20 @@ impl BackendError {
             BackendError::Auth { .. } | BackendError::UnsupportedAuth { .. } => "08004",
             _ => crate::wire::error::code::CANNOT_CONNECT,
         }
+    }
+}
+
+/// TCP keepalives on a server socket, so that a node that vanished without closing (a
+/// network partition, a crashed host) is noticed: probes after 30 s idle, every 10 s,
+/// given up after 3 (about a minute). (A node whose process is stopped still has its
+/// kernel answer them: pgsplit's monitor notices that one; see `frontend::session`.)
+fn keep_alive(stream: &TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "could not set TCP keepalives on a server socket");
     }
 }
 
@@ -112,6 +131,9 @@ pub struct ServerConn {
     /// pgsplit's own prepared statement for the write position (see `crate::causal`)
     /// exists on this server.
     pub position_prepared: bool,
+    /// How long pgsplit's own statements on it (settings, resets) may wait for their
+    /// reply: the connect timeout.
+    pub reply_limit: Duration,
     /// Set when the connection can no longer be trusted (IO failure, protocol confusion,
     /// a client that left mid-transaction); a broken connection is never pooled again.
     pub broken: bool,
@@ -134,7 +156,10 @@ impl ServerConn {
         )
         .await
         {
-            Ok(result) => result,
+            Ok(result) => result.map(|mut conn| {
+                conn.reply_limit = timeout;
+                conn
+            }),
             Err(_) => Err(BackendError::ConnectTimeout {
                 node: node.name.clone(),
             }),
@@ -155,6 +180,7 @@ impl ServerConn {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
+        keep_alive(&stream);
         let mut conn = ServerConn {
             stream,
             read_buf: BytesMut::with_capacity(16 * 1024),
@@ -167,6 +193,7 @@ impl ServerConn {
             statements: ServerStatements::new(max_statements),
             unnamed: None,
             position_prepared: false,
+            reply_limit: Duration::from_secs(5),
             broken: false,
             needs_discard: false,
         };
@@ -344,6 +371,21 @@ impl ServerConn {
     /// Runs SQL pgsplit needs on this connection (settings, resets), reading the replies
     /// up to ReadyForQuery. Parameter changes are recorded; the first error is returned.
     pub async fn execute(&mut self, sql: &str) -> Result<(), BackendError> {
+        let limit = self.reply_limit;
+        match tokio::time::timeout(limit, self.execute_inner(sql)).await {
+            Ok(result) => result,
+            Err(_) => {
+                // A node that stopped answering: this connection is of no further use.
+                self.broken = true;
+                Err(BackendError::ReplyTimeout {
+                    node: self.node.name.clone(),
+                    limit,
+                })
+            }
+        }
+    }
+
+    async fn execute_inner(&mut self, sql: &str) -> Result<(), BackendError> {
         // A simple Query destroys the unnamed statement.
         self.unnamed = None;
         self.write(&crate::wire::message::query_message(sql))

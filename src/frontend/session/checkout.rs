@@ -400,6 +400,7 @@ fn lost(e: &BackendError) -> bool {
         BackendError::Connect { .. }
             | BackendError::ConnectTimeout { .. }
             | BackendError::Read { .. }
+            | BackendError::ReplyTimeout { .. }
     )
 }
 

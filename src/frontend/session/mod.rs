@@ -143,6 +143,8 @@ pub struct Session {
     position: Option<u64>,
     /// Bytes of a large server message still to relay as they arrive (see `relay`).
     streaming: usize,
+    /// When to look next whether the replica the client waits for is still answering.
+    stall_check: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// After a failure to get a server during an extended-protocol batch: drop messages
     /// until Sync, then answer ReadyForQuery (what PostgreSQL does after an error).
     skip_to_sync: bool,
@@ -190,6 +192,7 @@ impl Session {
             hold_from: None,
             position: None,
             streaming: 0,
+            stall_check: Box::pin(tokio::time::sleep(STALL_CHECK)),
         };
         session.routing.causal.presented(session.ctx.causal_token);
         if let Some(server) = server {
@@ -240,10 +243,28 @@ impl Session {
                     .idle_transaction_timeout
                     .filter(|_| idle_in_transaction);
                 reserve(&mut server.read_buf);
+                // A replica that owes a reply is watched: once the monitor finds it down
+                // (it stopped answering its checks), the wait ends.
+                let replica = self.lease.as_ref().map(|l| l.node);
+                let watch = replica.is_some() && !self.queue.is_empty();
+                let topology = &self.ctx.routing.topology;
+                let stall = &mut self.stall_check;
                 let read = async {
-                    tokio::select! {
-                        r = self.client.read_buf(&mut self.inbox) => Err(r),
-                        r = server.stream.read_buf(&mut server.read_buf) => Ok(r),
+                    loop {
+                        tokio::select! {
+                            r = self.client.read_buf(&mut self.inbox) => return Err(r),
+                            r = server.stream.read_buf(&mut server.read_buf) => return Ok(r),
+                            () = stall.as_mut(), if watch => {
+                                if replica.is_some_and(|node| topology.is_down(node)) {
+                                    return Ok(Err(std::io::Error::new(
+                                        std::io::ErrorKind::TimedOut,
+                                        "the replica stopped answering (pgsplit's checks of it fail)",
+                                    )));
+                                }
+                                let next = tokio::time::Instant::now() + STALL_CHECK;
+                                stall.as_mut().reset(next);
+                            }
+                        }
                     }
                 };
                 match limit {
@@ -550,6 +571,10 @@ impl Portals {
 
 /// How much of a server's replies pgsplit reads ahead while it is still writing to it.
 const READ_AHEAD_LIMIT: usize = 64 * 1024 * 1024;
+
+/// How often a session waiting for a replica's reply looks whether the monitor found the
+/// replica down.
+const STALL_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Server messages larger than this (rows, COPY chunks) are relayed as they arrive.
 const STREAM_FROM: usize = 256 * 1024;
