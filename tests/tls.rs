@@ -1,0 +1,329 @@
+//! TLS between clients and pgsplit, with a CA and certificates generated for each test:
+//! tokio-postgres over rustls and psql verifying the CA and the host name (verify-full),
+//! `client_mode` require and allow, PostgreSQL 17's direct TLS with and without ALPN, and
+//! certificates swapped by a reload.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::TestProxy;
+use pgsplit::config::{ClientTlsMode, Config, TlsConfig};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use tokio_postgres::config::{SslMode, SslNegotiation};
+use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+/// A CA and a server certificate it signed (for `localhost` and 127.0.0.1), as PEM files in
+/// a directory of their own.
+struct Certs {
+    dir: PathBuf,
+}
+
+impl Certs {
+    fn generate(name: &str) -> Certs {
+        let dir = std::env::temp_dir().join(common::unique(name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let certs = Certs { dir };
+        certs.issue("pgsplit test CA");
+        certs
+    }
+
+    /// Writes a new CA (`ca.crt`) and a server certificate and key signed by it.
+    fn issue(&self, ca_name: &str) {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, ca_name);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut server =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "pgsplit test server");
+        let cert = server.signed_by(&key, &issuer).unwrap();
+        std::fs::write(self.ca(), ca_cert.pem()).unwrap();
+        std::fs::write(self.cert(), cert.pem()).unwrap();
+        std::fs::write(self.key(), key.serialize_pem()).unwrap();
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.join("server.crt")
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+
+    fn config(&self, mode: ClientTlsMode) -> TlsConfig {
+        TlsConfig {
+            cert_file: Some(self.cert()),
+            key_file: Some(self.key()),
+            client_mode: mode,
+        }
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn tls_proxy(certs: &Certs, mode: ClientTlsMode) -> TestProxy {
+    let tls = certs.config(mode);
+    TestProxy::start(|c: &mut Config| c.tls = tls).await
+}
+
+/// A rustls client trusting only the CA in `ca` (rustls always checks the host name too).
+fn client_config(ca: &Path, alpn: &[&[u8]]) -> ClientConfig {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// Connects as app with TLS required, trusting `ca`; runs `SELECT 1`.
+async fn select_one_over_tls(
+    pg: &mut tokio_postgres::Config,
+    ca: &Path,
+    alpn: &[&[u8]],
+) -> Result<i32, tokio_postgres::Error> {
+    pg.ssl_mode(SslMode::Require);
+    let tls = MakeRustlsConnect::new(client_config(ca, alpn));
+    let (client, connection) = common::with_timeout(30, "TLS connect", pg.connect(tls)).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let row = client.query_one("SELECT 1", &[]).await?;
+    Ok(row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_verifies_the_certificate_and_logs_in_over_tls() {
+    let certs = Certs::generate("pgsplit_tls_tokio");
+    let proxy = tls_proxy(&certs, ClientTlsMode::Require).await;
+
+    // By IP address and by name: both are in the certificate.
+    let mut pg = proxy.pg_config("tls_tokio");
+    assert_eq!(
+        select_one_over_tls(&mut pg, &certs.ca(), &[])
+            .await
+            .unwrap(),
+        1
+    );
+    let mut pg = tokio_postgres::Config::new();
+    pg.host("localhost")
+        .port(proxy.port())
+        .user("app")
+        .password(common::APP_PASSWORD)
+        .dbname("app");
+    assert_eq!(
+        select_one_over_tls(&mut pg, &certs.ca(), &[])
+            .await
+            .unwrap(),
+        1
+    );
+
+    // A client trusting another CA refuses pgsplit's certificate.
+    let other = Certs::generate("pgsplit_tls_other_ca");
+    let e = select_one_over_tls(&mut pg, &other.ca(), &[])
+        .await
+        .expect_err("a certificate from an unknown CA is refused");
+    assert!(
+        common::describe(&e).contains("InvalidCertificate"),
+        "{}",
+        common::describe(&e)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_refuses_a_client_without_tls_before_authentication() {
+    let certs = Certs::generate("pgsplit_tls_require");
+    let proxy = tls_proxy(&certs, ClientTlsMode::Require).await;
+    let mut pg = proxy.pg_config("tls_require");
+    pg.ssl_mode(SslMode::Disable).password("wrong password");
+    let e = pg
+        .connect(NoTls)
+        .await
+        .err()
+        .expect("a client without TLS is refused");
+    assert_eq!(common::sqlstate(&e), "28000", "{}", common::describe(&e));
+    assert!(
+        common::describe(&e).contains("SSL required"),
+        "{}",
+        common::describe(&e)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_serves_clients_with_and_without_tls() {
+    let certs = Certs::generate("pgsplit_tls_allow");
+    let proxy = tls_proxy(&certs, ClientTlsMode::Allow).await;
+    let plain = proxy.connect("tls_allow_plain").await;
+    let row = plain.query_one("SELECT 2", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 2);
+    let mut pg = proxy.pg_config("tls_allow_tls");
+    assert_eq!(
+        select_one_over_tls(&mut pg, &certs.ca(), &[])
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_answers_sslrequest_with_n() {
+    let proxy = TestProxy::start(|_| {}).await;
+    let mut raw = common::raw::RawConn::connect(proxy.addr).await;
+    raw.write_raw(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
+    assert_eq!(raw.recv_byte().await, Some(b'N'));
+    // GSSENCRequest too, with TLS on.
+    let certs = Certs::generate("pgsplit_tls_gss");
+    let proxy = tls_proxy(&certs, ClientTlsMode::Allow).await;
+    let mut raw = common::raw::RawConn::connect(proxy.addr).await;
+    raw.write_raw(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30])
+        .await
+        .unwrap();
+    assert_eq!(raw.recv_byte().await, Some(b'N'));
+    raw.write_raw(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
+    assert_eq!(raw.recv_byte().await, Some(b'S'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_connects_with_verify_full() {
+    let certs = Certs::generate("pgsplit_tls_psql");
+    let proxy = tls_proxy(&certs, ClientTlsMode::Require).await;
+    let conninfo = format!(
+        "host=localhost port={} user=app dbname=app sslmode=verify-full sslrootcert={}",
+        proxy.port(),
+        certs.ca().display()
+    );
+    let psql = |conninfo: String| {
+        let mut cmd = common::pg_command("psql", proxy.port(), "app", common::APP_PASSWORD, "app");
+        cmd.args(["-X", "-At", "-d", &conninfo, "-c", "SELECT 'tls ok'"]);
+        cmd
+    };
+    let out = common::run_command(psql(conninfo.clone()), None, 60).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "psql failed: {stdout}{stderr}");
+    assert_eq!(stdout.trim(), "tls ok");
+
+    // verify-full checks the host name: a name the certificate does not carry fails.
+    let wrong = conninfo.replace("host=localhost", "host=pgsplit.invalid hostaddr=127.0.0.1");
+    let out = common::run_command(psql(wrong), None, 60).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a wrong host name must fail");
+    assert!(stderr.contains("does not match host name"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tls_needs_alpn_postgresql() {
+    let certs = Certs::generate("pgsplit_tls_direct");
+    let proxy = tls_proxy(&certs, ClientTlsMode::Require).await;
+    let mut pg = proxy.pg_config("tls_direct");
+    pg.ssl_negotiation(SslNegotiation::Direct);
+    let postgresql: &[u8] = b"postgresql";
+    assert_eq!(
+        select_one_over_tls(&mut pg, &certs.ca(), &[postgresql])
+            .await
+            .unwrap(),
+        1
+    );
+
+    // Other protocols only: the handshake fails.
+    let e = select_one_over_tls(&mut pg, &certs.ca(), &[b"http/1.1"])
+        .await
+        .expect_err("direct TLS for another protocol is refused");
+    assert!(
+        common::describe(&e).contains("NoApplicationProtocol"),
+        "{}",
+        common::describe(&e)
+    );
+
+    // No ALPN at all: the handshake completes, then pgsplit refuses with 08P01.
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(&certs.ca(), &[])));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let e = proxy
+        .pg_config("tls_direct_no_alpn")
+        .ssl_mode(SslMode::Disable)
+        .connect_raw(tls, NoTls)
+        .await
+        .err()
+        .expect("direct TLS without ALPN is refused");
+    assert_eq!(common::sqlstate(&e), "08P01", "{}", common::describe(&e));
+}
+
+/// A reload reads the certificate files again: new connections get the new certificate;
+/// files that cannot be used refuse the reload and the old certificate stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_the_certificate_and_keeps_the_old_one_on_error() {
+    let certs = Certs::generate("pgsplit_tls_reload");
+    let file = certs.dir.join("config.toml");
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+    let mut value: toml::Table = text.parse().unwrap();
+    value.insert(
+        "tls".into(),
+        toml::Value::try_from(certs.config(ClientTlsMode::Require)).unwrap(),
+    );
+    std::fs::write(&file, toml::to_string(&value).unwrap()).unwrap();
+    let mut config = common::test_config();
+    config.tls = certs.config(ClientTlsMode::Require);
+    let proxy = TestProxy::start_with(config, Some(file)).await;
+    let mut pg = proxy.pg_config("tls_reload");
+    let first_ca = certs.dir.join("first-ca.crt");
+    std::fs::copy(certs.ca(), &first_ca).unwrap();
+    assert_eq!(
+        select_one_over_tls(&mut pg, &first_ca, &[]).await.unwrap(),
+        1
+    );
+
+    certs.issue("pgsplit second test CA");
+    proxy.proxy.reload_file().expect("the reload succeeds");
+    assert_eq!(
+        select_one_over_tls(&mut pg, &certs.ca(), &[])
+            .await
+            .unwrap(),
+        1
+    );
+    select_one_over_tls(&mut pg, &first_ca, &[])
+        .await
+        .expect_err("the old certificate is gone");
+
+    // A broken certificate: refused, the second one stays.
+    std::fs::write(certs.cert(), "not a certificate").unwrap();
+    let e = proxy
+        .proxy
+        .reload_file()
+        .expect_err("a broken certificate is refused");
+    assert!(e.to_string().contains("tls.cert_file"), "{e}");
+    assert_eq!(
+        select_one_over_tls(&mut pg, &certs.ca(), &[])
+            .await
+            .unwrap(),
+        1
+    );
+}
