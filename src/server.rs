@@ -569,7 +569,8 @@ async fn handle_client(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAddr) {
         );
         return refuse(Some(stream), LoginError::Refused(e), peer).await;
     }
-    match login_client(&proxy, &mut stream, &startup, peer).await {
+    let channel_binding = tls.end_point.as_deref().filter(|_| stream.is_tls());
+    match login_client(&proxy, &mut stream, &startup, channel_binding, peer).await {
         Ok(Login::Admin(user)) => crate::admin::serve(proxy.clone(), stream, user).await,
         Ok(Login::Client(client)) => {
             let (ctx, settings, server) = *client;
@@ -594,6 +595,7 @@ async fn login_client(
     proxy: &Arc<Proxy>,
     stream: &mut ClientStream,
     startup: &crate::wire::startup::StartupMessage,
+    channel_binding: Option<&[u8]>,
     peer: SocketAddr,
 ) -> Result<Login, LoginError> {
     let (user_name, database_name) = login::requested(startup)?;
@@ -617,6 +619,7 @@ async fn login_client(
         stream,
         &user_name,
         known.as_ref().map(|(u, s)| (*u, s)),
+        channel_binding,
         LOGIN_TIMEOUT,
     )
     .await?;

@@ -1,10 +1,12 @@
 //! TLS for client connections: `[tls]` made into what a new connection is offered (the
 //! mode, and a rustls acceptor for the configured certificate), built at start and again
-//! on every reload so new connections get the new certificate.
+//! on every reload so new connections get the new certificate. Also the certificate's
+//! `tls-server-end-point` hash (RFC 5929), the channel-binding data of SCRAM-SHA-256-PLUS.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256, Sha384, Sha512};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
@@ -42,6 +44,9 @@ pub struct ClientTls {
     pub mode: ClientTlsMode,
     /// Present unless the mode is disable.
     pub acceptor: Option<TlsAcceptor>,
+    /// The certificate's `tls-server-end-point` hash; none when its signature algorithm
+    /// names no hash pgsplit knows (then SCRAM-SHA-256-PLUS is not offered).
+    pub end_point: Option<Arc<[u8]>>,
 }
 
 impl ClientTls {
@@ -50,6 +55,7 @@ impl ClientTls {
         ClientTls {
             mode: ClientTlsMode::Disable,
             acceptor: None,
+            end_point: None,
         }
     }
 
@@ -61,10 +67,16 @@ impl ClientTls {
         else {
             return Ok(ClientTls::disabled());
         };
-        let server = server_config(read_certs(cert)?, read_key(key)?)?;
+        let certs = read_certs(cert)?;
+        let end_point = tls_server_end_point(&certs[0]);
+        if end_point.is_none() {
+            tracing::warn!(path = %cert.display(), "the certificate's signature algorithm is not RSA or ECDSA with MD5, SHA-1 or SHA-2: SCRAM-SHA-256-PLUS (channel binding) is not offered");
+        }
+        let server = server_config(certs, read_key(key)?)?;
         Ok(ClientTls {
             mode: config.client_mode,
             acceptor: Some(TlsAcceptor::from(Arc::new(server))),
+            end_point: end_point.map(Arc::from),
         })
     }
 }
@@ -107,4 +119,103 @@ fn server_config(
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
     Ok(config)
+}
+
+/// The `tls-server-end-point` channel-binding data of a certificate (RFC 5929 section
+/// 4.1): its DER hashed with the hash of its signature algorithm, SHA-256 when that is
+/// MD5 or SHA-1. None for algorithms without a single hash (RSASSA-PSS, EdDSA), as
+/// PostgreSQL.
+pub fn tls_server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
+    let digest = match signature_algorithm(cert)? {
+        // {md5,sha1,sha256}WithRSAEncryption, ecdsa-with-SHA1, ecdsa-with-SHA256
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x04 | 0x05 | 0x0b]
+        | [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01]
+        | [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02] => Sha256::digest(cert).to_vec(),
+        // sha384WithRSAEncryption, ecdsa-with-SHA384
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c]
+        | [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03] => Sha384::digest(cert).to_vec(),
+        // sha512WithRSAEncryption, ecdsa-with-SHA512
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d]
+        | [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04] => Sha512::digest(cert).to_vec(),
+        _ => return None,
+    };
+    Some(digest)
+}
+
+/// The OID (its DER content) of a certificate's signatureAlgorithm:
+/// `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm SEQUENCE { OID, .. }, .. }`.
+fn signature_algorithm(cert: &[u8]) -> Option<&[u8]> {
+    let (cert, _) = der(cert, 0x30)?;
+    let (_tbs, rest) = der(cert, 0x30)?;
+    let (algorithm, _) = der(rest, 0x30)?;
+    let (oid, _) = der(algorithm, 0x06)?;
+    Some(oid)
+}
+
+/// One DER element with this tag at the start of `input`: its content and what follows.
+fn der(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&found, rest) = input.split_first()?;
+    if found != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = match first {
+        0..=0x7f => (first as usize, rest),
+        0x81..=0x84 => {
+            let n = (first & 0x7f) as usize;
+            let bytes = rest.get(..n)?;
+            let len = bytes.iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+            (len, &rest[n..])
+        }
+        _ => return None,
+    };
+    let content = rest.get(..len)?;
+    Some((content, &rest[len..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, KeyPair, SignatureAlgorithm};
+
+    fn self_signed(alg: &'static SignatureAlgorithm) -> Vec<u8> {
+        let key = KeyPair::generate_for(alg).unwrap();
+        let params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn end_point_hash_follows_the_signature_algorithm() {
+        let p256 = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
+        assert_eq!(
+            tls_server_end_point(&p256),
+            Some(Sha256::digest(&p256).to_vec())
+        );
+        let p384 = self_signed(&rcgen::PKCS_ECDSA_P384_SHA384);
+        assert_eq!(
+            tls_server_end_point(&p384),
+            Some(Sha384::digest(&p384).to_vec())
+        );
+        // Ed25519 names no hash: no channel binding, as PostgreSQL.
+        let ed25519 = self_signed(&rcgen::PKCS_ED25519);
+        assert_eq!(tls_server_end_point(&ed25519), None);
+    }
+
+    #[test]
+    fn der_reader_refuses_what_is_not_a_certificate() {
+        for junk in [
+            &b""[..],
+            b"\x30",
+            b"\x30\x05\x30\x00",
+            b"\x30\x85\x00",
+            b"\x04\x00",
+        ] {
+            assert_eq!(tls_server_end_point(junk), None);
+        }
+        // Long-form lengths are read.
+        assert_eq!(
+            der(&[0x04, 0x81, 0x01, 0xaa, 0xbb], 0x04),
+            Some((&[0xaa][..], &[0xbb][..]))
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! TLS between clients and pgsplit, with a CA and certificates generated for each test:
 //! tokio-postgres over rustls and psql verifying the CA and the host name (verify-full),
 //! `client_mode` require and allow, PostgreSQL 17's direct TLS with and without ALPN, and
-//! certificates swapped by a reload.
+//! certificates swapped by a reload; SCRAM-SHA-256-PLUS with `channel_binding=require`.
 
 mod common;
 
@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use common::TestProxy;
 use pgsplit::config::{ClientTlsMode, Config, TlsConfig};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use tokio_postgres::config::{SslMode, SslNegotiation};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SignatureAlgorithm,
+};
+use tokio_postgres::config::{ChannelBinding, SslMode, SslNegotiation};
 use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -22,20 +24,26 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 /// a directory of their own.
 struct Certs {
     dir: PathBuf,
+    /// The CA's key type, which gives the server certificate's signature algorithm.
+    ca_algorithm: &'static SignatureAlgorithm,
 }
 
 impl Certs {
     fn generate(name: &str) -> Certs {
+        Certs::generate_with(name, &rcgen::PKCS_ECDSA_P256_SHA256)
+    }
+
+    fn generate_with(name: &str, ca_algorithm: &'static SignatureAlgorithm) -> Certs {
         let dir = std::env::temp_dir().join(common::unique(name));
         std::fs::create_dir_all(&dir).unwrap();
-        let certs = Certs { dir };
+        let certs = Certs { dir, ca_algorithm };
         certs.issue("pgsplit test CA");
         certs
     }
 
     /// Writes a new CA (`ca.crt`) and a server certificate and key signed by it.
     fn issue(&self, ca_name: &str) {
-        let ca_key = KeyPair::generate().unwrap();
+        let ca_key = KeyPair::generate_for(self.ca_algorithm).unwrap();
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.distinguished_name.push(DnType::CommonName, ca_name);
@@ -209,12 +217,14 @@ async fn disable_answers_sslrequest_with_n() {
     assert_eq!(raw.recv_byte().await, Some(b'S'));
 }
 
+/// psql with `sslmode=verify-full` and `channel_binding=require` (SCRAM-SHA-256-PLUS,
+/// libpq computing the certificate hash with OpenSSL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psql_connects_with_verify_full() {
+async fn psql_connects_with_verify_full_and_channel_binding() {
     let certs = Certs::generate("pgsplit_tls_psql");
     let proxy = tls_proxy(&certs, ClientTlsMode::Require).await;
     let conninfo = format!(
-        "host=localhost port={} user=app dbname=app sslmode=verify-full sslrootcert={}",
+        "host=localhost port={} user=app dbname=app sslmode=verify-full sslrootcert={} channel_binding=require",
         proxy.port(),
         certs.ca().display()
     );
@@ -326,4 +336,34 @@ async fn reload_swaps_the_certificate_and_keeps_the_old_one_on_error() {
             .unwrap(),
         1
     );
+}
+
+/// tokio-postgres requiring channel binding, against certificates signed with SHA-256 and
+/// with SHA-384 (the end-point hash follows the signature); a plain client is offered
+/// SCRAM-SHA-256 only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_binding_is_offered_to_tls_clients_only() {
+    for alg in [
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+    ] {
+        let certs = Certs::generate_with("pgsplit_tls_binding", alg);
+        let proxy = tls_proxy(&certs, ClientTlsMode::Allow).await;
+        let mut pg = proxy.pg_config("tls_binding");
+        pg.channel_binding(ChannelBinding::Require);
+        assert_eq!(
+            select_one_over_tls(&mut pg, &certs.ca(), &[])
+                .await
+                .unwrap(),
+            1
+        );
+
+        let mut raw = common::raw::RawConn::connect(proxy.addr).await;
+        raw.send_startup(&[("user", "app"), ("database", "app")])
+            .await;
+        let auth = raw.recv().await.expect("an authentication request");
+        assert_eq!(auth.tag, b'R');
+        assert_eq!(&auth.body[..4], &10i32.to_be_bytes(), "AuthenticationSASL");
+        assert_eq!(&auth.body[4..], b"SCRAM-SHA-256\0\0");
+    }
 }

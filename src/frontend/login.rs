@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::stream::ClientStream;
-use crate::auth::{verify_md5_response, ScramSecret, ScramServer};
+use crate::auth::{verify_md5_response, ScramSecret, ScramServer, MECHANISMS, MECHANISMS_PLUS};
 use crate::config::{ClientAuth, DatabaseConfig, UserConfig};
 use crate::net::{read_frame, ReadError};
 use crate::tls::{ALPN_POSTGRESQL, TLS_HANDSHAKE_BYTE};
@@ -188,14 +188,18 @@ pub fn negotiate(startup: &StartupMessage, out: &mut BytesMut) {
 
 /// Checks the client's password with the user's method. `user` is `None` for a user
 /// pgsplit does not know: it goes through a SCRAM exchange that cannot succeed, so the
-/// answer is the same as for a wrong password.
+/// answer is the same as for a wrong password. `channel_binding` is the connection's
+/// `tls-server-end-point` data when it has one (a TLS client): SCRAM-SHA-256-PLUS is
+/// offered then.
 pub async fn authenticate(
     stream: &mut ClientStream,
     user_name: &str,
     user: Option<(&UserConfig, &ScramSecret)>,
+    channel_binding: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<(), LoginError> {
-    tokio::time::timeout(timeout, authenticate_inner(stream, user_name, user))
+    let exchange = authenticate_inner(stream, user_name, user, channel_binding);
+    tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| LoginError::Timeout)?
 }
@@ -204,6 +208,7 @@ async fn authenticate_inner(
     stream: &mut ClientStream,
     user_name: &str,
     user: Option<(&UserConfig, &ScramSecret)>,
+    channel_binding: Option<&[u8]>,
 ) -> Result<(), LoginError> {
     let failed = || {
         refused(
@@ -233,7 +238,14 @@ async fn authenticate_inner(
                 None => ScramSecret::mock(user_name),
             };
             let mut scram = ScramServer::with_random_nonce(secret);
-            msg::auth_sasl(&mut out);
+            let mechanisms = match channel_binding {
+                Some(end_point) => {
+                    scram = scram.with_channel_binding(end_point.to_vec());
+                    MECHANISMS_PLUS
+                }
+                None => MECHANISMS,
+            };
+            msg::auth_sasl(mechanisms, &mut out);
             stream.send(&out).await?;
             out.clear();
             let frame = read_password(stream, &mut inbox).await?;
@@ -268,6 +280,7 @@ fn sasl_error(e: crate::auth::AuthError, failed: &dyn Fn() -> LoginError) -> Log
         LoginError::Refused(PgError::fatal(
             match e.sqlstate() {
                 "0A000" => code::FEATURE_NOT_SUPPORTED,
+                "28000" => code::INVALID_AUTHORIZATION,
                 _ => code::PROTOCOL_VIOLATION,
             },
             e.to_string(),
