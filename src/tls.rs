@@ -105,7 +105,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// TLS 1.2 and 1.3 with ring's safe defaults, no client certificates, ALPN `postgresql`
 /// (a client offering only other protocols is refused during the handshake).
-fn server_config(
+pub(crate) fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<ServerConfig, TlsError> {

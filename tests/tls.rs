@@ -106,18 +106,28 @@ fn client_config(ca: &Path, alpn: &[&[u8]]) -> ClientConfig {
     config
 }
 
-/// Connects as app with TLS required, trusting `ca`; runs `SELECT 1`.
-async fn select_one_over_tls(
+/// Connects with TLS required, trusting only `ca`.
+async fn connect_tls(
     pg: &mut tokio_postgres::Config,
     ca: &Path,
     alpn: &[&[u8]],
-) -> Result<i32, tokio_postgres::Error> {
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     pg.ssl_mode(SslMode::Require);
     let tls = MakeRustlsConnect::new(client_config(ca, alpn));
     let (client, connection) = common::with_timeout(30, "TLS connect", pg.connect(tls)).await?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
+    Ok(client)
+}
+
+/// Connects with TLS required, trusting only `ca`; runs `SELECT 1`.
+async fn select_one_over_tls(
+    pg: &mut tokio_postgres::Config,
+    ca: &Path,
+    alpn: &[&[u8]],
+) -> Result<i32, tokio_postgres::Error> {
+    let client = connect_tls(pg, ca, alpn).await?;
     let row = client.query_one("SELECT 1", &[]).await?;
     Ok(row.get(0))
 }
@@ -366,4 +376,51 @@ async fn channel_binding_is_offered_to_tls_clients_only() {
         assert_eq!(&auth.body[..4], &10i32.to_be_bytes(), "AuthenticationSASL");
         assert_eq!(&auth.body[4..], b"SCRAM-SHA-256\0\0");
     }
+}
+
+/// Large messages both ways and pipelined queries over TLS (every write to a TLS client
+/// must be flushed, or replies stay in rustls' buffer), and the admin console over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_pipelines_and_the_admin_console_work_over_tls() {
+    let certs = Certs::generate("pgsplit_tls_large");
+    let proxy = tls_proxy(&certs, ClientTlsMode::Require).await;
+    let client = connect_tls(&mut proxy.pg_config("tls_large"), &certs.ca(), &[])
+        .await
+        .unwrap();
+    let row = client
+        .query_one("SELECT repeat('x', 20000000)", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0).len(), 20_000_000);
+    let big = "y".repeat(8_000_000);
+    let row = client
+        .query_one("SELECT length($1::text)", &[&big])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 8_000_000);
+    let queries = (0..50).map(|i| {
+        let client = &client;
+        async move {
+            let row = client.query_one("SELECT $1::int + 1", &[&i]).await.unwrap();
+            row.get::<_, i32>(0)
+        }
+    });
+    let answers = futures_util::future::join_all(queries).await;
+    assert_eq!(answers, (1..=50).collect::<Vec<i32>>());
+
+    let mut admin = tokio_postgres::Config::new();
+    admin
+        .host("127.0.0.1")
+        .port(proxy.port())
+        .user("admin")
+        .password(common::ADMIN_PASSWORD)
+        .dbname("pgsplit");
+    let console = connect_tls(&mut admin, &certs.ca(), &[]).await.unwrap();
+    let clients = common::admin_rows(&console, "SHOW CLIENTS").await;
+    assert!(
+        clients
+            .iter()
+            .any(|row| row.iter().any(|(_, v)| v.as_deref() == Some("app"))),
+        "{clients:?}"
+    );
 }
