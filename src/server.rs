@@ -326,8 +326,9 @@ impl Proxy {
     /// Reads the configuration file again and applies it (see [`reload`](Self::reload)).
     /// Returns the sections that need a restart; an unreadable or invalid file changes
     /// nothing.
-    /// `[tls]` is loaded again too (its certificate files re-read), for new connections;
-    /// certificate files that cannot be used refuse the whole reload.
+    ///
+    /// `[tls]` is applied here, not in `reload`: its certificate files are read again and
+    /// serve new connections; files that cannot be used refuse the whole reload.
     pub fn reload_file(&self) -> Result<Vec<&'static str>, ReloadError> {
         let path = self.config_path.as_deref().ok_or(ReloadError::NoFile)?;
         let config = Config::load(path).map_err(ReloadError::Config)?;
