@@ -106,6 +106,18 @@ fn client_config(ca: &Path, alpn: &[&[u8]]) -> ClientConfig {
     config
 }
 
+/// The admin console's login (database `pgsplit`, user `admin`).
+fn admin_config(proxy: &TestProxy) -> tokio_postgres::Config {
+    let mut admin = tokio_postgres::Config::new();
+    admin
+        .host("127.0.0.1")
+        .port(proxy.port())
+        .user("admin")
+        .password(common::ADMIN_PASSWORD)
+        .dbname("pgsplit");
+    admin
+}
+
 /// Connects with TLS required, trusting only `ca`.
 async fn connect_tls(
     pg: &mut tokio_postgres::Config,
@@ -333,13 +345,22 @@ async fn reload_swaps_the_certificate_and_keeps_the_old_one_on_error() {
         .await
         .expect_err("the old certificate is gone");
 
-    // A broken certificate: refused, the second one stays.
+    // A broken certificate: the admin console's RELOAD (over TLS) is refused with the
+    // reason, and the second certificate stays.
+    let console = connect_tls(&mut admin_config(&proxy), &certs.ca(), &[])
+        .await
+        .unwrap();
     std::fs::write(certs.cert(), "not a certificate").unwrap();
-    let e = proxy
-        .proxy
-        .reload_file()
+    let e = console
+        .simple_query("RELOAD")
+        .await
         .expect_err("a broken certificate is refused");
-    assert!(e.to_string().contains("tls.cert_file"), "{e}");
+    assert_eq!(common::sqlstate(&e), "F0000");
+    assert!(
+        common::describe(&e).contains("tls.cert_file"),
+        "{}",
+        common::describe(&e)
+    );
     assert_eq!(
         select_one_over_tls(&mut pg, &certs.ca(), &[])
             .await
@@ -408,14 +429,9 @@ async fn large_messages_pipelines_and_the_admin_console_work_over_tls() {
     let answers = futures_util::future::join_all(queries).await;
     assert_eq!(answers, (1..=50).collect::<Vec<i32>>());
 
-    let mut admin = tokio_postgres::Config::new();
-    admin
-        .host("127.0.0.1")
-        .port(proxy.port())
-        .user("admin")
-        .password(common::ADMIN_PASSWORD)
-        .dbname("pgsplit");
-    let console = connect_tls(&mut admin, &certs.ca(), &[]).await.unwrap();
+    let console = connect_tls(&mut admin_config(&proxy), &certs.ca(), &[])
+        .await
+        .unwrap();
     let clients = common::admin_rows(&console, "SHOW CLIENTS").await;
     assert!(
         clients
