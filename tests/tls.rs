@@ -199,6 +199,14 @@ async fn require_refuses_a_client_without_tls_before_authentication() {
         "{}",
         common::describe(&e)
     );
+
+    // A CancelRequest in clear (libpq before 17 sends them so) is still taken: the
+    // connection closes without an answer, as PostgreSQL's does.
+    let mut raw = common::raw::RawConn::connect(proxy.addr).await;
+    let mut cancel = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    cancel.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2]);
+    raw.write_raw(&cancel).await.unwrap();
+    assert!(raw.recv_within(10).await.is_none(), "no error for a cancel");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,4 +447,34 @@ async fn large_messages_pipelines_and_the_admin_console_work_over_tls() {
             .any(|row| row.iter().any(|(_, v)| v.as_deref() == Some("app"))),
         "{clients:?}"
     );
+}
+
+/// A CancelRequest sent over TLS (SSLRequest first, as tokio-postgres and libpq 17 do)
+/// stops a TLS client's query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_over_tls_stops_a_query() {
+    let certs = Certs::generate("pgsplit_tls_cancel");
+    let proxy = tls_proxy(&certs, ClientTlsMode::Require).await;
+    let checker = common::superuser().await;
+    let app = common::unique("tls_cancel");
+    let client = connect_tls(&mut proxy.pg_config(&app), &certs.ca(), &[])
+        .await
+        .unwrap();
+    let token = client.cancel_token();
+    let query =
+        tokio::spawn(async move { client.simple_query("select pg_sleep(20)").await.map(|_| ()) });
+    common::wait_until(20, "the query runs", || async {
+        common::backends(&checker, &app)
+            .await
+            .iter()
+            .any(|(state, query)| state == "active" && query.contains("pg_sleep"))
+    })
+    .await;
+    let tls = MakeRustlsConnect::new(client_config(&certs.ca(), &[]));
+    token.cancel_query(tls).await.unwrap();
+    let e = common::with_timeout(10, "the cancelled query", query)
+        .await
+        .unwrap()
+        .expect_err("the query was cancelled");
+    assert_eq!(common::sqlstate(&e), "57014", "{}", common::describe(&e));
 }
