@@ -22,5 +22,6 @@ pub mod prepared;
 pub mod prometheus;
 pub mod router;
 pub mod server;
+pub mod tls;
 pub mod topology;
 pub mod wire;

@@ -40,6 +40,11 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
+        // The certificate files too: a pair that cannot be used would stop the start.
+        if let Err(e) = pgsplit::tls::ClientTls::load(&config.tls) {
+            eprintln!("{}: {e}", args.config.display());
+            return ExitCode::from(2);
+        }
         println!("{}: configuration is valid", args.config.display());
         return ExitCode::SUCCESS;
     }
@@ -83,7 +88,7 @@ fn run(config: Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
         let listen = config.proxy.listen;
         let listener = Listener::bind(config, Some(config_path.clone()))
             .await
-            .with_context(|| format!("listening on {listen}"))?;
+            .with_context(|| format!("starting on {listen}"))?;
         tracing::info!(addr = %listener.local_addr()?, "pgsplit listening");
         let proxy = listener.proxy();
         let mut signals = Signals::new().context("installing signal handlers")?;

@@ -22,16 +22,18 @@ use crate::classify::{Classifier, ClassifierOptions};
 use crate::clients::{ClientNow, ClientRegistry, ClientRow};
 use crate::config::ADMIN_DATABASE;
 use crate::config::{
-    ClientAuth, Config, ConfigError, LagConfig, NodeRole, PasswordKind, PoolMode, ReadYourWrites,
-    SetError,
+    ClientAuth, ClientTlsMode, Config, ConfigError, LagConfig, NodeRole, PasswordKind, PoolMode,
+    ReadYourWrites, SetError,
 };
 use crate::control::ControlLogin;
 use crate::frontend::login::{self, Accepted, LoginError};
 use crate::frontend::session::{apply_settings, Server, Session, SessionContext};
 use crate::frontend::settings::ClientSettings;
+use crate::frontend::stream::ClientStream;
 use crate::lag::LagBoard;
 use crate::prometheus::Metrics;
 use crate::router::{Policy, RouteStats, Routing};
+use crate::tls::{ClientTls, TlsError};
 use crate::topology::{Replica, ReplicaState, Topology};
 use crate::wire::error::code;
 use crate::wire::message as msg;
@@ -44,6 +46,8 @@ pub enum ReloadError {
     NoFile,
     #[error("{0}")]
     Config(ConfigError),
+    #[error("{0}")]
+    Tls(TlsError),
 }
 
 /// How long a start waits for the first check of every node before accepting clients (a
@@ -72,6 +76,8 @@ pub struct Proxy {
     /// The file `RELOAD` and SIGHUP read again, if the proxy was started from one.
     config_path: Option<PathBuf>,
     metrics: Metrics,
+    /// What new connections are offered: `[tls]` as last loaded (at start, or by a reload).
+    tls: std::sync::RwLock<ClientTls>,
 }
 
 /// A bound, not yet serving, proxy.
@@ -173,6 +179,7 @@ impl Proxy {
             registry: Arc::default(),
             secrets,
             config,
+            tls: std::sync::RwLock::new(ClientTls::disabled()),
         }
     }
 
@@ -319,10 +326,32 @@ impl Proxy {
     /// Reads the configuration file again and applies it (see [`reload`](Self::reload)).
     /// Returns the sections that need a restart; an unreadable or invalid file changes
     /// nothing.
+    ///
+    /// `[tls]` is applied here, not in `reload`: its certificate files are read again and
+    /// serve new connections; files that cannot be used refuse the whole reload.
     pub fn reload_file(&self) -> Result<Vec<&'static str>, ReloadError> {
         let path = self.config_path.as_deref().ok_or(ReloadError::NoFile)?;
         let config = Config::load(path).map_err(ReloadError::Config)?;
+        let tls = ClientTls::load(&config.tls).map_err(ReloadError::Tls)?;
+        self.set_client_tls(tls);
         Ok(self.reload(&config))
+    }
+
+    /// What new client connections are offered from now on.
+    pub fn set_client_tls(&self, tls: ClientTls) {
+        tracing::debug!(mode = ?tls.mode, "client TLS settings in force");
+        *self
+            .tls
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tls;
+    }
+
+    /// What a new client connection is offered now.
+    pub fn client_tls(&self) -> ClientTls {
+        self.tls
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Changes one `[lag]` key live (the admin console's `SET`); an invalid value changes
@@ -430,8 +459,10 @@ impl Listener {
             false => None,
         };
         let tokens = causal_keys(&config.routing).map_err(std::io::Error::other)?;
+        let tls = ClientTls::load(&config.tls).map_err(std::io::Error::other)?;
         let mut proxy = Proxy::new(config, tokens);
         proxy.config_path = config_path;
+        proxy.set_client_tls(tls);
         Ok(Listener {
             listener,
             http,
@@ -510,22 +541,26 @@ impl Drop for ClientSlot<'_> {
     }
 }
 
-async fn handle_client(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr) {
+async fn handle_client(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAddr) {
     let count = proxy.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let _slot = ClientSlot(&proxy.clients);
     if count > proxy.config.proxy.max_client_conn {
-        return refuse_over_limit(&proxy, stream).await;
+        return refuse_over_limit(&proxy, tcp).await;
     }
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let deadline = proxy
         .config
         .proxy
         .client_login_timeout
         .non_zero()
         .map(|t| tokio::time::Instant::now() + t);
-    let startup = match login::read_startup(&mut stream, time_left(deadline)).await {
-        Ok(Accepted::Startup(startup)) => startup,
-        Ok(Accepted::Cancel { pid, secret }) => {
+    // The same socket, to say why when the login times out in the middle of reading.
+    let spare = spare_socket(&tcp);
+    let tls = proxy.client_tls();
+    let read = login::read_startup(tcp, tls.acceptor.as_ref(), time_left(deadline)).await;
+    let (mut stream, startup) = match read {
+        Ok((stream, Accepted::Startup(startup))) => (stream, startup),
+        Ok((_, Accepted::Cancel { pid, secret })) => {
             if let Some(target) = proxy.cancel.lookup(pid, &secret) {
                 tracing::debug!(client = pid, node = %target.node.name, "forwarding cancel request");
                 if let Err(e) = send_cancel(&target).await {
@@ -534,16 +569,37 @@ async fn handle_client(proxy: Arc<Proxy>, mut stream: TcpStream, peer: SocketAdd
             }
             return;
         }
-        Err(e) => return refuse(stream, e, peer).await,
+        Err((None, LoginError::Timeout)) => {
+            let stream = spare.map(ClientStream::Plain);
+            return refuse(stream, LoginError::Timeout, peer).await;
+        }
+        Err((stream, e)) => return refuse(stream, e, peer).await,
     };
-    match login_client(&proxy, &mut stream, &startup, peer, deadline).await {
+    if tls.mode == ClientTlsMode::Require && !stream.is_tls() {
+        let e = PgError::fatal(
+            code::INVALID_AUTHORIZATION,
+            "SSL required: this server accepts only TLS connections (connect with sslmode=require or stronger)",
+        );
+        return refuse(Some(stream), LoginError::Refused(e), peer).await;
+    }
+    let channel_binding = tls.end_point.as_deref().filter(|_| stream.is_tls());
+    match login_client(
+        &proxy,
+        &mut stream,
+        &startup,
+        channel_binding,
+        peer,
+        deadline,
+    )
+    .await
+    {
         Ok(Login::Admin(user)) => crate::admin::serve(proxy.clone(), stream, user).await,
         Ok(Login::Client(client)) => {
             let (ctx, settings, server) = *client;
             let end = Session::new(stream, ctx, settings, server).run().await;
             tracing::debug!(%peer, reason = %end, "client left");
         }
-        Err(e) => refuse(stream, e, peer).await,
+        Err(e) => refuse(Some(stream), e, peer).await,
     }
 }
 
@@ -559,8 +615,9 @@ enum Login {
 /// for database `pgsplit` gets the admin console instead.
 async fn login_client(
     proxy: &Arc<Proxy>,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     startup: &crate::wire::startup::StartupMessage,
+    channel_binding: Option<&[u8]>,
     peer: SocketAddr,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<Login, LoginError> {
@@ -578,13 +635,14 @@ async fn login_client(
     let mut out = BytesMut::new();
     login::negotiate(startup, &mut out);
     if !out.is_empty() {
-        stream.write_all(&out).await?;
+        stream.send(&out).await?;
         out.clear();
     }
     login::authenticate(
         stream,
         &user_name,
         known.as_ref().map(|(u, s)| (*u, s)),
+        channel_binding,
         time_left(deadline),
     )
     .await?;
@@ -680,7 +738,7 @@ async fn login_client(
     }
     msg::backend_key_data(cancel.pid, cancel.secret, &mut out);
     msg::ready_for_query(msg::TxStatus::Idle, &mut out);
-    stream.write_all(&out).await?;
+    stream.send(&out).await?;
 
     let mode = proxy.config.proxy.pool_mode;
     let keep = (mode == PoolMode::Session).then_some(server);
@@ -708,12 +766,25 @@ fn time_left(deadline: Option<tokio::time::Instant>) -> Duration {
     })
 }
 
-/// Sends a login error (if any) and closes.
-async fn refuse(mut stream: TcpStream, e: LoginError, peer: SocketAddr) {
+/// A second handle on a client's socket, for the login timeout's error when the stream
+/// itself is gone with the timed-out read. (Over TLS, an unencrypted error only ends the
+/// client's wait.)
+fn spare_socket(tcp: &TcpStream) -> Option<TcpStream> {
+    let fd = socket2::SockRef::from(tcp).try_clone().ok()?;
+    fd.set_nonblocking(true).ok()?;
+    TcpStream::from_std(std::net::TcpStream::from(fd)).ok()
+}
+
+/// Sends a login error (if any, and if there is a stream to send it on) and closes.
+async fn refuse(stream: Option<ClientStream>, e: LoginError, peer: SocketAddr) {
     let err = match e {
         LoginError::Refused(err) => {
             tracing::info!(%peer, error = %err, "client refused");
             err
+        }
+        LoginError::Tls(e) => {
+            tracing::info!(%peer, error = %e, "client refused: TLS handshake failed");
+            return;
         }
         LoginError::Timeout => {
             tracing::debug!(%peer, "client did not log in within client_login_timeout");
@@ -727,8 +798,10 @@ async fn refuse(mut stream: TcpStream, e: LoginError, peer: SocketAddr) {
             return;
         }
     };
-    let _ = stream.write_all(&err.to_bytes()).await;
-    let _ = stream.shutdown().await;
+    if let Some(mut stream) = stream {
+        let _ = stream.send(&err.to_bytes()).await;
+        let _ = stream.shutdown().await;
+    }
 }
 
 /// Turns away a connection past `max_client_conn` at once, PostgreSQL's way (FATAL 53300),

@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::config::SetError;
+use crate::frontend::stream::ClientStream;
 use crate::net::{read_frame, ReadError};
 use crate::router::Reason;
 use crate::server::{Proxy, ReloadError};
@@ -42,7 +41,7 @@ const PARAMETERS: [(&str, &str); 6] = [
 
 /// Finishes the login of an admin client (already authenticated) and serves it until it
 /// leaves.
-pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, user: String) {
+pub async fn serve(proxy: Arc<Proxy>, mut stream: ClientStream, user: String) {
     let mut out = BytesMut::new();
     for (name, value) in PARAMETERS {
         msg::parameter_status(name, value, &mut out);
@@ -50,7 +49,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, user: String) {
     // No server behind the console: a key that matches nothing, so cancels are ignored.
     msg::backend_key_data(0, 0, &mut out);
     msg::ready_for_query(TxStatus::Idle, &mut out);
-    if stream.write_all(&out).await.is_err() {
+    if stream.send(&out).await.is_err() {
         return;
     }
     tracing::info!(%user, "admin console login");
@@ -62,7 +61,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, user: String) {
             Ok(frame) => frame,
             Err(ReadError::Frame(e)) => {
                 let e = PgError::fatal(code::PROTOCOL_VIOLATION, e.to_string());
-                let _ = stream.write_all(&e.to_bytes()).await;
+                let _ = stream.send(&e.to_bytes()).await;
                 return;
             }
             Err(_) => return,
@@ -90,7 +89,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, user: String) {
                 .encode(&mut out);
             }
         }
-        if stream.write_all(&out).await.is_err() {
+        if stream.send(&out).await.is_err() {
             return;
         }
     }
@@ -149,7 +148,7 @@ fn run(proxy: &Proxy, command: Command, user: &str, out: &mut BytesMut) -> Resul
         Command::Reload => {
             let needs_restart = proxy.reload_file().map_err(|e| match e {
                 ReloadError::NoFile => PgError::error(code::FEATURE_NOT_SUPPORTED, e.to_string()),
-                ReloadError::Config(e) => PgError::error(
+                ReloadError::Config(_) | ReloadError::Tls(_) => PgError::error(
                     code::CONFIG_FILE_ERROR,
                     format!("configuration not reloaded, the old one stays: {e}"),
                 ),

@@ -26,6 +26,23 @@ pub enum AuthError {
     )]
     ChannelBindingNotSupported,
 
+    /// The client asked for a channel-binding type other than `tls-server-end-point`.
+    #[error("unsupported SCRAM channel-binding type \"{0}\"")]
+    UnsupportedChannelBindingType(String),
+
+    /// gs2 flag `y` on a connection where the server offered channel binding: the
+    /// client was told it was not available (a downgrade, RFC 5802 section 6).
+    #[error(
+        "SCRAM channel binding negotiation error: the client supports SCRAM channel \
+         binding but thinks the server does not; however, this server does support it"
+    )]
+    ChannelBindingDowngrade,
+
+    /// The channel-binding data in client-final-message is not this connection's: the
+    /// client is not talking to pgsplit's certificate (a man in the middle).
+    #[error("SCRAM channel binding check failed")]
+    ChannelBindingCheckFailed,
+
     /// The `c=` attribute of client-final-message does not repeat the gs2 header of
     /// client-first-message (`biws` for `n,,`, `eSws` for `y,,`).
     #[error("unexpected SCRAM channel-binding attribute in client-final-message")]
@@ -65,14 +82,18 @@ impl AuthError {
     ///   (a broken stored secret must look like a failed login to the client).
     /// - `0A000` feature_not_supported: [`AuthError::AuthzidNotSupported`],
     ///   [`AuthError::ExtensionNotSupported`].
+    /// - `28000` invalid_authorization_specification: [`AuthError::ChannelBindingDowngrade`],
+    ///   [`AuthError::ChannelBindingCheckFailed`].
     /// - `08P01` protocol_violation: everything else.
     pub fn sqlstate(&self) -> &'static str {
         match self {
             AuthError::WrongProof | AuthError::InvalidSecret(_) => "28P01",
             AuthError::AuthzidNotSupported | AuthError::ExtensionNotSupported => "0A000",
+            AuthError::ChannelBindingDowngrade | AuthError::ChannelBindingCheckFailed => "28000",
             AuthError::MalformedMessage(_)
             | AuthError::UnsupportedMechanism(_)
             | AuthError::ChannelBindingNotSupported
+            | AuthError::UnsupportedChannelBindingType(_)
             | AuthError::ChannelBindingMismatch
             | AuthError::NonceMismatch
             | AuthError::InvalidState(_) => "08P01",

@@ -14,7 +14,7 @@
 //! ```text
 //! let secret = ScramSecret::parse(verifier)?;      // at config load; unknown user: ScramSecret::mock(user)
 //! let mut scram = ScramServer::with_random_nonce(secret);
-//! send AuthenticationSASL(MECHANISMS)
+//! send AuthenticationSASL(MECHANISMS)  // MECHANISMS_PLUS and .with_channel_binding() on TLS
 //! recv SASLInitialResponse(mech, data) -> send AuthenticationSASLContinue(scram.client_first(mech, data)?)
 //! recv SASLResponse(data)              -> send AuthenticationSASLFinal(scram.client_final(data)?), AuthenticationOk
 //! any Err(e)                           -> ErrorResponse(e.sqlstate(), ...) and close
@@ -29,7 +29,7 @@ use std::str::FromStr;
 
 pub use self::error::AuthError;
 pub use self::md5::{is_md5_hash, md5_password_hash, verify_md5_response};
-pub use self::scram::{ScramSecret, ScramServer, MECHANISMS, SCRAM_SHA_256};
+pub use self::scram::{ScramSecret, ScramServer, MECHANISMS, MECHANISMS_PLUS, SCRAM_SHA_256};
 
 /// How clients must prove who they are (the `pg_hba.conf` method names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

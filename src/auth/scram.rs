@@ -17,8 +17,11 @@
 //!
 //! PostgreSQL specifics kept here:
 //! - the user name in client-first-message (`n=`) is ignored; the startup user counts;
-//! - no channel binding: gs2 flags `n` and `y` are accepted, `p=` and
-//!   `SCRAM-SHA-256-PLUS` are refused with [`AuthError::ChannelBindingNotSupported`];
+//! - channel binding `tls-server-end-point` (RFC 5929) only, and only when the caller
+//!   gives the connection's binding data ([`ScramServer::with_channel_binding`], a TLS
+//!   client): then `SCRAM-SHA-256-PLUS` is accepted, and gs2 flag `y` is refused as a
+//!   downgrade; without it `p=` and `SCRAM-SHA-256-PLUS` are refused with
+//!   [`AuthError::ChannelBindingNotSupported`];
 //! - authorization identities (`a=`) and mandatory extensions (`m=`) are refused;
 //! - passwords go through SASLprep when they are valid UTF-8 without prohibited
 //!   characters, and are used as raw bytes otherwise;
@@ -43,10 +46,15 @@ use super::error::{sanitize, sanitize_byte, AuthError};
 
 /// SASL mechanism name of SCRAM-SHA-256 without channel binding.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
-/// SASL mechanism name of SCRAM-SHA-256 with channel binding (not supported).
+/// SASL mechanism name of SCRAM-SHA-256 with channel binding.
 pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
 /// The mechanisms to list in `AuthenticationSASL`, in order of preference.
 pub const MECHANISMS: &[&str] = &[SCRAM_SHA_256];
+/// The mechanisms to list when channel binding is possible (a TLS client), as PostgreSQL
+/// lists them.
+pub const MECHANISMS_PLUS: &[&str] = &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256];
+/// The one channel-binding type supported (RFC 5929), as PostgreSQL.
+pub const TLS_SERVER_END_POINT: &str = "tls-server-end-point";
 /// PostgreSQL's default `scram_iterations`.
 pub const DEFAULT_ITERATIONS: u32 = 4096;
 /// PostgreSQL's default salt length in bytes.
@@ -245,8 +253,11 @@ impl fmt::Debug for ScramSecret {
 
 /// What the server remembers between client-first and client-final.
 struct FirstExchange {
-    /// gs2 channel-binding flag sent by the client: `b'n'` or `b'y'`.
-    cbind_flag: u8,
+    /// The `c=` value client-final must carry: base64 of the gs2 header, followed by the
+    /// binding data when the client uses channel binding.
+    expected_cbind: Vec<u8>,
+    /// The client uses channel binding (SCRAM-SHA-256-PLUS).
+    bound: bool,
     client_nonce: Vec<u8>,
     client_first_bare: Vec<u8>,
     server_first: Vec<u8>,
@@ -266,6 +277,8 @@ pub struct ScramServer {
     secret: ScramSecret,
     server_nonce: String,
     state: State,
+    /// The connection's `tls-server-end-point` binding data, when it has one.
+    channel_binding: Option<Vec<u8>>,
 }
 
 impl ScramServer {
@@ -277,7 +290,16 @@ impl ScramServer {
             secret,
             server_nonce: BASE64.encode(server_nonce),
             state: State::Initial,
+            channel_binding: None,
         }
+    }
+
+    /// Offers channel binding: `end_point` is the connection's `tls-server-end-point`
+    /// data (the hash of the server certificate, see RFC 5929). The caller then lists
+    /// [`MECHANISMS_PLUS`].
+    pub fn with_channel_binding(mut self, end_point: Vec<u8>) -> Self {
+        self.channel_binding = Some(end_point);
+        self
     }
 
     /// [`ScramServer::new`] with a server nonce from the operating system's CSPRNG.
@@ -294,6 +316,7 @@ impl ScramServer {
             secret,
             server_nonce: server_nonce.to_string(),
             state: State::Initial,
+            channel_binding: None,
         }
     }
 
@@ -308,15 +331,35 @@ impl ScramServer {
             ));
         }
         self.state = State::Failed;
-        if mechanism == SCRAM_SHA_256_PLUS {
-            return Err(AuthError::ChannelBindingNotSupported);
-        }
-        if mechanism != SCRAM_SHA_256 {
-            return Err(AuthError::UnsupportedMechanism(sanitize(
-                mechanism.as_bytes(),
-            )));
-        }
+        let plus = match mechanism {
+            SCRAM_SHA_256 => false,
+            SCRAM_SHA_256_PLUS if self.channel_binding.is_some() => true,
+            SCRAM_SHA_256_PLUS => return Err(AuthError::ChannelBindingNotSupported),
+            other => return Err(AuthError::UnsupportedMechanism(sanitize(other.as_bytes()))),
+        };
         let first = parse_client_first(data)?;
+        let mut expected_cbind = first.gs2_header.to_vec();
+        match (&first.binding, &self.channel_binding) {
+            (Gs2Binding::Plus(_), None) => return Err(AuthError::ChannelBindingNotSupported),
+            (Gs2Binding::Plus(_), Some(_)) if !plus => {
+                return Err(AuthError::malformed(
+                    "The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data.",
+                ))
+            }
+            (Gs2Binding::Plus(kind), Some(data)) => {
+                if *kind != TLS_SERVER_END_POINT.as_bytes() {
+                    return Err(AuthError::UnsupportedChannelBindingType(sanitize(kind)));
+                }
+                expected_cbind.extend_from_slice(data);
+            }
+            (_, _) if plus => {
+                return Err(AuthError::malformed(
+                    "The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data.",
+                ))
+            }
+            (Gs2Binding::ClientOnly, Some(_)) => return Err(AuthError::ChannelBindingDowngrade),
+            (Gs2Binding::ClientOnly | Gs2Binding::None, _) => {}
+        }
 
         let mut server_first = Vec::with_capacity(64);
         server_first.extend_from_slice(b"r=");
@@ -327,7 +370,8 @@ impl ScramServer {
         server_first.extend_from_slice(format!(",i={}", self.secret.iterations).as_bytes());
 
         self.state = State::ServerFirstSent(FirstExchange {
-            cbind_flag: first.cbind_flag,
+            expected_cbind: BASE64.encode(expected_cbind).into_bytes(),
+            bound: plus,
             client_nonce: first.client_nonce.to_vec(),
             client_first_bare: first.bare.to_vec(),
             server_first: server_first.clone(),
@@ -355,13 +399,12 @@ impl ScramServer {
         };
         let fin = parse_client_final(data)?;
 
-        let expected_cbind: &[u8] = if first.cbind_flag == b'y' {
-            b"eSws" // base64("y,,")
-        } else {
-            b"biws" // base64("n,,")
-        };
-        if fin.channel_binding != expected_cbind {
-            return Err(AuthError::ChannelBindingMismatch);
+        // "biws" for "n,,", "eSws" for "y,,", more with binding data.
+        if fin.channel_binding != first.expected_cbind {
+            return Err(match first.bound {
+                true => AuthError::ChannelBindingCheckFailed,
+                false => AuthError::ChannelBindingMismatch,
+            });
         }
 
         let nonce_ok = match fin.nonce.split_at_checked(first.client_nonce.len()) {
@@ -437,9 +480,21 @@ impl fmt::Debug for ScramServer {
     }
 }
 
+/// What the gs2 header says about channel binding (RFC 5802 section 6).
+enum Gs2Binding<'a> {
+    /// `n`: the client does not support it.
+    None,
+    /// `y`: the client supports it but thinks the server does not.
+    ClientOnly,
+    /// `p=<type>`: the client uses this binding type.
+    Plus(&'a [u8]),
+}
+
 /// The parts of client-first-message the server needs.
 struct ClientFirst<'a> {
-    cbind_flag: u8,
+    binding: Gs2Binding<'a>,
+    /// The gs2 header, up to and including its second ','.
+    gs2_header: &'a [u8],
     /// client-first-message-bare: everything after the gs2 header.
     bare: &'a [u8],
     client_nonce: &'a [u8],
@@ -458,7 +513,7 @@ struct ClientFinal<'a> {
 fn parse_client_first(data: &[u8]) -> Result<ClientFirst<'_>, AuthError> {
     check_message(data)?;
 
-    let cbind_flag = match data.first() {
+    let (binding, rest) = match data.first() {
         Some(&flag @ (b'n' | b'y')) => {
             if data.get(1) != Some(&b',') {
                 return Err(AuthError::malformed(format!(
@@ -466,9 +521,27 @@ fn parse_client_first(data: &[u8]) -> Result<ClientFirst<'_>, AuthError> {
                     sanitize_byte(data.get(1))
                 )));
             }
-            flag
+            let binding = match flag {
+                b'n' => Gs2Binding::None,
+                _ => Gs2Binding::ClientOnly,
+            };
+            (binding, data.get(2..).unwrap_or_default())
         }
-        Some(b'p') => return Err(AuthError::ChannelBindingNotSupported),
+        Some(b'p') => {
+            if data.get(1) != Some(&b'=') {
+                return Err(AuthError::malformed(
+                    "expected character '=' for attribute 'p'",
+                ));
+            }
+            let comma = data.iter().position(|&b| b == b',').ok_or_else(|| {
+                AuthError::malformed("comma expected after the channel-binding type")
+            })?;
+            let kind = data.get(2..comma).unwrap_or_default();
+            (
+                Gs2Binding::Plus(kind),
+                data.get(comma + 1..).unwrap_or_default(),
+            )
+        }
         other => {
             return Err(AuthError::malformed(format!(
                 "unexpected channel-binding flag {}",
@@ -476,8 +549,8 @@ fn parse_client_first(data: &[u8]) -> Result<ClientFirst<'_>, AuthError> {
             )))
         }
     };
-    // data[2..] starts with the optional authzid, then ','.
-    match data.get(2) {
+    // `rest` starts with the optional authzid, then ','.
+    match rest.first() {
         Some(b',') => {}
         Some(b'a') => return Err(AuthError::AuthzidNotSupported),
         other => {
@@ -487,7 +560,8 @@ fn parse_client_first(data: &[u8]) -> Result<ClientFirst<'_>, AuthError> {
             )))
         }
     }
-    let bare = data.get(3..).unwrap_or_default();
+    let bare = rest.get(1..).unwrap_or_default();
+    let gs2_header = data.get(..data.len() - bare.len()).unwrap_or_default();
     if bare.first() == Some(&b'm') {
         return Err(AuthError::ExtensionNotSupported);
     }
@@ -509,7 +583,8 @@ fn parse_client_first(data: &[u8]) -> Result<ClientFirst<'_>, AuthError> {
     }
 
     Ok(ClientFirst {
-        cbind_flag,
+        binding,
+        gs2_header,
         bare,
         client_nonce,
     })

@@ -55,6 +55,36 @@ pub struct Config {
     /// `[metrics]`: the Prometheus and health-check endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `[tls]`: TLS for client connections.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: TLS between clients and pgsplit. The files are read at start and on every
+/// reload (SIGHUP, `RELOAD`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, the server's own certificate first.
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// Whether clients may or must use TLS. Default disable.
+    pub client_mode: ClientTlsMode,
+}
+
+/// `tls.client_mode`: what pgsplit answers a client's SSLRequest, and whether it serves
+/// clients that do not ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTlsMode {
+    /// No TLS: SSLRequest is answered `N`.
+    #[default]
+    Disable,
+    /// TLS for the clients that ask; plain connections are served too.
+    Allow,
+    /// Only TLS connections log in; others get 28000 before authentication.
+    Require,
 }
 
 /// `[metrics]`: `GET /metrics` (Prometheus) and `GET /healthz` over HTTP.

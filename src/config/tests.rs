@@ -754,3 +754,57 @@ fn client_auth_spellings() {
         assert_eq!(config.users[0].auth, auth);
     }
 }
+
+#[test]
+fn tls_is_off_by_default_and_needs_both_files_when_on() {
+    let config = Config::from_toml_str(MINIMAL).unwrap();
+    assert_eq!(config.tls, TlsConfig::default());
+    assert_eq!(config.tls.client_mode, ClientTlsMode::Disable);
+    assert_eq!(example().tls, TlsConfig::default());
+
+    let with = |tls: &str| Config::from_toml_str(&format!("{MINIMAL}\n[tls]\n{tls}"));
+    let config =
+        with("client_mode = \"require\"\ncert_file = \"a.crt\"\nkey_file = \"a.key\"").unwrap();
+    assert_eq!(config.tls.client_mode, ClientTlsMode::Require);
+    assert_eq!(config.tls.cert_file, Some(PathBuf::from("a.crt")));
+
+    let mut config = Config::from_toml_str(MINIMAL).unwrap();
+    config.tls.client_mode = ClientTlsMode::Allow;
+    assert_eq!(
+        problems(&config),
+        vec![
+            (
+                "tls.cert_file".to_owned(),
+                "must be set when client_mode is \"allow\"".to_owned()
+            ),
+            (
+                "tls.key_file".to_owned(),
+                "must be set when client_mode is \"allow\"".to_owned()
+            ),
+        ]
+    );
+    config.tls.client_mode = ClientTlsMode::Disable;
+    config.tls.cert_file = Some("a.crt".into());
+    assert_problem(
+        &config,
+        "tls.key_file",
+        "cert_file and key_file go together: set both or neither",
+    );
+    assert!(
+        parse_error(&format!("{MINIMAL}\n[tls]\nclient_mode = \"prefer\""))
+            .contains("unknown variant")
+    );
+    assert!(parse_error(&format!("{MINIMAL}\n[tls]\nca_file = \"x\"")).contains("unknown field"));
+}
+
+/// The `[tls]` keys config.toml shows commented out load once uncommented.
+#[test]
+fn example_config_commented_tls_keys_load_when_uncommented() {
+    let text = EXAMPLE
+        .replace("# cert_file = ", "cert_file = ")
+        .replace("# key_file = ", "key_file = ")
+        .replace("client_mode = \"disable\"", "client_mode = \"require\"");
+    let config = Config::from_toml_str(&text).unwrap();
+    assert_eq!(config.tls.client_mode, ClientTlsMode::Require);
+    assert!(config.tls.cert_file.is_some() && config.tls.key_file.is_some());
+}

@@ -4,8 +4,8 @@
 use std::collections::hash_map::{Entry, HashMap};
 
 use super::{
-    ByteSize, ClientAuth, Config, LagConfig, NodeRole, PasswordKind, Problem, UserConfig,
-    ADMIN_DATABASE,
+    ByteSize, ClientAuth, ClientTlsMode, Config, LagConfig, NodeRole, PasswordKind, Problem,
+    UserConfig, ADMIN_DATABASE,
 };
 
 /// Every problem in `config`, in file order; empty when it is valid.
@@ -18,7 +18,35 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     users(config, &mut out);
     routing(config, &mut out);
     lag(config, &mut out);
+    tls(config, &mut out);
     out.0
+}
+
+fn tls(config: &Config, out: &mut Problems) {
+    let tls = &config.tls;
+    let mode = match tls.client_mode {
+        ClientTlsMode::Disable => None,
+        ClientTlsMode::Allow => Some("allow"),
+        ClientTlsMode::Require => Some("require"),
+    };
+    let files = [
+        ("cert_file", &tls.cert_file, &tls.key_file),
+        ("key_file", &tls.key_file, &tls.cert_file),
+    ];
+    for (key, file, other) in files {
+        match (file, mode) {
+            (Some(_), _) => {}
+            (None, Some(mode)) => out.add(
+                format!("tls.{key}"),
+                format!("must be set when client_mode is \"{mode}\""),
+            ),
+            (None, None) if other.is_some() => out.add(
+                format!("tls.{key}"),
+                "cert_file and key_file go together: set both or neither",
+            ),
+            (None, None) => {}
+        }
+    }
 }
 
 fn lag(config: &Config, out: &mut Problems) {

@@ -1,5 +1,6 @@
-//! A client's way in: the first packet (answering SSLRequest and GSSENCRequest with `N`,
-//! passing CancelRequests on), the StartupMessage, and authentication with SCRAM-SHA-256,
+//! A client's way in: the first packet (SSLRequest answered `S` and TLS started when
+//! `[tls]` allows it, else `N`; GSSENCRequest answered `N`; a direct TLS handshake; a
+//! CancelRequest passed on), the StartupMessage, and authentication with SCRAM-SHA-256,
 //! md5 or trust against the users in config.toml. Failures answer with the error
 //! PostgreSQL would send (28P01, 3D000, 08P01, 28000).
 
@@ -8,10 +9,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
-use crate::auth::{verify_md5_response, ScramSecret, ScramServer};
+use super::stream::ClientStream;
+use crate::auth::{verify_md5_response, ScramSecret, ScramServer, MECHANISMS, MECHANISMS_PLUS};
 use crate::config::{ClientAuth, DatabaseConfig, UserConfig};
 use crate::net::{read_frame, ReadError};
+use crate::tls::{ALPN_POSTGRESQL, TLS_HANDSHAKE_BYTE};
 use crate::wire::error::code;
 use crate::wire::frame::{cstr, int32};
 use crate::wire::message as msg;
@@ -38,6 +42,8 @@ pub enum LoginError {
     Gone(String),
     #[error("client did not finish logging in within client_login_timeout")]
     Timeout,
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
 }
 
 impl From<std::io::Error> for LoginError {
@@ -61,40 +67,109 @@ fn refused(code: &'static str, message: impl Into<String>) -> LoginError {
     LoginError::Refused(PgError::fatal(code, message))
 }
 
-/// Reads first packets until a StartupMessage or CancelRequest arrives.
+/// A connection that ended during its first packets: the error, and the stream when
+/// there is one to send it on.
+pub type StartupFailure = (Option<ClientStream>, LoginError);
+
+/// Reads first packets until a StartupMessage or CancelRequest arrives, starting TLS on
+/// the way when `tls` is given (an SSLRequest answered `S`, or a TLS handshake straight
+/// away); without it SSLRequest is answered `N`. GSSENCRequest is always answered `N`.
 pub async fn read_startup(
-    stream: &mut TcpStream,
+    tcp: TcpStream,
+    tls: Option<&TlsAcceptor>,
     timeout: Duration,
-) -> Result<Accepted, LoginError> {
-    tokio::time::timeout(timeout, read_startup_inner(stream))
+) -> Result<(ClientStream, Accepted), StartupFailure> {
+    tokio::time::timeout(timeout, read_startup_inner(tcp, tls))
         .await
-        .map_err(|_| LoginError::Timeout)?
+        .map_err(|_| (None, LoginError::Timeout))?
 }
 
-async fn read_startup_inner(stream: &mut TcpStream) -> Result<Accepted, LoginError> {
+async fn read_startup_inner(
+    tcp: TcpStream,
+    tls: Option<&TlsAcceptor>,
+) -> Result<(ClientStream, Accepted), StartupFailure> {
+    let mut stream = match tls {
+        Some(acceptor) if first_byte(&tcp).await? == TLS_HANDSHAKE_BYTE => {
+            let stream = handshake(acceptor, tcp).await?;
+            if stream.alpn() != Some(ALPN_POSTGRESQL) {
+                return Err((
+                    Some(stream),
+                    refused(
+                        code::PROTOCOL_VIOLATION,
+                        "direct TLS connection without ALPN protocol \"postgresql\"",
+                    ),
+                ));
+            }
+            stream
+        }
+        _ => ClientStream::Plain(tcp),
+    };
     // SSLRequest and GSSENCRequest may each come once before the StartupMessage.
     for _ in 0..3 {
-        let mut header = [0u8; 4];
-        stream.read_exact(&mut header).await?;
-        let len = startup::packet_len(header)
-            .map_err(|e| refused(code::PROTOCOL_VIOLATION, e.to_string()))?;
-        let mut packet = vec![0u8; len];
-        packet[..4].copy_from_slice(&header);
-        stream.read_exact(&mut packet[4..]).await?;
-        match startup::parse(&packet)
-            .map_err(|e| refused(code::PROTOCOL_VIOLATION, e.to_string()))?
-        {
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                stream.write_all(b"N").await?;
+        let packet = match read_packet(&mut stream).await {
+            Ok(packet) => packet,
+            Err(e) => return Err((Some(stream), e)),
+        };
+        match packet {
+            StartupPacket::SslRequest => {
+                stream = match (stream, tls) {
+                    (ClientStream::Plain(mut tcp), Some(acceptor)) => {
+                        tcp.write_all(b"S").await.map_err(|e| (None, e.into()))?;
+                        handshake(acceptor, tcp).await?
+                    }
+                    (mut stream, _) => match stream.send(b"N").await {
+                        Ok(()) => stream,
+                        Err(e) => return Err((None, e.into())),
+                    },
+                };
             }
-            StartupPacket::Cancel { pid, secret } => return Ok(Accepted::Cancel { pid, secret }),
-            StartupPacket::Startup(m) => return Ok(Accepted::Startup(m)),
+            StartupPacket::GssEncRequest => {
+                if let Err(e) = stream.send(b"N").await {
+                    return Err((None, e.into()));
+                }
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                return Ok((stream, Accepted::Cancel { pid, secret }))
+            }
+            StartupPacket::Startup(m) => return Ok((stream, Accepted::Startup(m))),
         }
     }
-    Err(refused(
-        code::PROTOCOL_VIOLATION,
-        "too many encryption requests before the startup packet",
+    Err((
+        Some(stream),
+        refused(
+            code::PROTOCOL_VIOLATION,
+            "too many encryption requests before the startup packet",
+        ),
     ))
+}
+
+/// The first byte the client sent, left in the socket.
+async fn first_byte(tcp: &TcpStream) -> Result<u8, StartupFailure> {
+    let mut byte = [0u8; 1];
+    match tcp.peek(&mut byte).await {
+        Ok(0) => Err((None, LoginError::Gone("connection closed".into()))),
+        Ok(_) => Ok(byte[0]),
+        Err(e) => Err((None, e.into())),
+    }
+}
+
+async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream) -> Result<ClientStream, StartupFailure> {
+    match acceptor.accept(tcp).await {
+        Ok(tls) => Ok(ClientStream::Tls(Box::new(tls))),
+        Err(e) => Err((None, LoginError::Tls(e.to_string()))),
+    }
+}
+
+/// Reads and parses one first packet (no type byte; its length comes first).
+async fn read_packet(stream: &mut ClientStream) -> Result<StartupPacket, LoginError> {
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).await?;
+    let len = startup::packet_len(header)
+        .map_err(|e| refused(code::PROTOCOL_VIOLATION, e.to_string()))?;
+    let mut packet = vec![0u8; len];
+    packet[..4].copy_from_slice(&header);
+    stream.read_exact(&mut packet[4..]).await?;
+    startup::parse(&packet).map_err(|e| refused(code::PROTOCOL_VIOLATION, e.to_string()))
 }
 
 /// Tells a client that asked for a newer minor protocol or `_pq_` options what pgsplit
@@ -113,22 +188,27 @@ pub fn negotiate(startup: &StartupMessage, out: &mut BytesMut) {
 
 /// Checks the client's password with the user's method. `user` is `None` for a user
 /// pgsplit does not know: it goes through a SCRAM exchange that cannot succeed, so the
-/// answer is the same as for a wrong password.
+/// answer is the same as for a wrong password. `channel_binding` is the connection's
+/// `tls-server-end-point` data when it has one (a TLS client): SCRAM-SHA-256-PLUS is
+/// offered then.
 pub async fn authenticate(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     user_name: &str,
     user: Option<(&UserConfig, &ScramSecret)>,
+    channel_binding: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<(), LoginError> {
-    tokio::time::timeout(timeout, authenticate_inner(stream, user_name, user))
+    let exchange = authenticate_inner(stream, user_name, user, channel_binding);
+    tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| LoginError::Timeout)?
 }
 
 async fn authenticate_inner(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     user_name: &str,
     user: Option<(&UserConfig, &ScramSecret)>,
+    channel_binding: Option<&[u8]>,
 ) -> Result<(), LoginError> {
     let failed = || {
         refused(
@@ -143,7 +223,7 @@ async fn authenticate_inner(
         Some((u, _)) if u.auth == ClientAuth::Md5 => {
             let salt: [u8; 4] = rand::random();
             msg::auth_md5(salt, &mut out);
-            stream.write_all(&out).await?;
+            stream.send(&out).await?;
             out.clear();
             let frame = read_password(stream, &mut inbox).await?;
             let response = cstr(frame.body()).map(|(r, _)| r).unwrap_or_default();
@@ -158,8 +238,15 @@ async fn authenticate_inner(
                 None => ScramSecret::mock(user_name),
             };
             let mut scram = ScramServer::with_random_nonce(secret);
-            msg::auth_sasl(&mut out);
-            stream.write_all(&out).await?;
+            let mechanisms = match channel_binding {
+                Some(end_point) => {
+                    scram = scram.with_channel_binding(end_point.to_vec());
+                    MECHANISMS_PLUS
+                }
+                None => MECHANISMS,
+            };
+            msg::auth_sasl(mechanisms, &mut out);
+            stream.send(&out).await?;
             out.clear();
             let frame = read_password(stream, &mut inbox).await?;
             let (mechanism, data) = read_sasl_initial(frame.body()).ok_or_else(|| {
@@ -172,7 +259,7 @@ async fn authenticate_inner(
                 .client_first(&mechanism, data)
                 .map_err(|e| sasl_error(e, &failed))?;
             msg::auth_sasl_continue(first, &mut out);
-            stream.write_all(&out).await?;
+            stream.send(&out).await?;
             out.clear();
             let frame = read_password(stream, &mut inbox).await?;
             let last = scram
@@ -182,7 +269,7 @@ async fn authenticate_inner(
         }
     }
     msg::auth_ok(&mut out);
-    stream.write_all(&out).await?;
+    stream.send(&out).await?;
     Ok(())
 }
 
@@ -193,6 +280,7 @@ fn sasl_error(e: crate::auth::AuthError, failed: &dyn Fn() -> LoginError) -> Log
         LoginError::Refused(PgError::fatal(
             match e.sqlstate() {
                 "0A000" => code::FEATURE_NOT_SUPPORTED,
+                "28000" => code::INVALID_AUTHORIZATION,
                 _ => code::PROTOCOL_VIOLATION,
             },
             e.to_string(),
@@ -202,7 +290,7 @@ fn sasl_error(e: crate::auth::AuthError, failed: &dyn Fn() -> LoginError) -> Log
 
 /// Reads a password-family message (`p`); anything else is a protocol violation.
 async fn read_password(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     inbox: &mut BytesMut,
 ) -> Result<crate::wire::Frame, LoginError> {
     let frame = read_frame(stream, inbox, AUTH_MESSAGE_LIMIT).await?;

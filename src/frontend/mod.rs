@@ -7,3 +7,4 @@ pub mod pending;
 pub mod retry;
 pub mod session;
 pub mod settings;
+pub mod stream;

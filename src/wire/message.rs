@@ -181,8 +181,10 @@ pub fn auth_md5(salt: [u8; 4], buf: &mut BytesMut) {
     encode(Authentication::MD5Password(salt.to_vec()), buf);
 }
 
-pub fn auth_sasl(buf: &mut BytesMut) {
-    encode(Authentication::SASL(vec!["SCRAM-SHA-256".into()]), buf);
+/// AuthenticationSASL listing these mechanisms, in order of preference.
+pub fn auth_sasl(mechanisms: &[&str], buf: &mut BytesMut) {
+    let mechanisms = mechanisms.iter().map(|m| m.to_string()).collect();
+    encode(Authentication::SASL(mechanisms), buf);
 }
 
 pub fn auth_sasl_continue(data: Vec<u8>, buf: &mut BytesMut) {

@@ -766,3 +766,84 @@ fn constant_time_eq_behaves_like_eq() {
     assert!(!ct_eq(b"abc", b"abd"));
     assert!(!ct_eq(b"abc", b"ab"));
 }
+
+/// Runs a SCRAM-SHA-256-PLUS exchange: the server binds to `server_data`, the client
+/// sends `client_data`.
+fn plus_exchange(server_data: &[u8], client_data: &[u8]) -> Result<(), AuthError> {
+    let server =
+        ScramServer::new(fast_secret("pw"), NONCE).with_channel_binding(server_data.to_vec());
+    let mut server = server;
+    let mut client = ScramSha256::new(
+        b"pw",
+        ChannelBinding::tls_server_end_point(client_data.to_vec()),
+    );
+    let server_first = server.client_first(SCRAM_SHA_256_PLUS, client.message())?;
+    client.update(&server_first).expect("valid server-first");
+    let server_final = server.client_final(client.message())?;
+    client
+        .finish(&server_final)
+        .expect("client accepts the server signature");
+    assert!(server.is_authenticated());
+    Ok(())
+}
+
+#[test]
+fn channel_binding_authenticates_when_the_data_matches() {
+    let end_point = [0xab; 32];
+    plus_exchange(&end_point, &end_point).expect("bound login");
+    let err = plus_exchange(&end_point, &[0xcd; 32]).unwrap_err();
+    assert_eq!(err, AuthError::ChannelBindingCheckFailed);
+    assert_eq!(err.sqlstate(), "28000");
+}
+
+#[test]
+fn channel_binding_offered_checks_the_gs2_header_against_the_mechanism() {
+    let offered = || ScramServer::new(fast_secret("pw"), NONCE).with_channel_binding(vec![1; 32]);
+    // A client without channel binding support still logs in with SCRAM-SHA-256.
+    exchange(offered(), "pw", ChannelBinding::unsupported()).expect("n,, on TLS");
+    // "y": the client was made to believe the server cannot bind (a downgrade).
+    let err = exchange(offered(), "pw", ChannelBinding::unrequested()).unwrap_err();
+    assert_eq!(err, AuthError::ChannelBindingDowngrade);
+    assert_eq!(err.sqlstate(), "28000");
+    // PLUS without binding data, and binding data without PLUS.
+    let err = offered()
+        .client_first(SCRAM_SHA_256_PLUS, b"n,,n=,r=abc")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not include channel binding data"),
+        "{err}"
+    );
+    let err = offered()
+        .client_first(SCRAM_SHA_256, b"p=tls-server-end-point,,n=,r=abc")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("includes channel binding data"),
+        "{err}"
+    );
+    // Only tls-server-end-point.
+    let err = offered()
+        .client_first(SCRAM_SHA_256_PLUS, b"p=tls-unique,,n=,r=abc")
+        .unwrap_err();
+    assert_eq!(
+        err,
+        AuthError::UnsupportedChannelBindingType("tls-unique".into())
+    );
+    for malformed in [
+        &b"p,,n=,r=abc"[..],
+        b"p=tls-server-end-point",
+        b"p=x,a=b,n=,r=abc",
+    ] {
+        let err = offered()
+            .client_first(SCRAM_SHA_256_PLUS, malformed)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AuthError::MalformedMessage(_) | AuthError::AuthzidNotSupported
+            ),
+            "{:?} gave {err:?}",
+            String::from_utf8_lossy(malformed)
+        );
+    }
+}

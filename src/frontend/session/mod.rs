@@ -17,11 +17,11 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use deadpool::managed::{Object, PoolError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::pending::{Hide, Kind, Pending, PendingQueue, Verdict};
 use super::retry::{ReadRetry, Step};
 use super::settings::{sync_sql, ClientSettings, ServerSettings};
+use super::stream::ClientStream;
 use crate::backend::connection::SERVER_MESSAGE_LIMIT;
 use crate::backend::pool::{Manager, Pin};
 use crate::backend::{BackendError, ServerConn, ServerPool};
@@ -78,7 +78,7 @@ pub type Server = Object<Manager>;
 
 /// One client's connection state.
 pub struct Session {
-    client: TcpStream,
+    client: ClientStream,
     ctx: SessionContext,
     /// Bytes read from the client, not yet handled.
     inbox: BytesMut,
@@ -154,7 +154,7 @@ impl Session {
     /// A session for a client that has logged in. `server` is the connection used for
     /// login, still checked out (it is kept in session pooling).
     pub fn new(
-        client: TcpStream,
+        client: ClientStream,
         ctx: SessionContext,
         settings: ClientSettings,
         server: Option<Server>,
@@ -213,7 +213,7 @@ impl Session {
             _ => None,
         };
         if let Some(err) = notice {
-            let _ = self.client.write_all(&err.to_bytes()).await;
+            let _ = self.client.send(&err.to_bytes()).await;
         }
         self.finish();
         end
@@ -454,7 +454,7 @@ impl Session {
     async fn flush_client(&mut self) -> Result<(), SessionEnd> {
         let ready = self.hold_from.unwrap_or(self.outbox.len());
         if ready > 0 {
-            self.client.write_all(&self.outbox[..ready]).await?;
+            self.client.send(&self.outbox[..ready]).await?;
             if ready == self.outbox.len() {
                 self.outbox.clear();
             } else {
