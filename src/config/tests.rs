@@ -453,6 +453,21 @@ fn node_tls_reads_libpq_spellings_and_defaults_to_disable() {
     assert!(parse_error(&text).contains("verify-full"));
 }
 
+/// The node TLS keys config.toml shows commented out load once uncommented.
+#[test]
+fn example_config_commented_node_tls_keys_load_when_uncommented() {
+    let mut text = EXAMPLE.to_owned();
+    for key in ["tls", "tls_ca_file", "allow_cleartext_password"] {
+        let commented = format!("# {key} = ");
+        assert!(text.contains(&commented), "config.toml shows {key}");
+        text = text.replace(&commented, &format!("{key} = "));
+    }
+    let config = Config::from_toml_str(&text).unwrap();
+    assert_eq!(config.nodes[0].tls, NodeTlsMode::VerifyFull);
+    assert!(config.nodes[0].tls_ca_file.is_some());
+    assert!(!config.nodes[0].allow_cleartext_password);
+}
+
 #[test]
 fn node_tls_ca_file_goes_with_the_verifying_modes_only() {
     let mut config = example();
