@@ -162,6 +162,117 @@ async fn cancel_requests_reach_a_node_over_tls() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+/// Messages far larger than a TLS record or a socket buffer, both ways: the writes to the
+/// node are flushed out of the TLS session, the replies stream back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_pass_over_tls() {
+    let ca = cluster_ca();
+    let proxy = TestProxy::start(|config| {
+        all_nodes(config, NodeTlsMode::VerifyFull, Some(&ca));
+        config.pool.max_size = 1;
+    })
+    .await;
+    let client = proxy.connect(&unique("node_tls_large")).await;
+    let big = "x".repeat(16 << 20);
+    for _ in 0..2 {
+        let row = client
+            .query_one("select length($1::text), md5($1::text)", &[&big])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i32>(0), 16 << 20);
+        let echoed = client
+            .query_one("select repeat('y', $1)", &[&(16i32 << 20)])
+            .await
+            .unwrap();
+        assert_eq!(echoed.get::<_, &str>(0).len(), 16 << 20);
+    }
+    assert_eq!(server_sees_tls(&client).await, "t");
+}
+
+/// A pooled TLS connection whose backend is terminated while it sits in the pool is
+/// replaced without the client seeing an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_tls_connection_killed_while_idle_is_replaced() {
+    let proxy = TestProxy::start(|config| {
+        all_nodes(config, NodeTlsMode::Require, None);
+        config.pool.max_size = 1;
+    })
+    .await;
+    let checker = common::superuser().await;
+    let client = proxy.connect(&unique("node_tls_killed")).await;
+    for wait_after in [Duration::ZERO, Duration::from_millis(1500)] {
+        let pid: i32 = client
+            .query_one("select pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(checker
+            .query_one("select pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap()
+            .get::<_, bool>(0));
+        wait_until(10, "the terminated backend to be gone", || {
+            let checker = &checker;
+            async move {
+                checker
+                    .query("select 1 from pg_stat_activity where pid = $1", &[&pid])
+                    .await
+                    .unwrap()
+                    .is_empty()
+            }
+        })
+        .await;
+        tokio::time::sleep(wait_after).await;
+        let new_pid: i32 = client
+            .query_one("select pg_backend_pid()", &[])
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the dead pooled connection was handed out: {}",
+                    describe(&e)
+                )
+            })
+            .get(0);
+        assert_ne!(new_pid, pid);
+    }
+    assert_eq!(server_sees_tls(&client).await, "t");
+}
+
+/// The check before a pooled connection is reused reads through the TLS session: quiet
+/// while the server is idle (after a query too), not once the server has ended the
+/// session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quiet_check_sees_a_tls_session_end() {
+    let ca = cluster_ca();
+    let mut config = common::test_config().nodes[0].clone();
+    config.tls = NodeTlsMode::VerifyFull;
+    config.tls_ca_file = Some(ca);
+    let node = Arc::new(NodeAddr::from_config(&config).unwrap());
+    let mut conn = ServerConn::connect(node, &credentials(), Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert!(conn.stream.is_tls());
+    assert!(conn.is_quiet());
+    conn.execute("select 1").await.unwrap();
+    assert!(conn.is_quiet(), "quiet after a query");
+    let checker = common::superuser().await;
+    let pid = conn.backend_pid;
+    assert!(checker
+        .query_one("select pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
+    let mut quiet = true;
+    for _ in 0..100 {
+        quiet = conn.is_quiet();
+        if !quiet {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!quiet, "the terminated session still looks quiet");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_full_with_another_ca_fails_with_a_clear_error() {
     let dir = TempDir::new("node_tls_wrong_ca");
