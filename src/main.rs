@@ -39,6 +39,13 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
+        // The nodes' CA files too: one that cannot be used would stop the start.
+        for node in &config.nodes {
+            if let Err(e) = pgsplit::backend::NodeTls::from_config(node) {
+                eprintln!("{}: {e}", args.config.display());
+                return ExitCode::from(2);
+            }
+        }
         println!("{}: configuration is valid", args.config.display());
         return ExitCode::SUCCESS;
     }
@@ -82,7 +89,7 @@ fn run(config: Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
         let listen = config.proxy.listen;
         let listener = Listener::bind(config, Some(config_path.clone()))
             .await
-            .with_context(|| format!("listening on {listen}"))?;
+            .with_context(|| format!("starting on {listen}"))?;
         tracing::info!(addr = %listener.local_addr()?, "pgsplit listening");
         let proxy = listener.proxy();
         let mut signals = Signals::new().context("installing signal handlers")?;
