@@ -551,6 +551,8 @@ cmd_up() {
             fi
         done
         make_cluster_dir
+        # Before any node starts: a node with ssl = on does not start without its files.
+        make_tls_files
         node_exists primary || init_primary
         start_node primary
         bootstrap_primary
