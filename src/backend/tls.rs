@@ -81,13 +81,6 @@ pub enum LinkError {
     Handshake(io::Error),
 }
 
-impl LinkError {
-    /// True when TCP itself failed (nothing about TLS).
-    pub fn is_tcp(&self) -> bool {
-        matches!(self, LinkError::Io(_))
-    }
-}
-
 impl NodeTls {
     /// Plain TCP, cleartext passwords refused.
     pub fn disabled() -> NodeTls {
