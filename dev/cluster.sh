@@ -95,7 +95,7 @@ pg_hba.conf says host, not hostssl: plain connections are accepted too.
 
 Environment:
   PGSPLIT_CLUSTER_DIR            cluster directory (default /tmp/pgsplit-cluster); holds
-                                 primary/ replica1/ replica2/ sock/ log/
+                                 primary/ replica1/ replica2/ sock/ log/ tls/
   PGSPLIT_PRIMARY_PORT           primary port   (default 15432) } only used when the
   PGSPLIT_REPLICA1_PORT          replica1 port  (default 15433) } cluster is created;
   PGSPLIT_REPLICA2_PORT          replica2 port  (default 15434) } destroy to change them
