@@ -90,7 +90,8 @@ Database users (TCP from 127.0.0.1):
   Over the unix socket ($SOCK_DIR) every user is trusted.
 
 TLS: every node has ssl = on with a certificate for 127.0.0.1 and localhost, signed by the
-cluster's CA $TLS_DIR/ca.crt (e.g. psql "sslmode=verify-full sslrootcert=$TLS_DIR/ca.crt").
+cluster's CA $TLS_DIR/ca.crt, e.g.
+  psql "host=127.0.0.1 sslmode=verify-full sslrootcert=$TLS_DIR/ca.crt ..."
 pg_hba.conf says host, not hostssl: plain connections are accepted too.
 
 Environment:
