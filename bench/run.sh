@@ -282,6 +282,9 @@ min_pool_size = 0
 reserve_pool_size = 0
 max_client_conn = $((BIG_CLIENTS + 100 > 600 ? BIG_CLIENTS + 100 : 600))
 ignore_startup_parameters = extra_float_digits
+; The dev cluster speaks TLS, and PgBouncer's default (prefer) would use it; pgsplit's
+; default to the nodes is plain, so both run plain.
+server_tls_sslmode = disable
 log_connections = 0
 log_disconnections = 0
 EOF

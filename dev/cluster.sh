@@ -12,6 +12,9 @@
 # refuses to run as root) and the cluster directory is owned by postgres. Control queries use
 # psql over the cluster's unix socket as database user postgres (trust).
 #
+# Every node also speaks TLS (ssl = on) with a certificate for 127.0.0.1 and localhost signed
+# by the cluster's own CA ($PGSPLIT_CLUSTER_DIR/tls/ca.crt); plain connections still work.
+#
 # Run `dev/cluster.sh help` for commands and environment variables.
 set -euo pipefail
 
@@ -26,6 +29,8 @@ LOG_DIR="$CLUSTER_DIR/log"
 CLUSTER_ENV="$CLUSTER_DIR/cluster.env"
 # Serialises commands that change the cluster (two `up`s at once would fight).
 LOCK_FILE="$CLUSTER_DIR.lock"
+# The cluster's CA and the nodes' certificate (made by openssl at `up` or `tls-on`).
+TLS_DIR="$CLUSTER_DIR/tls"
 
 NODES=(primary replica1 replica2)
 declare -A PORT=(
@@ -40,7 +45,7 @@ PROG="$(basename "$0")"
 # The short form, shown after a usage error.
 synopsis() {
     cat <<EOF
-Usage: $PROG up|down|status|destroy
+Usage: $PROG up|down|status|destroy|tls-on
        $PROG pause N | resume N          (N = replica 1 or 2)
        $PROG delay N DURATION            (e.g. 'delay 2 2s'; 'delay 2 0' clears)
        $PROG stop N | start N            (stop replica N hard / start it again)
@@ -67,6 +72,9 @@ Commands:
                         as its clients can tell); no error if it is not running
   start N               start replica N again; returns once both replicas are streaming
   destroy               down, then delete the cluster directory
+  tls-on                turn TLS on for the running nodes (also part of 'up'): makes the CA
+                        and certificate if missing, sets ssl = on by ALTER SYSTEM and reloads;
+                        no restart, plain connections keep working
   help                  this text
 
 Nodes (ports fixed when the cluster is created):
@@ -81,9 +89,14 @@ Database users (TCP from 127.0.0.1):
   replicator            replication only, trust
   Over the unix socket ($SOCK_DIR) every user is trusted.
 
+TLS: every node has ssl = on with a certificate for 127.0.0.1 and localhost, signed by the
+cluster's CA $TLS_DIR/ca.crt, e.g.
+  psql "host=127.0.0.1 sslmode=verify-full sslrootcert=$TLS_DIR/ca.crt ..."
+pg_hba.conf says host, not hostssl: plain connections are accepted too.
+
 Environment:
   PGSPLIT_CLUSTER_DIR            cluster directory (default /tmp/pgsplit-cluster); holds
-                                 primary/ replica1/ replica2/ sock/ log/
+                                 primary/ replica1/ replica2/ sock/ log/ tls/
   PGSPLIT_PRIMARY_PORT           primary port   (default 15432) } only used when the
   PGSPLIT_REPLICA1_PORT          replica1 port  (default 15433) } cluster is created;
   PGSPLIT_REPLICA2_PORT          replica2 port  (default 15434) } destroy to change them
@@ -426,6 +439,74 @@ create_replica() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# TLS
+# ---------------------------------------------------------------------------------------------
+# The cluster's CA, and a certificate for 127.0.0.1 and localhost signed by it that every node
+# uses. Made once; kept while the files are there.
+make_tls_files() {
+    [[ -f "$TLS_DIR/ca.crt" && -f "$TLS_DIR/server.crt" && -f "$TLS_DIR/server.key" ]] && return 0
+    command -v openssl >/dev/null 2>&1 ||
+        die "openssl not found (apt-get install openssl); it makes the cluster's TLS certificates"
+    note "making a CA and a server certificate in $TLS_DIR"
+    rm -rf "$TLS_DIR"
+    mkdir -p "$TLS_DIR"
+    local log="$LOG_DIR/tls.log" ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    {
+        openssl req -x509 "${ec[@]}" -days 3650 -subj "/CN=pgsplit dev cluster CA" \
+            -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.crt" &&
+            openssl req -new "${ec[@]}" -subj "/CN=localhost" \
+                -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" &&
+            printf '%s\n' "subjectAltName = DNS:localhost, IP:127.0.0.1" \
+                "basicConstraints = critical, CA:FALSE" "keyUsage = critical, digitalSignature" \
+                "extendedKeyUsage = serverAuth" >"$TLS_DIR/server.ext" &&
+            openssl x509 -req -in "$TLS_DIR/server.csr" -days 3650 -extfile "$TLS_DIR/server.ext" \
+                -CA "$TLS_DIR/ca.crt" -CAkey "$TLS_DIR/ca.key" -CAcreateserial \
+                -CAserial "$TLS_DIR/ca.srl" -out "$TLS_DIR/server.crt"
+    } >"$log" 2>&1 || die "openssl could not make the certificates; see $log"
+    rm -f "$TLS_DIR/server.csr" "$TLS_DIR/server.ext"
+    # The server refuses a key that others can read.
+    chmod 0755 "$TLS_DIR"
+    chmod 0644 "$TLS_DIR/ca.crt" "$TLS_DIR/server.crt"
+    chmod 0600 "$TLS_DIR/ca.key" "$TLS_DIR/server.key" "$TLS_DIR/ca.srl"
+    give_to_pg "$TLS_DIR" "$TLS_DIR"/*
+}
+
+# True when a node answers over TLS with the cluster's certificate, as a client checking
+# it fully (CA and host name) would.
+node_tls_works() {
+    [[ "$(PGPASSWORD=postgres PGSSLMODE=verify-full PGSSLROOTCERT="$TLS_DIR/ca.crt" \
+        "$BINDIR/psql" -X -w -q -At -h 127.0.0.1 -p "${PORT[$1]}" -U postgres -d postgres \
+        -c 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()' 2>/dev/null)" == t ]]
+}
+
+# TLS on every node: ssl = on with the cluster's certificate, by ALTER SYSTEM and a reload
+# (no restart; plain connections keep working). Idempotent; nodes that have it are left alone.
+enable_tls() {
+    make_tls_files
+    local node
+    for node in "${NODES[@]}"; do
+        node_tls_works "$node" && continue
+        note "turning TLS on for $node"
+        node_psql "$node" \
+            -c "ALTER SYSTEM SET ssl_cert_file = '$TLS_DIR/server.crt'" \
+            -c "ALTER SYSTEM SET ssl_key_file = '$TLS_DIR/server.key'" \
+            -c "ALTER SYSTEM SET ssl = on" \
+            -c 'SELECT pg_reload_conf()' >/dev/null
+        # The reload is asynchronous: wait until new connections get TLS.
+        for _ in $(seq 50); do
+            node_tls_works "$node" && break
+            sleep 0.1
+        done
+        node_tls_works "$node" || {
+            log_tail "$node"
+            die "$node does not answer over TLS after a reload with ssl = on; see $(node_log "$node")"
+        }
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
 # Replication checks
 # ---------------------------------------------------------------------------------------------
 # How many of our replicas the primary sees as streaming (matched by their slots).
@@ -471,6 +552,8 @@ cmd_up() {
             fi
         done
         make_cluster_dir
+        # Before any node starts: a node with ssl = on does not start without its files.
+        make_tls_files
         node_exists primary || init_primary
         start_node primary
         bootstrap_primary
@@ -480,11 +563,23 @@ cmd_up() {
         done
     fi
 
+    enable_tls
     if [[ -n "${PGSPLIT_REPLICA2_APPLY_DELAY:-}" ]]; then
         set_apply_delay replica2 "$PGSPLIT_REPLICA2_APPLY_DELAY"
     fi
     wait_for_streaming
     cmd_status
+}
+
+cmd_tls_on() {
+    take_lock
+    load_ports
+    local node
+    for node in "${NODES[@]}"; do
+        node_accepting "$node" || die "$node is not running (run: $PROG up)"
+    done
+    enable_tls
+    echo "TLS on for all nodes; CA: $TLS_DIR/ca.crt"
 }
 
 cmd_down() {
@@ -664,7 +759,7 @@ main() {
         usage
         return 0
         ;;
-    up | down | status | destroy) (($# == 0)) || usage_error "'$cmd' takes no arguments" ;;
+    up | down | status | destroy | tls-on) (($# == 0)) || usage_error "'$cmd' takes no arguments" ;;
     pause | resume | stop | start) (($# == 1)) || usage_error "usage: $PROG $cmd N   (N = 1 or 2)" ;;
     delay) (($# == 2)) || usage_error "usage: $PROG delay N DURATION   (e.g. delay 2 2s; delay 2 0 clears)" ;;
     *) usage_error "unknown command '$cmd'" ;;
@@ -678,6 +773,7 @@ main() {
     down) cmd_down ;;
     destroy) cmd_destroy ;;
     status) cmd_status ;;
+    tls-on) cmd_tls_on ;;
     pause) cmd_pause "$1" ;;
     resume) cmd_resume "$1" ;;
     stop) cmd_stop "$1" ;;

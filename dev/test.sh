@@ -23,6 +23,8 @@ export PGSPLIT_CLUSTER_DIR="${PGSPLIT_CLUSTER_DIR:-/tmp/pgsplit-cluster}"
 export PGSPLIT_PRIMARY_PORT="${PGSPLIT_PRIMARY_PORT:-15432}"
 export PGSPLIT_REPLICA1_PORT="${PGSPLIT_REPLICA1_PORT:-15433}"
 export PGSPLIT_REPLICA2_PORT="${PGSPLIT_REPLICA2_PORT:-15434}"
+# The CA of the nodes' TLS certificate (dev/cluster.sh makes it).
+export PGSPLIT_CLUSTER_CA="$PGSPLIT_CLUSTER_DIR/tls/ca.crt"
 
 command -v cargo >/dev/null 2>&1 || {
     echo "dev/test.sh: error: cargo not found in PATH (is ~/.cargo/bin in PATH?)" >&2

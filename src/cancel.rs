@@ -1,14 +1,14 @@
 //! Cancel requests across pooling. Each client gets pgsplit's own process id and secret
 //! key; while a server connection serves the client, the client's slot names that
 //! server's key, so a CancelRequest reaches whichever server runs the client's query
-//! at that moment.
+//! at that moment. A cancel request travels over the same kind of link as the node's server
+//! connections (TLS when its settings say so).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::backend::NodeAddr;
 use crate::wire::startup::encode_cancel;
@@ -118,7 +118,7 @@ impl CancelRegistry {
 
 /// Sends a CancelRequest to the server named by `target`.
 pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect((target.node.host.as_str(), target.node.port)).await?;
+    let mut stream = target.node.open().await.map_err(std::io::Error::other)?;
     stream
         .write_all(&encode_cancel(target.pid, &target.secret))
         .await?;
@@ -139,6 +139,7 @@ mod tests {
                 name: "primary".into(),
                 host: "127.0.0.1".into(),
                 port: 1,
+                tls: crate::backend::NodeTls::disabled(),
             }),
             pid: 99,
             secret: vec![1, 2, 3, 4],

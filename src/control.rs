@@ -1,14 +1,23 @@
 //! Control connections: pgsplit's own queries to a node (the lag monitor's checks, the
 //! function catalog's look-ups), on small deadpool-postgres pools, never on the client pools
-//! (so they go on when those are exhausted), logged in as the `[lag]` monitor login.
+//! (so they go on when those are exhausted), logged in as the `[lag]` monitor login. Their
+//! links are opened like server connections' (`NodeAddr::open`: TLS as the node's settings
+//! say), and refuse to send the password in clear text alike (`backend::cleartext`).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    Connect, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
-use tokio_postgres::{NoTls, Row};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::task::JoinHandle;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, NoTls, Row};
 
+use crate::backend::cleartext::CleartextGuard;
 use crate::backend::NodeAddr;
 use crate::config::Config;
 
@@ -68,7 +77,9 @@ impl ControlLogin {
             .user(&self.user)
             .dbname(&self.database)
             .application_name(application_name)
-            .connect_timeout(self.connect_timeout);
+            .connect_timeout(self.connect_timeout)
+            // TLS, if any, is set up before tokio-postgres sees the link (`ControlConnect`).
+            .ssl_mode(SslMode::Disable);
         if let Some(password) = &self.password {
             config.password(password);
         }
@@ -84,9 +95,9 @@ pub fn pool(
     application_name: &str,
     size: usize,
 ) -> Result<Pool, deadpool_postgres::BuildError> {
-    let manager = Manager::from_config(
+    let manager = Manager::from_connect(
         login.pg_config(node, application_name),
-        NoTls,
+        ControlConnect { node: node.clone() },
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -101,12 +112,115 @@ pub fn pool(
         .build()
 }
 
+/// Opens control connections to one node: the link as `NodeAddr::open` makes it, guarded
+/// against cleartext password requests, then tokio-postgres's startup over it.
+struct ControlConnect {
+    node: NodeAddr,
+}
+
+type ConnectFuture<'a> = Pin<
+    Box<dyn Future<Output = Result<(Client, JoinHandle<()>), tokio_postgres::Error>> + Send + 'a>,
+>;
+
+impl Connect for ControlConnect {
+    fn connect(&self, pg_config: &tokio_postgres::Config) -> ConnectFuture<'_> {
+        let pg_config = pg_config.clone();
+        Box::pin(async move {
+            let node = &self.node;
+            let link = match node.open().await {
+                Ok(link) => link,
+                Err(e) => {
+                    // tokio-postgres's errors have no public constructor: it reports the
+                    // reason itself, as the failure of its first write.
+                    let failed = FailedLink(Some(std::io::Error::other(e)));
+                    return Err(match pg_config.connect_raw(failed, NoTls).await {
+                        Err(e) => e,
+                        Ok(_) => unreachable!("a failed link cannot log in"),
+                    });
+                }
+            };
+            let tls = link.is_tls();
+            let guarded =
+                CleartextGuard::new(link, &node.name, tls, node.tls.allow_cleartext_password);
+            let (client, connection) = pg_config.connect_raw(guarded, NoTls).await?;
+            let name = node.name.clone();
+            let task = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(node = %name, error = %ErrorChain(&e), "control connection ended");
+                }
+            });
+            Ok((client, task))
+        })
+    }
+}
+
+/// A link that could not be opened, as a stream whose every read and write fails with
+/// the reason.
+struct FailedLink(Option<std::io::Error>);
+
+impl FailedLink {
+    fn error(&mut self) -> std::io::Error {
+        self.0
+            .take()
+            .unwrap_or_else(|| std::io::ErrorKind::NotConnected.into())
+    }
+}
+
+impl AsyncRead for FailedLink {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Err(self.get_mut().error()))
+    }
+}
+
+impl AsyncWrite for FailedLink {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Err(self.get_mut().error()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Err(self.get_mut().error()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// An error with its causes, `: `-separated (tokio-postgres's own message leaves them out,
+/// as in "error communicating with the server"); a cause the text already ends with (a
+/// wrapper that repeats it) is not written twice.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            let more = e.to_string();
+            if !text.ends_with(&more) {
+                text.push_str(": ");
+                text.push_str(&more);
+            }
+            cause = e.source();
+        }
+        f.write_str(&text)
+    }
+}
+
 /// Why a control query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("{0}")]
+    #[error("{}", ErrorChain(.0))]
     Pool(#[from] PoolError),
-    #[error("{0}")]
+    #[error("{}", ErrorChain(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("the query took longer than {0:?}")]
     Timeout(Duration),

@@ -45,6 +45,13 @@ fn main() -> ExitCode {
             eprintln!("{}: {e}", args.config.display());
             return ExitCode::from(2);
         }
+        // The nodes' CA files too: one that cannot be used would stop the start.
+        for node in &config.nodes {
+            if let Err(e) = pgsplit::backend::NodeTls::from_config(node) {
+                eprintln!("{}: {e}", args.config.display());
+                return ExitCode::from(2);
+            }
+        }
         println!("{}: configuration is valid", args.config.display());
         return ExitCode::SUCCESS;
     }

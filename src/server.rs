@@ -89,19 +89,17 @@ pub struct Listener {
 }
 
 impl Proxy {
-    /// A proxy for `config`; causal tokens are signed with `tokens`.
-    pub fn new(config: Config, tokens: crate::causal::TokenKeys) -> Proxy {
+    /// A proxy for `config`; causal tokens are signed with `tokens`. Fails when a node's
+    /// TLS settings cannot be put to use (an unreadable `tls_ca_file`).
+    pub fn new(
+        config: Config,
+        tokens: crate::causal::TokenKeys,
+    ) -> Result<Proxy, crate::backend::TlsSetupError> {
         let nodes: Vec<Arc<NodeAddr>> = config
             .nodes
             .iter()
-            .map(|n| {
-                Arc::new(NodeAddr {
-                    name: n.name.clone(),
-                    host: n.host.clone(),
-                    port: n.port,
-                })
-            })
-            .collect();
+            .map(|n| NodeAddr::from_config(n).map(Arc::new))
+            .collect::<Result<_, _>>()?;
         let primary = config
             .nodes
             .iter()
@@ -166,7 +164,7 @@ impl Proxy {
             stats: RouteStats::new(config.nodes.len()),
         });
         let (lag, _) = tokio::sync::watch::channel(config.lag.clone());
-        Proxy {
+        Ok(Proxy {
             lag,
             board: Arc::new(LagBoard::new(&replica_nodes, Instant::now())),
             config_path: None,
@@ -180,7 +178,7 @@ impl Proxy {
             secrets,
             config,
             tls: std::sync::RwLock::new(ClientTls::disabled()),
-        }
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -460,7 +458,7 @@ impl Listener {
         };
         let tokens = causal_keys(&config.routing).map_err(std::io::Error::other)?;
         let tls = ClientTls::load(&config.tls).map_err(std::io::Error::other)?;
-        let mut proxy = Proxy::new(config, tokens);
+        let mut proxy = Proxy::new(config, tokens).map_err(std::io::Error::other)?;
         proxy.config_path = config_path;
         proxy.set_client_tls(tls);
         Ok(Listener {

@@ -1,6 +1,7 @@
-//! One connection from pgsplit to a PostgreSQL node: connect, authenticate (SCRAM-SHA-256,
-//! md5 or cleartext, as the server asks), collect ParameterStatus and BackendKeyData, and
-//! keep the state pooling needs (transaction status, applied settings, prepared statements).
+//! One connection from pgsplit to a PostgreSQL node: connect (over TLS when the node's
+//! settings say so), authenticate (SCRAM-SHA-256, md5 or cleartext, as the server asks),
+//! collect ParameterStatus and BackendKeyData, and keep the state pooling needs
+//! (transaction status, applied settings, prepared statements).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,8 +11,11 @@ use bytes::{Bytes, BytesMut};
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
+use super::cleartext::{self, CleartextRefused};
+use super::stream::ServerStream;
+use super::tls::{LinkError, NodeTls, TlsSetupError};
+use crate::config::NodeConfig;
 use crate::net::{read_frame, ReadError};
 use crate::prepared::ServerStatements;
 use crate::wire::error::parse_error_fields;
@@ -23,12 +27,45 @@ use crate::wire::startup::encode_startup;
 /// memory: PostgreSQL itself never sends a message over 1 GB.
 pub const SERVER_MESSAGE_LIMIT: usize = 1 << 30;
 
-/// Where a node listens, and its name for logs and errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a node listens, its name for logs and errors, and how links to it use TLS.
+#[derive(Debug, Clone)]
 pub struct NodeAddr {
     pub name: String,
     pub host: String,
     pub port: u16,
+    pub tls: NodeTls,
+}
+
+impl NodeAddr {
+    /// The node of a (validated) `[[nodes]]` entry; reads its `tls_ca_file`.
+    pub fn from_config(node: &NodeConfig) -> Result<NodeAddr, TlsSetupError> {
+        Ok(NodeAddr {
+            name: node.name.clone(),
+            host: node.host.clone(),
+            port: node.port,
+            tls: NodeTls::from_config(node)?,
+        })
+    }
+
+    /// Opens a link to the node, with TLS as its settings say, ready for a startup
+    /// message or a cancel request.
+    pub async fn open(&self) -> Result<ServerStream, BackendError> {
+        self.tls
+            .open(&self.host, self.port)
+            .await
+            .map_err(|e| match e {
+                LinkError::Io(source) => BackendError::Connect {
+                    node: self.name.clone(),
+                    addr: format!("{}:{}", self.host, self.port),
+                    source,
+                },
+                e => BackendError::Tls {
+                    node: self.name.clone(),
+                    addr: format!("{}:{}", self.host, self.port),
+                    source: e,
+                },
+            })
+    }
 }
 
 /// Why a server connection could not be made or used.
@@ -40,6 +77,14 @@ pub enum BackendError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("could not set up TLS with node {node} ({addr}): {source}")]
+    Tls {
+        node: String,
+        addr: String,
+        source: LinkError,
+    },
+    #[error(transparent)]
+    CleartextRefused(#[from] CleartextRefused),
     #[error("timed out connecting to node {node}")]
     ConnectTimeout { node: String },
     #[error("node {node} said: {message}")]
@@ -69,23 +114,11 @@ impl BackendError {
     pub fn sqlstate(&self) -> &str {
         match self {
             BackendError::Server { code, .. } if !code.is_empty() => code,
-            BackendError::Auth { .. } | BackendError::UnsupportedAuth { .. } => "08004",
+            BackendError::Auth { .. }
+            | BackendError::UnsupportedAuth { .. }
+            | BackendError::CleartextRefused(_) => "08004",
             _ => crate::wire::error::code::CANNOT_CONNECT,
         }
-    }
-}
-
-/// TCP keepalives on a server socket, so that a node that vanished without closing (a
-/// network partition, a crashed host) is noticed: probes after 30 s idle, every 10 s,
-/// given up after 3 (about a minute). (A node whose process is stopped still has its
-/// kernel answer them: pgsplit's monitor notices that one; see `frontend::session`.)
-fn keep_alive(stream: &TcpStream) {
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(30))
-        .with_interval(Duration::from_secs(10))
-        .with_retries(3);
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
-        tracing::debug!(error = %e, "could not set TCP keepalives on a server socket");
     }
 }
 
@@ -110,7 +143,7 @@ impl std::fmt::Debug for Credentials {
 
 /// A live, authenticated server connection.
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     /// Bytes read from the server and not yet handled.
     pub read_buf: BytesMut,
     pub node: Arc<NodeAddr>,
@@ -171,16 +204,7 @@ impl ServerConn {
         creds: &Credentials,
         max_statements: usize,
     ) -> Result<ServerConn, BackendError> {
-        let addr = format!("{}:{}", node.host, node.port);
-        let stream = TcpStream::connect(&addr)
-            .await
-            .map_err(|source| BackendError::Connect {
-                node: node.name.clone(),
-                addr: addr.clone(),
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
-        keep_alive(&stream);
+        let stream = node.open().await?;
         let mut conn = ServerConn {
             stream,
             read_buf: BytesMut::with_capacity(16 * 1024),
@@ -218,15 +242,16 @@ impl ServerConn {
             })
     }
 
-    /// Writes bytes to the server.
+    /// Writes bytes to the server (and flushes them out of a TLS session).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|e| BackendError::Read {
-                node: self.node.name.clone(),
-                source: ReadError::Io(e),
-            })
+        let mut result = self.stream.write_all(bytes).await;
+        if result.is_ok() && self.stream.is_tls() {
+            result = self.stream.flush().await;
+        }
+        result.map_err(|e| BackendError::Read {
+            node: self.node.name.clone(),
+            source: ReadError::Io(e),
+        })
     }
 
     fn server_error(&self, body: &[u8]) -> BackendError {
@@ -268,6 +293,10 @@ impl ServerConn {
             match code {
                 0 => return Ok(()),
                 3 => {
+                    let allow = self.node.tls.allow_cleartext_password;
+                    if !cleartext::allowed(self.stream.is_tls(), allow) {
+                        return Err(CleartextRefused { node }.into());
+                    }
                     let pw = password()?;
                     self.write(&password_message(pw.as_bytes())).await?;
                 }
@@ -417,12 +446,8 @@ impl ServerConn {
 
     /// True when the socket has nothing unread and is not closed: a cheap health check
     /// that needs no round trip.
-    pub fn is_quiet(&self) -> bool {
-        if !self.read_buf.is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    pub fn is_quiet(&mut self) -> bool {
+        self.read_buf.is_empty() && self.stream.is_quiet()
     }
 }
 

@@ -389,6 +389,53 @@ pub struct NodeConfig {
     /// Ignored on the primary.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// TLS to this node, as libpq's `sslmode`. Default disable; production should use
+    /// verify-full.
+    #[serde(default)]
+    pub tls: NodeTlsMode,
+    /// PEM file of the CA certificate(s) the node's certificate must chain to. Required
+    /// with verify-ca and verify-full, refused with the other modes.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Answer a node that asks for the password in clear text over a link without TLS.
+    /// Default false: pgsplit refuses to send it (md5 and SCRAM are not affected).
+    #[serde(default)]
+    pub allow_cleartext_password: bool,
+}
+
+/// How a link to a node uses TLS (`nodes[].tls`), as libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeTlsMode {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS when the node offers it, else plain; the certificate is not checked.
+    Prefer,
+    /// TLS or no connection; the certificate is not checked.
+    Require,
+    /// TLS, and the certificate chains to `tls_ca_file`.
+    VerifyCa,
+    /// TLS, the certificate chains to `tls_ca_file` and names the node's `host`.
+    VerifyFull,
+}
+
+impl NodeTlsMode {
+    /// The spelling used in config.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeTlsMode::Disable => "disable",
+            NodeTlsMode::Prefer => "prefer",
+            NodeTlsMode::Require => "require",
+            NodeTlsMode::VerifyCa => "verify-ca",
+            NodeTlsMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// True for the modes that check the node's certificate against `tls_ca_file`.
+    pub fn verifies(self) -> bool {
+        matches!(self, NodeTlsMode::VerifyCa | NodeTlsMode::VerifyFull)
+    }
 }
 
 fn default_port() -> u16 {

@@ -429,6 +429,105 @@ fn node_host_port_and_weight() {
     assert_eq!(problems(&config), [], "weight is ignored on the primary");
 }
 
+#[test]
+fn node_tls_reads_libpq_spellings_and_defaults_to_disable() {
+    let config = Config::from_toml_str(MINIMAL).unwrap();
+    assert_eq!(config.nodes[0].tls, NodeTlsMode::Disable);
+    assert_eq!(config.nodes[0].tls_ca_file, None);
+    assert!(!config.nodes[0].allow_cleartext_password);
+    for (spelling, mode) in [
+        ("disable", NodeTlsMode::Disable),
+        ("prefer", NodeTlsMode::Prefer),
+        ("require", NodeTlsMode::Require),
+        ("verify-ca", NodeTlsMode::VerifyCa),
+        ("verify-full", NodeTlsMode::VerifyFull),
+    ] {
+        let text = MINIMAL.replace(
+            "role = \"primary\"",
+            &format!("role = \"primary\"\ntls = \"{spelling}\"\ntls_ca_file = \"ca.crt\""),
+        );
+        let config: Config = toml::from_str(&text).unwrap();
+        assert_eq!(config.nodes[0].tls, mode);
+        assert_eq!(mode.as_str(), spelling);
+    }
+    let text = MINIMAL.replace(
+        "role = \"primary\"",
+        "role = \"primary\"\ntls = \"verify_full\"",
+    );
+    assert!(parse_error(&text).contains("verify-full"));
+}
+
+/// The node TLS keys config.toml shows commented out load once uncommented.
+#[test]
+fn example_config_commented_node_tls_keys_load_when_uncommented() {
+    let mut text = EXAMPLE.to_owned();
+    for key in ["tls", "tls_ca_file", "allow_cleartext_password"] {
+        let commented = format!("# {key} = ");
+        assert!(text.contains(&commented), "config.toml shows {key}");
+        text = text.replace(&commented, &format!("{key} = "));
+    }
+    let config = Config::from_toml_str(&text).unwrap();
+    assert_eq!(config.nodes[0].tls, NodeTlsMode::VerifyFull);
+    assert!(config.nodes[0].tls_ca_file.is_some());
+    assert!(!config.nodes[0].allow_cleartext_password);
+}
+
+#[test]
+fn node_tls_ca_file_goes_with_the_verifying_modes_only() {
+    let mut config = example();
+    config.nodes[1].tls = NodeTlsMode::VerifyFull;
+    assert_problem(
+        &config,
+        "nodes[1].tls_ca_file",
+        "is required with tls = \"verify-full\"",
+    );
+    config.nodes[1].tls = NodeTlsMode::VerifyCa;
+    assert_problem(
+        &config,
+        "nodes[1].tls_ca_file",
+        "is required with tls = \"verify-ca\"",
+    );
+    config.nodes[1].tls_ca_file = Some("/etc/pgsplit/ca.crt".into());
+    assert_eq!(problems(&config), []);
+    config.nodes[1].tls_ca_file = Some("".into());
+    assert_problem(&config, "nodes[1].tls_ca_file", "must not be empty");
+    config.nodes[1].tls_ca_file = Some("ca.crt".into());
+    for mode in [
+        NodeTlsMode::Disable,
+        NodeTlsMode::Prefer,
+        NodeTlsMode::Require,
+    ] {
+        config.nodes[1].tls = mode;
+        assert_problem(
+            &config,
+            "nodes[1].tls_ca_file",
+            &format!(
+                "is only used with tls = \"verify-ca\" or \"verify-full\" (got tls = {:?}); remove it or verify the node",
+                mode.as_str()
+            ),
+        );
+    }
+}
+
+#[test]
+fn node_tls_verify_full_needs_a_checkable_host() {
+    let mut config = example();
+    config.nodes[0].tls = NodeTlsMode::VerifyFull;
+    config.nodes[0].tls_ca_file = Some("ca.crt".into());
+    for host in ["127.0.0.1", "::1", "db.internal", "localhost"] {
+        config.nodes[0].host = host.into();
+        assert_eq!(problems(&config), [], "{host}");
+    }
+    config.nodes[0].host = "db internal".into();
+    assert_problem(
+        &config,
+        "nodes[0].host",
+        "\"db internal\" is neither a DNS name nor an IP address, so tls = \"verify-full\" cannot check the certificate against it",
+    );
+    config.nodes[0].tls = NodeTlsMode::VerifyCa;
+    assert_eq!(problems(&config), [], "verify-ca does not check the name");
+}
+
 // ---- [[databases]] rules ----
 
 #[test]

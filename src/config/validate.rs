@@ -3,9 +3,11 @@
 
 use std::collections::hash_map::{Entry, HashMap};
 
+use tokio_rustls::rustls::pki_types::ServerName;
+
 use super::{
-    ByteSize, ClientAuth, ClientTlsMode, Config, LagConfig, NodeRole, PasswordKind, Problem,
-    UserConfig, ADMIN_DATABASE,
+    ByteSize, ClientAuth, ClientTlsMode, Config, LagConfig, NodeConfig, NodeRole, NodeTlsMode,
+    PasswordKind, Problem, UserConfig, ADMIN_DATABASE,
 };
 
 /// Every problem in `config`, in file order; empty when it is valid.
@@ -248,6 +250,7 @@ fn nodes(config: &Config, out: &mut Problems) {
         if node.port == 0 {
             out.add(key("port"), "must be between 1 and 65535");
         }
+        node_tls(node, &key, out);
         match node.role {
             NodeRole::Primary => match primary {
                 None => primary = Some(i),
@@ -269,6 +272,34 @@ fn nodes(config: &Config, out: &mut Problems) {
         out.add(
             "nodes",
             "no node has role = \"primary\"; exactly one is required",
+        );
+    }
+}
+
+/// `tls`, `tls_ca_file`: a CA file exactly when the mode checks certificates, and a host
+/// name verify-full can check the certificate against.
+fn node_tls(node: &NodeConfig, key: &dyn Fn(&str) -> String, out: &mut Problems) {
+    let mode = node.tls.as_str();
+    match &node.tls_ca_file {
+        None if node.tls.verifies() => {
+            out.add(key("tls_ca_file"), format!("is required with tls = {mode:?}"))
+        }
+        Some(_) if !node.tls.verifies() => out.add(
+            key("tls_ca_file"),
+            format!(
+                "is only used with tls = \"verify-ca\" or \"verify-full\" (got tls = {mode:?}); remove it or verify the node"
+            ),
+        ),
+        Some(path) if path.as_os_str().is_empty() => out.add(key("tls_ca_file"), "must not be empty"),
+        _ => {}
+    }
+    if node.tls == NodeTlsMode::VerifyFull && ServerName::try_from(node.host.as_str()).is_err() {
+        out.add(
+            key("host"),
+            format!(
+                "{:?} is neither a DNS name nor an IP address, so tls = \"verify-full\" cannot check the certificate against it",
+                node.host
+            ),
         );
     }
 }

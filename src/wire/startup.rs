@@ -134,6 +134,14 @@ pub fn encode_startup(params: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
+/// Encodes an SSLRequest, for asking a server for TLS.
+pub fn encode_ssl_request() -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out[..4].copy_from_slice(&8u32.to_be_bytes());
+    out[4..].copy_from_slice(&SSL_REQUEST.to_be_bytes());
+    out
+}
+
 /// Encodes a CancelRequest for a server's process id and secret key.
 pub fn encode_cancel(pid: i32, secret: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + secret.len());
@@ -147,6 +155,14 @@ pub fn encode_cancel(pid: i32, secret: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_trips_an_ssl_request() {
+        assert!(matches!(
+            parse(&encode_ssl_request()),
+            Ok(StartupPacket::SslRequest)
+        ));
+    }
 
     #[test]
     fn round_trips_a_startup_message() {

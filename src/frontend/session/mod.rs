@@ -422,15 +422,19 @@ impl Session {
         let server: &mut ServerConn = server;
         let mut written = 0;
         let mut failure = None;
+        // A TLS session may hold written bytes until flushed; a plain socket holds none.
+        let mut flushed = !server.stream.is_tls();
+        let len = self.to_server.len();
         let (mut reader, mut writer) = server.stream.split();
-        while written < self.to_server.len() {
+        while written < len || (len > 0 && !flushed) {
             reserve(&mut server.read_buf);
             let room = server.read_buf.len() < READ_AHEAD_LIMIT;
             tokio::select! {
                 biased;
-                w = writer.write(&self.to_server[written..]) => match w {
-                    Ok(0) => failure = Some(std::io::ErrorKind::WriteZero.into()),
-                    Ok(n) => written += n,
+                w = write_or_flush(&mut writer, &self.to_server[written..]) => match w {
+                    Ok(Some(0)) => failure = Some(std::io::ErrorKind::WriteZero.into()),
+                    Ok(Some(n)) => written += n,
+                    Ok(None) => flushed = true,
                     Err(e) => failure = Some(e),
                 },
                 r = reader.read_buf(&mut server.read_buf), if room => match r {
@@ -583,6 +587,19 @@ const STREAM_FROM: usize = 256 * 1024;
 /// given back once empty.
 const BUFFER_SIZE: usize = 16 * 1024;
 const SHRINK_ABOVE: usize = 1024 * 1024;
+
+/// Writes some of `bytes` (`Some(count)`), or flushes when there is nothing left to write
+/// (`None`): one future, so it can race reads in `flush_server`.
+async fn write_or_flush(
+    writer: &mut crate::backend::stream::WriteHalf<'_>,
+    bytes: &[u8],
+) -> std::io::Result<Option<usize>> {
+    if bytes.is_empty() {
+        writer.flush().await.map(|()| None)
+    } else {
+        writer.write(bytes).await.map(Some)
+    }
+}
 
 /// Keeps room to read into.
 fn reserve(buf: &mut BytesMut) {
