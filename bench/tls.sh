@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# bench/tls.sh — pgbench -S over TLS through pgsplit and through PgBouncer, in one run.
+#
+#   bench/tls.sh
+#
+# Makes a self-signed certificate for 127.0.0.1, starts pgsplit (the repository's
+# config.toml with a [tls] section, client_mode = "allow"; once with routing on, once with
+# routing off) and PgBouncer (transaction pooling to the primary, client_tls_sslmode =
+# allow, the same certificate), then runs `pgbench -n -S -M simple` with sslmode=require
+# against each, ROUNDS rounds with the order rotating. For each run it records TPS and the
+# proxy process's CPU time per transaction ((utime + stime) / transactions). Prints per-run
+# figures, medians and ratios against PgBouncer, and writes them to bench/last-tls.txt.
+# Run as root on a Debian machine (PgBouncer is started as the postgres OS user).
+set -euo pipefail
+export LC_ALL=C
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=dev/lib.sh
+source "$REPO_ROOT/dev/lib.sh"
+
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-10}"
+CLIENTS="${CLIENTS:-16}"
+THREADS="${THREADS:-2}"
+SCALE="${SCALE:-10}"
+POOL_SIZE="${POOL_SIZE:-20}"
+OUT="$REPO_ROOT/bench/last-tls.txt"
+
+usage() {
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    echo
+    echo "Environment: ROUNDS ($ROUNDS), DURATION ($DURATION s), CLIENTS ($CLIENTS), THREADS ($THREADS), SCALE ($SCALE), POOL_SIZE ($POOL_SIZE)."
+}
+lib_no_arguments "$@"
+cd "$REPO_ROOT"
+need_pg_clients
+command -v pgbouncer >/dev/null 2>&1 || lib_die "pgbouncer not found (apt-get install pgbouncer)"
+command -v openssl >/dev/null 2>&1 || lib_die "openssl not found"
+export PGPASSWORD=secret
+
+DIR="$PGSPLIT_CLUSTER_DIR/bench-tls"
+rm -rf "$DIR"
+mkdir -p "$DIR"
+cargo build --release -q
+"$REPO_ROOT/dev/cluster.sh" up >/dev/null
+direct_url="postgres://app:secret@127.0.0.1:$PRIMARY_PORT/bench"
+branches=none
+if [[ "$(node_psql "$PRIMARY_PORT" -d bench -c "SELECT to_regclass('pgbench_branches') IS NOT NULL")" == t ]]; then
+    branches="$(node_psql "$PRIMARY_PORT" -d bench -c 'SELECT count(*) FROM pgbench_branches')"
+fi
+if [[ "$branches" != "$SCALE" ]]; then
+    "$PGBENCH" -i -q -s "$SCALE" "$direct_url"
+fi
+replicas_replayed_within 120 || lib_die "replicas did not catch up"
+
+# ---- certificate ----------------------------------------------------------------------------
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$DIR/server.key" -out "$DIR/server.crt" 2>/dev/null
+
+# ---- the proxies ----------------------------------------------------------------------------
+declare -A PID=() PORT=([pgsplit]=6451 [pgsplit-norouting]=6452 [pgbouncer]=6453)
+stop_all() {
+    for t in "${!PID[@]}"; do kill -TERM "${PID[$t]}" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap stop_all EXIT
+
+for t in pgsplit pgsplit-norouting; do
+    routing=true
+    [[ "$t" == pgsplit-norouting ]] && routing=false
+    sed -e "/^\[proxy\]/,/^\[/ s/^listen = .*/listen = \"127.0.0.1:${PORT[$t]}\"/" \
+        -e "/^\[metrics\]/,/^\[/ s/^enabled = .*/enabled = false/" \
+        -e "/^\[routing\]/,/^\[/ s/^enabled = .*/enabled = $routing/" \
+        config.toml >"$DIR/$t.toml"
+    cat >>"$DIR/$t.toml" <<EOF
+
+[tls]
+cert_file = "$DIR/server.crt"
+key_file = "$DIR/server.key"
+client_mode = "allow"
+EOF
+    "$REPO_ROOT/target/release/pgsplit" --config "$DIR/$t.toml" >"$DIR/$t.log" 2>&1 &
+    PID[$t]=$!
+done
+
+echo '"app" "secret"' >"$DIR/userlist.txt"
+cat >"$DIR/pgbouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$PRIMARY_PORT dbname=bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${PORT[pgbouncer]}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $DIR/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL_SIZE
+max_client_conn = 600
+ignore_startup_parameters = extra_float_digits
+client_tls_sslmode = allow
+client_tls_cert_file = $DIR/server.crt
+client_tls_key_file = $DIR/server.key
+server_tls_sslmode = disable
+log_connections = 0
+log_disconnections = 0
+EOF
+chmod 0600 "$DIR/userlist.txt" "$DIR/server.key"
+bouncer_user=()
+if [[ "$(id -u)" == 0 ]]; then
+    chown -R postgres:postgres "$DIR"
+    bouncer_user=(-u postgres)
+fi
+pgbouncer "${bouncer_user[@]}" "$DIR/pgbouncer.ini" >"$DIR/pgbouncer.log" 2>&1 &
+PID[pgbouncer]=$!
+
+for t in "${!PORT[@]}"; do
+    deadline=$((SECONDS + 30))
+    until port_open "${PORT[$t]}"; do
+        kill -0 "${PID[$t]}" 2>/dev/null || lib_die "$t exited; see $DIR/$t.log"
+        ((SECONDS < deadline)) || lib_die "$t did not listen on ${PORT[$t]}"
+        sleep 0.2
+    done
+done
+sleep 3 # replicas join the read rotation after their first checks
+
+# ---- runs -----------------------------------------------------------------------------------
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+targets=(pgsplit pgsplit-norouting pgbouncer)
+declare -A TPS=() CPU=()
+hz="$(getconf CLK_TCK)"
+for round in $(seq 1 "$ROUNDS"); do
+    n=${#targets[@]}
+    for i in $(seq 0 $((n - 1))); do
+        t="${targets[$(((i + round - 1) % n))]}"
+        before="$(cpu_ticks "${PID[$t]}")"
+        out="$(PGSSLMODE=require "$PGBENCH" -n -S -M simple -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
+            "postgres://app:secret@127.0.0.1:${PORT[$t]}/bench" 2>&1)" || lib_die "pgbench against $t failed: $out"
+        after="$(cpu_ticks "${PID[$t]}")"
+        tps="$(awk '/^tps/ {print $3}' <<<"$out")"
+        txs="$(awk '/number of transactions actually processed/ {print $NF}' <<<"$out")"
+        cpu="$(awk -v a="$after" -v b="$before" -v n="$txs" -v hz="$hz" 'BEGIN {printf "%.1f", (a - b) / hz * 1e6 / n}')"
+        echo "== round $round/$ROUNDS $t: $tps tps, $cpu µs CPU/tx"
+        TPS[$t]+="$tps "
+        CPU[$t]+="$cpu "
+    done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+{
+    echo "bench/tls.sh: pgbench -n -S -M simple -c $CLIENTS -j $THREADS -T $DURATION, sslmode=require, scale $SCALE, $ROUNDS rounds; $(date -u '+%Y-%m-%d %H:%M UTC'); git $(git rev-parse --short HEAD); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "target              median tps  median µs CPU/tx  vs pgbouncer (tps, CPU/tx)   runs (tps)"
+    base_tps="$(median <<<"${TPS[pgbouncer]}")"
+    base_cpu="$(median <<<"${CPU[pgbouncer]}")"
+    for t in "${targets[@]}"; do
+        m_tps="$(median <<<"${TPS[$t]}")"
+        m_cpu="$(median <<<"${CPU[$t]}")"
+        ratio="$(awk -v a="$m_tps" -v b="$base_tps" -v c="$m_cpu" -v d="$base_cpu" 'BEGIN {printf "%.3fx, %.3fx", a / b, c / d}')"
+        printf '%-19s %11s %17s  %-28s %s\n' "$t" "$m_tps" "$m_cpu" "$ratio" "${TPS[$t]}"
+    done
+} | tee "$OUT"
+echo "(written to bench/last-tls.txt; logs in $DIR)"
