@@ -71,14 +71,8 @@ for t in pgsplit pgsplit-norouting; do
     sed -e "/^\[proxy\]/,/^\[/ s/^listen = .*/listen = \"127.0.0.1:${PORT[$t]}\"/" \
         -e "/^\[metrics\]/,/^\[/ s/^enabled = .*/enabled = false/" \
         -e "/^\[routing\]/,/^\[/ s/^enabled = .*/enabled = $routing/" \
+        -e "/^\[tls\]/,/^\[/ s|^client_mode = .*|client_mode = \"allow\"\ncert_file = \"$DIR/server.crt\"\nkey_file = \"$DIR/server.key\"|" \
         config.toml >"$DIR/$t.toml"
-    cat >>"$DIR/$t.toml" <<EOF
-
-[tls]
-cert_file = "$DIR/server.crt"
-key_file = "$DIR/server.key"
-client_mode = "allow"
-EOF
     "$REPO_ROOT/target/release/pgsplit" --config "$DIR/$t.toml" >"$DIR/$t.log" 2>&1 &
     PID[$t]=$!
 done
