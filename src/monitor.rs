@@ -82,6 +82,7 @@ pub fn spawn(
                 control,
                 timeline.clone(),
                 board.clone(),
+                topology.clone(),
                 positions.clone(),
                 lag.clone(),
                 primary_checked,
@@ -183,6 +184,11 @@ impl Clock {
         }
     }
 
+    /// Checks failed in a row after which a node is down (`lag.down_after_failures`).
+    fn down_after_failures(&self) -> u32 {
+        self.lag.borrow().down_after_failures
+    }
+
     /// Waits for the next check; returns the `[lag]` section if it changed since the last.
     async fn next(&mut self, control: &mut Control) -> Option<LagConfig> {
         match &mut self.pace {
@@ -214,25 +220,33 @@ async fn watch_primary(
     mut control: Control,
     timeline: Arc<Mutex<PrimaryTimeline>>,
     board: Arc<LagBoard>,
+    topology: Arc<Topology>,
     positions: Arc<WritePositions>,
     lag: watch::Receiver<LagConfig>,
     checked: watch::Sender<u64>,
 ) {
     let mut clock = Clock::new(lag, None);
     let node = control.node.clone();
+    // Checks failed in a row: at `lag.down_after_failures`, clients waiting on the primary
+    // are told it stopped answering (see `frontend::session`).
+    let mut failures = 0;
     loop {
         clock.next(&mut control).await;
         let lsn = control.query_one(PRIMARY_CHECK).await.and_then(|row| {
             let lsn = row.try_get::<_, PgLsn>(0).map_err(|e| e.to_string())?;
             let system: i64 = row.try_get(1).map_err(|e| e.to_string())?;
             let timeline: i32 = row.try_get(2).map_err(|e| e.to_string())?;
+            let page: i64 = row.try_get(3).map_err(|e| e.to_string())?;
             positions.set_cluster(ClusterId {
                 system: system as u64,
                 timeline: timeline as u32,
             });
+            positions.set_page(page.max(0) as u64);
             Ok(lsn)
         });
         let was_failing = board.primary().error.is_some();
+        failures = if lsn.is_ok() { 0 } else { failures + 1 };
+        topology.set_primary_down(failures >= clock.down_after_failures());
         match lsn {
             Ok(lsn) => {
                 let now = Instant::now();

@@ -118,6 +118,9 @@ pub enum Unleased {
 #[derive(Debug)]
 pub struct Topology {
     replicas: Mutex<Vec<Replica>>,
+    /// The monitor finds the primary down (it failed `lag.down_after_failures` checks in a
+    /// row).
+    primary_down: std::sync::atomic::AtomicBool,
     /// The slot the next client gets.
     next_slot: AtomicU64,
     cooldown: Duration,
@@ -142,6 +145,7 @@ impl Topology {
     pub fn new(replicas: Vec<Replica>, cooldown: Duration) -> Topology {
         Topology {
             replicas: Mutex::new(replicas),
+            primary_down: Default::default(),
             next_slot: AtomicU64::new(0),
             cooldown,
         }
@@ -198,6 +202,16 @@ impl Topology {
     /// A replica's replay position, as just checked.
     pub fn replayed(&self, node: usize, lsn: u64) {
         self.update(node, |r| r.replay_lsn = lsn);
+    }
+
+    /// The monitor's verdict on the primary.
+    pub fn set_primary_down(&self, down: bool) {
+        self.primary_down.store(down, Ordering::Relaxed);
+    }
+
+    /// Whether the monitor finds the primary down.
+    pub fn primary_down(&self) -> bool {
+        self.primary_down.load(Ordering::Relaxed)
     }
 
     /// Whether the monitor has found the replica `node` down (it fails its checks).

@@ -85,3 +85,49 @@ async fn a_client_waiting_for_a_stopped_replica_gets_08006_and_reconnects_to_ano
     );
     drop(stopped);
 }
+
+/// The same for the primary: a client waiting for its reply inside a transaction gets
+/// 08006 once the monitor finds it down and nothing came from it for a while; once the
+/// primary runs again, a new connection writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waiting_for_a_stopped_primary_gets_08006() {
+    let _lock = common::cluster_lock(common::REPLICA_REPLAY_LOCK, "the replica replay lock").await;
+    let proxy = TestProxy::start(|c| {
+        c.lag.check_interval = pgsplit::config::Duration::from_millis(100);
+    })
+    .await;
+    let client = proxy.connect("stalled_primary").await;
+    client.batch_execute("begin").await.unwrap();
+    client.simple_query("select 1").await.unwrap();
+
+    let stopped = Stopped::node("primary");
+    let started = Instant::now();
+    let err = common::with_timeout(
+        60,
+        "the stalled query's end",
+        client.simple_query("select 2"),
+    )
+    .await
+    .expect_err("the query on the stopped primary fails");
+    eprintln!(
+        "the query on the stopped primary ended after {:?}: {err}",
+        started.elapsed()
+    );
+    let code = err.code().map(|c| c.code().to_owned());
+    assert!(
+        code.as_deref() == Some("08006") || err.is_closed() || code.is_none(),
+        "{err:?}"
+    );
+    drop(stopped);
+
+    let fresh = proxy.connect("stalled_primary_after").await;
+    common::with_timeout(60, "a write after the primary runs again", async {
+        loop {
+            match fresh.simple_query("select txid_current()").await {
+                Ok(_) => break,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await;
+}

@@ -143,8 +143,10 @@ pub struct Session {
     position: Option<u64>,
     /// Bytes of a large server message still to relay as they arrive (see `relay`).
     streaming: usize,
-    /// When to look next whether the replica the client waits for is still answering.
+    /// When to look next whether the node the client waits for is still answering.
     stall_check: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// When something last came from the server connection.
+    last_server_read: Instant,
     /// After a failure to get a server during an extended-protocol batch: drop messages
     /// until Sync, then answer ReadyForQuery (what PostgreSQL does after an error).
     skip_to_sync: bool,
@@ -193,6 +195,7 @@ impl Session {
             position: None,
             streaming: 0,
             stall_check: Box::pin(tokio::time::sleep(STALL_CHECK)),
+            last_server_read: Instant::now(),
         };
         session.routing.causal.presented(session.ctx.causal_token);
         if let Some(server) = server {
@@ -243,11 +246,13 @@ impl Session {
                     .idle_transaction_timeout
                     .filter(|_| idle_in_transaction);
                 reserve(&mut server.read_buf);
-                // A replica that owes a reply is watched: once the monitor finds it down
-                // (it stopped answering its checks), the wait ends.
+                // A node that owes a reply is watched: once the monitor finds it down (it
+                // stopped answering its checks) and nothing came from it for STALL_GRACE,
+                // the wait ends.
                 let replica = self.lease.as_ref().map(|l| l.node);
-                let watch = replica.is_some() && !self.queue.is_empty();
+                let watch = (replica.is_some() || self.on_primary) && !self.queue.is_empty();
                 let topology = &self.ctx.routing.topology;
+                let last_read = self.last_server_read;
                 let stall = &mut self.stall_check;
                 let read = async {
                     loop {
@@ -255,10 +260,14 @@ impl Session {
                             r = self.client.read_buf(&mut self.inbox) => return Err(r),
                             r = server.stream.read_buf(&mut server.read_buf) => return Ok(r),
                             () = stall.as_mut(), if watch => {
-                                if replica.is_some_and(|node| topology.is_down(node)) {
+                                let down = match replica {
+                                    Some(node) => topology.is_down(node),
+                                    None => topology.primary_down(),
+                                };
+                                if down && last_read.elapsed() >= STALL_GRACE {
                                     return Ok(Err(std::io::Error::new(
                                         std::io::ErrorKind::TimedOut,
-                                        "the replica stopped answering (pgsplit's checks of it fail)",
+                                        "the node stopped answering (pgsplit's checks of it fail)",
                                     )));
                                 }
                                 let next = tokio::time::Instant::now() + STALL_CHECK;
@@ -306,6 +315,7 @@ impl Session {
             }
             Ok(read) => {
                 let n = read.map_err(|e| self.server_lost(e))?;
+                self.last_server_read = Instant::now();
                 if n == 0 {
                     return Err(self.server_lost(std::io::ErrorKind::UnexpectedEof.into()));
                 }
@@ -576,9 +586,14 @@ impl Portals {
 /// How much of a server's replies pgsplit reads ahead while it is still writing to it.
 const READ_AHEAD_LIMIT: usize = 64 * 1024 * 1024;
 
-/// How often a session waiting for a replica's reply looks whether the monitor found the
-/// replica down.
+/// How often a session waiting for a node's reply looks whether the monitor found the
+/// node down.
 const STALL_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long nothing must have come from a node the monitor finds down before a client
+/// waiting on it is cut off (a node slow to answer checks may still be working on the
+/// client's query).
+const STALL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Server messages larger than this (rows, COPY chunks) are relayed as they arrive.
 const STREAM_FROM: usize = 256 * 1024;
