@@ -277,6 +277,31 @@ async fn psql_connects_with_verify_full_and_channel_binding() {
     assert!(stderr.contains("does not match host name"), "{stderr}");
 }
 
+/// psycopg (Debian's python3-psycopg, over libpq) with `sslmode=verify-full` and
+/// `channel_binding=require`: the connection succeeds only if pgsplit offers
+/// SCRAM-SHA-256-PLUS and the binding checks out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_connects_with_verify_full_and_channel_binding() {
+    let certs = Certs::generate("pgsplit_tls_psycopg");
+    let proxy = tls_proxy(&certs, ClientTlsMode::Require).await;
+    let conninfo = format!(
+        "host=localhost port={} user=app password={} dbname=app sslmode=verify-full sslrootcert={} channel_binding=require",
+        proxy.port(),
+        common::APP_PASSWORD,
+        certs.ca().display()
+    );
+    let script = "import sys, psycopg\n\
+        with psycopg.connect(sys.argv[1]) as conn:\n    \
+        print(conn.execute(\"select 'tls ok'\").fetchone()[0], conn.pgconn.ssl_in_use)\n";
+    let mut cmd = tokio::process::Command::new("/usr/bin/python3");
+    cmd.args(["-c", script, &conninfo]).kill_on_drop(true);
+    let out = common::run_command(cmd, None, 60).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "psycopg failed: {stdout}{stderr}");
+    assert_eq!(stdout.trim(), "tls ok True");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_tls_needs_alpn_postgresql() {
     let certs = Certs::generate("pgsplit_tls_direct");
