@@ -495,3 +495,37 @@ async fn a_deallocated_position_statement_is_prepared_again() {
         assert!(token.is_some(), "after {drop_it}: {replies:?}");
     }
 }
+
+/// A driver gives the token back as the server reported it: psycopg's
+/// `conn.info.parameter_status("pgsplit.causal_token")` right after the commit (Debian's
+/// python3-psycopg, over libpq) is the token `SHOW pgsplit.causal_token` returns, and
+/// presenting it on another connection works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_reads_the_token_from_parameter_status() {
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let table = Table::new().await;
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user=app password={} dbname=app",
+        proxy.port(),
+        common::APP_PASSWORD
+    );
+    let script = format!(
+        "import sys, psycopg\n\
+         w = psycopg.connect(sys.argv[1])\n\
+         w.execute('update {t} set v = v + 1')\n\
+         w.commit()\n\
+         token = w.info.parameter_status('pgsplit.causal_token')\n\
+         shown = w.execute('show pgsplit.causal_token').fetchone()[0]\n\
+         r = psycopg.connect(sys.argv[1], autocommit=True)\n\
+         r.execute(\"set pgsplit.causal_token = '%s'\" % token)\n\
+         print(token is not None and token == shown, r.execute('select v from {t}').fetchone()[0])\n",
+        t = table.0
+    );
+    let mut cmd = tokio::process::Command::new("/usr/bin/python3");
+    cmd.args(["-c", &script, &conninfo]).kill_on_drop(true);
+    let out = common::run_command(cmd, None, 60).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "psycopg failed: {stdout}{stderr}");
+    assert_eq!(stdout.trim(), "True 1");
+}
