@@ -71,6 +71,8 @@ Commands:
   stop N                stop replica N at once (pg_ctl stop -m immediate: a crash, as far
                         as its clients can tell); no error if it is not running
   start N               start replica N again; returns once both replicas are streaming
+  stop-primary          stop the primary (pg_ctl stop -m fast); no error if it is not running
+  start-primary         start the primary again; returns once both replicas are streaming
   destroy               down, then delete the cluster directory
   tls-on                turn TLS on for the running nodes (also part of 'up'): makes the CA
                         and certificate if missing, sets ssl = on by ALTER SYSTEM and reloads;
@@ -737,6 +739,28 @@ cmd_start() {
     echo "$node: streaming"
 }
 
+# The primary, stopped cleanly (pg_ctl stop -m fast: sessions end, replicas keep what they
+# have) and started again.
+cmd_stop_primary() {
+    take_lock
+    load_ports
+    if node_running primary; then
+        note "stopping primary (fast)"
+        as_pg "$BINDIR/pg_ctl" -D "$(node_dir primary)" -m fast -w -t 60 stop >/dev/null ||
+            die "primary did not stop; see $(node_log primary)"
+    fi
+    echo "primary: stopped"
+}
+
+cmd_start_primary() {
+    take_lock
+    load_ports
+    node_exists primary || die "primary does not exist (run: $PROG up)"
+    start_node primary
+    wait_for_streaming
+    echo "primary: running, replicas streaming"
+}
+
 cmd_delay() {
     local node
     node="$(replica_node "$1")"
@@ -759,7 +783,7 @@ main() {
         usage
         return 0
         ;;
-    up | down | status | destroy | tls-on) (($# == 0)) || usage_error "'$cmd' takes no arguments" ;;
+    up | down | status | destroy | tls-on | stop-primary | start-primary) (($# == 0)) || usage_error "'$cmd' takes no arguments" ;;
     pause | resume | stop | start) (($# == 1)) || usage_error "usage: $PROG $cmd N   (N = 1 or 2)" ;;
     delay) (($# == 2)) || usage_error "usage: $PROG delay N DURATION   (e.g. delay 2 2s; delay 2 0 clears)" ;;
     *) usage_error "unknown command '$cmd'" ;;
@@ -778,6 +802,8 @@ main() {
     resume) cmd_resume "$1" ;;
     stop) cmd_stop "$1" ;;
     start) cmd_start "$1" ;;
+    stop-primary) cmd_stop_primary ;;
+    start-primary) cmd_start_primary ;;
     delay) cmd_delay "$1" "$2" ;;
     esac
 }

@@ -703,20 +703,7 @@ async fn login_client(
     // The client's ParameterStatus values come from a real server connection with the
     // client's startup parameters applied, exactly as PostgreSQL would report them.
     let settings = ClientSettings::from_startup(&startup.params);
-    let primary = proxy.routing.primary;
-    let mut server = pools[primary].get().await.map_err(|e| {
-        let message = match &e {
-            deadpool::managed::PoolError::Backend(b) => b.to_string(),
-            other => format!("no server connection available: {other}"),
-        };
-        let sqlstate = match &e {
-            deadpool::managed::PoolError::Backend(
-                b @ crate::backend::BackendError::Server { .. },
-            ) => code::relayed(b.sqlstate()),
-            _ => code::CANNOT_CONNECT,
-        };
-        LoginError::Refused(PgError::fatal(sqlstate, message))
-    })?;
+    let (mut server, on_primary) = login_server(proxy, &pools).await?;
     apply_settings(&mut server, settings.current())
         .await
         .map_err(|e| {
@@ -739,7 +726,8 @@ async fn login_client(
     stream.send(&out).await?;
 
     let mode = proxy.config.proxy.pool_mode;
-    let keep = (mode == PoolMode::Session).then_some(server);
+    // (Session pooling runs everything on the primary: a replica's connection is not kept.)
+    let keep = (mode == PoolMode::Session && on_primary).then_some(server);
     let ctx = SessionContext {
         pools,
         routing: proxy.routing.clone(),
@@ -755,6 +743,41 @@ async fn login_client(
     };
     tracing::debug!(user = %user_name, database = %database_name, "client logged in");
     Ok(Login::Client(Box::new((ctx, settings, keep))))
+}
+
+/// A server connection for a login: its ParameterStatus values are the client's. The
+/// primary's, or, when the primary cannot be reached, an available replica's, so that
+/// clients that only read can log in through a primary outage. Returns the connection and
+/// whether it is the primary's.
+async fn login_server(proxy: &Proxy, pools: &[ServerPool]) -> Result<(Server, bool), LoginError> {
+    let primary = proxy.routing.primary;
+    let failure = match pools[primary].get().await {
+        Ok(server) => return Ok((server, true)),
+        Err(e) => e,
+    };
+    if crate::backend::pool::unavailable(&failure) {
+        let now = Instant::now();
+        for replica in proxy.routing.topology.snapshot() {
+            if !replica.available(now) {
+                continue;
+            }
+            if let Ok(server) = pools[replica.node].get().await {
+                tracing::info!(node = %server.node.name, error = %failure, "the primary cannot be reached; a replica serves this login");
+                return Ok((server, false));
+            }
+        }
+    }
+    let message = match &failure {
+        deadpool::managed::PoolError::Backend(b) => b.to_string(),
+        other => format!("no server connection available: {other}"),
+    };
+    let sqlstate = match &failure {
+        deadpool::managed::PoolError::Backend(b @ crate::backend::BackendError::Server { .. }) => {
+            code::relayed(b.sqlstate())
+        }
+        _ => code::CANNOT_CONNECT,
+    };
+    Err(LoginError::Refused(PgError::fatal(sqlstate, message)))
 }
 
 /// What is left of the login time (`client_login_timeout`); no deadline is no limit.

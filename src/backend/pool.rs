@@ -249,3 +249,30 @@ impl Pools {
         }
     }
 }
+
+/// Whether a checkout failed because the node cannot serve now: it could not be reached,
+/// the connection was lost while logging in, or the server said it is shutting down or
+/// starting up (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
+/// Not: a pool that stayed exhausted, or a server that refused the login.
+pub fn unavailable(e: &deadpool::managed::PoolError<BackendError>) -> bool {
+    match e {
+        deadpool::managed::PoolError::Backend(BackendError::Server { code, .. }) => {
+            matches!(code.as_str(), "57P01" | "57P02" | "57P03")
+        }
+        deadpool::managed::PoolError::Backend(b) => lost(b),
+        deadpool::managed::PoolError::Timeout(deadpool::managed::TimeoutType::Create) => true,
+        _ => false,
+    }
+}
+
+/// Whether the connection to the server failed (as opposed to the server answering with
+/// an error, or refusing the login).
+pub fn lost(e: &BackendError) -> bool {
+    matches!(
+        e,
+        BackendError::Connect { .. }
+            | BackendError::ConnectTimeout { .. }
+            | BackendError::Read { .. }
+            | BackendError::ReplyTimeout { .. }
+    )
+}

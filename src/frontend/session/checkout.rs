@@ -5,6 +5,7 @@
 //! feature keeps the connection).
 
 use super::*;
+use crate::backend::pool::{lost, unavailable};
 use crate::classify::ON_LOOP;
 
 impl Session {
@@ -375,33 +376,6 @@ pub async fn apply_settings(
         server.settings = desired.clone();
     }
     Ok(())
-}
-
-/// Whether a checkout failed because the node cannot serve now: it could not be reached,
-/// the connection was lost while logging in, or the server said it is shutting down or
-/// starting up (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
-/// Not: a pool that stayed exhausted, or a server that refused the login.
-fn unavailable(e: &PoolError<BackendError>) -> bool {
-    match e {
-        PoolError::Backend(BackendError::Server { code, .. }) => {
-            matches!(code.as_str(), "57P01" | "57P02" | "57P03")
-        }
-        PoolError::Backend(b) => lost(b),
-        PoolError::Timeout(deadpool::managed::TimeoutType::Create) => true,
-        _ => false,
-    }
-}
-
-/// Whether the connection to the server failed (as opposed to the server answering with
-/// an error, or refusing the login).
-fn lost(e: &BackendError) -> bool {
-    matches!(
-        e,
-        BackendError::Connect { .. }
-            | BackendError::ConnectTimeout { .. }
-            | BackendError::Read { .. }
-            | BackendError::ReplyTimeout { .. }
-    )
 }
 
 /// Why a statement that needs a real session fails inside a read-only transaction that
