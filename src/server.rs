@@ -735,6 +735,7 @@ async fn login_client(
         max_message_size: proxy.config.proxy.max_message_size.as_usize(),
         idle_timeout: proxy.config.proxy.client_idle_timeout.non_zero(),
         idle_transaction_timeout: proxy.config.pool.idle_transaction_timeout.non_zero(),
+        primary_wait: proxy.config.pool.primary_wait_timeout.as_std(),
         cancel,
         entry,
         checkout_wait: proxy.metrics.checkout_wait(),

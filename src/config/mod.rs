@@ -345,6 +345,9 @@ pub struct PoolConfig {
     /// objects, session advisory locks, SQL PREPARE, cursors WITH HOLD) per pool; 0 (the
     /// default) means `max_size - 1`, at least 1, so one connection stays shared.
     pub max_pinned_per_pool: usize,
+    /// How long a statement that needs the primary waits for one that cannot be reached
+    /// (restarting, failing over) before it fails. Default 5s; 0 = fail at once.
+    pub primary_wait_timeout: Duration,
 }
 
 impl PoolConfig {
@@ -368,6 +371,7 @@ impl Default for PoolConfig {
             max_prepared_statements: 200,
             idle_transaction_timeout: Duration::ZERO,
             max_pinned_per_pool: 0,
+            primary_wait_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -287,6 +287,12 @@ impl Session {
                     }
                 }
                 Err(e) if on_replica && unavailable(&e) => e.to_string(),
+                Err(e) if unavailable(&e) && now.elapsed() < self.ctx.primary_wait => {
+                    // The primary cannot be reached (restarting, failing over): wait for
+                    // it, up to `pool.primary_wait_timeout`.
+                    tokio::time::sleep(PRIMARY_RETRY).await;
+                    continue;
+                }
                 Err(e) => {
                     let err = checkout_error(&e, &pool.manager_node());
                     tracing::warn!(error = %err, "server checkout failed");
@@ -377,6 +383,9 @@ pub async fn apply_settings(
     }
     Ok(())
 }
+
+/// How often a checkout retries a primary that cannot be reached.
+const PRIMARY_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Why a statement that needs a real session fails inside a read-only transaction that
 /// runs on a replica (see `Session::claim_session`).

@@ -61,6 +61,8 @@ pub struct SessionContext {
     pub idle_timeout: Option<std::time::Duration>,
     /// Disconnect a client idle inside a transaction block for this long.
     pub idle_transaction_timeout: Option<std::time::Duration>,
+    /// How long a statement waits for a primary that cannot be reached.
+    pub primary_wait: std::time::Duration,
     pub cancel: CancelKey,
     /// Its line in `SHOW CLIENTS`.
     pub entry: ClientEntry,
