@@ -10,10 +10,10 @@
 //! admin console and the metrics; the `[lag]` settings follow live changes.
 //!
 //! Each replica check also publishes the replica's replay position to the router's replica
-//! table (read-your-writes by LSN). While a healthy replica is behind the latest write
-//! position that clients wait for, its replay position is also read every [`REPLAY_POLL`]
-//! in between (outside the state machine, which keeps its pace), so a client that wrote
-//! reads from a replica again soon after the replica replays its write.
+//! table (read-your-writes by LSN). While a healthy replica is behind the highest position
+//! a read was held back for (`WritePositions::awaited`), its replay position is also read
+//! every [`REPLAY_POLL`] in between (outside the state machine, which keeps its pace), so a
+//! client that wrote reads from a replica again soon after the replica replays its write.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -359,9 +359,10 @@ async fn watch_replica(mut watch: ReplicaWatch, mut control: Control, mut clock:
     let mut published = watch.positions.subscribe();
     let mut last_check = Instant::now();
     loop {
-        // While clients may wait for this replica (healthy and behind the latest write
-        // position), its replay position is read every REPLAY_POLL, else at once when a new
-        // write position is published; but never so often that a full check is put off
+        // While clients may wait for this replica (healthy and behind the highest position
+        // a read was held back for), its replay position is read every REPLAY_POLL, else at
+        // once when a new such position is published; but never so often that a full check
+        // is put off
         // beyond two intervals (as when the primary's checks hang).
         let between = watch.health.state() == HealthState::Healthy
             && last_check.elapsed() < clock.interval * 2;
