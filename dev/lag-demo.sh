@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# dev/lag-demo.sh — the lag guard, live: the tuning walk-through from README ("Lag guard").
+# dev/lag-demo.sh — the lag guard, live: the tuning walk-through from docs/lag-guard.md.
 #
 #   1. cargo build --release; dev/cluster.sh up; pgsplit --config config.toml in the background
 #   2. a read load through pgsplit (pgbench -S, database bench) for the whole demo
