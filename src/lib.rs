@@ -15,6 +15,7 @@ pub mod frontend;
 pub mod http;
 pub mod lag;
 pub mod limits;
+pub mod link;
 pub mod logfmt;
 pub mod monitor;
 pub mod net;

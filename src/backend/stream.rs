@@ -1,6 +1,6 @@
-//! The byte stream of a link to a node: plain TCP or TLS over TCP, behind one type, so the
-//! server connection, the control connections and cancel requests do not care which. The
-//! plain variant costs one match per read or write over a bare `TcpStream`.
+//! The byte stream of a link to a node ([`crate::link::MaybeTls`] over a rustls client
+//! session), so the server connection, the control connections and cancel requests do not
+//! care whether it is encrypted; and the halves it splits into.
 
 use std::io;
 use std::pin::Pin;
@@ -10,12 +10,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{tcp, TcpStream};
 use tokio_rustls::client::TlsStream;
 
+use crate::link::MaybeTls;
+
 /// A link to a node.
-pub enum ServerStream {
-    Plain(TcpStream),
-    /// Boxed: a TLS session is large, and most links are plain.
-    Tls(Box<TlsStream<TcpStream>>),
-}
+pub type ServerStream = MaybeTls<TlsStream<TcpStream>>;
 
 /// The reading half of [`ServerStream::split`].
 pub enum ReadHalf<'a> {
@@ -31,11 +29,6 @@ pub enum WriteHalf<'a> {
 }
 
 impl ServerStream {
-    /// True when the link is encrypted.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, ServerStream::Tls(_))
-    }
-
     /// Borrows a reading and a writing half that can be used at the same time (for
     /// reading replies while a large write is blocked). The plain halves are `TcpStream`'s
     /// own, free; the TLS halves share the session behind a lock.
@@ -67,64 +60,6 @@ impl ServerStream {
                 let mut buf = ReadBuf::new(&mut probe);
                 Pin::new(&mut **s).poll_read(&mut cx, &mut buf).is_pending()
             }
-        }
-    }
-}
-
-impl AsyncRead for ServerStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ServerStream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ServerStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ServerStream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ServerStream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ServerStream::Plain(s) => s.is_write_vectored(),
-            ServerStream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ServerStream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ServerStream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }
