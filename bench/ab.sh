@@ -68,15 +68,7 @@ NEW_BIN="$REPO_ROOT/target/release/pgsplit"
 # ---- cluster and data --------------------------------------------------------------------------
 "$REPO_ROOT/dev/cluster.sh" up >/dev/null
 direct_url="postgres://app:secret@127.0.0.1:$PRIMARY_PORT/bench"
-branches=none
-if [[ "$(node_psql "$PRIMARY_PORT" -d bench -c "SELECT to_regclass('pgbench_branches') IS NOT NULL")" == t ]]; then
-    branches="$(node_psql "$PRIMARY_PORT" -d bench -c 'SELECT count(*) FROM pgbench_branches')"
-fi
-if [[ "$branches" != "$SCALE" ]]; then
-    echo "== pgbench -i -s $SCALE on the primary (database bench)"
-    "$PGBENCH" -i -q -s "$SCALE" "$direct_url"
-fi
-replicas_replayed_within 120 || lib_die "replicas did not catch up"
+bench_data_at_scale "$SCALE"
 
 # ---- the two proxies ---------------------------------------------------------------------------
 declare -A PID=() PORT=([base]="$BASE_PORT" [new]="$NEW_PORT")

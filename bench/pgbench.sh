@@ -127,28 +127,8 @@ echo "== dev/cluster.sh up"
 "$REPO_ROOT/dev/cluster.sh" up
 mkdir -p "$RUN_LOG_DIR"
 
-# Initialise database bench once, directly on the primary, as app (so app owns the tables).
-branches=none
-if [[ "$(node_psql "$PRIMARY_PORT" -d bench -c "SELECT to_regclass('pgbench_branches') IS NOT NULL")" == t ]]; then
-    branches="$(node_psql "$PRIMARY_PORT" -d bench -c 'SELECT count(*) FROM pgbench_branches')"
-fi
-if [[ "$branches" != "$SCALE" ]]; then
-    echo "== pgbench -i -s $SCALE on the primary (database bench)"
-    "$PGBENCH" -i -q -s "$SCALE" "$(target_url direct)"
-else
-    echo "== database bench already initialised at scale $SCALE"
-fi
-
-# Replicas must have the tables before reads go there.
-primary_lsn="$(node_psql "$PRIMARY_PORT" -d postgres -c 'SELECT pg_current_wal_lsn()')"
-for port in "$REPLICA1_PORT" "$REPLICA2_PORT"; do
-    deadline=$((SECONDS + 120))
-    until [[ "$(node_psql "$port" -d postgres -c \
-        "SELECT pg_last_wal_replay_lsn() >= '$primary_lsn'::pg_lsn")" == t ]]; do
-        ((SECONDS < deadline)) || lib_die "replica on port $port did not replay up to $primary_lsn within 120 s (paused? see dev/cluster.sh status)"
-        sleep 0.5
-    done
-done
+# Database bench, initialised once; the replicas must have the tables before reads go there.
+bench_data_at_scale "$SCALE"
 
 POOLING_PID=""
 POOLING_LOG="$LOG_DIR/pgsplit-pooling.log"

@@ -431,16 +431,7 @@ replica_reads() {
 
 # ---- 3. the bench database ---------------------------------------------------------------------
 init_bench_db() {
-    local branches=none
-    if [[ "$(node_psql "$PRIMARY_PORT" -d bench -c "SELECT to_regclass('pgbench_branches') IS NOT NULL")" == t ]]; then
-        branches="$(node_psql "$PRIMARY_PORT" -d bench -c 'SELECT count(*) FROM pgbench_branches')"
-    fi
-    if [[ "$branches" != "$SCALE" ]]; then
-        say "pgbench -i -s $SCALE on the primary (database bench)"
-        "$PGBENCH" -i -q -s "$SCALE" "$(target_url direct)"
-    else
-        say "database bench already initialised at scale $SCALE"
-    fi
+    bench_data_at_scale "$SCALE"
 }
 
 # Wait (up to 60 s) until both replicas have replayed everything the primary has written, so

@@ -43,15 +43,7 @@ rm -rf "$DIR"
 mkdir -p "$DIR"
 cargo build --release -q
 "$REPO_ROOT/dev/cluster.sh" up >/dev/null
-direct_url="postgres://app:secret@127.0.0.1:$PRIMARY_PORT/bench"
-branches=none
-if [[ "$(node_psql "$PRIMARY_PORT" -d bench -c "SELECT to_regclass('pgbench_branches') IS NOT NULL")" == t ]]; then
-    branches="$(node_psql "$PRIMARY_PORT" -d bench -c 'SELECT count(*) FROM pgbench_branches')"
-fi
-if [[ "$branches" != "$SCALE" ]]; then
-    "$PGBENCH" -i -q -s "$SCALE" "$direct_url"
-fi
-replicas_replayed_within 120 || lib_die "replicas did not catch up"
+bench_data_at_scale "$SCALE" >/dev/null
 
 # ---- certificate ----------------------------------------------------------------------------
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \

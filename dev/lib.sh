@@ -85,6 +85,23 @@ replicas_replayed_within() {
     done
 }
 
+# Makes sure database bench holds pgbench's tables at scale SCALE, initialising it (directly
+# on the primary, as app, so app owns the tables) when it does not; then waits for the
+# replicas to replay it. Says what it did on stdout.
+bench_data_at_scale() {
+    local scale="$1" branches=none
+    if [[ "$(node_psql "$PRIMARY_PORT" -d bench -c "SELECT to_regclass('pgbench_branches') IS NOT NULL")" == t ]]; then
+        branches="$(node_psql "$PRIMARY_PORT" -d bench -c 'SELECT count(*) FROM pgbench_branches')"
+    fi
+    if [[ "$branches" != "$scale" ]]; then
+        echo "== pgbench -i -s $scale on the primary (database bench)"
+        PGPASSWORD=secret "$PGBENCH" -i -q -s "$scale" "postgres://app:secret@127.0.0.1:$PRIMARY_PORT/bench"
+    else
+        echo "== database bench already initialised at scale $scale"
+    fi
+    replicas_replayed_within 120 || lib_die "replicas did not catch up"
+}
+
 # cargo build --release, unless PGSPLIT_SKIP_BUILD=1 (e.g. to use a prebuilt PGSPLIT_BIN).
 build_pgsplit() {
     if [[ "${PGSPLIT_SKIP_BUILD:-0}" == 1 ]]; then

@@ -18,7 +18,8 @@ use crate::wire::startup::encode_cancel;
 pub struct CancelTarget {
     pub node: Arc<NodeAddr>,
     pub pid: i32,
-    pub secret: Vec<u8>,
+    /// Shared with the server connection it names: setting a target copies nothing.
+    pub secret: Arc<[u8]>,
 }
 
 impl std::fmt::Debug for CancelTarget {
@@ -142,7 +143,7 @@ mod tests {
                 tls: crate::backend::NodeTls::disabled(),
             }),
             pid: 99,
-            secret: vec![1, 2, 3, 4],
+            secret: Arc::from(&[1u8, 2, 3, 4][..]),
         }));
         assert_eq!(reg.serving(key.pid).unwrap().node.name, "primary");
         let wrong = key.secret.wrapping_add(1).to_be_bytes();

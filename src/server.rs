@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::admin::show::PoolRow;
 use crate::auth::ScramSecret;
 use crate::backend::connection::Credentials;
-use crate::backend::pool::PoolSettings;
+use crate::backend::pool::{get_connection, PoolSettings};
 use crate::backend::{NodeAddr, PoolKey, Pools, ServerPool};
 use crate::cancel::{send_cancel, CancelRegistry};
 use crate::classify::{Classifier, ClassifierOptions};
@@ -752,7 +752,7 @@ async fn login_client(
 /// whether it is the primary's.
 async fn login_server(proxy: &Proxy, pools: &[ServerPool]) -> Result<(Server, bool), LoginError> {
     let primary = proxy.routing.primary;
-    let failure = match pools[primary].get().await {
+    let failure = match get_connection(&pools[primary]).await {
         Ok(server) => return Ok((server, true)),
         Err(e) => e,
     };
@@ -762,7 +762,7 @@ async fn login_server(proxy: &Proxy, pools: &[ServerPool]) -> Result<(Server, bo
             if !replica.available(now) {
                 continue;
             }
-            if let Ok(server) = pools[replica.node].get().await {
+            if let Ok(server) = get_connection(&pools[replica.node]).await {
                 tracing::info!(node = %server.node.name, error = %failure, "the primary cannot be reached; a replica serves this login");
                 return Ok((server, false));
             }

@@ -149,7 +149,7 @@ pub struct ServerConn {
     pub node: Arc<NodeAddr>,
     /// The server's process id and secret key, for cancel requests.
     pub backend_pid: i32,
-    pub backend_secret: Vec<u8>,
+    pub backend_secret: Arc<[u8]>,
     /// The latest ParameterStatus message the server sent for each parameter.
     pub parameters: BTreeMap<String, Bytes>,
     /// The transaction status of the last ReadyForQuery.
@@ -210,7 +210,7 @@ impl ServerConn {
             read_buf: BytesMut::with_capacity(16 * 1024),
             node,
             backend_pid: 0,
-            backend_secret: Vec::new(),
+            backend_secret: Arc::from(&[][..]),
             parameters: BTreeMap::new(),
             status: TxStatus::Idle,
             settings: BTreeMap::new(),
@@ -370,7 +370,7 @@ impl ServerConn {
                 b'K' => {
                     if let Some((pid, secret)) = read_backend_key(msg.body()) {
                         self.backend_pid = pid;
-                        self.backend_secret = secret;
+                        self.backend_secret = secret.into();
                     }
                 }
                 b'Z' => {

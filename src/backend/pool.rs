@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use deadpool::managed::{Metrics, Pool, RecycleError, RecycleResult};
+use deadpool::managed::{Metrics, Object, Pool, RecycleError, RecycleResult};
 
 use super::connection::{BackendError, Credentials, NodeAddr, ServerConn};
 use crate::wire::message::TxStatus;
@@ -75,17 +75,21 @@ impl Manager {
     }
 
     fn expired(&self, metrics: &Metrics) -> Option<&'static str> {
+        // One clock read for both limits (this runs at every checkout).
+        let now = std::time::Instant::now();
+        let since = |t: std::time::Instant| now.saturating_duration_since(t);
         if self
             .settings
             .max_lifetime
-            .is_some_and(|max| metrics.age() >= max)
+            .is_some_and(|max| since(metrics.created) >= max)
         {
             return Some("past its lifetime");
         }
+        let last_used = metrics.recycled.unwrap_or(metrics.created);
         if self
             .settings
             .idle_timeout
-            .is_some_and(|max| metrics.last_used() >= max)
+            .is_some_and(|max| since(last_used) >= max)
         {
             return Some("idle too long");
         }
@@ -94,10 +98,12 @@ impl Manager {
 }
 
 impl deadpool::managed::Manager for Manager {
-    type Type = ServerConn;
+    /// Boxed: deadpool moves a connection by value several times per checkout and
+    /// return, and a `ServerConn` is large.
+    type Type = Box<ServerConn>;
     type Error = BackendError;
 
-    async fn create(&self) -> Result<ServerConn, BackendError> {
+    async fn create(&self) -> Result<Box<ServerConn>, BackendError> {
         let conn = ServerConn::connect(
             self.node.clone(),
             &self.creds,
@@ -106,12 +112,12 @@ impl deadpool::managed::Manager for Manager {
         )
         .await?;
         tracing::debug!(node = %self.node.name, pid = conn.backend_pid, "server connection opened");
-        Ok(conn)
+        Ok(Box::new(conn))
     }
 
     async fn recycle(
         &self,
-        conn: &mut ServerConn,
+        conn: &mut Box<ServerConn>,
         metrics: &Metrics,
     ) -> RecycleResult<BackendError> {
         if conn.broken {
@@ -247,6 +253,23 @@ impl Pools {
                 }
             }
         }
+    }
+}
+
+/// Checks out a connection from `pool`: a free one at once when there is one (without
+/// arming a timer for a wait that will not happen, which is most checkouts), else waits
+/// for one up to the pool's checkout timeout. Waiters are served first either way: a
+/// permit only shows as free while nobody waits for one.
+pub async fn get_connection(
+    pool: &ServerPool,
+) -> Result<Object<Manager>, deadpool::managed::PoolError<BackendError>> {
+    let mut at_once = pool.timeouts();
+    at_once.wait = Some(Duration::ZERO);
+    match pool.timeout_get(&at_once).await {
+        Err(deadpool::managed::PoolError::Timeout(deadpool::managed::TimeoutType::Wait)) => {
+            pool.get().await
+        }
+        other => other,
     }
 }
 

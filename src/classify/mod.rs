@@ -278,8 +278,24 @@ impl Classifier {
             self.cache.count_miss();
             return Some(Classification::UNKNOWN);
         }
-        let mut canon = Vec::with_capacity(sql.len());
-        let scan = lexer::canonicalize(sql, true, &mut canon);
+        // The canonical text goes into a buffer this thread keeps: a statement found in
+        // the cache (nearly all of them) costs no allocation.
+        let mut canon = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        canon.clear();
+        let classified = self.classify_canonical(sql, parse, &mut canon);
+        if canon.capacity() <= SCRATCH_KEPT {
+            SCRATCH.with(|s| *s.borrow_mut() = canon);
+        }
+        classified
+    }
+
+    fn classify_canonical(
+        &self,
+        sql: &[u8],
+        parse: bool,
+        canon: &mut Vec<u8>,
+    ) -> Option<Classification> {
+        let scan = lexer::canonicalize(sql, true, canon);
         let write = Classification {
             hint_primary: scan.hint_primary,
             ..Classification::UNKNOWN
@@ -294,28 +310,28 @@ impl Classifier {
             // uses: a write. (If it is not valid, such a server rejects the statement anyway.)
             let mut alternative = Vec::with_capacity(sql.len());
             let other = lexer::canonicalize(sql, false, &mut alternative);
-            if other.result.is_ok() && alternative != canon {
+            if other.result.is_ok() && alternative != *canon {
                 self.cache.count_miss();
                 return Some(write);
             }
         }
-        let hash = self.cache.hash(&canon);
+        let hash = self.cache.hash(canon);
         let generation = self.generation.load(Ordering::Acquire);
-        let shape = match self.cache.get(hash, &canon, generation) {
+        let shape = match self.cache.get(hash, canon, generation) {
             Some(shape) => shape,
-            None if nesting_bound(&canon) > MAX_NESTING => {
+            None if nesting_bound(canon) > MAX_NESTING => {
                 self.cache.count_miss();
                 return Some(write);
             }
             None if !parse => return None,
             None => {
                 let current = self.current();
-                let outcome = statement::classify(&canon, &current.functions, &self.primary_tables);
+                let outcome = statement::classify(canon, &current.functions, &self.primary_tables);
                 if outcome.unknown_function || outcome.changes_catalog {
                     self.refresh_requests.fetch_add(1, Ordering::Relaxed);
                 }
                 self.cache
-                    .insert(hash, canon, outcome.shape, current.number);
+                    .insert(hash, canon.clone(), outcome.shape, current.number);
                 outcome.shape
             }
         };
@@ -330,6 +346,15 @@ impl Classifier {
         self.cache.stats()
     }
 }
+
+thread_local! {
+    /// Each thread's buffer for the canonical text of the statement it classifies.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest scratch buffer a thread keeps (a larger one, grown for a long statement,
+/// is freed).
+const SCRATCH_KEPT: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 //! feature keeps the connection).
 
 use super::*;
-use crate::backend::pool::{lost, unavailable};
+use crate::backend::pool::{get_connection, lost, unavailable};
 use crate::classify::ON_LOOP;
 
 impl Session {
@@ -258,7 +258,7 @@ impl Session {
         loop {
             let pool = &self.ctx.pools[node];
             let on_replica = node != routing.primary;
-            let skipped = match pool.get().await {
+            let skipped = match get_connection(pool).await {
                 Ok(server) => {
                     self.ctx.checkout_wait.record(now.elapsed().as_secs_f64());
                     self.on_primary = !on_replica;

@@ -147,8 +147,10 @@ pub struct Session {
     streaming: usize,
     /// When to look next whether the node the client waits for is still answering.
     stall_check: std::pin::Pin<Box<tokio::time::Sleep>>,
-    /// When something last came from the server connection.
-    last_server_read: Instant,
+    /// Reads from server connections so far, and what the last stall check saw (see
+    /// `StallWatch`).
+    server_reads: u64,
+    stall_seen: StallWatch,
     /// After a failure to get a server during an extended-protocol batch: drop messages
     /// until Sync, then answer ReadyForQuery (what PostgreSQL does after an error).
     skip_to_sync: bool,
@@ -197,7 +199,11 @@ impl Session {
             position: None,
             streaming: 0,
             stall_check: Box::pin(tokio::time::sleep(STALL_CHECK)),
-            last_server_read: Instant::now(),
+            server_reads: 0,
+            stall_seen: StallWatch {
+                reads: 0,
+                since: Instant::now(),
+            },
         };
         session.routing.causal.presented(session.ctx.causal_token);
         if let Some(server) = server {
@@ -254,7 +260,8 @@ impl Session {
                 let replica = self.lease.as_ref().map(|l| l.node);
                 let watch = (replica.is_some() || self.on_primary) && !self.queue.is_empty();
                 let topology = &self.ctx.routing.topology;
-                let last_read = self.last_server_read;
+                let reads = self.server_reads;
+                let seen = &mut self.stall_seen;
                 let stall = &mut self.stall_check;
                 let read = async {
                     loop {
@@ -266,7 +273,7 @@ impl Session {
                                     Some(node) => topology.is_down(node),
                                     None => topology.primary_down(),
                                 };
-                                if down && last_read.elapsed() >= STALL_GRACE {
+                                if down && seen.quiet_for(reads) >= STALL_GRACE {
                                     return Ok(Err(std::io::Error::new(
                                         std::io::ErrorKind::TimedOut,
                                         "the node stopped answering (pgsplit's checks of it fail)",
@@ -317,7 +324,7 @@ impl Session {
             }
             Ok(read) => {
                 let n = read.map_err(|e| self.server_lost(e))?;
-                self.last_server_read = Instant::now();
+                self.server_reads += 1;
                 if n == 0 {
                     return Err(self.server_lost(std::io::ErrorKind::UnexpectedEof.into()));
                 }
@@ -527,6 +534,27 @@ impl Session {
         self.server
             .as_mut()
             .expect("a server is checked out when statements are forwarded")
+    }
+}
+
+/// When something last came from the server, as far as the stall checks can tell: the
+/// clock is read once per check, not at every read (reads are counted instead).
+struct StallWatch {
+    /// The count of server reads at the last check.
+    reads: u64,
+    /// Since when that count has not changed (about: to within one check).
+    since: Instant,
+}
+
+impl StallWatch {
+    /// How long nothing has been read from the server, given the reads so far.
+    fn quiet_for(&mut self, reads: u64) -> std::time::Duration {
+        let now = Instant::now();
+        if reads != self.reads {
+            self.reads = reads;
+            self.since = now;
+        }
+        now.saturating_duration_since(self.since)
     }
 }
 

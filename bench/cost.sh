@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# bench/cost.sh — what one `pgbench -S` transaction costs inside each proxy, counted rather
+# than timed, so the figures hold on a shared, noisy machine.
+#
+#   bench/cost.sh
+#
+# Starts pgsplit twice (routing off, routing on; the repository's config.toml with pools of
+# POOL_SIZE) and PgBouncer (transaction pooling to the primary), all in clear, then for
+# each target measures per transaction of `pgbench -n -S -M simple`:
+#   syscalls    system calls of the proxy process (strace -c -f over -c 16 -t TX_STRACE),
+#               in total and the four that matter (send, receive, epoll_wait, writev)
+#   switches    context switches of the proxy (voluntary + involuntary, /proc/PID/status)
+#               and its CPU time (utime + stime) over a -c 16 -T DURATION run
+#   Ir          instructions executed in user space, from valgrind's callgrind: the
+#               difference between a run of 3000 and one of 1000 transactions (-c 4), so
+#               logins and start-up cancel out
+# and writes the table to bench/last-cost.txt. Needs strace, valgrind and pgbouncer
+# (apt-get install strace valgrind pgbouncer). Run as root on a Debian machine.
+set -euo pipefail
+export LC_ALL=C
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=dev/lib.sh
+source "$REPO_ROOT/dev/lib.sh"
+
+DURATION="${DURATION:-10}"
+TX_STRACE="${TX_STRACE:-1000}"
+SCALE="${SCALE:-10}"
+POOL_SIZE="${POOL_SIZE:-20}"
+OUT="$REPO_ROOT/bench/last-cost.txt"
+
+usage() {
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    echo
+    echo "Environment: DURATION ($DURATION s), TX_STRACE ($TX_STRACE per client), SCALE ($SCALE), POOL_SIZE ($POOL_SIZE)."
+}
+lib_no_arguments "$@"
+cd "$REPO_ROOT"
+need_pg_clients
+for tool in strace valgrind callgrind_control pgbouncer; do
+    command -v "$tool" >/dev/null 2>&1 || lib_die "$tool not found (apt-get install strace valgrind pgbouncer)"
+done
+export PGPASSWORD=secret PGSSLMODE=disable
+
+DIR="$PGSPLIT_CLUSTER_DIR/bench-cost"
+rm -rf "$DIR"
+mkdir -p "$DIR"
+cargo build --release -q
+"$REPO_ROOT/dev/cluster.sh" up >/dev/null
+bench_data_at_scale "$SCALE" >/dev/null
+
+# ---- the targets ----------------------------------------------------------------------------
+declare -A PID=() PORT=([pgsplit]=6481 [pgsplit-norouting]=6482 [pgbouncer]=6483)
+# A target's command line, for running it under callgrind as well.
+declare -A CMD=() AS_USER=()
+stop_all() {
+    for t in "${!PID[@]}"; do kill -TERM "${PID[$t]}" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap stop_all EXIT
+
+pgsplit_config() { # NAME ROUTING PORT
+    sed -e "/^\[proxy\]/,/^\[/ s/^listen = .*/listen = \"127.0.0.1:$3\"/" \
+        -e "/^\[pool\]/,/^\[/ s/^max_size = .*/max_size = $POOL_SIZE/" \
+        -e "/^\[metrics\]/,/^\[/ s/^enabled = .*/enabled = false/" \
+        -e "/^\[routing\]/,/^\[/ s/^enabled = .*/enabled = $2/" \
+        config.toml >"$DIR/$1.toml"
+}
+pgbouncer_config() { # NAME PORT
+    cat >"$DIR/$1.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$PRIMARY_PORT dbname=bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $2
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $DIR/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL_SIZE
+max_client_conn = 600
+ignore_startup_parameters = extra_float_digits
+log_connections = 0
+log_disconnections = 0
+EOF
+}
+echo '"app" "secret"' >"$DIR/userlist.txt"
+chmod 0600 "$DIR/userlist.txt"
+pgsplit_config pgsplit true "${PORT[pgsplit]}"
+pgsplit_config pgsplit-norouting false "${PORT[pgsplit-norouting]}"
+pgbouncer_config pgbouncer "${PORT[pgbouncer]}"
+CMD[pgsplit]="$REPO_ROOT/target/release/pgsplit --config $DIR/pgsplit.toml"
+CMD[pgsplit-norouting]="$REPO_ROOT/target/release/pgsplit --config $DIR/pgsplit-norouting.toml"
+CMD[pgbouncer]="pgbouncer $DIR/pgbouncer.ini"
+for t in pgsplit pgsplit-norouting pgbouncer; do AS_USER[$t]=root; done
+if [[ "$(id -u)" == 0 ]]; then
+    chown -R postgres:postgres "$DIR"
+    AS_USER[pgbouncer]=postgres # PgBouncer refuses to run as root
+fi
+# Runs a target's command (prefixed with $1, e.g. valgrind) as its user; prints the PID.
+launch() { # PREFIX TARGET LOG
+    local run="exec $1 ${CMD[$2]} >$3 2>&1"
+    if [[ "${AS_USER[$2]}" == root ]]; then
+        bash -c "$run" &
+    else
+        su "${AS_USER[$2]}" -s /bin/bash -c "$run" &
+    fi
+    echo $!
+}
+wait_listening() { # PORT PID NAME
+    local deadline=$((SECONDS + 60))
+    until port_open "$1"; do
+        kill -0 "$2" 2>/dev/null || lib_die "$3 exited; see $DIR"
+        ((SECONDS < deadline)) || lib_die "$3 did not listen on $1"
+        sleep 0.2
+    done
+}
+bench() { # PORT ARGS...
+    local port="$1"
+    shift
+    "$PGBENCH" -n -S -M simple "$@" "postgres://app:secret@127.0.0.1:$port/bench" 2>&1
+}
+processed() { awk '/number of transactions actually processed/ {split($NF, a, "/"); print a[1]}'; }
+
+targets=(pgsplit-norouting pgsplit pgbouncer)
+for t in "${targets[@]}"; do
+    PID[$t]="$(launch "" "$t" "$DIR/$t.log")"
+    wait_listening "${PORT[$t]}" "${PID[$t]}" "$t"
+done
+sleep 3 # replicas join the read rotation after their first checks
+
+declare -A ROW=()
+hz="$(getconf CLK_TCK)"
+for t in "${targets[@]}"; do
+    pid="${PID[$t]}"
+    # su leaves PgBouncer as the child of the shell it started.
+    [[ "${AS_USER[$t]}" == root ]] || pid="$(pgrep -P "$pid" pgbouncer || pgrep -f "pgbouncer $DIR/$t.ini")"
+    bench "${PORT[$t]}" -c 4 -t 50 >/dev/null # warm: pools open, statements classified
+
+    # -- system calls
+    strace -c -f -q -p "$pid" -o "$DIR/$t.strace" &
+    tracer=$!
+    sleep 1
+    txs="$(bench "${PORT[$t]}" -c 16 -j 2 -t "$TX_STRACE" | processed)"
+    sleep 0.5
+    kill -INT "$tracer"
+    wait "$tracer" 2>/dev/null || true
+    calls() { awk -v s="$1" '$NF == s {print $4}' "$DIR/$t.strace" | head -1; }
+    total="$(awk '$NF == "total" {print $3}' "$DIR/$t.strace")"
+    per() { awk -v n="${1:-0}" -v t="$txs" 'BEGIN {printf "%.2f", n / t}'; }
+    sends=$(($(calls sendto || echo 0) + $(calls write || echo 0) + $(calls sendmsg || echo 0)))
+    recvs=$(($(calls recvfrom || echo 0) + $(calls read || echo 0) + $(calls recvmsg || echo 0)))
+
+    # -- context switches and CPU time
+    ctx() { awk '/^(non)?voluntary_ctxt_switches/ {n += $2} END {print n}' "/proc/$pid/status"; }
+    ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+    c0="$(ctx)"
+    k0="$(ticks)"
+    out="$(bench "${PORT[$t]}" -c 16 -j 2 -T "$DURATION")"
+    c1="$(ctx)"
+    k1="$(ticks)"
+    n="$(processed <<<"$out")"
+    cpu="$(awk -v a="$k1" -v b="$k0" -v n="$n" -v hz="$hz" 'BEGIN {printf "%.1f", (a - b) / hz * 1e6 / n}')"
+
+    ROW[$t]="$(printf '%-18s %9s %6s %6s %6s %6s %9s %9s' "$t" "$(per "$total")" "$(per "$sends")" \
+        "$(per "$recvs")" "$(per "$(calls epoll_wait)")" "$(per "$(calls writev)")" \
+        "$(per $((c1 - c0)))" "$cpu")"
+    echo "== $t: ${ROW[$t]}"
+done
+stop_all
+PID=()
+
+# -- user-space instructions, one target at a time under callgrind
+declare -A IR=()
+for t in "${targets[@]}"; do
+    out="$DIR/callgrind-$t.out"
+    vg="$(launch "valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$out" "$t" "$DIR/$t-valgrind.log")"
+    PID[$t]="$vg"
+    wait_listening "${PORT[$t]}" "$vg" "$t under valgrind"
+    sleep 3
+    vpid="$(pgrep -f "callgrind-out-file=$out" | tail -1)"
+    control() { if [[ "${AS_USER[$t]}" == root ]]; then callgrind_control "$@" "$vpid"; else su "${AS_USER[$t]}" -s /bin/bash -c "callgrind_control $* $vpid"; fi >/dev/null; }
+    bench "${PORT[$t]}" -c 4 -t 20 >/dev/null
+    control -i on
+    control -z
+    a_tx="$(bench "${PORT[$t]}" -c 4 -t 250 | processed)"
+    control -d
+    b_tx="$(bench "${PORT[$t]}" -c 4 -t 750 | processed)"
+    control -d
+    kill -TERM "$vpid" 2>/dev/null || true
+    wait "$vg" 2>/dev/null || true
+    totals() { awk '/^totals:/ {print $2; exit}' "$1"; }
+    IR[$t]="$(awk -v a="$(totals "$out.1")" -v b="$(totals "$out.2")" -v n=$((b_tx - a_tx)) 'BEGIN {printf "%.0f", (b - a) / n}')"
+    echo "== $t: ${IR[$t]} instructions per transaction (user space)"
+    unset "PID[$t]"
+done
+
+{
+    echo "bench/cost.sh: pgbench -n -S -M simple, in clear, scale $SCALE; $(date -u '+%Y-%m-%d %H:%M UTC'); git $(git rev-parse --short HEAD); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "Per transaction. syscalls: strace -c -f, -c 16 -t $TX_STRACE (send = sendto+write+sendmsg, recv = recvfrom+read+recvmsg). switches and CPU µs: -c 16 -T $DURATION. Ir: callgrind, user space, (3000 tx - 1000 tx) / 2000 at -c 4."
+    printf '%-18s %9s %6s %6s %6s %6s %9s %9s %9s\n' target syscalls send recv epoll writev switches "CPU µs" Ir
+    for t in "${targets[@]}"; do echo "${ROW[$t]} $(printf '%9s' "${IR[$t]}")"; done
+} | tee "$OUT"
+echo "(written to bench/last-cost.txt; logs in $DIR)"
