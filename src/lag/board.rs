@@ -101,6 +101,14 @@ impl LagBoard {
         }
     }
 
+    /// A copy of every node's report, in node order.
+    pub fn nodes(&self) -> Vec<ReplicaReport> {
+        self.replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// A copy of the report of every node but the write target, in node order.
     pub fn replicas(&self) -> Vec<ReplicaReport> {
         let writer = self.roles().roles.writer_node();

@@ -1,0 +1,199 @@
+//! Failover on the real cluster (issue 16): roles are discovered, not configured.
+//!
+//! The primary is stopped hard (`dev/cluster.sh stop-primary immediate`) and replica1 is
+//! promoted (`dev/cluster.sh promote 1`): a write a client sent before the promotion, and
+//! waiting for a primary meanwhile, runs on the promoted node; the time from the promotion
+//! to that first write is printed and bounded. Then the old primary is started again
+//! beside the new one, on its old timeline, as when nothing fences it: over 10 s of
+//! writes through pgsplit (old connections, fresh ones, and a second pgsplit started now
+//! whose config still names the old node as the primary), none lands on it (its row
+//! count does not move) and no read goes to it or to replica2 (still on the old
+//! timeline). `SHOW NODES` says why, and the metrics count the change.
+//!
+//! The test changes the whole cluster, so it is the only test in this file (cargo runs
+//! test files one after another), holds `common::REPLICA_REPLAY_LOCK` while it starts (as
+//! `primary_outage.rs` does; the lock goes with the primary), and a drop guard runs
+//! `dev/cluster.sh rebuild` even when it panics, so later tests find one primary and two
+//! streaming replicas.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{admin, admin_rows, admin_value, node_port, primary_port, TestProxy};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// Puts the cluster back to one primary and two streaming replicas when dropped.
+struct Rebuild;
+
+impl Drop for Rebuild {
+    fn drop(&mut self) {
+        if let Err(e) = common::cluster_command(&["rebuild"]) {
+            eprintln!("{e}");
+        }
+    }
+}
+
+async fn cluster(args: &'static [&'static str]) {
+    let result = tokio::task::spawn_blocking(move || common::cluster_command(args))
+        .await
+        .unwrap();
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+const TABLE: &str = "pgsplit_test_failover";
+
+/// Writes one row through `client`; returns the port of the node it landed on.
+async fn write(client: &Client) -> Result<u16, tokio_postgres::Error> {
+    let rows = client
+        .simple_query(&format!(
+            "insert into {TABLE} (port) select inet_server_port() returning port"
+        ))
+        .await?;
+    Ok(first_value(&rows).parse().unwrap())
+}
+
+fn first_value(rows: &[SimpleQueryMessage]) -> String {
+    rows.iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+/// The rows of the table on the node on `port`, read there directly; `None` while it
+/// has no such table.
+async fn count_on(port: u16) -> Option<i64> {
+    let direct = common::replica_superuser(port).await;
+    let rows = direct
+        .simple_query(&format!("select count(*) from {TABLE}"))
+        .await
+        .ok()?;
+    first_value(&rows).parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_a_promotion_and_never_reach_the_old_primary() {
+    let lock = common::cluster_lock(common::REPLICA_REPLAY_LOCK, "the replica replay lock").await;
+    let config = |c: &mut pgsplit::config::Config| {
+        c.routing.enabled = true;
+        c.lag.check_interval = pgsplit::config::Duration::from_millis(100);
+        c.pool.primary_wait_timeout = pgsplit::config::Duration::from_secs(20);
+    };
+    let proxy = TestProxy::start(config).await;
+    let (old, new, stale) = (primary_port(), node_port("replica1"), node_port("replica2"));
+
+    let setup = proxy.connect("failover_setup").await;
+    setup
+        .batch_execute(&format!(
+            "drop table if exists {TABLE}; create table {TABLE} (id bigserial primary key, port int)"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(write(&setup).await.unwrap(), old);
+    // replica1 must have the table before it becomes the primary.
+    common::wait_until(30, "replica1 has the table", || async {
+        count_on(new).await == Some(1)
+    })
+    .await;
+
+    let checker = common::superuser().await;
+    let timeline: i32 = checker
+        .query_one(
+            "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    drop(checker);
+    let idle = proxy.connect("failover_idle").await;
+    write(&idle).await.unwrap();
+    let _rebuild = Rebuild;
+    drop(lock);
+    cluster(&["stop-primary", "immediate"]).await;
+    // A write sent with no primary waits for one (pool.primary_wait_timeout).
+    let waiting = tokio::spawn(async move {
+        let result = write(&idle).await;
+        (result, Instant::now(), idle)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster(&["promote", "1"]).await;
+    let promoted = Instant::now();
+    let (result, done, idle) = waiting.await.unwrap();
+    let port =
+        result.unwrap_or_else(|e| panic!("the waiting write failed: {}", common::describe(&e)));
+    let took = done.saturating_duration_since(promoted);
+    eprintln!(
+        "first write through pgsplit on the promoted node {took:?} after pg_ctl promote returned"
+    );
+    assert_eq!(port, new, "the write ran on the promoted replica1");
+    assert!(took < Duration::from_secs(10), "it took {took:?}");
+    // A fresh client writes there too.
+    let fresh = proxy.connect("failover_fresh").await;
+    assert_eq!(write(&fresh).await.unwrap(), new);
+
+    // The old primary comes back beside the new one, on its old timeline.
+    cluster(&["start-primary"]).await;
+    let before = count_on(old).await;
+    let admin = admin(&proxy).await;
+    common::wait_until(10, "SHOW NODES finds the old primary diverged", || async {
+        let rows = admin_rows(&admin, "SHOW NODES").await;
+        admin_value(&rows, "primary", "role").as_deref() == Some("diverged")
+    })
+    .await;
+    // A pgsplit started now, whose config still says the old node is the primary.
+    let late = TestProxy::start(config).await;
+    let late_client = late.connect("failover_late").await;
+    let started = Instant::now();
+    let mut writes = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        for client in [&idle, &fresh, &late_client] {
+            assert_eq!(write(client).await.unwrap(), new, "a write went elsewhere");
+            writes += 1;
+        }
+        let reader = late.connect("failover_reader").await;
+        let read = first_value(
+            &reader
+                .simple_query("select inet_server_port()")
+                .await
+                .unwrap(),
+        );
+        let read: u16 = read.parse().unwrap();
+        assert!(
+            read != old && read != stale,
+            "a read ran on port {read}, a node of the old timeline"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = count_on(old).await;
+    eprintln!("{writes} writes through pgsplit in 10 s with the old primary back; rows on it: {before:?} -> {after:?}");
+    assert_eq!(before, after, "writes reached the old primary");
+
+    let rows = admin_rows(&admin, "SHOW NODES").await;
+    eprintln!("SHOW NODES: {rows:?}");
+    assert_eq!(
+        admin_value(&rows, "replica1", "role").as_deref(),
+        Some("primary")
+    );
+    assert_eq!(
+        admin_value(&rows, "replica1", "timeline"),
+        Some((timeline + 1).to_string())
+    );
+    assert_eq!(
+        admin_value(&rows, "replica2", "role").as_deref(),
+        Some("old_timeline")
+    );
+    let metrics = proxy.proxy.metrics().render(&proxy.proxy);
+    assert!(
+        metrics.contains("pgsplit_primary{node=\"replica1\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pgsplit_role_changes_total 1"),
+        "{metrics}"
+    );
+}
