@@ -3,7 +3,9 @@
 //! The primary is stopped hard (`dev/cluster.sh stop-primary immediate`) and replica1 is
 //! promoted (`dev/cluster.sh promote 1`): a write a client sent before the promotion, and
 //! waiting for a primary meanwhile, runs on the promoted node; the time from the promotion
-//! to that first write is printed and bounded. Then the old primary is started again
+//! to that first write is printed and bounded. A client that was in a transaction on the
+//! old primary gets 08006 for it and writes again on the same connection. Then the old
+//! primary is started again
 //! beside the new one, on its old timeline, as when nothing fences it: over 10 s of
 //! writes through pgsplit (old connections, fresh ones, and a second pgsplit started now
 //! whose config still names the old node as the primary), none lands on it (its row
@@ -112,6 +114,10 @@ async fn writes_follow_a_promotion_and_never_reach_the_old_primary() {
     drop(checker);
     let idle = proxy.connect("failover_idle").await;
     write(&idle).await.unwrap();
+    // A client in a transaction on the primary when it stops.
+    let in_transaction = proxy.connect("failover_in_transaction").await;
+    in_transaction.batch_execute("begin").await.unwrap();
+    assert_eq!(write(&in_transaction).await.unwrap(), old);
     let _rebuild = Rebuild;
     drop(lock);
     cluster(&["stop-primary", "immediate"]).await;
@@ -135,6 +141,14 @@ async fn writes_follow_a_promotion_and_never_reach_the_old_primary() {
     // A fresh client writes there too.
     let fresh = proxy.connect("failover_fresh").await;
     assert_eq!(write(&fresh).await.unwrap(), new);
+    // The client whose transaction was on the old primary gets 08006 for it, and stays
+    // connected: its next transaction runs on the new primary.
+    let e = write(&in_transaction)
+        .await
+        .expect_err("the transaction on the stopped primary is lost");
+    assert_eq!(common::sqlstate(&e), "08006", "{}", common::describe(&e));
+    assert!(!in_transaction.is_closed());
+    assert_eq!(write(&in_transaction).await.unwrap(), new);
 
     // The old primary comes back beside the new one, on its old timeline.
     cluster(&["start-primary"]).await;

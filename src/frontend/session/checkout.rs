@@ -61,6 +61,11 @@ impl Session {
         sql: Option<&Bytes>,
         extended: bool,
     ) -> Result<bool, SessionEnd> {
+        if let Some(why) = self.transaction_lost() {
+            PgError::error(code::CONNECTION_FAILURE, why).encode(&mut self.outbox);
+            self.status = TxStatus::Idle;
+            return Ok(false);
+        }
         let class = match sql {
             Some(sql) => Some(self.classify(sql).await),
             None => None,
@@ -82,6 +87,37 @@ impl Session {
             }
         };
         Ok(attached)
+    }
+
+    /// Why the client's open transaction is gone, if it is: its server connection was
+    /// lost between statements, or it runs on a node that no longer takes writes (another
+    /// was promoted): that connection is closed (the node rolls back) and the client is
+    /// told, then goes on outside a transaction. One atomic load while on the primary.
+    fn transaction_lost(&mut self) -> Option<String> {
+        if let Some(why) = self.lost_transaction.take() {
+            return Some(why);
+        }
+        if !self.on_primary || !self.queue.is_empty() {
+            return None;
+        }
+        let server = self.server.as_mut()?;
+        if self.ctx.routing.primary() == self.primary_node {
+            return None;
+        }
+        server.broken = true;
+        let node = server.node.name.clone();
+        let pinned = std::mem::take(&mut self.pinned);
+        self.pin = None;
+        self.routing.session_bound = false;
+        self.release();
+        tracing::info!(client = self.ctx.cancel.pid, %node, "the primary changed: the client's server connection to the former primary is closed");
+        let lost = match pinned {
+            true => "this session's state on it (temporary tables, LISTEN, session locks, SQL prepared statements) is lost",
+            false => "the transaction that ran there is rolled back",
+        };
+        Some(format!(
+            "pgsplit: the primary changed while this client held a connection to {node}, the former primary: {lost}; run it again"
+        ))
     }
 
     /// Classifies a statement's SQL: short text here, longer text on a blocking thread
@@ -272,6 +308,7 @@ impl Session {
                 Ok(server) => {
                     self.ctx.checkout_wait.record(now.elapsed().as_secs_f64());
                     self.on_primary = !on_replica;
+                    self.primary_node = primary.filter(|_| !on_replica);
                     self.attach(server);
                     match self.sync_settings().await {
                         Ok(()) => break,
