@@ -12,11 +12,16 @@
 //! count does not move) and no read goes to it or to replica2 (still on the old
 //! timeline). `SHOW NODES` says why, and the metrics count the change.
 //!
-//! The test changes the whole cluster, so it is the only test in this file (cargo runs
-//! test files one after another), holds `common::REPLICA_REPLAY_LOCK` while it starts (as
-//! `primary_outage.rs` does; the lock goes with the primary), and a drop guard runs
-//! `dev/cluster.sh rebuild` even when it panics, so later tests find one primary and two
-//! streaming replicas.
+//! A replica promoted while the primary still runs (a switchover nothing fenced): writes
+//! go to the promoted one at once; a client in a transaction on the old primary gets
+//! 08006 for it (its connection there is closed, so the old primary rolls it back) and
+//! goes on; the pooled connections to the old primary are not used again.
+//!
+//! The tests change the whole cluster: they run one at a time ([`SERIAL`]; cargo runs
+//! test files one after another), each holds `common::REPLICA_REPLAY_LOCK` while it
+//! starts (as `primary_outage.rs` does; the lock goes with the primary), and a drop guard
+//! runs `dev/cluster.sh rebuild` even when a test panics, so later tests find one primary
+//! and two streaming replicas.
 
 mod common;
 
@@ -46,6 +51,35 @@ async fn cluster(args: &'static [&'static str]) {
 }
 
 const TABLE: &str = "pgsplit_test_failover";
+
+/// The tests of this file, one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn routed(c: &mut pgsplit::config::Config) {
+    c.routing.enabled = true;
+    c.lag.check_interval = pgsplit::config::Duration::from_millis(100);
+    c.pool.primary_wait_timeout = pgsplit::config::Duration::from_secs(20);
+}
+
+/// A proxy on the cluster and the table the tests write to, made through it on the
+/// primary and replicated to replica1.
+async fn setup(app: &str) -> TestProxy {
+    let proxy = TestProxy::start(routed).await;
+    let setup = proxy.connect(app).await;
+    setup
+        .batch_execute(&format!(
+            "drop table if exists {TABLE}; create table {TABLE} (id bigserial primary key, port int)"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(write(&setup).await.unwrap(), primary_port());
+    // replica1 must have the table before it becomes the primary.
+    common::wait_until(30, "replica1 has the table", || async {
+        count_on(node_port("replica1")).await == Some(1)
+    })
+    .await;
+    proxy
+}
 
 /// Writes one row through `client`; returns the port of the node it landed on.
 async fn write(client: &Client) -> Result<u16, tokio_postgres::Error> {
@@ -79,28 +113,10 @@ async fn count_on(port: u16) -> Option<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_follow_a_promotion_and_never_reach_the_old_primary() {
+    let _serial = SERIAL.lock().await;
     let lock = common::cluster_lock(common::REPLICA_REPLAY_LOCK, "the replica replay lock").await;
-    let config = |c: &mut pgsplit::config::Config| {
-        c.routing.enabled = true;
-        c.lag.check_interval = pgsplit::config::Duration::from_millis(100);
-        c.pool.primary_wait_timeout = pgsplit::config::Duration::from_secs(20);
-    };
-    let proxy = TestProxy::start(config).await;
+    let proxy = setup("failover_setup").await;
     let (old, new, stale) = (primary_port(), node_port("replica1"), node_port("replica2"));
-
-    let setup = proxy.connect("failover_setup").await;
-    setup
-        .batch_execute(&format!(
-            "drop table if exists {TABLE}; create table {TABLE} (id bigserial primary key, port int)"
-        ))
-        .await
-        .unwrap();
-    assert_eq!(write(&setup).await.unwrap(), old);
-    // replica1 must have the table before it becomes the primary.
-    common::wait_until(30, "replica1 has the table", || async {
-        count_on(new).await == Some(1)
-    })
-    .await;
 
     let checker = common::superuser().await;
     let timeline: i32 = checker
@@ -160,7 +176,7 @@ async fn writes_follow_a_promotion_and_never_reach_the_old_primary() {
     })
     .await;
     // A pgsplit started now, whose config still says the old node is the primary.
-    let late = TestProxy::start(config).await;
+    let late = TestProxy::start(routed).await;
     let late_client = late.connect("failover_late").await;
     let started = Instant::now();
     let mut writes = 0;
@@ -210,4 +226,77 @@ async fn writes_follow_a_promotion_and_never_reach_the_old_primary() {
         metrics.contains("pgsplit_role_changes_total 1"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_beside_a_running_primary_cuts_its_transactions() {
+    let _serial = SERIAL.lock().await;
+    let lock = common::cluster_lock(common::REPLICA_REPLAY_LOCK, "the replica replay lock").await;
+    let proxy = setup("switchover_setup").await;
+    let (old, new) = (primary_port(), node_port("replica1"));
+    // Idle pooled connections to the primary, and a client in a transaction there.
+    let idle = proxy.connect("switchover_idle").await;
+    assert_eq!(write(&idle).await.unwrap(), old);
+    let in_transaction = proxy.connect("switchover_in_transaction").await;
+    in_transaction.batch_execute("begin").await.unwrap();
+    assert_eq!(write(&in_transaction).await.unwrap(), old);
+    let before = count_on(old).await;
+
+    let _rebuild = Rebuild;
+    drop(lock);
+    cluster(&["promote", "1"]).await;
+    let promoted = Instant::now();
+    let mut first = None;
+    while promoted.elapsed() < Duration::from_secs(10) {
+        let port = write(&idle).await.unwrap();
+        if port == new {
+            first = Some(promoted.elapsed());
+            break;
+        }
+        assert_eq!(port, old);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = first.expect("writes went to the promoted node within 10 s");
+    eprintln!("first write on the promoted node {first:?} after pg_ctl promote returned (old primary still running)");
+    let writes_on_old = count_on(old).await.unwrap() - before.unwrap();
+    eprintln!("writes that reached the old primary after the promotion: {writes_on_old}");
+
+    // The transaction on the old primary is cut; the client goes on.
+    let e = write(&in_transaction)
+        .await
+        .expect_err("the transaction on the old primary is cut");
+    assert_eq!(common::sqlstate(&e), "08006", "{}", common::describe(&e));
+    assert!(
+        common::describe(&e).contains("the primary changed"),
+        "{}",
+        common::describe(&e)
+    );
+    assert_eq!(write(&in_transaction).await.unwrap(), new);
+    // Rolled back there: its row never appears on the old primary.
+    let after_cut = count_on(old).await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(write(&idle).await.unwrap(), new);
+    }
+    assert_eq!(
+        count_on(old).await.unwrap(),
+        after_cut,
+        "a write reached the old primary"
+    );
+    // No server connection of the pools is left open to the old primary.
+    let checker = common::replica_superuser(old).await;
+    common::wait_until(
+        10,
+        "pgsplit's connections to the old primary are closed",
+        || async {
+            let rows = checker
+                .simple_query(
+                    "select count(*) from pg_stat_activity where usename = 'app' \
+                 and application_name not like 'pgsplit %'",
+                )
+                .await
+                .unwrap();
+            first_value(&rows) == "0"
+        },
+    )
+    .await;
 }
