@@ -203,10 +203,11 @@ impl Proxy {
         let login = ControlLogin::from_config(&self.config);
         let routing = &self.config.routing;
         if routing.enabled && routing.read_your_writes == ReadYourWrites::Lsn {
-            // (It flushes on the primary expected at start; see docs/high-availability.md.)
+            let topology = self.routing.topology.clone();
             crate::causal::flusher::spawn(
                 self.routing.positions.clone(),
-                nodes[expected.unwrap_or(0)].clone(),
+                nodes.to_vec(),
+                move || topology.writer(),
                 &login,
             );
         }
