@@ -105,6 +105,11 @@ impl Session {
             return None;
         }
         server.broken = true;
+        if server.status == TxStatus::Idle && !self.pinned {
+            // Kept between transactions (session pooling): replaced, nothing lost.
+            self.release();
+            return None;
+        }
         let node = server.node.name.clone();
         let pinned = std::mem::take(&mut self.pinned);
         self.pin = None;

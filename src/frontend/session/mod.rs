@@ -337,17 +337,22 @@ impl Session {
     }
 
     /// The server connection closed or failed. While the server owes the client nothing
-    /// (an open transaction between statements, in transaction pooling, not pinned), the
-    /// client stays: its next statement gets 08006 (see `checkout`). Else the session ends.
+    /// and the client is not pinned to it, the client stays: a connection kept between
+    /// transactions (session pooling) is replaced at the next statement; an open
+    /// transaction is lost, and the next statement gets 08006 for it (see `checkout`).
+    /// Else the session ends.
     fn server_gone(&mut self, e: std::io::Error) -> Result<(), SessionEnd> {
+        let status = self.server.as_ref().map(|s| s.status);
         let end = self.server_lost(e);
-        if !self.queue.is_empty() || self.pinned || self.ctx.mode != PoolMode::Transaction {
+        if !self.queue.is_empty() || self.pinned {
             return Err(end);
         }
-        tracing::info!(client = self.ctx.cancel.pid, error = %end, "server connection of an open transaction lost; the client stays");
-        self.lost_transaction = Some(format!(
-            "pgsplit: {end}; the transaction is lost (rolled back), run it again"
-        ));
+        if status != Some(TxStatus::Idle) {
+            tracing::info!(client = self.ctx.cancel.pid, error = %end, "server connection of an open transaction lost; the client stays");
+            self.lost_transaction = Some(format!(
+                "pgsplit: {end}; the transaction is lost (rolled back), run it again"
+            ));
+        }
         self.release();
         Ok(())
     }
