@@ -238,7 +238,8 @@ impl Proxy {
     /// meanwhile wait in the listen backlog).
     async fn await_first_checks(&self, limit: Duration) {
         let started = Instant::now();
-        let checked = || self.board.replicas().iter().all(|r| r.checks > 0);
+        // Every node, the one taking writes too (causal tokens name its timeline).
+        let checked = || self.board.nodes().iter().all(|r| r.checks > 0);
         while !checked() {
             if started.elapsed() >= limit {
                 tracing::warn!(waited = ?limit, "not every node answered its first check; accepting clients anyway (reads go to replicas as they pass their checks)");

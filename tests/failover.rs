@@ -17,6 +17,9 @@
 //! 08006 for it (its connection there is closed, so the old primary rolls it back) and
 //! goes on; the pooled connections to the old primary are not used again.
 //!
+//! A primary restart (`stop-primary`, `start-primary`): idle clients, and one that keeps
+//! its server connection in session pooling, write afterwards with no error.
+//!
 //! The tests change the whole cluster: they run one at a time ([`SERIAL`]; cargo runs
 //! test files one after another), each holds `common::REPLICA_REPLAY_LOCK` while it
 //! starts (as `primary_outage.rs` does; the lock goes with the primary), and a drop guard
@@ -299,4 +302,59 @@ async fn a_promotion_beside_a_running_primary_cuts_its_transactions() {
         },
     )
     .await;
+}
+
+/// Starts the primary again when dropped, even when the test panics.
+struct StartPrimary;
+
+impl Drop for StartPrimary {
+    fn drop(&mut self) {
+        if let Err(e) = common::cluster_command(&["start-primary"]) {
+            eprintln!("{e}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_write_after_a_primary_restart_without_an_error() {
+    let _serial = SERIAL.lock().await;
+    let lock = common::cluster_lock(common::REPLICA_REPLAY_LOCK, "the replica replay lock").await;
+    let proxy = setup("restart_setup").await;
+    let session = TestProxy::start(|c| {
+        routed(c);
+        c.proxy.pool_mode = pgsplit::config::PoolMode::Session;
+    })
+    .await;
+    let mut idle = Vec::new();
+    for i in 0..10 {
+        let client = proxy.connect(&format!("restart_idle_{i}")).await;
+        assert_eq!(write(&client).await.unwrap(), primary_port());
+        idle.push(client);
+    }
+    // In session pooling the client keeps its server connection between transactions.
+    let kept = session.connect("restart_session").await;
+    assert_eq!(write(&kept).await.unwrap(), primary_port());
+
+    drop(lock);
+    let started = StartPrimary;
+    cluster(&["stop-primary"]).await;
+    drop(started); // start-primary: returns once both replicas stream again
+    let mut errors = Vec::new();
+    for client in idle.iter().chain([&kept]) {
+        match write(client).await {
+            Ok(port) => assert_eq!(port, primary_port()),
+            Err(e) => errors.push(common::describe(&e)),
+        }
+    }
+    assert!(errors.is_empty(), "idle clients saw errors: {errors:?}");
+    let admin = admin(&proxy).await;
+    let rows = admin_rows(&admin, "SHOW NODES").await;
+    assert_eq!(
+        admin_value(&rows, "primary", "role").as_deref(),
+        Some("primary")
+    );
+    assert_eq!(
+        admin_value(&rows, "primary", "role_changes").as_deref(),
+        Some("0")
+    );
 }
