@@ -98,6 +98,7 @@ pub fn spawn(
         roles: Mutex::new(RoleState {
             seen: vec![NodeSeen::default(); nodes.len()],
             writer: expected.map_or(Writer::None, Writer::Node),
+            reads: Vec::new(),
         }),
         names,
         checked: watch::channel(0u64).0,
@@ -144,6 +145,8 @@ struct Cluster {
 struct RoleState {
     seen: Vec<NodeSeen>,
     writer: Writer,
+    /// Whether the roles allowed reads on each node, as last put in the topology.
+    reads: Vec<bool>,
 }
 
 impl Cluster {
@@ -172,10 +175,14 @@ impl Cluster {
             self.switch(&state.writer, &roles);
             state.writer = roles.writer.clone();
         }
+        // Only changes reach the topology (its lock is on the read path).
         let topology = &self.shared.topology;
         for (node, verdict) in roles.nodes.iter().enumerate() {
-            topology.update(node, |r| r.role_reads = verdict.reads);
+            if state.reads.get(node) != Some(&verdict.reads) {
+                topology.update(node, |r| r.role_reads = verdict.reads);
+            }
         }
+        state.reads = roles.nodes.iter().map(|v| v.reads).collect();
         let is_writer = roles.writer == Writer::Node(index);
         self.shared.board.set_roles(roles, changed);
         is_writer

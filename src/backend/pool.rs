@@ -327,3 +327,21 @@ pub fn lost(e: &BackendError) -> bool {
             | BackendError::ReplyTimeout { .. }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fence_covers_connections_opened_before_it() {
+        let fences = Fences::new(2);
+        let before = Instant::now();
+        assert!(!fences.fenced(0, before), "no fence yet");
+        fences.fence(0);
+        assert!(fences.fenced(0, before));
+        assert!(!fences.fenced(1, before), "only that node");
+        assert!(!fences.fenced(0, Instant::now() + Duration::from_millis(1)));
+        assert!(!fences.fenced(7, before), "an unknown node is never fenced");
+        fences.fence(7);
+    }
+}
