@@ -45,14 +45,16 @@ use crate::topology::{ReplicaState, Topology, WriteTarget};
 /// recovery, replayed in it); the cluster's identity that causal tokens name; its timeline
 /// (out of recovery, from the name of the current WAL file, which changes at once with a
 /// promotion, where `pg_control_checkpoint()` waits for the next checkpoint; in recovery,
-/// the timeline it receives, else the one of its last restartpoint); its WAL page size
+/// the timeline it receives, else the later of its minimum recovery point's and its last
+/// restartpoint's, which trail what it replayed); its WAL page size
 /// (see `causal::commit_bound`).
 const NODE_CHECK: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, \
      (SELECT system_identifier FROM pg_control_system()), \
      CASE WHEN pg_is_in_recovery() \
           THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), \
-                        (SELECT timeline_id FROM pg_control_checkpoint())) \
+                        greatest((SELECT min_recovery_end_timeline FROM pg_control_recovery()), \
+                                 (SELECT timeline_id FROM pg_control_checkpoint()))) \
           ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
      current_setting('wal_block_size')::int8";
 
