@@ -49,6 +49,9 @@ Usage: $PROG up|down|status|destroy|tls-on
        $PROG pause N | resume N          (N = replica 1 or 2)
        $PROG delay N DURATION            (e.g. 'delay 2 2s'; 'delay 2 0' clears)
        $PROG stop N | start N            (stop replica N hard / start it again)
+       $PROG stop-primary [fast|immediate] | start-primary
+       $PROG promote N                   (pg_ctl promote replica N)
+       $PROG rebuild                     (back to one primary + 2 streaming replicas)
        $PROG help                        (commands, users, environment)
 EOF
 }
@@ -71,8 +74,23 @@ Commands:
   stop N                stop replica N at once (pg_ctl stop -m immediate: a crash, as far
                         as its clients can tell); no error if it is not running
   start N               start replica N again; returns once both replicas are streaming
-  stop-primary          stop the primary (pg_ctl stop -m fast); no error if it is not running
-  start-primary         start the primary again; returns once both replicas are streaming
+  stop-primary [MODE]   stop the primary (pg_ctl stop -m MODE: fast, the default, or
+                        immediate, a crash); no error if it is not running
+  start-primary         start the primary again; returns once both replicas are streaming,
+                        or at once when a replica has been promoted meanwhile (the old
+                        primary then runs beside the new one, on its old timeline: a split
+                        brain on purpose, for failover tests)
+  promote N             promote replica N (pg_ctl promote); returns once it reports that it
+                        is out of recovery, and prints its new timeline. The other replica
+                        keeps following the node on the primary port.
+  rebuild               back to one primary on the primary port and two replicas streaming
+                        from it, whatever state the cluster is in (after promote, a stopped
+                        or returned old primary, missing replicas): the node out of recovery
+                        on the highest timeline becomes the primary (its data directory moves
+                        to primary/ when it is a promoted replica), and replicas that do not
+                        stream from it are made again with pg_basebackup. Data written on the
+                        new primary is kept; what only the old one had is lost. With no usable
+                        node at all, it is destroy + up.
   destroy               down, then delete the cluster directory
   tls-on                turn TLS on for the running nodes (also part of 'up'): makes the CA
                         and certificate if missing, sets ssl = on by ALTER SYSTEM and reloads;
@@ -739,17 +757,31 @@ cmd_start() {
     echo "$node: streaming"
 }
 
-# The primary, stopped cleanly (pg_ctl stop -m fast: sessions end, replicas keep what they
-# have) and started again.
+# The primary, stopped (pg_ctl stop -m fast: sessions end, replicas keep what they have; or
+# -m immediate: a crash) and started again.
 cmd_stop_primary() {
+    local mode="${1:-fast}"
+    [[ "$mode" == fast || "$mode" == immediate ]] ||
+        usage_error "stop-primary takes fast or immediate, got '$mode'"
     take_lock
     load_ports
     if node_running primary; then
-        note "stopping primary (fast)"
-        as_pg "$BINDIR/pg_ctl" -D "$(node_dir primary)" -m fast -w -t 60 stop >/dev/null ||
+        note "stopping primary ($mode)"
+        as_pg "$BINDIR/pg_ctl" -D "$(node_dir primary)" -m "$mode" -w -t 60 stop >/dev/null ||
             die "primary did not stop; see $(node_log primary)"
     fi
     echo "primary: stopped"
+}
+
+# Whether a node runs and is out of recovery (a primary, or a promoted replica).
+node_is_primary() {
+    [[ "$(node_psql "$1" -c 'SELECT NOT pg_is_in_recovery()' 2>/dev/null)" == t ]]
+}
+
+# The timeline a node out of recovery writes on (the name of its current WAL file changes at
+# the promotion, pg_control_checkpoint() only at the checkpoint after it).
+node_timeline() {
+    node_psql "$1" -c "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int" 2>/dev/null
 }
 
 cmd_start_primary() {
@@ -757,8 +789,99 @@ cmd_start_primary() {
     load_ports
     node_exists primary || die "primary does not exist (run: $PROG up)"
     start_node primary
+    local node
+    for node in replica1 replica2; do
+        if node_is_primary "$node"; then
+            echo "primary: running beside $node, which was promoted (timeline $(node_timeline "$node")); primary is on timeline $(node_timeline primary)"
+            return 0
+        fi
+    done
     wait_for_streaming
     echo "primary: running, replicas streaming"
+}
+
+cmd_promote() {
+    local node
+    node="$(replica_node "$1")"
+    take_lock
+    load_ports
+    require_running_replica "$node"
+    if ! node_is_primary "$node"; then
+        note "promoting $node"
+        as_pg "$BINDIR/pg_ctl" -D "$(node_dir "$node")" -w -t 60 promote >/dev/null ||
+            die "$node was not promoted; see $(node_log "$node")"
+        # pg_ctl -w waits for the promotion; make sure new sessions see it.
+        local deadline=$((SECONDS + 30))
+        until node_is_primary "$node"; do
+            ((SECONDS < deadline)) || die "$node still reports it is in recovery 30 s after pg_ctl promote"
+            sleep 0.05
+        done
+    fi
+    echo "$node: promoted, timeline $(node_timeline "$node")"
+}
+
+# Whether replica node streams from the primary (its slot is active and streaming).
+replica_streams() {
+    [[ "$(node_psql primary -c "
+        SELECT count(*) FROM pg_replication_slots s
+        JOIN pg_stat_replication r ON r.pid = s.active_pid
+        WHERE s.slot_name = '$1' AND r.state = 'streaming'" 2>/dev/null)" == 1 ]]
+}
+
+cmd_rebuild() {
+    take_lock
+    load_ports
+    local node
+    if [[ ! -f "$CLUSTER_ENV" ]] || ! node_exists primary; then
+        note "no cluster to rebuild; making a new one"
+        exec 9>&-
+        cmd_up
+        return
+    fi
+    # Every node that can run, runs (a stopped old primary starts on its old timeline).
+    for node in "${NODES[@]}"; do
+        node_exists "$node" && ! node_accepting "$node" && { start_node "$node" || true; }
+    done
+    # The new primary: out of recovery on the highest timeline, the primary/ node on a tie.
+    local best="" best_tl=0 tl
+    for node in "${NODES[@]}"; do
+        node_is_primary "$node" || continue
+        tl="$(node_timeline "$node")"
+        if [[ -n "$tl" ]] && ((tl > best_tl)); then best="$node" best_tl="$tl"; fi
+    done
+    if [[ -z "$best" ]]; then
+        note "no node is out of recovery; making a new cluster"
+        exec 9>&-
+        cmd_destroy
+        cmd_up
+        return
+    fi
+    if [[ "$best" != primary ]]; then
+        note "$best (timeline $best_tl) becomes the primary; the old primary's data is dropped"
+        for node in replica2 replica1 primary; do
+            node_running "$node" && { as_pg "$BINDIR/pg_ctl" -D "$(node_dir "$node")" -m immediate -w -t 60 stop >/dev/null || true; }
+        done
+        rm -rf "$(node_dir primary)"
+        mv "$(node_dir "$best")" "$(node_dir primary)"
+        rm -f "$(node_dir primary)/standby.signal" "$(node_dir primary)/postmaster.pid"
+        write_node_conf primary
+        start_node primary
+        # What it had as a replica must not reach the replicas copied from it.
+        node_psql primary -c 'ALTER SYSTEM RESET primary_conninfo' \
+            -c 'ALTER SYSTEM RESET primary_slot_name' \
+            -c 'ALTER SYSTEM RESET recovery_min_apply_delay' -c 'SELECT pg_reload_conf()' >/dev/null
+    fi
+    for node in replica1 replica2; do
+        if node_exists "$node" && replica_streams "$node"; then continue; fi
+        if node_running "$node"; then
+            as_pg "$BINDIR/pg_ctl" -D "$(node_dir "$node")" -m immediate -w -t 60 stop >/dev/null || true
+        fi
+        rm -rf "$(node_dir "$node")"
+        create_replica "$node"
+        start_node "$node"
+    done
+    wait_for_streaming
+    cmd_status
 }
 
 cmd_delay() {
@@ -783,8 +906,9 @@ main() {
         usage
         return 0
         ;;
-    up | down | status | destroy | tls-on | stop-primary | start-primary) (($# == 0)) || usage_error "'$cmd' takes no arguments" ;;
-    pause | resume | stop | start) (($# == 1)) || usage_error "usage: $PROG $cmd N   (N = 1 or 2)" ;;
+    up | down | status | destroy | tls-on | start-primary | rebuild) (($# == 0)) || usage_error "'$cmd' takes no arguments" ;;
+    stop-primary) (($# <= 1)) || usage_error "usage: $PROG stop-primary [fast|immediate]" ;;
+    pause | resume | stop | start | promote) (($# == 1)) || usage_error "usage: $PROG $cmd N   (N = 1 or 2)" ;;
     delay) (($# == 2)) || usage_error "usage: $PROG delay N DURATION   (e.g. delay 2 2s; delay 2 0 clears)" ;;
     *) usage_error "unknown command '$cmd'" ;;
     esac
@@ -802,8 +926,10 @@ main() {
     resume) cmd_resume "$1" ;;
     stop) cmd_stop "$1" ;;
     start) cmd_start "$1" ;;
-    stop-primary) cmd_stop_primary ;;
+    stop-primary) cmd_stop_primary "${1:-fast}" ;;
     start-primary) cmd_start_primary ;;
+    promote) cmd_promote "$1" ;;
+    rebuild) cmd_rebuild ;;
     delay) cmd_delay "$1" "$2" ;;
     esac
 }

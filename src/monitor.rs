@@ -1,13 +1,20 @@
-//! The lag guard's IO shell: one task per node on its own control connection (a pool of one
-//! from `crate::control`, never one from the client pools, so checks go on when the pools
-//! are exhausted). The primary's
-//! task samples `pg_current_wal_lsn()` into a shared timeline every `lag.check_interval`;
-//! right after each sample, each replica's task reads `pg_last_wal_replay_lsn()`, turns it
-//! into lag in bytes and in time (from that timeline,
-//! so it does not grow while the primary is idle), feeds the pure state machine in
-//! `crate::lag`, and puts every transition into the router's replica table, logged once
-//! with the figures behind it. What each check saw goes to the shared [`LagBoard`] for the
-//! admin console and the metrics; the `[lag]` settings follow live changes.
+//! The monitor: one task per node on its own control connection (a pool of one from
+//! `crate::control`, never one from the client pools, so checks go on when the pools are
+//! exhausted). Every check reads the same things on every node: `pg_is_in_recovery()`, the
+//! node's WAL position (written on a primary, replayed on a replica) and its timeline. From
+//! what the checks of all nodes last saw, [`crate::roles::decide`] tells which node takes
+//! writes and which may take reads; roles are discovered, not configured. When the write
+//! target changes, it is logged once with the reason, new writes go to the new one at
+//! once (the router reads it from the topology), and the server connections opened to the
+//! former primary are fenced: closed instead of reused (`backend::pool::Fences`).
+//!
+//! The write target's task samples its WAL position into a shared timeline every
+//! `lag.check_interval`; right after each of its checks, every other node's task reads its
+//! replay position, turns it into lag in bytes and in time (from that timeline, so it does
+//! not grow while the primary is idle), feeds the pure state machine in `crate::lag`, and
+//! puts every transition into the router's replica table, logged once with the figures
+//! behind it. What each check saw goes to the shared [`LagBoard`] for the admin console and
+//! the metrics; the `[lag]` settings follow live changes.
 //!
 //! Each replica check also publishes the replica's replay position to the router's replica
 //! table (read-your-writes by LSN). While a healthy replica is behind the highest position
@@ -22,6 +29,7 @@ use deadpool_postgres::{BuildError, Pool};
 use tokio::sync::watch;
 use tokio_postgres::types::PgLsn;
 
+use crate::backend::pool::Fences;
 use crate::backend::NodeAddr;
 use crate::causal::{ClusterId, WritePositions};
 use crate::config::LagConfig;
@@ -30,13 +38,24 @@ use crate::lag::timeline::lag_bytes;
 use crate::lag::{
     HealthState, LagBoard, LagThresholds, PrimaryReport, PrimaryTimeline, ReplicaHealth, Sample,
 };
-use crate::topology::{ReplicaState, Topology};
+use crate::roles::{self, NodeSeen, Roles, Seen, Writer};
+use crate::topology::{ReplicaState, Topology, WriteTarget};
 
-/// The primary's check: its WAL position, the cluster's identity that causal tokens name
-/// (system identifier and timeline), and its WAL page size (see `causal::commit_bound`).
-const PRIMARY_CHECK: &str = "SELECT pg_current_wal_lsn(), \
+/// Every node's check: whether it is in recovery; its WAL position (written out of
+/// recovery, replayed in it); the cluster's identity that causal tokens name; its timeline
+/// (out of recovery, from the name of the current WAL file, which changes at once with a
+/// promotion, where `pg_control_checkpoint()` waits for the next checkpoint; in recovery,
+/// the timeline it receives, else the later of its minimum recovery point's and its last
+/// restartpoint's, which trail what it replayed); its WAL page size
+/// (see `causal::commit_bound`).
+const NODE_CHECK: &str = "SELECT pg_is_in_recovery(), \
+     CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, \
      (SELECT system_identifier FROM pg_control_system()), \
-     (SELECT timeline_id FROM pg_control_checkpoint()), \
+     CASE WHEN pg_is_in_recovery() \
+          THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), \
+                        greatest((SELECT min_recovery_end_timeline FROM pg_control_recovery()), \
+                                 (SELECT timeline_id FROM pg_control_checkpoint()))) \
+          ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
      current_setting('wal_block_size')::int8";
 
 /// How often a replica's replay position is read while it is behind the latest write
@@ -56,68 +75,150 @@ pub fn thresholds(lag: &LagConfig) -> LagThresholds {
     }
 }
 
-/// Starts the checks: one task for the primary, one per replica (`replicas` holds node
-/// indexes and addresses). Each follows `lag`, the live `[lag]` section: a new interval or
-/// new thresholds apply from the next check. What they see goes to `board`; transitions go
-/// to `topology`. The tasks stop when the runtime does.
+/// What the monitor's tasks share, and where their results go.
+pub struct Shared {
+    pub topology: Arc<Topology>,
+    pub board: Arc<LagBoard>,
+    pub positions: Arc<WritePositions>,
+    pub fences: Arc<Fences>,
+}
+
+/// Starts the checks: one task per node (`nodes`, by index); `expected` is the node
+/// configured as the primary, which takes writes until the checks say otherwise. Each
+/// follows `lag`, the live `[lag]` section: a new interval or new thresholds apply from the
+/// next check. The tasks stop when the runtime does.
 pub fn spawn(
-    primary: Arc<NodeAddr>,
-    replicas: Vec<(usize, Arc<NodeAddr>)>,
-    topology: Arc<Topology>,
-    board: Arc<LagBoard>,
-    positions: Arc<WritePositions>,
+    nodes: Vec<Arc<NodeAddr>>,
+    expected: Option<usize>,
+    shared: Shared,
     settings: ControlLogin,
     lag: watch::Receiver<LagConfig>,
 ) {
-    let timeline = Arc::new(Mutex::new(PrimaryTimeline::new()));
-    // Counts the primary's checks; each replica checks right after each one.
-    let (primary_checked, _) = watch::channel(0u64);
-    let replica_pace: Vec<_> = replicas
-        .iter()
-        .map(|_| primary_checked.subscribe())
-        .collect();
-    match Control::new(primary, &settings) {
-        Ok(control) => {
-            tokio::spawn(watch_primary(
-                control,
-                timeline.clone(),
-                board.clone(),
-                topology.clone(),
-                positions.clone(),
-                lag.clone(),
-                primary_checked,
-            ));
-        }
-        Err(e) => tracing::error!(error = %e, "no control pool; the primary is not watched"),
-    }
-    for ((index, node), pace) in replicas.into_iter().zip(replica_pace) {
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let cluster = Arc::new(Cluster {
+        timeline: Mutex::new(PrimaryTimeline::new()),
+        roles: Mutex::new(RoleState {
+            seen: vec![NodeSeen::default(); nodes.len()],
+            writer: expected.map_or(Writer::None, Writer::Node),
+            reads: Vec::new(),
+        }),
+        names,
+        checked: watch::channel(0u64).0,
+        shared,
+    });
+    for (index, node) in nodes.into_iter().enumerate() {
         let health = match ReplicaHealth::new(thresholds(&lag.borrow()), Instant::now()) {
             Ok(h) => h,
             Err(e) => {
-                tracing::error!(node = %node.name, error = %e, "lag thresholds are invalid; replica not watched");
+                tracing::error!(node = %node.name, error = %e, "lag thresholds are invalid; node not watched");
                 continue;
             }
         };
         let control = match Control::new(node.clone(), &settings) {
             Ok(control) => control,
             Err(e) => {
-                tracing::error!(node = %node.name, error = %e, "no control pool; replica not watched");
+                tracing::error!(node = %node.name, error = %e, "no control pool; node not watched");
                 continue;
             }
         };
-        let watch = ReplicaWatch {
+        let clock = Clock::new(lag.clone(), cluster.checked.subscribe());
+        let watch = NodeWatch {
             index,
             health,
-            timeline: timeline.clone(),
-            topology: topology.clone(),
-            board: board.clone(),
-            positions: positions.clone(),
+            failures: 0,
+            cluster: cluster.clone(),
         };
-        tokio::spawn(watch_replica(
-            watch,
-            control,
-            Clock::new(lag.clone(), Some(pace)),
-        ));
+        tokio::spawn(watch_node(watch, control, clock));
+    }
+}
+
+/// The state every node's task shares.
+struct Cluster {
+    /// The write target's WAL position over time.
+    timeline: Mutex<PrimaryTimeline>,
+    roles: Mutex<RoleState>,
+    names: Vec<String>,
+    /// Counts the write target's checks; the other nodes check right after each one.
+    checked: watch::Sender<u64>,
+    shared: Shared,
+}
+
+/// What the role decision works from.
+struct RoleState {
+    seen: Vec<NodeSeen>,
+    writer: Writer,
+    /// Whether the roles allowed reads on each node, as last put in the topology.
+    reads: Vec<bool>,
+}
+
+impl Cluster {
+    /// Records one check of node `index` (`None`: it failed), decides the roles again and
+    /// applies a change. Returns whether `index` is the write target now.
+    fn observe(
+        &self,
+        index: usize,
+        seen: Option<Seen>,
+        now: Instant,
+        stale_after: Duration,
+    ) -> bool {
+        let mut state = self.roles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(node) = state.seen.get_mut(index) {
+            match seen {
+                Some(s) => {
+                    node.last_ok = Some((s, now));
+                    node.failures = 0;
+                }
+                None => node.failures += 1,
+            }
+        }
+        let roles = roles::decide(&state.seen, &self.names, &state.writer, now, stale_after);
+        let changed = roles.writer != state.writer;
+        if changed {
+            self.switch(&state.writer, &roles);
+            state.writer = roles.writer.clone();
+        }
+        // Only changes reach the topology (its lock is on the read path).
+        let topology = &self.shared.topology;
+        for (node, verdict) in roles.nodes.iter().enumerate() {
+            if state.reads.get(node) != Some(&verdict.reads) {
+                topology.update(node, |r| r.role_reads = verdict.reads);
+            }
+        }
+        state.reads = roles.nodes.iter().map(|v| v.reads).collect();
+        let is_writer = roles.writer == Writer::Node(index);
+        self.shared.board.set_roles(roles, changed);
+        is_writer
+    }
+
+    /// The write target changes from `former` to what `roles` say: logged once with the
+    /// reason; writes go to the new one from now on; connections to the former primary
+    /// are not reused.
+    fn switch(&self, former: &Writer, roles: &Roles) {
+        let reason = roles::change_reason(roles, &self.names);
+        let name = |w: &Writer| match w {
+            Writer::Node(n) => self.names.get(*n).cloned().unwrap_or_default(),
+            Writer::None => "none".to_owned(),
+            Writer::SplitBrain(_) => "refused (split brain)".to_owned(),
+        };
+        let target = match &roles.writer {
+            Writer::Node(n) => WriteTarget::Node(*n),
+            Writer::None => WriteTarget::Waiting,
+            Writer::SplitBrain(_) => WriteTarget::Refused(format!(
+                "pgsplit: writes refused: {reason}; they resume when one of them is stopped or back in recovery"
+            )),
+        };
+        self.shared.topology.set_writer(target);
+        if let Writer::Node(old) = former {
+            self.shared.fences.fence(*old);
+        }
+        match &roles.writer {
+            Writer::Node(_) => {
+                tracing::warn!(from = %name(former), to = %name(&roles.writer), %reason, "the primary changed: writes go to the new one")
+            }
+            _ => {
+                tracing::error!(from = %name(former), to = %name(&roles.writer), %reason, "no node takes writes")
+            }
+        }
     }
 }
 
@@ -149,38 +250,30 @@ impl Control {
     }
 }
 
-/// When the next check runs. The primary's checks tick every `check_interval`; each
-/// replica's check follows the primary's at once (see [`Pace::AfterPrimary`]). The pace
-/// follows live changes of the interval; it also sets the check timeout (8 intervals, at
-/// least 800 ms).
+/// When the next check runs. The write target's checks tick every `check_interval`; every
+/// other node's check follows the write target's at once, so a replica's replay position
+/// is read a round trip after the primary's WAL position, not up to an interval after it
+/// (which would under-read the lag of a fast-writing primary by up to interval × write
+/// rate, about 20 MB at 80 MB/s and 250 ms); every two intervals at the latest, so a node
+/// is still checked while the primary's checks hang. With no write target, every node
+/// ticks. The pace follows live changes of the interval; it also sets the check timeout
+/// (8 intervals, at least 800 ms).
 struct Clock {
     lag: watch::Receiver<LagConfig>,
     interval: Duration,
-    pace: Pace,
-}
-
-enum Pace {
-    /// A tick every interval (the primary).
-    Every(tokio::time::Interval),
-    /// Right after each check of the primary, so the replica's replay position is read a
-    /// round trip after the primary's WAL position, not up to an interval after it (which
-    /// would under-read the lag of a fast-writing primary by up to interval × write rate,
-    /// about 20 MB at 80 MB/s and 250 ms). Every two intervals at the latest, so a replica
-    /// is still checked while the primary's checks hang.
-    AfterPrimary(watch::Receiver<u64>),
+    tick: tokio::time::Interval,
+    /// The write target's checks.
+    primary: watch::Receiver<u64>,
 }
 
 impl Clock {
-    fn new(lag: watch::Receiver<LagConfig>, after_primary: Option<watch::Receiver<u64>>) -> Clock {
+    fn new(lag: watch::Receiver<LagConfig>, primary: watch::Receiver<u64>) -> Clock {
         let interval = lag.borrow().check_interval.as_std();
-        let pace = match after_primary {
-            Some(primary) => Pace::AfterPrimary(primary),
-            None => Pace::Every(ticker(interval)),
-        };
         Clock {
             lag,
             interval,
-            pace,
+            tick: ticker(interval),
+            primary,
         }
     }
 
@@ -189,15 +282,19 @@ impl Clock {
         self.lag.borrow().down_after_failures
     }
 
-    /// Waits for the next check; returns the `[lag]` section if it changed since the last.
-    async fn next(&mut self, control: &mut Control) -> Option<LagConfig> {
-        match &mut self.pace {
-            Pace::Every(tick) => {
-                tick.tick().await;
-            }
-            Pace::AfterPrimary(primary) => {
-                let _ = tokio::time::timeout(self.interval * 2, primary.changed()).await;
-            }
+    /// How long after its last successful check a node no longer counts as up for the
+    /// roles: the checks that take a replica down, and one more.
+    fn stale_after(&self) -> Duration {
+        self.interval * (self.down_after_failures() + 1)
+    }
+
+    /// Waits for the next check (`follow`: right after the write target's); returns the
+    /// `[lag]` section if it changed since the last.
+    async fn next(&mut self, control: &mut Control, follow: bool) -> Option<LagConfig> {
+        if follow {
+            let _ = tokio::time::timeout(self.interval * 2, self.primary.changed()).await;
+        } else {
+            self.tick.tick().await;
         }
         if !self.lag.has_changed().unwrap_or(false) {
             return None;
@@ -206,117 +303,137 @@ impl Clock {
         let interval = lag.check_interval.as_std();
         if interval != self.interval {
             self.interval = interval;
-            if let Pace::Every(tick) = &mut self.pace {
-                *tick = ticker(interval);
-                tick.tick().await; // the first tick is immediate
-            }
+            self.tick = ticker(interval);
+            self.tick.tick().await; // the first tick is immediate
         }
         control.limit = (interval * 8).max(Duration::from_millis(800));
         Some(lag)
     }
 }
 
-async fn watch_primary(
-    mut control: Control,
-    timeline: Arc<Mutex<PrimaryTimeline>>,
-    board: Arc<LagBoard>,
-    topology: Arc<Topology>,
-    positions: Arc<WritePositions>,
-    lag: watch::Receiver<LagConfig>,
-    checked: watch::Sender<u64>,
-) {
-    let mut clock = Clock::new(lag, None);
-    let node = control.node.clone();
-    // Checks failed in a row: at `lag.down_after_failures`, clients waiting on the primary
-    // are told it stopped answering (see `frontend::session`).
-    let mut failures = 0;
-    loop {
-        clock.next(&mut control).await;
-        let lsn = control.query_one(PRIMARY_CHECK).await.and_then(|row| {
-            let lsn = row.try_get::<_, PgLsn>(0).map_err(|e| e.to_string())?;
-            let system: i64 = row.try_get(1).map_err(|e| e.to_string())?;
-            let timeline: i32 = row.try_get(2).map_err(|e| e.to_string())?;
-            let page: i64 = row.try_get(3).map_err(|e| e.to_string())?;
-            positions.set_cluster(ClusterId {
-                system: system as u64,
-                timeline: timeline as u32,
-            });
-            positions.set_page(page.max(0) as u64);
-            Ok(lsn)
-        });
-        let was_failing = board.primary().error.is_some();
-        failures = if lsn.is_ok() { 0 } else { failures + 1 };
-        topology.set_primary_down(failures >= clock.down_after_failures());
-        match lsn {
-            Ok(lsn) => {
+/// One node's part of the monitor: its lag state machine and where results go.
+struct NodeWatch {
+    index: usize,
+    health: ReplicaHealth,
+    /// Checks failed in a row.
+    failures: u32,
+    cluster: Arc<Cluster>,
+}
+
+/// What one successful check read.
+struct Check {
+    seen: Seen,
+    lsn: u64,
+    system: u64,
+    page: u64,
+}
+
+fn read_check(row: &tokio_postgres::Row) -> Result<Check, String> {
+    let e = |e: tokio_postgres::Error| e.to_string();
+    let in_recovery: bool = row.try_get(0).map_err(e)?;
+    let lsn: Option<PgLsn> = row.try_get(1).map_err(e)?;
+    let system: i64 = row.try_get(2).map_err(e)?;
+    let timeline: Option<i32> = row.try_get(3).map_err(e)?;
+    let page: i64 = row.try_get(4).map_err(e)?;
+    Ok(Check {
+        seen: Seen {
+            in_recovery,
+            timeline: timeline.and_then(|t| u32::try_from(t).ok()),
+        },
+        lsn: lsn.map_or(0, u64::from),
+        system: system as u64,
+        page: page.max(0) as u64,
+    })
+}
+
+impl NodeWatch {
+    fn shared(&self) -> &Shared {
+        &self.cluster.shared
+    }
+
+    /// After a check of the write target: its WAL position goes to the timeline the lag of
+    /// the others is measured against, its identity to causal tokens.
+    fn primary_checked(&mut self, check: &Result<Check, String>, down_after: u32, name: &str) {
+        let shared = &self.cluster.shared;
+        shared
+            .topology
+            .set_primary_down(self.failures >= down_after);
+        let was_failing = shared.board.primary().error.is_some();
+        match check {
+            Ok(c) => {
                 let now = Instant::now();
-                lock(&timeline).record(now, u64::from(lsn));
-                board.set_primary(PrimaryReport {
+                lock(&self.cluster.timeline).record(now, c.lsn);
+                shared.positions.set_cluster(ClusterId {
+                    system: c.system,
+                    timeline: c.seen.timeline.unwrap_or(0),
+                });
+                shared.positions.set_page(c.page);
+                shared.board.set_primary(PrimaryReport {
                     checked_at: Some(now),
                     error: None,
                 });
                 if was_failing {
-                    tracing::info!(node = %node.name, "primary checks work again");
+                    tracing::info!(node = %name, "primary checks work again");
                 }
             }
             Err(e) => {
                 if !was_failing {
-                    tracing::warn!(node = %node.name, error = %e, "cannot check the primary's WAL position");
+                    tracing::warn!(node = %name, error = %e, "cannot check the primary's WAL position");
                 }
-                let checked_at = board.primary().checked_at;
-                board.set_primary(PrimaryReport {
+                let checked_at = shared.board.primary().checked_at;
+                shared.board.set_primary(PrimaryReport {
                     checked_at,
-                    error: Some(e),
+                    error: Some(e.clone()),
                 });
             }
         }
-        checked.send_modify(|n| *n += 1);
+        self.cluster.checked.send_modify(|n| *n += 1);
     }
-}
 
-/// One replica's part of the lag guard: its state machine and where results go.
-struct ReplicaWatch {
-    index: usize,
-    health: ReplicaHealth,
-    timeline: Arc<Mutex<PrimaryTimeline>>,
-    topology: Arc<Topology>,
-    board: Arc<LagBoard>,
-    positions: Arc<WritePositions>,
-}
-
-impl ReplicaWatch {
-    /// The sample a check's result makes; `None` while there is no primary position to
-    /// compare with.
-    fn sample(&self, result: Result<tokio_postgres::Row, String>, now: Instant) -> Option<Sample> {
-        let row = match result {
-            Ok(row) => row,
-            Err(reason) => return Some(Sample::Failed { reason }),
+    /// The lag sample a check makes; `None` while there is no primary position to compare
+    /// with.
+    fn sample(&self, check: &Result<Check, String>, now: Instant) -> Option<Sample> {
+        let c = match check {
+            Ok(c) => c,
+            Err(reason) => {
+                return Some(Sample::Failed {
+                    reason: reason.clone(),
+                })
+            }
         };
-        let in_recovery: bool = row.try_get(0).unwrap_or(false);
-        let replay: Option<PgLsn> = row.try_get(1).unwrap_or(None);
-        self.topology
-            .replayed(self.index, replay.map(u64::from).unwrap_or(0));
-        let timeline = lock(&self.timeline);
+        if !c.seen.in_recovery {
+            return Some(Sample::Ok {
+                lag_bytes: 0,
+                lag: Some(Duration::ZERO),
+                in_recovery: false,
+            });
+        }
+        self.shared().topology.replayed(self.index, c.lsn);
+        let timeline = lock(&self.cluster.timeline);
         let primary = timeline.latest()?;
-        let replay = replay.map(u64::from).unwrap_or(0);
         // Behind everything the timeline remembers: at least its whole span.
         let lag = timeline
-            .lag_seconds(replay, now)
+            .lag_seconds(c.lsn, now)
             .unwrap_or_else(|| timeline.span(now));
         Some(Sample::Ok {
-            lag_bytes: lag_bytes(primary, replay),
+            lag_bytes: lag_bytes(primary, c.lsn),
             lag: Some(lag),
-            in_recovery,
+            in_recovery: true,
         })
     }
 
     /// Feeds one sample to the state machine; publishes the figures and any transition.
-    fn observe(&mut self, sample: &Sample, now: Instant, name: &str) {
+    fn observe(&mut self, sample: &Sample, now: Instant, name: &str, is_writer: bool) {
         let transition = self.health.observe(sample, now);
         let health = &self.health;
-        self.board.update(self.index, |r| {
+        self.cluster.shared.board.update(self.index, |r| {
             r.checks += 1;
-            if let Sample::Ok { lag_bytes, lag, .. } = sample {
+            if let Sample::Ok {
+                lag_bytes,
+                lag,
+                in_recovery: true,
+            } = sample
+            {
                 r.lag_bytes = Some(*lag_bytes);
                 r.lag = *lag;
                 r.history.record(now, *lag_bytes, *lag);
@@ -338,14 +455,19 @@ impl ReplicaWatch {
             HealthState::Lagging => ReplicaState::Lagging,
             HealthState::Down | HealthState::Promoted => ReplicaState::Down,
         };
-        self.topology.update(self.index, |r| r.state = state);
+        self.shared()
+            .topology
+            .update(self.index, |r| r.state = state);
         match t.to {
             HealthState::Healthy => {
                 tracing::info!(node = %name, transition = %t, "replica back in the read rotation")
             }
+            // The write target is out of recovery, as it should be.
+            HealthState::Promoted if is_writer => {}
             HealthState::Promoted => {
-                tracing::error!(node = %name, transition = %t, "node is no longer a replica (promoted?); no reads go to it")
+                tracing::warn!(node = %name, transition = %t, "node is out of recovery, not a replica; no reads go to it")
             }
+            _ if t.from == HealthState::Promoted && is_writer => {}
             _ => {
                 tracing::warn!(node = %name, transition = %t, "replica out of the read rotation")
             }
@@ -353,29 +475,32 @@ impl ReplicaWatch {
     }
 }
 
-async fn watch_replica(mut watch: ReplicaWatch, mut control: Control, mut clock: Clock) {
+async fn watch_node(mut watch: NodeWatch, mut control: Control, mut clock: Clock) {
     let name = control.node.name.clone();
     let mut replayed = 0;
-    let mut published = watch.positions.subscribe();
+    let positions = watch.shared().positions.clone();
+    let mut published = positions.subscribe();
     let mut last_check = Instant::now();
     loop {
+        let writer = watch.shared().topology.writer();
+        let follow = writer.is_some() && writer != Some(watch.index);
         // While clients may wait for this replica (healthy and behind the highest position
         // a read was held back for), its replay position is read every REPLAY_POLL, else at
         // once when a new such position is published; but never so often that a full check
-        // is put off
-        // beyond two intervals (as when the primary's checks hang).
-        let between = watch.health.state() == HealthState::Healthy
+        // is put off beyond two intervals (as when the primary's checks hang).
+        let between = follow
+            && watch.health.state() == HealthState::Healthy
             && last_check.elapsed() < clock.interval * 2;
         let next = if !between {
-            Some(clock.next(&mut control).await)
-        } else if watch.positions.awaited() > replayed {
+            Some(clock.next(&mut control, follow).await)
+        } else if positions.awaited() > replayed {
             tokio::select! {
-                lag = clock.next(&mut control) => Some(lag),
+                lag = clock.next(&mut control, follow) => Some(lag),
                 () = tokio::time::sleep(REPLAY_POLL) => None,
             }
         } else {
             tokio::select! {
-                lag = clock.next(&mut control) => Some(lag),
+                lag = clock.next(&mut control, follow) => Some(lag),
                 Ok(()) = published.changed() => None,
             }
         };
@@ -388,7 +513,7 @@ async fn watch_replica(mut watch: ReplicaWatch, mut control: Control, mut clock:
                 .and_then(|row| row.try_get::<_, Option<PgLsn>>(0).ok().flatten())
             {
                 replayed = u64::from(lsn);
-                watch.topology.replayed(watch.index, replayed);
+                watch.shared().topology.replayed(watch.index, replayed);
             }
             continue;
         };
@@ -397,20 +522,27 @@ async fn watch_replica(mut watch: ReplicaWatch, mut control: Control, mut clock:
                 tracing::warn!(node = %name, error = %e, "lag thresholds refused; keeping the old ones");
             }
         }
-        let result = control
-            .query_one("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()")
-            .await;
+        let check = control
+            .query_one(NODE_CHECK)
+            .await
+            .and_then(|row| read_check(&row));
         last_check = Instant::now();
-        if let Ok(row) = &result {
-            replayed = row
-                .try_get::<_, Option<PgLsn>>(1)
-                .ok()
-                .flatten()
-                .map_or(0, u64::from);
+        watch.failures = if check.is_ok() { 0 } else { watch.failures + 1 };
+        if let Ok(c) = &check {
+            if c.seen.in_recovery {
+                replayed = c.lsn;
+            }
         }
         let now = Instant::now();
-        if let Some(sample) = watch.sample(result, now) {
-            watch.observe(&sample, now, &name);
+        let seen = check.as_ref().ok().map(|c| c.seen);
+        let is_writer = watch
+            .cluster
+            .observe(watch.index, seen, now, clock.stale_after());
+        if is_writer {
+            watch.primary_checked(&check, clock.down_after_failures(), &name);
+        }
+        if let Some(sample) = watch.sample(&check, now) {
+            watch.observe(&sample, now, &name, is_writer);
         }
     }
 }

@@ -153,6 +153,21 @@ fn publish(proxy: &Proxy) {
         proxy.board().primary().error.is_none() && proxy.board().primary().checked_at.is_some();
     gauge!("pgsplit_primary_up").set(f64::from(u8::from(primary_up)));
 
+    // The discovered roles: which node takes writes (1 on its row, 0 on the others; -1 as
+    // the index when none does), each node's role, and how often the write target changed.
+    let roles = proxy.board().roles();
+    let writer = roles.roles.writer_node();
+    gauge!("pgsplit_primary_node_index").set(writer.map_or(-1.0, |w| w as f64));
+    for (i, verdict) in roles.roles.nodes.iter().enumerate() {
+        gauge!("pgsplit_primary", "node" => name(i)).set(f64::from(u8::from(writer == Some(i))));
+        let labels = [
+            Label::new("node", name(i)),
+            Label::new("role", verdict.role.as_str()),
+        ];
+        gauge!("pgsplit_node_role", labels.iter()).set(1.0);
+    }
+    counter!("pgsplit_role_changes_total").absolute(roles.changes);
+
     for p in proxy.pool_rows() {
         let labels = |extra: Option<(&'static str, &'static str)>| {
             let mut l = vec![

@@ -56,9 +56,15 @@ pub struct Routing {
     pub positions: Arc<WritePositions>,
     /// The keys causal tokens are signed and checked with.
     pub tokens: TokenKeys,
-    /// Index of the primary in the node list.
-    pub primary: usize,
     pub stats: RouteStats,
+}
+
+impl Routing {
+    /// The node that takes writes now, as the monitor discovered it (see
+    /// `Topology::write_target` for why there may be none).
+    pub fn primary(&self) -> Option<usize> {
+        self.topology.writer()
+    }
 }
 
 /// Counts of routing decisions, by reason and by node.

@@ -34,7 +34,7 @@ use crate::lag::LagBoard;
 use crate::prometheus::Metrics;
 use crate::router::{Policy, RouteStats, Routing};
 use crate::tls::{ClientTls, TlsError};
-use crate::topology::{Replica, ReplicaState, Topology};
+use crate::topology::{Replica, ReplicaState, Topology, WriteTarget};
 use crate::wire::error::code;
 use crate::wire::message as msg;
 use crate::wire::PgError;
@@ -100,11 +100,11 @@ impl Proxy {
             .iter()
             .map(|n| NodeAddr::from_config(n).map(Arc::new))
             .collect::<Result<_, _>>()?;
+        // The primary expected at start; the monitor's checks decide from then on.
         let primary = config
             .nodes
             .iter()
-            .position(|n| n.role == NodeRole::Primary)
-            .unwrap_or(0);
+            .position(|n| n.role == NodeRole::Primary);
         let settings = PoolSettings {
             min_size: config.pool.min_size,
             max_size: config.pool.max_size,
@@ -128,12 +128,12 @@ impl Proxy {
                 Some((u.name.clone(), secret))
             })
             .collect();
+        // Every node may be a replica (roles are discovered): out of the rotation until the
+        // monitor has seen them in recovery and fresh.
         let replicas = config
             .nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.role == NodeRole::Replica)
-            // Out of the rotation until the monitor has seen them fresh.
             .map(|(i, n)| Replica {
                 state: ReplicaState::Down,
                 ..Replica::new(i, n.weight)
@@ -160,13 +160,16 @@ impl Proxy {
             )),
             positions: Arc::default(),
             tokens,
-            primary,
             stats: RouteStats::new(config.nodes.len()),
         });
+        if let Some(primary) = primary {
+            routing.topology.set_writer(WriteTarget::Node(primary));
+        }
         let (lag, _) = tokio::sync::watch::channel(config.lag.clone());
+        let roles = crate::roles::Roles::expected(config.nodes.len(), primary);
         Ok(Proxy {
             lag,
-            board: Arc::new(LagBoard::new(&replica_nodes, Instant::now())),
+            board: Arc::new(LagBoard::new(&replica_nodes, roles, Instant::now())),
             config_path: None,
             metrics: Metrics::new(),
             pools: Pools::new(nodes, settings),
@@ -193,35 +196,41 @@ impl Proxy {
         &self.routing
     }
 
-    /// Starts the lag guard's checks of every node.
+    /// Starts the monitor's checks of every node.
     fn start_monitor(&self) {
         let nodes = self.pools.nodes();
-        let replicas = self
-            .config
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.role == NodeRole::Replica)
-            .map(|(i, _)| (i, nodes[i].clone()))
-            .collect();
+        let expected = self.expected_primary();
         let login = ControlLogin::from_config(&self.config);
         let routing = &self.config.routing;
         if routing.enabled && routing.read_your_writes == ReadYourWrites::Lsn {
+            let topology = self.routing.topology.clone();
             crate::causal::flusher::spawn(
                 self.routing.positions.clone(),
-                nodes[self.routing.primary].clone(),
+                nodes.to_vec(),
+                move || topology.writer(),
                 &login,
             );
         }
         crate::monitor::spawn(
-            nodes[self.routing.primary].clone(),
-            replicas,
-            self.routing.topology.clone(),
-            self.board.clone(),
-            self.routing.positions.clone(),
+            nodes.to_vec(),
+            expected,
+            crate::monitor::Shared {
+                topology: self.routing.topology.clone(),
+                board: self.board.clone(),
+                positions: self.routing.positions.clone(),
+                fences: self.pools.fences().clone(),
+            },
             login,
             self.lag.subscribe(),
         );
+    }
+
+    /// The node configured with `role = "primary"`, if any.
+    fn expected_primary(&self) -> Option<usize> {
+        self.config
+            .nodes
+            .iter()
+            .position(|n| n.role == NodeRole::Primary)
     }
 
     /// Waits, at most `limit`, until the monitor has checked every node once, so that the
@@ -229,11 +238,8 @@ impl Proxy {
     /// meanwhile wait in the listen backlog).
     async fn await_first_checks(&self, limit: Duration) {
         let started = Instant::now();
-        let checked = || {
-            let primary = self.board.primary();
-            (primary.checked_at.is_some() || primary.error.is_some())
-                && self.board.replicas().iter().all(|r| r.checks > 0)
-        };
+        // Every node, the one taking writes too (causal tokens name its timeline).
+        let checked = || self.board.nodes().iter().all(|r| r.checks > 0);
         while !checked() {
             if started.elapsed() >= limit {
                 tracing::warn!(waited = ?limit, "not every node answered its first check; accepting clients anyway (reads go to replicas as they pass their checks)");
@@ -248,7 +254,13 @@ impl Proxy {
     /// refreshed), one control pool per database. Also without routing: a volatile function
     /// may leave session state, which decides whether a server connection is reset.
     fn start_catalog(&self) {
-        let Some(primary) = self.pools.nodes().get(self.routing.primary).cloned() else {
+        // The catalog is the same on every node; the expected primary's is read.
+        let Some(primary) = self
+            .pools
+            .nodes()
+            .get(self.expected_primary().unwrap_or(0))
+            .cloned()
+        else {
             return;
         };
         let mut databases: Vec<crate::catalog::Database> = Vec::new();
@@ -751,23 +763,41 @@ async fn login_client(
 /// clients that only read can log in through a primary outage. Returns the connection and
 /// whether it is the primary's.
 async fn login_server(proxy: &Proxy, pools: &[ServerPool]) -> Result<(Server, bool), LoginError> {
-    let primary = proxy.routing.primary;
-    let failure = match get_connection(&pools[primary]).await {
-        Ok(server) => return Ok((server, true)),
-        Err(e) => e,
+    let failure = match proxy.routing.primary() {
+        Some(primary) => match get_connection(&pools[primary]).await {
+            Ok(server) => return Ok((server, true)),
+            Err(e) => Some(e),
+        },
+        None => None,
     };
-    if crate::backend::pool::unavailable(&failure) {
+    if failure
+        .as_ref()
+        .is_none_or(crate::backend::pool::unavailable)
+    {
         let now = Instant::now();
         for replica in proxy.routing.topology.snapshot() {
             if !replica.available(now) {
                 continue;
             }
             if let Ok(server) = get_connection(&pools[replica.node]).await {
-                tracing::info!(node = %server.node.name, error = %failure, "the primary cannot be reached; a replica serves this login");
+                match &failure {
+                    Some(e) => {
+                        tracing::info!(node = %server.node.name, error = %e, "the primary cannot be reached; a replica serves this login")
+                    }
+                    None => {
+                        tracing::info!(node = %server.node.name, "no node takes writes now; a replica serves this login")
+                    }
+                }
                 return Ok((server, false));
             }
         }
     }
+    let Some(failure) = failure else {
+        return Err(LoginError::Refused(PgError::fatal(
+            code::CANNOT_CONNECT_NOW,
+            "pgsplit: no node takes writes now and no replica is available",
+        )));
+    };
     let message = match &failure {
         deadpool::managed::PoolError::Backend(b) => b.to_string(),
         other => format!("no server connection available: {other}"),

@@ -6,7 +6,9 @@
 //! client reads from its own replica as long as that replica is available and not busier
 //! than the others (Pgpool-II's session-level load balancing, decided per transaction);
 //! when its replica leaves the rotation it reads elsewhere, and it comes back with it.
-//! `Topology` is the small shared shell around it that sessions lease replicas from.
+//! `Topology` is the small shared shell around it that sessions lease replicas from; it
+//! also holds the write target the monitor discovered (`crate::roles`), read with one
+//! atomic load per check-out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,9 @@ pub struct Replica {
     pub reads: u64,
     /// The WAL position it had replayed when last checked (0: not known).
     pub replay_lsn: u64,
+    /// The discovered roles allow reads on it (a replica on the primary's timeline; see
+    /// `crate::roles`).
+    pub role_reads: bool,
 }
 
 impl Replica {
@@ -49,12 +54,15 @@ impl Replica {
             outstanding: 0,
             reads: 0,
             replay_lsn: 0,
+            role_reads: true,
         }
     }
 
     /// Whether it may take a read at `now`.
     pub fn available(&self, now: Instant) -> bool {
-        self.state == ReplicaState::Healthy && self.cooldown_until.is_none_or(|t| now >= t)
+        self.state == ReplicaState::Healthy
+            && self.role_reads
+            && self.cooldown_until.is_none_or(|t| now >= t)
     }
 }
 
@@ -80,8 +88,12 @@ pub fn choose(replicas: &[Replica], now: Instant, slot: u64, min_lsn: u64) -> Op
         })
     };
     // The client's own replica, from all of them, so that it does not change when
-    // another replica leaves or joins the rotation.
-    let own = at_slot(replicas.iter().enumerate(), slot);
+    // another replica leaves or joins the rotation (nodes that are no replica by their
+    // role, such as the primary, left out).
+    let own = at_slot(
+        replicas.iter().enumerate().filter(|(_, r)| r.role_reads),
+        slot,
+    );
     if own.is_some_and(|own| tied().any(|(i, _)| i == own)) {
         return own;
     }
@@ -114,10 +126,30 @@ pub enum Unleased {
     Behind,
 }
 
+/// Where writes go now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteTarget {
+    /// This node (index in the configured node list).
+    Node(usize),
+    /// No node is known to take writes: a write waits for one (`pool.primary_wait_timeout`).
+    Waiting,
+    /// Split brain: writes are refused, for this reason.
+    Refused(String),
+}
+
+/// `writer` when no node takes writes.
+const NO_WRITER: usize = usize::MAX;
+/// `writer` while writes are refused (split brain).
+const REFUSED: usize = usize::MAX - 1;
+
 /// The shared replica table.
 #[derive(Debug)]
 pub struct Topology {
     replicas: Mutex<Vec<Replica>>,
+    /// The node writes go to, or [`NO_WRITER`], or [`REFUSED`].
+    writer: std::sync::atomic::AtomicUsize,
+    /// Why writes are refused, while `writer` is [`REFUSED`].
+    refusal: Mutex<String>,
     /// The monitor finds the primary down (it failed `lag.down_after_failures` checks in a
     /// row).
     primary_down: std::sync::atomic::AtomicBool,
@@ -145,6 +177,8 @@ impl Topology {
     pub fn new(replicas: Vec<Replica>, cooldown: Duration) -> Topology {
         Topology {
             replicas: Mutex::new(replicas),
+            writer: std::sync::atomic::AtomicUsize::new(NO_WRITER),
+            refusal: Mutex::default(),
             primary_down: Default::default(),
             next_slot: AtomicU64::new(0),
             cooldown,
@@ -202,6 +236,41 @@ impl Topology {
     /// A replica's replay position, as just checked.
     pub fn replayed(&self, node: usize, lsn: u64) {
         self.update(node, |r| r.replay_lsn = lsn);
+    }
+
+    /// Where writes go from now on.
+    pub fn set_writer(&self, target: WriteTarget) {
+        let value = match target {
+            WriteTarget::Node(n) => n,
+            WriteTarget::Waiting => NO_WRITER,
+            WriteTarget::Refused(why) => {
+                *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = why;
+                REFUSED
+            }
+        };
+        self.writer.store(value, Ordering::Release);
+    }
+
+    /// The node writes go to now, if any (one atomic load).
+    pub fn writer(&self) -> Option<usize> {
+        match self.writer.load(Ordering::Acquire) {
+            NO_WRITER | REFUSED => None,
+            n => Some(n),
+        }
+    }
+
+    /// Where writes go now, with the reason when they are refused.
+    pub fn write_target(&self) -> WriteTarget {
+        match self.writer.load(Ordering::Acquire) {
+            NO_WRITER => WriteTarget::Waiting,
+            REFUSED => WriteTarget::Refused(
+                self.refusal
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            ),
+            n => WriteTarget::Node(n),
+        }
     }
 
     /// The monitor's verdict on the primary.

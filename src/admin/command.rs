@@ -1,4 +1,4 @@
-//! The admin console's language: `SHOW REPLICAS | LAG | POOLS | CLIENTS | STATS | CONFIG`,
+//! The admin console's language: `SHOW NODES | REPLICAS | LAG | POOLS | CLIENTS | STATS | CONFIG`,
 //! `SHOW <setting>`, `SET <setting> = <value>` (or `TO`), `RELOAD` and `SHOW HELP`.
 //! Case does not matter; a trailing `;` is fine; several commands may be sent in one query
 //! separated by `;`. Pure parsing: no proxy state here.
@@ -6,6 +6,7 @@
 /// A `SHOW` that lists something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listing {
+    Nodes,
     Replicas,
     Lag,
     Pools,
@@ -16,7 +17,8 @@ pub enum Listing {
 }
 
 impl Listing {
-    pub const ALL: [(&'static str, Listing); 7] = [
+    pub const ALL: [(&'static str, Listing); 8] = [
+        ("nodes", Listing::Nodes),
         ("replicas", Listing::Replicas),
         ("lag", Listing::Lag),
         ("pools", Listing::Pools),
@@ -48,10 +50,11 @@ pub struct SyntaxError(pub String);
 
 /// The commands in one line, for syntax errors.
 pub const HELP_SHORT: &str =
-    "SHOW REPLICAS | LAG | POOLS | CLIENTS | STATS | CONFIG | <setting>; SET <setting> = '<value>'; RELOAD";
+    "SHOW NODES | REPLICAS | LAG | POOLS | CLIENTS | STATS | CONFIG | <setting>; SET <setting> = '<value>'; RELOAD";
 
 /// What the console understands, for `SHOW HELP`.
-pub const HELP: [&str; 10] = [
+pub const HELP: [&str; 11] = [
+    "SHOW NODES     -- each node's discovered role and timeline, and why it takes writes, reads or nothing",
     "SHOW REPLICAS  -- state, lag, reason and reads served of each replica",
     "SHOW LAG       -- lag percentiles over 5 min and the share ejected at 1x, 0.5x, 2x the threshold",
     "SHOW POOLS     -- server connections by node, database and user",
@@ -184,6 +187,7 @@ mod tests {
     #[test]
     fn listings_in_any_case() {
         assert_eq!(parse("SHOW REPLICAS"), Ok(Command::Show(Listing::Replicas)));
+        assert_eq!(parse("show nodes;"), Ok(Command::Show(Listing::Nodes)));
         assert_eq!(parse("show lag;"), Ok(Command::Show(Listing::Lag)));
         assert_eq!(
             parse("  Show   Pools ; "),

@@ -182,6 +182,13 @@ fn listing_table(proxy: &Proxy, listing: Listing) -> Table {
         .collect();
     let routing = proxy.routing();
     match listing {
+        Listing::Nodes => show::nodes(
+            &names,
+            &proxy.board().roles(),
+            &proxy.board().nodes(),
+            &routing.topology.snapshot(),
+            now,
+        ),
         Listing::Replicas => show::replicas(
             &names,
             &proxy.board().replicas(),

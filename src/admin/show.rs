@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use crate::classify::CacheStats;
 use crate::clients::{CausalPosition, ClientRow};
 use crate::config::{Config, LagConfig, SETTABLE};
-use crate::lag::{format_bytes, format_duration, LagThresholds, ReplicaReport};
+use crate::lag::{format_bytes, format_duration, LagThresholds, ReplicaReport, RoleReport};
+use crate::roles::Role;
 use crate::router::Reason;
 use crate::topology::Replica;
 
@@ -79,6 +80,52 @@ pub fn replicas(
             entry.map(|e| e.reads.to_string()),
             entry.map(|e| e.outstanding.to_string()),
             text(report.ejections),
+        ]);
+    }
+    t
+}
+
+/// `SHOW NODES`: one row per node: the role its checks show, its timeline, whether it
+/// takes writes, whether it is in the read rotation, and why. `reports` are the lag
+/// figures of every node, `routing` the topology's entries.
+pub fn nodes(
+    nodes: &[String],
+    roles: &RoleReport,
+    reports: &[ReplicaReport],
+    routing: &[Replica],
+    now: Instant,
+) -> Table {
+    let mut t = Table::new(&[
+        "node",
+        "role",
+        "timeline",
+        "writes",
+        "reads",
+        "reason",
+        "role_changes",
+    ]);
+    for (i, verdict) in roles.roles.nodes.iter().enumerate() {
+        let entry = routing.iter().find(|r| r.node == i);
+        let reads = entry.is_some_and(|e| e.available(now));
+        let health = reports.iter().find(|r| r.node == i);
+        // A replica by its role that is out of the rotation: its lag or health says why.
+        let reason = match health {
+            Some(h) if verdict.role == Role::Replica && !reads => {
+                format!(
+                    "{}; out of the read rotation: {} ({})",
+                    verdict.why, h.state, h.reason
+                )
+            }
+            _ => verdict.why.clone(),
+        };
+        t.push(vec![
+            nodes.get(i).cloned(),
+            text(verdict.role),
+            verdict.timeline.map(|t| t.to_string()),
+            text(roles.roles.writer_node() == Some(i)),
+            text(reads),
+            text(reason),
+            text(roles.changes),
         ]);
     }
     t

@@ -1,13 +1,14 @@
 //! Pools of server connections, one per (node, database, user), built on deadpool with
 //! our own Manager: it connects raw protocol connections, and on recycle refuses any
 //! connection that is broken, inside a transaction, has unread bytes, or is past its
-//! idle or lifetime limit; connections that may hold untracked session state are reset
-//! with DISCARD ALL first.
+//! idle or lifetime limit, or opened to a node before it lost the primary role (see
+//! [`Fences`]); connections that may hold untracked session state are reset with
+//! DISCARD ALL first.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool::managed::{Metrics, Object, Pool, RecycleError, RecycleResult};
 
@@ -28,9 +29,47 @@ pub struct PoolSettings {
     pub max_pinned: usize,
 }
 
+/// When each node last lost the primary role: its server connections opened before then
+/// are closed instead of reused (a client must never write to a former primary on a
+/// connection kept from when it was the primary).
+#[derive(Debug)]
+pub struct Fences {
+    since: Instant,
+    /// Per node: nanoseconds after `since` of the last fence; 0 for none.
+    at: Vec<AtomicU64>,
+}
+
+impl Fences {
+    pub fn new(nodes: usize) -> Fences {
+        Fences {
+            since: Instant::now(),
+            at: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// `node` lost the primary role now: its connections opened so far are not reused.
+    pub fn fence(&self, node: usize) {
+        let nanos = self.since.elapsed().as_nanos().max(1) as u64;
+        if let Some(at) = self.at.get(node) {
+            at.store(nanos, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a connection to `node` opened at `created` was opened before its last fence.
+    pub fn fenced(&self, node: usize, created: Instant) -> bool {
+        match self.at.get(node).map(|a| a.load(Ordering::Relaxed)) {
+            None | Some(0) => false,
+            Some(nanos) => created <= self.since + Duration::from_nanos(nanos),
+        }
+    }
+}
+
 /// Creates and recycles server connections for one pool.
 pub struct Manager {
     node: Arc<NodeAddr>,
+    /// The node's index, for `fences`.
+    index: usize,
+    fences: Arc<Fences>,
     creds: Credentials,
     settings: PoolSettings,
     /// How many clients hold a connection of this pool for their whole session.
@@ -75,6 +114,9 @@ impl Manager {
     }
 
     fn expired(&self, metrics: &Metrics) -> Option<&'static str> {
+        if self.fences.fenced(self.index, metrics.created) {
+            return Some("opened while its node was the primary, which it is no longer");
+        }
         // One clock read for both limits (this runs at every checkout).
         let now = std::time::Instant::now();
         let since = |t: std::time::Instant| now.saturating_duration_since(t);
@@ -160,6 +202,7 @@ pub struct PoolKey {
 /// Every pool, created on first use.
 pub struct Pools {
     nodes: Vec<Arc<NodeAddr>>,
+    fences: Arc<Fences>,
     settings: PoolSettings,
     pools: RwLock<HashMap<PoolKey, ServerPool>>,
 }
@@ -167,6 +210,7 @@ pub struct Pools {
 impl Pools {
     pub fn new(nodes: Vec<Arc<NodeAddr>>, settings: PoolSettings) -> Pools {
         Pools {
+            fences: Arc::new(Fences::new(nodes.len())),
             nodes,
             settings,
             pools: RwLock::new(HashMap::new()),
@@ -179,6 +223,11 @@ impl Pools {
 
     pub fn settings(&self) -> &PoolSettings {
         &self.settings
+    }
+
+    /// The nodes' fences, for the monitor to set when the primary changes.
+    pub fn fences(&self) -> &Arc<Fences> {
+        &self.fences
     }
 
     /// The pool for `key`, created if needed with the given server credentials.
@@ -201,6 +250,8 @@ impl Pools {
     fn build(&self, key: &PoolKey, creds: &Credentials) -> ServerPool {
         let manager = Manager {
             node: self.nodes[key.node].clone(),
+            index: key.node,
+            fences: self.fences.clone(),
             creds: creds.clone(),
             settings: self.settings.clone(),
             pinned: Arc::default(),
@@ -298,4 +349,22 @@ pub fn lost(e: &BackendError) -> bool {
             | BackendError::Read { .. }
             | BackendError::ReplyTimeout { .. }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fence_covers_connections_opened_before_it() {
+        let fences = Fences::new(2);
+        let before = Instant::now();
+        assert!(!fences.fenced(0, before), "no fence yet");
+        fences.fence(0);
+        assert!(fences.fenced(0, before));
+        assert!(!fences.fenced(1, before), "only that node");
+        assert!(!fences.fenced(0, Instant::now() + Duration::from_millis(1)));
+        assert!(!fences.fenced(7, before), "an unknown node is never fenced");
+        fences.fence(7);
+    }
 }

@@ -3,7 +3,8 @@
 //! it, which the WAL writer does up to `wal_writer_delay` (200 ms by default) later. When
 //! a read is held on the primary for a position no replica has replayed (see
 //! `WritePositions::await_replay`), this task (one per pgsplit, on its own control
-//! connection to the primary) makes sure that position is flushed: one statement that,
+//! connection to the node that takes writes now, as the monitor discovered it) makes sure
+//! that position is flushed: one statement that,
 //! only when the flush position is behind it, commits with `synchronous_commit = on` a
 //! transactional `pg_logical_emit_message` (prefix `pgsplit`, empty; a transaction that
 //! writes no WAL would commit without flushing). With synchronous commit it finds the
@@ -29,39 +30,54 @@ pub const RETRY: Duration = Duration::from_millis(200);
 /// A check taking longer than this fails.
 const LIMIT: Duration = Duration::from_secs(2);
 
-/// Starts the flusher for the primary `node`. It stops when the runtime does.
-pub fn spawn(positions: Arc<WritePositions>, node: Arc<NodeAddr>, login: &ControlLogin) {
-    match control::pool(&node, login, "pgsplit wal flush", 1) {
-        Ok(pool) => {
-            tokio::spawn(run(positions, node, pool));
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "no control pool for the WAL flusher; with synchronous_commit = off, reads of clients that wrote return to the replicas only after wal_writer_delay")
-        }
-    }
-}
-
-async fn run(positions: Arc<WritePositions>, node: Arc<NodeAddr>, pool: deadpool_postgres::Pool) {
-    let mut awaited = positions.subscribe();
-    let mut failing = false;
-    while awaited.changed().await.is_ok() {
-        let lsn = *awaited.borrow_and_update();
-        let started = Instant::now();
-        match control::query(&pool, &flush_sql(lsn), LIMIT).await {
-            Ok(_) => {
-                if std::mem::take(&mut failing) {
-                    tracing::info!(node = %node.name, "the primary's WAL is flushed on request again");
-                }
-                tokio::time::sleep_until(started + SPACING).await;
-            }
-            Err(e) => {
-                if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!(node = %node.name, error = %e, "cannot flush the primary's WAL; with synchronous_commit = off, reads of clients that wrote return to the replicas only after wal_writer_delay");
-                }
+/// Starts the flusher. `nodes` are every node by index; `writer` says which one takes
+/// writes now (its control pool is opened on first use). It stops when the runtime does.
+pub fn spawn(
+    positions: Arc<WritePositions>,
+    nodes: Vec<Arc<NodeAddr>>,
+    writer: impl Fn() -> Option<usize> + Send + 'static,
+    login: &ControlLogin,
+) {
+    let login = login.clone();
+    tokio::spawn(async move {
+        let mut pools: Vec<Option<deadpool_postgres::Pool>> = vec![None; nodes.len()];
+        let mut awaited = positions.subscribe();
+        let mut failing = false;
+        while awaited.changed().await.is_ok() {
+            let lsn = *awaited.borrow_and_update();
+            let started = Instant::now();
+            let Some(index) = writer().filter(|i| *i < nodes.len()) else {
                 tokio::time::sleep(RETRY).await;
+                continue;
+            };
+            let node = &nodes[index];
+            let pool = match &pools[index] {
+                Some(pool) => pool.clone(),
+                None => match control::pool(node, &login, "pgsplit wal flush", 1) {
+                    Ok(pool) => pools[index].insert(pool).clone(),
+                    Err(e) => {
+                        tracing::error!(node = %node.name, error = %e, "no control pool for the WAL flusher; with synchronous_commit = off, reads of clients that wrote return to the replicas only after wal_writer_delay");
+                        tokio::time::sleep(RETRY).await;
+                        continue;
+                    }
+                },
+            };
+            match control::query(&pool, &flush_sql(lsn), LIMIT).await {
+                Ok(_) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!(node = %node.name, "the primary's WAL is flushed on request again");
+                    }
+                    tokio::time::sleep_until(started + SPACING).await;
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(node = %node.name, error = %e, "cannot flush the primary's WAL; with synchronous_commit = off, reads of clients that wrote return to the replicas only after wal_writer_delay");
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
             }
         }
-    }
+    });
 }
 
 /// Flushes the primary's WAL up to `lsn` if it is not flushed yet: a transaction that

@@ -387,10 +387,12 @@ pub struct NodeConfig {
     /// TCP port. Default 5432; must be 1..=65535.
     #[serde(default = "default_port")]
     pub port: u16,
-    /// Primary or replica; exactly one node is the primary.
+    /// The role expected at start: primary, replica or auto. At most one node is
+    /// `primary`. Roles are discovered by the monitor's checks and followed from then on;
+    /// this only says where writes go before the first check.
     pub role: NodeRole,
-    /// Share of reads for a replica relative to the others. Default 1; must be >= 1.
-    /// Ignored on the primary.
+    /// Share of reads for a node, while it is a replica, relative to the others. Default
+    /// 1; must be >= 1.
     #[serde(default = "default_weight")]
     pub weight: u32,
     /// TLS to this node, as libpq's `sslmode`. Default disable; production should use
@@ -450,7 +452,8 @@ fn default_weight() -> u32 {
     1
 }
 
-/// What a node is for.
+/// The role a node is expected to have at start (`nodes[].role`). The monitor discovers
+/// the real one (see `crate::roles`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeRole {
@@ -458,6 +461,8 @@ pub enum NodeRole {
     Primary,
     /// A streaming replica that takes plain reads while fresh enough.
     Replica,
+    /// Whatever the checks find.
+    Auto,
 }
 
 /// One `[[databases]]` entry.

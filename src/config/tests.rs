@@ -367,29 +367,24 @@ fn checkout_timeout_and_prepared_statement_cap_must_be_positive() {
 fn at_least_one_node_is_required() {
     let mut config = example();
     config.nodes.clear();
-    assert_problem(
-        &config,
-        "nodes",
-        "at least one [[nodes]] entry is required (exactly one with role = \"primary\")",
-    );
+    assert_problem(&config, "nodes", "at least one [[nodes]] entry is required");
 }
 
 #[test]
-fn exactly_one_primary() {
+fn at_most_one_primary_and_auto_roles() {
     let mut config = example();
     config.nodes[0].role = NodeRole::Replica;
-    assert_problem(
-        &config,
-        "nodes",
-        "no node has role = \"primary\"; exactly one is required",
-    );
+    assert_eq!(problems(&config), [], "the monitor finds the primary");
     let mut config = example();
     config.nodes[2].role = NodeRole::Primary;
     assert_problem(
         &config,
         "nodes[2].role",
-        "nodes[0] is already the primary; exactly one node may have role = \"primary\"",
+        "nodes[0] is already the primary; at most one node may have role = \"primary\" (use \"auto\" to let pgsplit find it)",
     );
+    let text = MINIMAL.replace("role = \"primary\"", "role = \"auto\"");
+    let config = Config::from_toml_str(&text).unwrap();
+    assert_eq!(config.nodes[0].role, NodeRole::Auto);
 }
 
 #[test]
@@ -426,7 +421,7 @@ fn node_host_port_and_weight() {
     assert_problem(&config, "nodes[1].weight", "must be at least 1");
     let mut config = example();
     config.nodes[0].weight = 0;
-    assert_eq!(problems(&config), [], "weight is ignored on the primary");
+    assert_problem(&config, "nodes[0].weight", "must be at least 1");
 }
 
 #[test]
@@ -744,7 +739,6 @@ pool.min_size: must not exceed pool.max_size (5)
 nodes[0].port: must be between 1 and 65535
 nodes[1].name: duplicate name \"a\" (already used by nodes[0])
 nodes[1].weight: must be at least 1
-nodes: no node has role = \"primary\"; exactly one is required
 databases[0].name: \"pgsplit\" is reserved for the admin console
 users[0].password: required unless auth = \"trust\"
 users[1].auth: \"md5\" cannot check a SCRAM-SHA-256 verifier; use auth = \"scram-sha-256\" or a plaintext password
@@ -752,7 +746,7 @@ users[1].server_password: required when password is a stored verifier";
     assert_eq!(err.to_string(), expected);
     match err {
         ConfigError::Invalid(problems) => {
-            assert_eq!(problems.len(), 12);
+            assert_eq!(problems.len(), 11);
             assert_eq!(problems[4].key, "nodes[0].port");
         }
         other => panic!("{other:?}"),

@@ -211,10 +211,7 @@ fn pool(config: &Config, out: &mut Problems) {
 
 fn nodes(config: &Config, out: &mut Problems) {
     if config.nodes.is_empty() {
-        out.add(
-            "nodes",
-            "at least one [[nodes]] entry is required (exactly one with role = \"primary\")",
-        );
+        out.add("nodes", "at least one [[nodes]] entry is required");
         return;
     }
     let mut names = HashMap::new();
@@ -251,28 +248,20 @@ fn nodes(config: &Config, out: &mut Problems) {
             out.add(key("port"), "must be between 1 and 65535");
         }
         node_tls(node, &key, out);
-        match node.role {
-            NodeRole::Primary => match primary {
+        if node.role == NodeRole::Primary {
+            match primary {
                 None => primary = Some(i),
                 Some(first) => out.add(
                     key("role"),
                     format!(
-                        "nodes[{first}] is already the primary; exactly one node may have role = \"primary\""
+                        "nodes[{first}] is already the primary; at most one node may have role = \"primary\" (use \"auto\" to let pgsplit find it)"
                     ),
                 ),
-            },
-            NodeRole::Replica => {
-                if node.weight == 0 {
-                    out.add(key("weight"), "must be at least 1");
-                }
             }
         }
-    }
-    if primary.is_none() {
-        out.add(
-            "nodes",
-            "no node has role = \"primary\"; exactly one is required",
-        );
+        if node.weight == 0 {
+            out.add(key("weight"), "must be at least 1");
+        }
     }
 }
 

@@ -1,12 +1,13 @@
 //! What the monitor last saw of every node, shared with the admin console (`SHOW REPLICAS`,
-//! `SHOW LAG`), the metrics and `/healthz`. The monitor writes it after each check; readers
-//! take copies. Plain data behind a lock: no IO.
+//! `SHOW LAG`, `SHOW NODES`), the metrics and `/healthz`. The monitor writes it after each
+//! check; readers take copies. Plain data behind a lock: no IO.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::history::LagHistory;
 use super::state::HealthState;
+use crate::roles::Roles;
 
 /// One replica as its last check left it.
 #[derive(Debug, Clone)]
@@ -39,16 +40,27 @@ pub struct PrimaryReport {
     pub error: Option<String>,
 }
 
+/// The discovered roles and how often the write target changed.
+#[derive(Debug, Clone)]
+pub struct RoleReport {
+    pub roles: Roles,
+    /// Changes of the write target since start.
+    pub changes: u64,
+}
+
 /// The shared board.
 #[derive(Debug)]
 pub struct LagBoard {
     replicas: Mutex<Vec<ReplicaReport>>,
     primary: Mutex<PrimaryReport>,
+    roles: Mutex<RoleReport>,
 }
 
 impl LagBoard {
-    /// A board for these replica nodes, none checked yet (down, like a new `ReplicaHealth`).
-    pub fn new(replica_nodes: &[usize], now: Instant) -> LagBoard {
+    /// A board for these nodes, none checked yet (down, like a new `ReplicaHealth`), with
+    /// the roles expected at start. Every node has a replica report (any node may be a
+    /// replica); [`replicas`](Self::replicas) leaves out the write target.
+    pub fn new(replica_nodes: &[usize], roles: Roles, now: Instant) -> LagBoard {
         let replicas = replica_nodes
             .iter()
             .map(|&node| ReplicaReport {
@@ -66,7 +78,19 @@ impl LagBoard {
         LagBoard {
             replicas: Mutex::new(replicas),
             primary: Mutex::new(PrimaryReport::default()),
+            roles: Mutex::new(RoleReport { roles, changes: 0 }),
         }
+    }
+
+    /// The roles as just decided; `changed` says the write target changed.
+    pub fn set_roles(&self, roles: Roles, changed: bool) {
+        let mut report = self.roles.lock().unwrap_or_else(|e| e.into_inner());
+        report.roles = roles;
+        report.changes += u64::from(changed);
+    }
+
+    pub fn roles(&self) -> RoleReport {
+        self.roles.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Changes one replica's report.
@@ -77,12 +101,24 @@ impl LagBoard {
         }
     }
 
-    /// A copy of every replica's report, in node order.
-    pub fn replicas(&self) -> Vec<ReplicaReport> {
+    /// A copy of every node's report, in node order.
+    pub fn nodes(&self) -> Vec<ReplicaReport> {
         self.replicas
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// A copy of the report of every node but the write target, in node order.
+    pub fn replicas(&self) -> Vec<ReplicaReport> {
+        let writer = self.roles().roles.writer_node();
+        self.replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|r| Some(r.node) != writer)
+            .cloned()
+            .collect()
     }
 
     pub fn set_primary(&self, report: PrimaryReport) {
@@ -104,7 +140,7 @@ mod tests {
     #[test]
     fn updates_reach_only_their_replica() {
         let now = Instant::now();
-        let board = LagBoard::new(&[1, 2], now);
+        let board = LagBoard::new(&[1, 2], Roles::expected(3, Some(0)), now);
         board.update(2, |r| {
             r.state = HealthState::Lagging;
             r.ejections += 1;
@@ -117,5 +153,16 @@ mod tests {
         assert_eq!(replicas[1].state, HealthState::Lagging);
         assert_eq!(replicas[1].ejections, 1);
         assert!(replicas.iter().all(|r| r.ejections < 99));
+    }
+
+    #[test]
+    fn the_write_target_is_no_replica() {
+        let now = Instant::now();
+        let board = LagBoard::new(&[0, 1, 2], Roles::expected(3, Some(0)), now);
+        let nodes = |b: &LagBoard| b.replicas().iter().map(|r| r.node).collect::<Vec<_>>();
+        assert_eq!(nodes(&board), [1, 2]);
+        board.set_roles(Roles::expected(3, Some(1)), true);
+        assert_eq!(nodes(&board), [0, 2]);
+        assert_eq!(board.roles().changes, 1);
     }
 }

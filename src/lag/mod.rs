@@ -70,7 +70,7 @@ pub mod timeline;
 
 use std::time::Duration;
 
-pub use self::board::{LagBoard, PrimaryReport, ReplicaReport};
+pub use self::board::{LagBoard, PrimaryReport, ReplicaReport, RoleReport};
 pub use self::history::{LagHistory, LagPoint, LagSummary, Percentiles};
 pub use self::state::{
     HealthState, LagThresholds, ReplicaHealth, Sample, ThresholdError, Transition,

@@ -86,7 +86,7 @@ pub fn test_config() -> Config {
     for node in &mut config.nodes {
         node.port = match node.role {
             NodeRole::Primary => primary_port(),
-            NodeRole::Replica => node_port(&node.name),
+            NodeRole::Replica | NodeRole::Auto => node_port(&node.name),
         };
     }
     config

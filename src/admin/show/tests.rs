@@ -137,3 +137,59 @@ fn utc_dates() {
     assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
     assert_eq!(utc(1_795_000_000), "2026-11-18 11:06:40 UTC");
 }
+
+#[test]
+fn nodes_show_role_timeline_and_why() {
+    use crate::roles::{decide, NodeSeen, Seen, Writer};
+    let now = Instant::now();
+    let seen = |in_recovery, timeline| NodeSeen {
+        last_ok: Some((
+            Seen {
+                in_recovery,
+                timeline: Some(timeline),
+            },
+            now,
+        )),
+        failures: 0,
+    };
+    let roles = decide(
+        &[seen(false, 1), seen(false, 2), seen(true, 2)],
+        &names(),
+        &Writer::Node(0),
+        now,
+        Duration::from_secs(1),
+    );
+    let report = RoleReport { roles, changes: 1 };
+    let mut healthy = Replica::new(2, 1);
+    healthy.state = crate::topology::ReplicaState::Healthy;
+    let lagging = report_of(2);
+    let t = nodes(
+        &names(),
+        &report,
+        &[lagging],
+        &[Replica::new(0, 1), Replica::new(1, 1), healthy.clone()],
+        now,
+    );
+    assert_eq!(t.get(0, "role"), Some("diverged"));
+    assert_eq!(t.get(0, "timeline"), Some("1"));
+    assert_eq!(t.get(0, "writes"), Some("false"));
+    assert!(t.get(0, "reason").unwrap().contains("old primary"));
+    assert_eq!(t.get(1, "role"), Some("primary"));
+    assert_eq!(t.get(1, "writes"), Some("true"));
+    assert_eq!(t.get(2, "role"), Some("replica"));
+    assert_eq!(t.get(2, "reads"), Some("true"));
+    assert_eq!(t.get(2, "role_changes"), Some("1"));
+    // Out of the rotation for its lag: the reason says so.
+    healthy.state = crate::topology::ReplicaState::Lagging;
+    let t = nodes(&names(), &report, &[report_of(2)], &[healthy], now);
+    assert_eq!(t.get(2, "reads"), Some("false"));
+    assert!(
+        t.get(2, "reason").unwrap().contains("lag 6.6 MB"),
+        "{:?}",
+        t.get(2, "reason")
+    );
+}
+
+fn report_of(node: usize) -> ReplicaReport {
+    report(node, HealthState::Lagging, Instant::now())
+}

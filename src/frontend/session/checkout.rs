@@ -7,6 +7,7 @@
 use super::*;
 use crate::backend::pool::{get_connection, lost, unavailable};
 use crate::classify::ON_LOOP;
+use crate::topology::WriteTarget;
 
 impl Session {
     /// Whether the next client message starts a statement (a Query, or the first message
@@ -60,6 +61,11 @@ impl Session {
         sql: Option<&Bytes>,
         extended: bool,
     ) -> Result<bool, SessionEnd> {
+        if let Some(why) = self.transaction_lost() {
+            PgError::error(code::CONNECTION_FAILURE, why).encode(&mut self.outbox);
+            self.status = TxStatus::Idle;
+            return Ok(false);
+        }
         let class = match sql {
             Some(sql) => Some(self.classify(sql).await),
             None => None,
@@ -81,6 +87,42 @@ impl Session {
             }
         };
         Ok(attached)
+    }
+
+    /// Why the client's open transaction is gone, if it is: its server connection was
+    /// lost between statements, or it runs on a node that no longer takes writes (another
+    /// was promoted): that connection is closed (the node rolls back) and the client is
+    /// told, then goes on outside a transaction. One atomic load while on the primary.
+    fn transaction_lost(&mut self) -> Option<String> {
+        if let Some(why) = self.lost_transaction.take() {
+            return Some(why);
+        }
+        if !self.on_primary || !self.queue.is_empty() {
+            return None;
+        }
+        let server = self.server.as_mut()?;
+        if self.ctx.routing.primary() == self.primary_node {
+            return None;
+        }
+        server.broken = true;
+        if server.status == TxStatus::Idle && !self.pinned {
+            // Kept between transactions (session pooling): replaced, nothing lost.
+            self.release();
+            return None;
+        }
+        let node = server.node.name.clone();
+        let pinned = std::mem::take(&mut self.pinned);
+        self.pin = None;
+        self.routing.session_bound = false;
+        self.release();
+        tracing::info!(client = self.ctx.cancel.pid, %node, "the primary changed: the client's server connection to the former primary is closed");
+        let lost = match pinned {
+            true => "this session's state on it (temporary tables, LISTEN, session locks, SQL prepared statements) is lost",
+            false => "the transaction that ran there is rolled back",
+        };
+        Some(format!(
+            "pgsplit: the primary changed while this client held a connection to {node}, the former primary: {lost}; run it again"
+        ))
     }
 
     /// Classifies a statement's SQL: short text here, longer text on a blocking thread
@@ -144,7 +186,8 @@ impl Session {
             return Some((code::FEATURE_NOT_SUPPORTED, STRANDED.to_string()));
         }
         if self.ctx.mode == PoolMode::Transaction {
-            let pool = self.ctx.pools[self.ctx.routing.primary].manager();
+            let node = self.ctx.routing.primary().unwrap_or(0);
+            let pool = self.ctx.pools[node].manager();
             match pool.pin() {
                 Some(pin) => self.pin = Some(pin),
                 None => {
@@ -250,18 +293,27 @@ impl Session {
         };
         let mut reason = decision.reason;
         let target = decision.target;
+        // The node that takes writes, as the monitor discovered it (one atomic load).
+        let mut primary = routing.primary();
         let mut node = match target {
-            Target::Primary => routing.primary,
+            Target::Primary => match self.primary_or_wait(primary, now).await {
+                Some(node) => {
+                    primary = Some(node);
+                    node
+                }
+                None => return Ok(false),
+            },
             Target::Replica(node) => node,
             Target::Refuse => return Ok(self.refuse_read()),
         };
         loop {
             let pool = &self.ctx.pools[node];
-            let on_replica = node != routing.primary;
+            let on_replica = Some(node) != primary;
             let skipped = match get_connection(pool).await {
                 Ok(server) => {
                     self.ctx.checkout_wait.record(now.elapsed().as_secs_f64());
                     self.on_primary = !on_replica;
+                    self.primary_node = primary.filter(|_| !on_replica);
                     self.attach(server);
                     match self.sync_settings().await {
                         Ok(()) => break,
@@ -289,8 +341,16 @@ impl Session {
                 Err(e) if on_replica && unavailable(&e) => e.to_string(),
                 Err(e) if unavailable(&e) && now.elapsed() < self.ctx.primary_wait => {
                     // The primary cannot be reached (restarting, failing over): wait for
-                    // it, up to `pool.primary_wait_timeout`.
+                    // it, or for the node that takes its place, up to
+                    // `pool.primary_wait_timeout`.
                     tokio::time::sleep(PRIMARY_RETRY).await;
+                    match self.await_primary(now).await {
+                        Some(next) => {
+                            primary = Some(next);
+                            node = next;
+                        }
+                        None => return Ok(false),
+                    }
                     continue;
                 }
                 Err(e) => {
@@ -307,11 +367,17 @@ impl Session {
                 (Ok(l), _) => l.node,
                 (Err(Unleased::Behind), _) => {
                     reason = router::Reason::AwaitingReplay;
-                    routing.primary
+                    match self.primary_or_wait(primary, now).await {
+                        Some(node) => node,
+                        None => return Ok(false),
+                    }
                 }
                 (Err(Unleased::Unavailable), router::Fallback::Primary) => {
                     reason = router::Reason::NoReplica;
-                    routing.primary
+                    match self.primary_or_wait(primary, now).await {
+                        Some(node) => node,
+                        None => return Ok(false),
+                    }
                 }
                 (Err(Unleased::Unavailable), router::Fallback::Error) => {
                     return Ok(self.refuse_read())
@@ -321,7 +387,7 @@ impl Session {
         }
         routing.stats.record(reason, node);
         self.lease = lease.filter(|l| l.node == node);
-        if node != routing.primary {
+        if self.lease.is_some() {
             if let Some(waited) = self.routing.causal.served_by_replica(now) {
                 self.ctx.replay_wait.record(waited.as_secs_f64());
             }
@@ -330,6 +396,37 @@ impl Session {
             routing.positions.await_replay(min_lsn);
         }
         Ok(true)
+    }
+
+    /// Waits for a node that takes writes, up to `pool.primary_wait_timeout` from
+    /// `since`. Returns it, or `None` once the client was sent why there is none: no node
+    /// came forward in time (57P03), or writes are refused (split brain, 57P03 at once).
+    async fn await_primary(&mut self, since: Instant) -> Option<usize> {
+        let topology = &self.ctx.routing.topology;
+        loop {
+            let why = match topology.write_target() {
+                WriteTarget::Node(node) => return Some(node),
+                WriteTarget::Refused(why) => why,
+                WriteTarget::Waiting if since.elapsed() < self.ctx.primary_wait => {
+                    tokio::time::sleep(PRIMARY_RETRY).await;
+                    continue;
+                }
+                WriteTarget::Waiting => format!(
+                    "pgsplit: no node takes writes: none is out of recovery on the cluster's highest timeline (waited pool.primary_wait_timeout, {:?})",
+                    self.ctx.primary_wait
+                ),
+            };
+            PgError::error(code::CANNOT_CONNECT_NOW, why).encode(&mut self.outbox);
+            return None;
+        }
+    }
+
+    /// `primary`, or the node that takes writes once there is one (see `await_primary`).
+    async fn primary_or_wait(&mut self, primary: Option<usize>, since: Instant) -> Option<usize> {
+        match primary {
+            Some(node) => Some(node),
+            None => self.await_primary(since).await,
+        }
     }
 
     /// Closes the server connection just checked out, which turned out dead before

@@ -103,6 +103,12 @@ pub struct Session {
     replica_slot: u64,
     /// Whether the current server is the primary.
     on_primary: bool,
+    /// The node that was the primary when the current server was checked out there: once
+    /// another node takes writes, a transaction still on it is cut (see `checkout`).
+    primary_node: Option<usize>,
+    /// The server connection of the client's open transaction was lost while the client
+    /// owed nothing: its next statement gets this error (08006), and the session goes on.
+    lost_transaction: Option<String>,
     /// A statement that writes ran on the primary since the client was last idle: once it
     /// is idle again, its reads must see the write (`ClientRouting::wrote`).
     wrote: bool,
@@ -182,6 +188,8 @@ impl Session {
             lease: None,
             replica_slot,
             on_primary: true,
+            primary_node: None,
+            lost_transaction: None,
             wrote: false,
             held_for_route: false,
             in_batch: false,
@@ -206,6 +214,7 @@ impl Session {
             },
         };
         session.routing.causal.presented(session.ctx.causal_token);
+        session.primary_node = session.ctx.routing.primary();
         if let Some(server) = server {
             session.attach(server);
         }
@@ -323,14 +332,36 @@ impl Session {
                 self.on_client_data().await
             }
             Ok(read) => {
-                let n = read.map_err(|e| self.server_lost(e))?;
-                self.server_reads += 1;
-                if n == 0 {
-                    return Err(self.server_lost(std::io::ErrorKind::UnexpectedEof.into()));
+                match read {
+                    Ok(0) => return self.server_gone(std::io::ErrorKind::UnexpectedEof.into()),
+                    Ok(_) => {}
+                    Err(e) => return self.server_gone(e),
                 }
+                self.server_reads += 1;
                 self.on_server_data().await
             }
         }
+    }
+
+    /// The server connection closed or failed. While the server owes the client nothing
+    /// and the client is not pinned to it, the client stays: a connection kept between
+    /// transactions (session pooling) is replaced at the next statement; an open
+    /// transaction is lost, and the next statement gets 08006 for it (see `checkout`).
+    /// Else the session ends.
+    fn server_gone(&mut self, e: std::io::Error) -> Result<(), SessionEnd> {
+        let status = self.server.as_ref().map(|s| s.status);
+        let end = self.server_lost(e);
+        if !self.queue.is_empty() || self.pinned {
+            return Err(end);
+        }
+        if status != Some(TxStatus::Idle) {
+            tracing::info!(client = self.ctx.cancel.pid, error = %end, "server connection of an open transaction lost; the client stays");
+            self.lost_transaction = Some(format!(
+                "pgsplit: {end}; the transaction is lost (rolled back), run it again"
+            ));
+        }
+        self.release();
+        Ok(())
     }
 
     fn server_lost(&mut self, e: std::io::Error) -> SessionEnd {

@@ -108,6 +108,13 @@ impl Session {
                     self.status = status;
                 }
                 b'S' => self.server_mut().note_parameter(message),
+                // An error nothing was asked for: the server is closing the connection
+                // (shut down, terminated). Not relayed: the client is between statements
+                // and stays (see `Session::server_gone`).
+                b'E' if self.queue.is_empty() && !self.pinned => {
+                    self.server_mut().broken = true;
+                    verdict = Verdict::Drop;
+                }
                 b'E' => self.settings.statement_failed(),
                 b'C' => {
                     let tag = msg::read_command_tag(body);
