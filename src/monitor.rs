@@ -100,6 +100,7 @@ pub fn spawn(
         roles: Mutex::new(RoleState {
             seen: vec![NodeSeen::default(); nodes.len()],
             writer: expected.map_or(Writer::None, Writer::Node),
+            last_writer: expected,
             reads: Vec::new(),
         }),
         names,
@@ -147,6 +148,8 @@ struct Cluster {
 struct RoleState {
     seen: Vec<NodeSeen>,
     writer: Writer,
+    /// The node that took writes last (kept while no node does), for `roles::to_fence`.
+    last_writer: Option<usize>,
     /// Whether the roles allowed reads on each node, as last put in the topology.
     reads: Vec<bool>,
 }
@@ -175,6 +178,12 @@ impl Cluster {
         let changed = roles.writer != state.writer;
         if changed {
             self.switch(&state.writer, &roles);
+            if let Some(old) = roles::to_fence(state.last_writer, &roles.writer) {
+                self.shared.fences.fence(old);
+            }
+            if let Writer::Node(n) = roles.writer {
+                state.last_writer = Some(n);
+            }
             state.writer = roles.writer.clone();
         }
         // Only changes reach the topology (its lock is on the read path).
@@ -191,8 +200,7 @@ impl Cluster {
     }
 
     /// The write target changes from `former` to what `roles` say: logged once with the
-    /// reason; writes go to the new one from now on; connections to the former primary
-    /// are not reused.
+    /// reason; writes go to the new one from now on.
     fn switch(&self, former: &Writer, roles: &Roles) {
         let reason = roles::change_reason(roles, &self.names);
         let name = |w: &Writer| match w {
@@ -208,9 +216,6 @@ impl Cluster {
             )),
         };
         self.shared.topology.set_writer(target);
-        if let Writer::Node(old) = former {
-            self.shared.fences.fence(*old);
-        }
         match &roles.writer {
             Writer::Node(_) => {
                 tracing::warn!(from = %name(former), to = %name(&roles.writer), %reason, "the primary changed: writes go to the new one")

@@ -332,5 +332,18 @@ pub fn change_reason(roles: &Roles, names: &[String]) -> String {
     }
 }
 
+/// Which node's server connections must not be reused now that `new` takes writes: the
+/// node that last took them (`last_writer`), once another node or a split brain replaces
+/// it. A primary that only stopped answering for a while (no writer meanwhile) is not
+/// fenced: back as the primary, its connections are as good as before, prepared
+/// statements included.
+pub fn to_fence(last_writer: Option<usize>, new: &Writer) -> Option<usize> {
+    match (last_writer, new) {
+        (Some(old), Writer::Node(n)) if *n != old => Some(old),
+        (Some(old), Writer::SplitBrain(_)) => Some(old),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -262,3 +262,15 @@ fn checks_go_stale_with_time() {
     assert_eq!(r.nodes[1].role, Role::Unreachable);
     assert!(!r.nodes[1].reads);
 }
+
+#[test]
+fn only_a_replaced_writer_is_fenced() {
+    // Unreachable for a while, then back: nothing to fence.
+    assert_eq!(to_fence(Some(0), &Writer::None), None);
+    assert_eq!(to_fence(Some(0), &Writer::Node(0)), None);
+    // Another node took over, directly or after a spell with no writer.
+    assert_eq!(to_fence(Some(0), &Writer::Node(1)), Some(0));
+    assert_eq!(to_fence(Some(0), &Writer::SplitBrain(vec![0, 1])), Some(0));
+    // No writer known before: nobody to fence.
+    assert_eq!(to_fence(None, &Writer::Node(1)), None);
+}

@@ -101,8 +101,12 @@ impl Session {
             return None;
         }
         let server = self.server.as_mut()?;
-        if self.ctx.routing.primary() == self.primary_node {
-            return None;
+        // Only another node taking writes cuts it: while no node is known to (the
+        // primary's checks fail, perhaps only because it is slow), the connection is
+        // left to fail, or not, on its own.
+        match self.ctx.routing.primary() {
+            Some(writer) if Some(writer) != self.primary_node => {}
+            _ => return None,
         }
         server.broken = true;
         if server.status == TxStatus::Idle && !self.pinned {

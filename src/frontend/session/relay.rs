@@ -56,6 +56,8 @@ impl Session {
             let message = &buf[pos..pos + total];
             pos += total;
             let (tag, body) = (message[0], &message[5..]);
+            // Nothing was asked of the server (judged before the queue takes this reply).
+            let unasked = self.queue.is_empty();
             // Only a read watched for a refusal (rare) does more than match the queue.
             let step = self
                 .retry
@@ -111,7 +113,7 @@ impl Session {
                 // An error nothing was asked for: the server is closing the connection
                 // (shut down, terminated). Not relayed: the client is between statements
                 // and stays (see `Session::server_gone`).
-                b'E' if self.queue.is_empty() && !self.pinned => {
+                b'E' if unasked && !self.pinned => {
                     self.server_mut().broken = true;
                     verdict = Verdict::Drop;
                 }
