@@ -101,10 +101,11 @@ fi
 # Runs a target's command (prefixed with $1, e.g. valgrind) as its user; prints the PID.
 launch() { # PREFIX TARGET LOG
     local run="exec $1 ${CMD[$2]} >$3 2>&1"
+    # (Not on the caller's stdout: $(launch ...) would wait for it to close.)
     if [[ "${AS_USER[$2]}" == root ]]; then
-        bash -c "$run" &
+        bash -c "$run" >/dev/null 2>&1 &
     else
-        su "${AS_USER[$2]}" -s /bin/bash -c "$run" &
+        su "${AS_USER[$2]}" -s /bin/bash -c "$run" >/dev/null 2>&1 &
     fi
     echo $!
 }
@@ -146,11 +147,11 @@ for t in "${targets[@]}"; do
     sleep 0.5
     kill -INT "$tracer"
     wait "$tracer" 2>/dev/null || true
-    calls() { awk -v s="$1" '$NF == s {print $4}' "$DIR/$t.strace" | head -1; }
-    total="$(awk '$NF == "total" {print $3}' "$DIR/$t.strace")"
+    calls() { awk -v s="$1" '$NF == s && !seen {n = $4; seen = 1} END {print n + 0}' "$DIR/$t.strace"; }
+    total="$(awk '$NF == "total" {print $4}' "$DIR/$t.strace")"
     per() { awk -v n="${1:-0}" -v t="$txs" 'BEGIN {printf "%.2f", n / t}'; }
-    sends=$(($(calls sendto || echo 0) + $(calls write || echo 0) + $(calls sendmsg || echo 0)))
-    recvs=$(($(calls recvfrom || echo 0) + $(calls read || echo 0) + $(calls recvmsg || echo 0)))
+    sends=$(($(calls sendto) + $(calls write) + $(calls sendmsg)))
+    recvs=$(($(calls recvfrom) + $(calls read) + $(calls recvmsg)))
 
     # -- context switches and CPU time
     ctx() { awk '/^(non)?voluntary_ctxt_switches/ {n += $2} END {print n}' "/proc/$pid/status"; }
