@@ -274,9 +274,13 @@ impl Session {
                 let stall = &mut self.stall_check;
                 let read = async {
                     loop {
+                        // In this order: what the server sent is read before the stall
+                        // check can end the wait (a task polled late, on a busy thread,
+                        // may find both ready), and before more from the client.
                         tokio::select! {
-                            r = self.client.read_buf(&mut self.inbox) => return Err(r),
+                            biased;
                             r = server.stream.read_buf(&mut server.read_buf) => return Ok(r),
+                            r = self.client.read_buf(&mut self.inbox) => return Err(r),
                             () = stall.as_mut(), if watch => {
                                 let down = match replica {
                                     Some(node) => topology.is_down(node),
