@@ -88,12 +88,7 @@ for t in base new; do
         "$source_conf" >"$conf"
     "$bin" --config "$conf" >"$RUN_LOG_DIR/$t.log" 2>&1 &
     PID[$t]=$!
-    deadline=$((SECONDS + 30))
-    until port_open "${PORT[$t]}"; do
-        kill -0 "${PID[$t]}" 2>/dev/null || lib_die "pgsplit ($t) exited; see $RUN_LOG_DIR/$t.log"
-        ((SECONDS < deadline)) || lib_die "pgsplit ($t) did not listen on ${PORT[$t]}"
-        sleep 0.2
-    done
+    wait_listening "${PORT[$t]}" "${PID[$t]}" "pgsplit ($t, log: $RUN_LOG_DIR/$t.log)"
 done
 # Replicas join the read rotation once the monitor has seen them fresh (two checks).
 sleep 3

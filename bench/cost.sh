@@ -60,11 +60,7 @@ stop_all() {
 trap stop_all EXIT
 
 pgsplit_config() { # NAME ROUTING PORT
-    sed -e "/^\[proxy\]/,/^\[/ s/^listen = .*/listen = \"127.0.0.1:$3\"/" \
-        -e "/^\[pool\]/,/^\[/ s/^max_size = .*/max_size = $POOL_SIZE/" \
-        -e "/^\[metrics\]/,/^\[/ s/^enabled = .*/enabled = false/" \
-        -e "/^\[routing\]/,/^\[/ s/^enabled = .*/enabled = $2/" \
-        config.toml >"$DIR/$1.toml"
+    bench_pgsplit_config "$DIR/$1.toml" "$3" "$2" -e "/^\[pool\]/,/^\[/ s/^max_size = .*/max_size = $POOL_SIZE/"
 }
 pgbouncer_config() { # NAME PORT
     cat >"$DIR/$1.ini" <<EOF
@@ -109,14 +105,6 @@ launch() { # PREFIX TARGET LOG
     fi
     echo $!
 }
-wait_listening() { # PORT PID NAME
-    local deadline=$((SECONDS + 60))
-    until port_open "$1"; do
-        kill -0 "$2" 2>/dev/null || lib_die "$3 exited; see $DIR"
-        ((SECONDS < deadline)) || lib_die "$3 did not listen on $1"
-        sleep 0.2
-    done
-}
 bench() { # PORT ARGS...
     local port="$1"
     shift
@@ -127,7 +115,7 @@ processed() { awk '/number of transactions actually processed/ {split($NF, a, "/
 targets=(pgsplit-norouting pgsplit pgbouncer)
 for t in "${targets[@]}"; do
     PID[$t]="$(launch "" "$t" "$DIR/$t.log")"
-    wait_listening "${PORT[$t]}" "${PID[$t]}" "$t"
+    wait_listening "${PORT[$t]}" "${PID[$t]}" "$t (logs: $DIR)"
 done
 sleep 3 # replicas join the read rotation after their first checks
 

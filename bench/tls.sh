@@ -60,11 +60,8 @@ trap stop_all EXIT
 for t in pgsplit pgsplit-norouting; do
     routing=true
     [[ "$t" == pgsplit-norouting ]] && routing=false
-    sed -e "/^\[proxy\]/,/^\[/ s/^listen = .*/listen = \"127.0.0.1:${PORT[$t]}\"/" \
-        -e "/^\[metrics\]/,/^\[/ s/^enabled = .*/enabled = false/" \
-        -e "/^\[routing\]/,/^\[/ s/^enabled = .*/enabled = $routing/" \
-        -e "/^\[tls\]/,/^\[/ s|^client_mode = .*|client_mode = \"allow\"\ncert_file = \"$DIR/server.crt\"\nkey_file = \"$DIR/server.key\"|" \
-        config.toml >"$DIR/$t.toml"
+    bench_pgsplit_config "$DIR/$t.toml" "${PORT[$t]}" "$routing" \
+        -e "/^\[tls\]/,/^\[/ s|^client_mode = .*|client_mode = \"allow\"\ncert_file = \"$DIR/server.crt\"\nkey_file = \"$DIR/server.key\"|"
     "$REPO_ROOT/target/release/pgsplit" --config "$DIR/$t.toml" >"$DIR/$t.log" 2>&1 &
     PID[$t]=$!
 done
@@ -101,12 +98,7 @@ pgbouncer "${bouncer_user[@]}" "$DIR/pgbouncer.ini" >"$DIR/pgbouncer.log" 2>&1 &
 PID[pgbouncer]=$!
 
 for t in "${!PORT[@]}"; do
-    deadline=$((SECONDS + 30))
-    until port_open "${PORT[$t]}"; do
-        kill -0 "${PID[$t]}" 2>/dev/null || lib_die "$t exited; see $DIR/$t.log"
-        ((SECONDS < deadline)) || lib_die "$t did not listen on ${PORT[$t]}"
-        sleep 0.2
-    done
+    wait_listening "${PORT[$t]}" "${PID[$t]}" "$t (log: $DIR/$t.log)"
 done
 sleep 3 # replicas join the read rotation after their first checks
 

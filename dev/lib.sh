@@ -102,6 +102,29 @@ bench_data_at_scale() {
     replicas_replayed_within 120 || lib_die "replicas did not catch up"
 }
 
+# Writes OUT, a config for a pgsplit under benchmark: the repository's config.toml listening
+# on 127.0.0.1:PORT, with routing on or off (ROUTING true/false) and no metrics endpoint.
+# Further sed arguments (-e '...') change more.
+bench_pgsplit_config() { # OUT PORT ROUTING [SED_ARGS...]
+    local out="$1" port="$2" routing="$3"
+    shift 3
+    sed -e "/^\[proxy\]/,/^\[/ s/^listen = .*/listen = \"127.0.0.1:$port\"/" \
+        -e "/^\[metrics\]/,/^\[/ s/^enabled = .*/enabled = false/" \
+        -e "/^\[routing\]/,/^\[/ s/^enabled = .*/enabled = $routing/" \
+        "$@" "$REPO_ROOT/config.toml" >"$out"
+}
+
+# Waits up to 60 s until something listens on PORT; dies, naming NAME, if process PID exits
+# first or the time runs out.
+wait_listening() { # PORT PID NAME
+    local deadline=$((SECONDS + 60))
+    until port_open "$1"; do
+        kill -0 "$2" 2>/dev/null || lib_die "$3 exited"
+        ((SECONDS < deadline)) || lib_die "$3 did not listen on $1"
+        sleep 0.2
+    done
+}
+
 # cargo build --release, unless PGSPLIT_SKIP_BUILD=1 (e.g. to use a prebuilt PGSPLIT_BIN).
 build_pgsplit() {
     if [[ "${PGSPLIT_SKIP_BUILD:-0}" == 1 ]]; then
