@@ -45,7 +45,7 @@ export PGPASSWORD=secret PGSSLMODE=disable
 DIR="$PGSPLIT_CLUSTER_DIR/bench-cost"
 rm -rf "$DIR"
 mkdir -p "$DIR"
-cargo build --release -q
+build_pgsplit >/dev/null
 "$REPO_ROOT/dev/cluster.sh" up >/dev/null
 bench_data_at_scale "$SCALE" >/dev/null
 
@@ -62,38 +62,15 @@ trap stop_all EXIT
 pgsplit_config() { # NAME ROUTING PORT
     bench_pgsplit_config "$DIR/$1.toml" "$3" "$2" -e "/^\[pool\]/,/^\[/ s/^max_size = .*/max_size = $POOL_SIZE/"
 }
-pgbouncer_config() { # NAME PORT
-    cat >"$DIR/$1.ini" <<EOF
-[databases]
-bench = host=127.0.0.1 port=$PRIMARY_PORT dbname=bench
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $2
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $DIR/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-max_client_conn = 600
-ignore_startup_parameters = extra_float_digits
-log_connections = 0
-log_disconnections = 0
-EOF
-}
-echo '"app" "secret"' >"$DIR/userlist.txt"
-chmod 0600 "$DIR/userlist.txt"
 pgsplit_config pgsplit true "${PORT[pgsplit]}"
 pgsplit_config pgsplit-norouting false "${PORT[pgsplit-norouting]}"
-pgbouncer_config pgbouncer "${PORT[pgbouncer]}"
-CMD[pgsplit]="$REPO_ROOT/target/release/pgsplit --config $DIR/pgsplit.toml"
-CMD[pgsplit-norouting]="$REPO_ROOT/target/release/pgsplit --config $DIR/pgsplit-norouting.toml"
+bench_pgbouncer_config "$DIR" "${PORT[pgbouncer]}" "$POOL_SIZE" 600
+CMD[pgsplit]="$PGSPLIT_BIN --config $DIR/pgsplit.toml"
+CMD[pgsplit-norouting]="$PGSPLIT_BIN --config $DIR/pgsplit-norouting.toml"
 CMD[pgbouncer]="pgbouncer $DIR/pgbouncer.ini"
 for t in pgsplit pgsplit-norouting pgbouncer; do AS_USER[$t]=root; done
-if [[ "$(id -u)" == 0 ]]; then
-    chown -R postgres:postgres "$DIR"
-    AS_USER[pgbouncer]=postgres # PgBouncer refuses to run as root
-fi
+# PgBouncer refuses to run as root; under valgrind it cannot drop to postgres itself (-u).
+((${#PGBOUNCER_AS[@]} == 0)) || AS_USER[pgbouncer]=postgres
 # Runs a target's command (prefixed with $1, e.g. valgrind) as its user; prints the PID.
 launch() { # PREFIX TARGET LOG
     local run="exec $1 ${CMD[$2]} >$3 2>&1"
