@@ -10,7 +10,8 @@
 #   syscalls    system calls of the proxy process (strace -c -f over -c 16 -t TX_STRACE),
 #               in total and the four that matter (send, receive, epoll_wait, writev)
 #   switches    context switches of the proxy (voluntary + involuntary, /proc/PID/status)
-#               and its CPU time (utime + stime) over a -c 16 -T DURATION run
+#               and its CPU time (utime + stime, and each: user space and kernel) over a
+#               -c 16 -T DURATION run
 #   Ir          instructions executed in user space, from valgrind's callgrind: the
 #               difference between a run of 3000 and one of 1000 transactions (-c 4), so
 #               logins and start-up cancel out
@@ -120,18 +121,18 @@ for t in "${targets[@]}"; do
 
     # -- context switches and CPU time
     ctx() { awk '/^(non)?voluntary_ctxt_switches/ {n += $2} END {print n}' "/proc/$pid/status"; }
-    ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+    ticks() { awk '{print $14, $15}' "/proc/$pid/stat"; } # user, system
     c0="$(ctx)"
-    k0="$(ticks)"
+    read -r u0 s0 <<<"$(ticks)"
     out="$(bench "${PORT[$t]}" -c 16 -j 2 -T "$DURATION")"
     c1="$(ctx)"
-    k1="$(ticks)"
+    read -r u1 s1 <<<"$(ticks)"
     n="$(processed <<<"$out")"
-    cpu="$(awk -v a="$k1" -v b="$k0" -v n="$n" -v hz="$hz" 'BEGIN {printf "%.1f", (a - b) / hz * 1e6 / n}')"
+    us() { awk -v a="$1" -v b="$2" -v n="$n" -v hz="$hz" 'BEGIN {printf "%.1f", (a - b) / hz * 1e6 / n}'; }
 
-    ROW[$t]="$(printf '%-18s %9s %6s %6s %6s %6s %9s %9s' "$t" "$(per "$total")" "$(per "$sends")" \
+    ROW[$t]="$(printf '%-18s %9s %6s %6s %6s %6s %9s %9s %7s %7s' "$t" "$(per "$total")" "$(per "$sends")" \
         "$(per "$recvs")" "$(per "$(calls epoll_wait)")" "$(per "$(calls writev)")" \
-        "$(per $((c1 - c0)))" "$cpu")"
+        "$(per $((c1 - c0)))" "$(us $((u1 + s1)) $((u0 + s0)))" "$(us "$u1" "$u0")" "$(us "$s1" "$s0")")"
     echo "== $t: ${ROW[$t]}"
 done
 stop_all
@@ -164,8 +165,8 @@ done
 
 {
     echo "bench/cost.sh: pgbench -n -S -M simple, in clear, scale $SCALE; $(date -u '+%Y-%m-%d %H:%M UTC'); git $(git rev-parse --short HEAD); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "Per transaction. syscalls: strace -c -f, -c 16 -t $TX_STRACE (send = sendto+write+sendmsg, recv = recvfrom+read+recvmsg). switches and CPU µs: -c 16 -T $DURATION. Ir: callgrind, user space, (3000 tx - 1000 tx) / 2000 at -c 4."
-    printf '%-18s %9s %6s %6s %6s %6s %9s %9s %9s\n' target syscalls send recv epoll writev switches "CPU µs" Ir
+    echo "Per transaction. syscalls: strace -c -f, -c 16 -t $TX_STRACE (send = sendto+write+sendmsg, recv = recvfrom+read+recvmsg). switches and CPU µs (user + system, then each): -c 16 -T $DURATION. Ir: callgrind, user space, (3000 tx - 1000 tx) / 2000 at -c 4."
+    printf '%-18s %9s %6s %6s %6s %6s %9s %9s %7s %7s %9s\n' target syscalls send recv epoll writev switches "CPU µs" user sys Ir
     for t in "${targets[@]}"; do echo "${ROW[$t]} $(printf '%9s' "${IR[$t]}")"; done
 } | tee "$OUT"
 echo "(written to bench/last-cost.txt; logs in $DIR)"
