@@ -51,10 +51,11 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
     -addext subjectAltName=IP:127.0.0.1 -keyout "$DIR/server.key" -out "$DIR/server.crt" 2>/dev/null
 
 # ---- the proxies ----------------------------------------------------------------------------
-# direct and replica1: pgbench straight to the primary and to a replica (no proxy, so no
-# proxy CPU): with routing on, pgsplit's reads are served by the replicas.
+# direct, replica1, replicas: pgbench straight to the primary, to a replica, and to both
+# replicas at once (half the clients each), with no proxy and so no proxy CPU: with routing
+# on, pgsplit's reads are served by both replicas.
 declare -A PID=() PORT=([pgsplit]=6451 [pgsplit-norouting]=6452 [pgbouncer]=6453
-    [direct]=$PRIMARY_PORT [replica1]=$REPLICA1_PORT)
+    [direct]=$PRIMARY_PORT [replica1]=$REPLICA1_PORT [replica2]=$REPLICA2_PORT)
 stop_all() {
     for t in "${!PID[@]}"; do kill -TERM "${PID[$t]}" 2>/dev/null || true; done
     wait 2>/dev/null || true
@@ -87,7 +88,28 @@ sleep 3 # replicas join the read rotation after their first checks
 cpu_ticks() { # PID, or nothing for a target without a proxy
     if [[ -n "$1" ]]; then awk '{print $14 + $15}' "/proc/$1/stat"; else echo 0; fi
 }
-targets=(pgsplit pgsplit-norouting pgbouncer direct replica1)
+# pgbench -S against target $1 for DURATION; prints "TPS TRANSACTIONS". Target replicas runs
+# two at once, half the clients each against replica1 and replica2, and adds them up.
+run_pgbench() {
+    local ports=("${PORT[$1]:-}") clients="$CLIENTS" threads="$THREADS" p i=0 pids=() ok=1
+    if [[ "$1" == replicas ]]; then
+        ports=("${PORT[replica1]}" "${PORT[replica2]}")
+        clients=$((CLIENTS / 2))
+        threads=1
+    fi
+    for p in "${ports[@]}"; do
+        PGSSLMODE=require "$PGBENCH" -n -S -M simple -c "$clients" -j "$threads" -T "$DURATION" \
+            "postgres://app:secret@127.0.0.1:$p/bench" >"$DIR/pgbench-$i.out" 2>&1 &
+        pids+=($!)
+        i=$((i + 1))
+    done
+    for p in "${pids[@]}"; do wait "$p" || ok=0; done
+    ((ok)) || lib_die "pgbench against $1 failed: $(cat "$DIR"/pgbench-*.out)"
+    awk '/^tps/ {tps += $3} /number of transactions actually processed/ {n += $NF}
+        END {print tps, n}' "$DIR"/pgbench-*.out
+    rm -f "$DIR"/pgbench-*.out
+}
+targets=(pgsplit pgsplit-norouting pgbouncer direct replica1 replicas)
 declare -A TPS=() CPU=()
 hz="$(getconf CLK_TCK)"
 for round in $(seq 1 "$ROUNDS"); do
@@ -95,11 +117,8 @@ for round in $(seq 1 "$ROUNDS"); do
     for i in $(seq 0 $((n - 1))); do
         t="${targets[$(((i + round - 1) % n))]}"
         before="$(cpu_ticks "${PID[$t]:-}")"
-        out="$(PGSSLMODE=require "$PGBENCH" -n -S -M simple -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
-            "postgres://app:secret@127.0.0.1:${PORT[$t]}/bench" 2>&1)" || lib_die "pgbench against $t failed: $out"
+        read -r tps txs <<<"$(run_pgbench "$t")"
         after="$(cpu_ticks "${PID[$t]:-}")"
-        tps="$(awk '/^tps/ {print $3}' <<<"$out")"
-        txs="$(awk '/number of transactions actually processed/ {print $NF}' <<<"$out")"
         cpu=-
         [[ -n "${PID[$t]:-}" ]] &&
             cpu="$(awk -v a="$after" -v b="$before" -v n="$txs" -v hz="$hz" 'BEGIN {printf "%.1f", (a - b) / hz * 1e6 / n}')"
