@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::server::Proxy;
+use crate::proxy::Proxy;
 
 /// Requests are small; anything bigger is refused.
 const REQUEST_LIMIT: usize = 8 * 1024;
@@ -54,7 +54,7 @@ async fn answer(mut stream: TcpStream, proxy: Arc<Proxy>) -> std::io::Result<()>
     let path = path.split('?').next().unwrap_or(path);
     match (method, path) {
         ("GET", "/metrics") => {
-            let body = proxy.metrics().render(&proxy);
+            let body = proxy.metrics().render(&proxy.metrics_snapshot());
             respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
         }
         ("GET", "/healthz") => {

@@ -21,6 +21,7 @@ pub mod monitor;
 pub mod net;
 pub mod prepared;
 pub mod prometheus;
+pub mod proxy;
 pub mod roles;
 pub mod router;
 pub mod server;

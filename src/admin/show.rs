@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::backend::pool::PoolRow;
 use crate::classify::CacheStats;
 use crate::clients::{CausalPosition, ClientRow};
 use crate::config::{Config, LagConfig, SETTABLE};
@@ -201,24 +202,6 @@ fn describe_threshold(t: &LagThresholds) -> String {
     .flatten()
     .collect();
     parts.join(" or ")
-}
-
-/// One pool as `SHOW POOLS` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolRow {
-    pub node: String,
-    pub database: String,
-    pub user: String,
-    /// Server connections open.
-    pub size: usize,
-    /// Of those, idle in the pool.
-    pub idle: usize,
-    /// Clients waiting for a connection.
-    pub waiting: usize,
-    pub max_size: usize,
-    /// Clients pinned to a connection of their own, and how many may be.
-    pub pinned: usize,
-    pub max_pinned: usize,
 }
 
 /// `SHOW POOLS`.

@@ -199,6 +199,24 @@ pub struct PoolKey {
     pub user: String,
 }
 
+/// One pool as `SHOW POOLS` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRow {
+    pub node: String,
+    pub database: String,
+    pub user: String,
+    /// Server connections open.
+    pub size: usize,
+    /// Of those, idle in the pool.
+    pub idle: usize,
+    /// Clients waiting for a connection.
+    pub waiting: usize,
+    pub max_size: usize,
+    /// Clients pinned to a connection of their own, and how many may be.
+    pub pinned: usize,
+    pub max_pinned: usize,
+}
+
 /// Every pool, created on first use.
 pub struct Pools {
     nodes: Vec<Arc<NodeAddr>>,
@@ -280,6 +298,32 @@ impl Pools {
             .iter()
             .map(|(k, p)| (k.clone(), p.clone()))
             .collect()
+    }
+
+    /// Every pool's figures, for `SHOW POOLS` and the metrics, sorted by database, user
+    /// and node.
+    pub fn rows(&self) -> Vec<PoolRow> {
+        let mut rows: Vec<PoolRow> = self
+            .all()
+            .into_iter()
+            .map(|(key, pool)| {
+                let status = pool.status();
+                let (pinned, max_pinned) = pool.manager().pinned();
+                PoolRow {
+                    node: self.nodes()[key.node].name.clone(),
+                    database: key.database,
+                    user: key.user,
+                    size: status.size,
+                    idle: status.available,
+                    waiting: status.waiting,
+                    max_size: status.max_size,
+                    pinned,
+                    max_pinned,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.database, &a.user, &a.node).cmp(&(&b.database, &b.user, &b.node)));
+        rows
     }
 
     /// Closes idle connections past their limits and tops pools up to `min_size`.

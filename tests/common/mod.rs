@@ -97,7 +97,7 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     /// Where `/metrics` and `/healthz` are served.
     pub metrics_addr: Option<SocketAddr>,
-    pub proxy: Arc<pgsplit::server::Proxy>,
+    pub proxy: Arc<pgsplit::proxy::Proxy>,
     task: JoinHandle<()>,
 }
 
