@@ -16,6 +16,7 @@ pub mod http;
 pub mod lag;
 pub mod limits;
 pub mod link;
+pub mod lock;
 pub mod logfmt;
 pub mod monitor;
 pub mod net;

@@ -38,6 +38,7 @@ use crate::lag::timeline::lag_bytes;
 use crate::lag::{
     HealthState, LagBoard, LagThresholds, PrimaryReport, PrimaryTimeline, ReplicaHealth, Sample,
 };
+use crate::lock::Locked;
 use crate::roles::{self, NodeSeen, Roles, Seen, Writer};
 use crate::topology::{ReplicaState, Topology, WriteTarget};
 
@@ -164,7 +165,7 @@ impl Cluster {
         now: Instant,
         stale_after: Duration,
     ) -> bool {
-        let mut state = self.roles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.roles.locked();
         if let Some(node) = state.seen.get_mut(index) {
             match seen {
                 Some(s) => {
@@ -560,5 +561,5 @@ fn ticker(interval: Duration) -> tokio::time::Interval {
 }
 
 fn lock(timeline: &Mutex<PrimaryTimeline>) -> std::sync::MutexGuard<'_, PrimaryTimeline> {
-    timeline.lock().unwrap_or_else(|e| e.into_inner())
+    timeline.locked()
 }

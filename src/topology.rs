@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::lock::Locked;
+
 /// Whether a replica may serve reads, as far as health and lag go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicaState {
@@ -186,7 +188,7 @@ impl Topology {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Replica>> {
-        self.replicas.lock().unwrap_or_else(|e| e.into_inner())
+        self.replicas.locked()
     }
 
     /// The slot of a client that has just connected: the next one in turn.
@@ -244,7 +246,7 @@ impl Topology {
             WriteTarget::Node(n) => n,
             WriteTarget::Waiting => NO_WRITER,
             WriteTarget::Refused(why) => {
-                *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = why;
+                *self.refusal.locked() = why;
                 REFUSED
             }
         };
@@ -263,12 +265,7 @@ impl Topology {
     pub fn write_target(&self) -> WriteTarget {
         match self.writer.load(Ordering::Acquire) {
             NO_WRITER => WriteTarget::Waiting,
-            REFUSED => WriteTarget::Refused(
-                self.refusal
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
-            ),
+            REFUSED => WriteTarget::Refused(self.refusal.locked().clone()),
             n => WriteTarget::Node(n),
         }
     }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{Metrics, Object, Pool, RecycleError, RecycleResult};
 
 use super::connection::{BackendError, Credentials, NodeAddr, ServerConn};
+use crate::lock::RwLocked;
 use crate::wire::message::TxStatus;
 
 /// How pools behave; the same for every pool.
@@ -250,15 +251,10 @@ impl Pools {
 
     /// The pool for `key`, created if needed with the given server credentials.
     pub fn get(&self, key: &PoolKey, creds: &Credentials) -> ServerPool {
-        if let Some(pool) = self
-            .pools
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-        {
+        if let Some(pool) = self.pools.read_locked().get(key) {
             return pool.clone();
         }
-        let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
+        let mut pools = self.pools.write_locked();
         pools
             .entry(key.clone())
             .or_insert_with(|| self.build(key, creds))
@@ -293,8 +289,7 @@ impl Pools {
     /// Every pool with its key.
     pub fn all(&self) -> Vec<(PoolKey, ServerPool)> {
         self.pools
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .read_locked()
             .iter()
             .map(|(k, p)| (k.clone(), p.clone()))
             .collect()
