@@ -40,7 +40,7 @@ use crate::lag::{
 };
 use crate::lock::Locked;
 use crate::roles::{self, NodeSeen, Roles, Seen, Writer};
-use crate::topology::{ReplicaState, Topology, WriteTarget};
+use crate::topology::{Topology, WriteTarget};
 
 /// Every node's check: whether it is in recovery; its WAL position (written out of
 /// recovery, replayed in it); the cluster's identity that causal tokens name; its timeline
@@ -456,11 +456,7 @@ impl NodeWatch {
         let Some(t) = transition else {
             return;
         };
-        let state = match t.to {
-            HealthState::Healthy => ReplicaState::Healthy,
-            HealthState::Lagging => ReplicaState::Lagging,
-            HealthState::Down | HealthState::Promoted => ReplicaState::Down,
-        };
+        let state = t.to;
         self.shared()
             .topology
             .update(self.index, |r| r.state = state);

@@ -19,11 +19,12 @@ use crate::config::{
     ClientAuth, Config, ConfigError, LagConfig, NodeRole, PasswordKind, ReadYourWrites, SetError,
 };
 use crate::control::ControlLogin;
+use crate::lag::HealthState;
 use crate::lag::LagBoard;
 use crate::prometheus::{Metrics, Snapshot};
 use crate::router::{Policy, RouteStats, Routing};
 use crate::tls::{ClientTls, TlsError};
-use crate::topology::{Replica, ReplicaState, Topology, WriteTarget};
+use crate::topology::{Replica, Topology, WriteTarget};
 
 /// Why `RELOAD` changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +109,7 @@ impl Proxy {
             .iter()
             .enumerate()
             .map(|(i, n)| Replica {
-                state: ReplicaState::Down,
+                state: HealthState::Down,
                 ..Replica::new(i, n.weight)
             })
             .collect::<Vec<_>>();

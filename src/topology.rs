@@ -14,17 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::lag::HealthState;
 use crate::lock::Locked;
-
-/// Whether a replica may serve reads, as far as health and lag go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplicaState {
-    Healthy,
-    /// Behind by more than the threshold: out of the read rotation.
-    Lagging,
-    /// Unreachable or failing checks.
-    Down,
-}
 
 /// One replica's routing-relevant state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +23,7 @@ pub struct Replica {
     /// Index of the node in the configured node list.
     pub node: usize,
     pub weight: u32,
-    pub state: ReplicaState,
+    pub state: HealthState,
     /// Skipped until then after it refused a connection.
     pub cooldown_until: Option<Instant>,
     /// Server connections on it now serving clients.
@@ -51,7 +42,7 @@ impl Replica {
         Replica {
             node,
             weight: weight.max(1),
-            state: ReplicaState::Healthy,
+            state: HealthState::Healthy,
             cooldown_until: None,
             outstanding: 0,
             reads: 0,
@@ -62,7 +53,7 @@ impl Replica {
 
     /// Whether it may take a read at `now`.
     pub fn available(&self, now: Instant) -> bool {
-        self.state == ReplicaState::Healthy
+        self.state == HealthState::Healthy
             && self.role_reads
             && self.cooldown_until.is_none_or(|t| now >= t)
     }
@@ -280,11 +271,12 @@ impl Topology {
         self.primary_down.load(Ordering::Relaxed)
     }
 
-    /// Whether the monitor has found the replica `node` down (it fails its checks).
+    /// Whether the monitor has found the replica `node` down (it fails its checks) or out of
+    /// recovery.
     pub fn is_down(&self, node: usize) -> bool {
         self.lock()
             .iter()
-            .any(|r| r.node == node && r.state == ReplicaState::Down)
+            .any(|r| r.node == node && matches!(r.state, HealthState::Down | HealthState::Promoted))
     }
 
     /// A copy of the table.

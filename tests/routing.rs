@@ -2437,8 +2437,7 @@ async fn a_replica_that_refuses_connections_is_skipped() {
     // Out of the rotation: taken down by the lag monitor's failed checks, or (had a read
     // reached it before the monitor noticed) in cooldown after refusing the connection.
     assert!(
-        r1.state == pgsplit::topology::ReplicaState::Down
-            || r1.cooldown_until.is_some_and(|t| t > now),
+        r1.state == pgsplit::lag::HealthState::Down || r1.cooldown_until.is_some_and(|t| t > now),
         "replica1 should be out of the rotation: {snapshot:?}"
     );
     assert_eq!(proxy.proxy.routing().stats.by_node()[1], 0);
@@ -2500,9 +2499,9 @@ async fn fallback_error_refuses_reads_when_no_replica_is_available() {
     }
     let snapshot = proxy.proxy.routing().topology.snapshot();
     assert!(
-        snapshot.iter().all(
-            |r| r.state == pgsplit::topology::ReplicaState::Down || r.cooldown_until.is_some()
-        ),
+        snapshot
+            .iter()
+            .all(|r| r.state == pgsplit::lag::HealthState::Down || r.cooldown_until.is_some()),
         "both replicas should be out of the rotation: {snapshot:?}"
     );
 }

@@ -125,7 +125,7 @@ impl TestProxy {
                     .topology
                     .snapshot()
                     .iter()
-                    .filter(|r| r.state == pgsplit::topology::ReplicaState::Healthy)
+                    .filter(|r| r.state == pgsplit::lag::HealthState::Healthy)
                     .map(|r| r.node)
                     .collect();
                 proxy
@@ -755,7 +755,7 @@ pub fn node_index(proxy: &TestProxy, name: &str) -> usize {
 }
 
 /// The state the proxy's topology gives the replica with node index `node` now.
-pub fn replica_state(proxy: &TestProxy, node: usize) -> Option<pgsplit::topology::ReplicaState> {
+pub fn replica_state(proxy: &TestProxy, node: usize) -> Option<pgsplit::lag::HealthState> {
     proxy
         .proxy
         .routing()
