@@ -342,7 +342,7 @@ impl Proxy {
     /// nothing. Returns the value now in force, as `SHOW CONFIG` prints it.
     pub fn set_lag(&self, key: &str, value: &str) -> Result<String, SetError> {
         let new = self.lag.borrow().with(key, value)?;
-        let key = crate::config::setting_name(key);
+        let key = crate::config::live_setting_key(key);
         let shown = new.value_of(&key).unwrap_or_default();
         tracing::info!(%key, value = %shown, "lag setting changed with SET in the admin console");
         self.lag.send_replace(new);

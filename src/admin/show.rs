@@ -328,7 +328,7 @@ pub fn config(config: &Config, lag: &LagConfig) -> Table {
 
 /// `SHOW <setting>`: one `[lag]` setting.
 pub fn setting(lag: &LagConfig, key: &str) -> Option<Table> {
-    let key = crate::config::setting_name(key);
+    let key = crate::config::live_setting_key(key);
     let value = lag.value_of(&key)?;
     let mut t = Table::new(&[SETTABLE.iter().find(|k| **k == key)?]);
     t.push(vec![text(value)]);

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use self::duration::{ByteSize, Duration, ParseUnitError};
-pub use self::live::{setting_name, SetError, SETTABLE};
+pub use self::live::{live_setting_key, SetError, SETTABLE};
 pub use self::secrets::hidden as hidden_secret;
 
 /// Name of the admin console's virtual database; no `[[databases]]` entry may use it.
