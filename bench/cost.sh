@@ -15,7 +15,7 @@
 #   Ir          instructions executed in user space, from valgrind's callgrind: the
 #               difference between a run of 3000 and one of 1000 transactions (-c 4), so
 #               logins and start-up cancel out
-# and writes the table to bench/last-cost.txt. Needs strace, valgrind and pgbouncer
+# and writes the table to bench/results/last-cost.txt. Needs strace, valgrind and pgbouncer
 # (apt-get install strace valgrind pgbouncer). Run as root on a Debian machine.
 set -euo pipefail
 export LC_ALL=C
@@ -28,7 +28,7 @@ DURATION="${DURATION:-10}"
 TX_STRACE="${TX_STRACE:-1000}"
 SCALE="${SCALE:-10}"
 POOL_SIZE="${POOL_SIZE:-20}"
-OUT="$REPO_ROOT/bench/last-cost.txt"
+OUT="$REPO_ROOT/bench/results/last-cost.txt"
 
 usage() {
     sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
@@ -169,4 +169,4 @@ done
     printf '%-18s %9s %6s %6s %6s %6s %9s %9s %7s %7s %9s\n' target syscalls send recv epoll writev switches "CPU µs" user sys Ir
     for t in "${targets[@]}"; do echo "${ROW[$t]} $(printf '%9s' "${IR[$t]}")"; done
 } | tee "$OUT"
-echo "(written to bench/last-cost.txt; logs in $DIR)"
+echo "(written to bench/results/last-cost.txt; logs in $DIR)"

@@ -8,7 +8,7 @@
 # clients. For each it warms the pool with a few queries, reads the process's resident memory
 # (VmRSS), opens CLIENTS client connections (SCRAM logins with psycopg, one `SELECT 1` each,
 # then idle), reads VmRSS again and prints the growth per client connection. Writes
-# bench/last-idle.txt. Needs python3-psycopg and pgbouncer; run as root on a Debian machine
+# bench/results/last-idle.txt. Needs python3-psycopg and pgbouncer; run as root on a Debian machine
 # (PgBouncer is started as the postgres OS user).
 set -euo pipefail
 export LC_ALL=C
@@ -19,7 +19,7 @@ source "$REPO_ROOT/dev/lib.sh"
 
 CLIENTS="${CLIENTS:-2000}"
 POOL_SIZE="${POOL_SIZE:-20}"
-OUT="$REPO_ROOT/bench/last-idle.txt"
+OUT="$REPO_ROOT/bench/results/last-idle.txt"
 
 usage() {
     sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
@@ -113,4 +113,4 @@ done
     echo "${ROW[pgsplit]}"
     echo "${ROW[pgbouncer]}"
 } | tee "$OUT"
-echo "(written to bench/last-idle.txt; logs in $DIR)"
+echo "(written to bench/results/last-idle.txt; logs in $DIR)"

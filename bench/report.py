@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/report.py: turn the raw results of bench/run.sh into bench/RESULTS.md and charts.
+"""bench/report.py: turn the raw results of bench/run.sh into bench/results/RESULTS.md and charts.
 
 Python 3 standard library only. Input:
   --raw FILE        TSV, one line per pgbench run (header: round workload target position
@@ -366,7 +366,7 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
     L.append("## Bulk import\n")
     if args.import_md and os.path.exists(args.import_md):
         L.append("A read load through the proxy (a writer, clients reading their own writes, "
-                 "plain readers; `bench/import_probe.rs`) while `pgbench -i` imports on the "
+                 "plain readers; `examples/import_probe.rs`) while `pgbench -i` imports on the "
                  "primary, through pgsplit and through Pgpool-II with the same lag threshold "
                  "(`bench/import.sh`).\n")
         with open(args.import_md) as f:
@@ -402,7 +402,7 @@ def cost_section(path):
             "Counted in the same session, after the matrix, by `bench/cost.sh` (pgsplit with "
             "routing off and on, PgBouncer; all in clear): system calls from `strace -c -f`, "
             "context switches and CPU time from `/proc`, user-space instructions (Ir) from "
-            "callgrind. See [docs/benchmarks.md](../docs/benchmarks.md) for what they mean.\n",
+            "callgrind. See [docs/benchmarks.md](../../docs/benchmarks.md) for what they mean.\n",
             "```", text, "```", ""]
 
 

@@ -4,7 +4,7 @@
 # Installs the other proxies from Debian if they are missing, brings up the dev cluster,
 # builds pgsplit, starts every target on its own loopback port and runs a pgbench matrix
 # (workloads x targets x rounds, the order of the targets rotated every round). Writes
-# bench/RESULTS.md, bench/results.tsv and the charts in bench/charts/ (bench/report.py).
+# bench/results/RESULTS.md, bench/results/results.tsv and the charts in bench/results/charts/ (bench/report.py).
 #
 # Targets (each as user app / secret, database bench):
 #   direct     the primary itself, 127.0.0.1:15432
@@ -70,9 +70,9 @@ BENCH_TIME_METRICS_PORT="${BENCH_TIME_METRICS_PORT:-9945}"
 BENCH_PGSPLIT_NOROUTING_PORT="${BENCH_PGSPLIT_NOROUTING_PORT:-6446}"
 BENCH_NOROUTING_METRICS_PORT="${BENCH_NOROUTING_METRICS_PORT:-9946}"
 BENCH_DIR="$PGSPLIT_CLUSTER_DIR/bench"
-RESULTS_MD="$REPO_ROOT/bench/RESULTS.md"
-RESULTS_TSV="$REPO_ROOT/bench/results.tsv"
-CHART_DIR="$REPO_ROOT/bench/charts"
+RESULTS_MD="$REPO_ROOT/bench/results/RESULTS.md"
+RESULTS_TSV="$REPO_ROOT/bench/results/results.tsv"
+CHART_DIR="$REPO_ROOT/bench/results/charts"
 
 usage() {
     cat <<EOF
@@ -81,7 +81,7 @@ Usage: bench/run.sh [--help]
 Runs a pgbench matrix against direct, haproxy, pgbouncer, pgpool, pgsplit and pgsplit
 with routing off (pgsplit-norouting) (and, in the mixed workload, pgsplit with
 read_your_writes = "time": pgsplit-time), with each proxy's CPU per transaction, and writes
-bench/RESULTS.md, bench/results.tsv and bench/charts/*.png. Run as root on a Debian
+bench/results/RESULTS.md, bench/results/results.tsv and bench/results/charts/*.png. Run as root on a Debian
 machine to let it install pgbouncer, pgpool2, haproxy and gnuplot-nox when they are
 missing. A short smoke run:  ROUNDS=1 DURATION=2 bench/run.sh
 
@@ -575,11 +575,11 @@ run_one() {
 }
 
 # ---- 5. the bulk-import scenario ---------------------------------------------------------------
-# bench/import.sh runs a read load (writer, pinned readers, plain readers: bench/import_probe.rs)
+# bench/import.sh runs a read load (writer, pinned readers, plain readers: examples/import_probe.rs)
 # through a proxy while `pgbench -i -s IMPORT_SCALE` imports on the primary, once through a
 # pgsplit and once through a Pgpool-II that it starts itself with the same lag threshold
 # (IMPORT_THRESHOLD, default 4MB: the dev cluster replays fast and rarely falls 16MB behind).
-# Each run writes a Markdown summary; they go into RESULTS.md, the charts into bench/charts/.
+# Each run writes a Markdown summary; they go into RESULTS.md, the charts into bench/results/charts/.
 IMPORT_KINDS="${IMPORT_KINDS-pgsplit pgpool}"
 IMPORT_PGSPLIT_PORT="${IMPORT_PGSPLIT_PORT:-6460}"
 IMPORT_PGPOOL_PORT="${IMPORT_PGPOOL_PORT:-6470}"
@@ -684,21 +684,21 @@ if wants pgsplit; then
 fi
 
 # System calls, context switches and instructions per transaction of pgsplit and PgBouncer
-# (bench/cost.sh writes bench/last-cost.txt; RESULTS.md shows it). COST=0 skips it.
+# (bench/cost.sh writes bench/results/last-cost.txt; RESULTS.md shows it). COST=0 skips it.
 COST_TXT=""
 if [[ "${COST:-1}" == 1 ]]; then
     say "bench/cost.sh (system calls and instructions per transaction)"
     if PGSPLIT_SKIP_BUILD=1 "$REPO_ROOT/bench/cost.sh"; then
-        COST_TXT="$REPO_ROOT/bench/last-cost.txt"
+        COST_TXT="$REPO_ROOT/bench/results/last-cost.txt"
     else
         echo "   warning: bench/cost.sh failed; RESULTS.md has no system call table" >&2
     fi
 fi
 
 cp "$RAW_TSV" "$RESULTS_TSV"
-say "writing bench/RESULTS.md and bench/charts/"
+say "writing bench/results/RESULTS.md and bench/results/charts/"
 python3 "$REPO_ROOT/bench/report.py" --raw "$RESULTS_TSV" --meta "$META" \
     --import-md "$BENCH_DIR/import.md" ${COST_TXT:+--cost "$COST_TXT"} --out "$RESULTS_MD" --charts "$CHART_DIR"
 echo
 sed -n '/^## Summary/,/^## /p' "$RESULTS_MD" | sed '$d'
-echo "(bench/RESULTS.md, bench/results.tsv, bench/charts/; per-run pgbench output in $BENCH_DIR/runs/)"
+echo "(bench/results/RESULTS.md, bench/results/results.tsv, bench/results/charts/; per-run pgbench output in $BENCH_DIR/runs/)"

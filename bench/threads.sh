@@ -10,7 +10,7 @@
 #   pinned   the proxy on the last core (taskset), pgbench and the primary's processes on
 #            the others, so that the proxy's core is its own and the proxy is the bottleneck
 # ROUNDS rounds with the order rotating; TPS and the proxy's CPU per transaction, medians.
-# Writes bench/last-threads.txt. On a 2-core machine the pinned layout leaves one core to
+# Writes bench/results/last-threads.txt. On a 2-core machine the pinned layout leaves one core to
 # the proxy, so two worker threads share it: the figures say what threads cost, not what
 # they gain; run it where the proxy can have 2 cores of its own for that.
 set -euo pipefail
@@ -24,7 +24,7 @@ ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
 CLIENTS="${CLIENTS:-16}"
 POOL_SIZE="${POOL_SIZE:-20}"
-OUT="$REPO_ROOT/bench/last-threads.txt"
+OUT="$REPO_ROOT/bench/results/last-threads.txt"
 
 usage() {
     sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
@@ -129,4 +129,4 @@ done
         done
     done
 } | tee "$OUT"
-echo "(written to bench/last-threads.txt; logs in $DIR)"
+echo "(written to bench/results/last-threads.txt; logs in $DIR)"

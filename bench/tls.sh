@@ -10,7 +10,7 @@
 # simple` with sslmode=require against each and straight against the primary and a replica
 # (whose TLS the dev cluster has), ROUNDS rounds with the order rotating. For each run it records TPS and the
 # proxy process's CPU time per transaction ((utime + stime) / transactions). Prints per-run
-# figures, medians and ratios against PgBouncer, and writes them to bench/last-tls.txt.
+# figures, medians and ratios against PgBouncer, and writes them to bench/results/last-tls.txt.
 # Run as root on a Debian machine (PgBouncer is started as the postgres OS user).
 set -euo pipefail
 export LC_ALL=C
@@ -25,7 +25,7 @@ CLIENTS="${CLIENTS:-16}"
 THREADS="${THREADS:-2}"
 SCALE="${SCALE:-10}"
 POOL_SIZE="${POOL_SIZE:-20}"
-OUT="$REPO_ROOT/bench/last-tls.txt"
+OUT="$REPO_ROOT/bench/results/last-tls.txt"
 
 usage() {
     sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
@@ -142,4 +142,4 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {print a
         printf '%-19s %11s %17s  %-28s %s\n' "$t" "$m_tps" "$m_cpu" "$ratio" "${TPS[$t]}"
     done
 } | tee "$OUT"
-echo "(written to bench/last-tls.txt; logs in $DIR)"
+echo "(written to bench/results/last-tls.txt; logs in $DIR)"

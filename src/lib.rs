@@ -55,8 +55,10 @@
 //! ```
 //!
 //! Outside `src/`: `tests/` (integration tests against the dev cluster; `common/` is the
-//! harness), `dev/` (the dev cluster, demo and test command), `bench/` (benchmarks, see
-//! `docs/benchmarks.md`), `.ci/run` (CI).
+//! harness), `dev/` (the dev cluster, demo and test command), `bench/` (the benchmark
+//! scripts, their results in `bench/results/`; see `docs/benchmarks.md`), `benches/`
+//! (criterion micro-benchmarks), `examples/` (the bulk-import probe, a web application
+//! that reads its users' writes), `.ci/run` (CI).
 
 pub mod admin;
 pub mod auth;

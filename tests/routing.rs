@@ -2497,11 +2497,20 @@ async fn fallback_error_refuses_reads_when_no_replica_is_available() {
             .get(0);
         assert_primary(p, "extended write");
     }
+    // No node serves reads: the replicas fail their checks (or cool down after refusing a
+    // connection), and the primary is out of recovery.
     let snapshot = proxy.proxy.routing().topology.snapshot();
     assert!(
         snapshot
             .iter()
-            .all(|r| r.state == pgsplit::lag::HealthState::Down || r.cooldown_until.is_some()),
+            .all(|r| !r.state.serves_reads() || r.cooldown_until.is_some()),
         "both replicas should be out of the rotation: {snapshot:?}"
+    );
+    assert!(
+        snapshot
+            .iter()
+            .filter(|r| r.node != 0)
+            .all(|r| r.state == pgsplit::lag::HealthState::Down || r.cooldown_until.is_some()),
+        "both replicas should be down: {snapshot:?}"
     );
 }
