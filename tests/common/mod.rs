@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
 pub mod raw;
+pub mod routing;
 
 /// Password of the `app` and `app_md5` roles, as dev/cluster.sh creates them.
 pub const APP_PASSWORD: &str = "secret";
