@@ -5,8 +5,9 @@
 # pipefail` before sourcing this file.
 # shellcheck shell=bash disable=SC2034  # variables here are used by the scripts that source it
 
-# ---- the dev cluster (see dev/cluster.sh) ----
+# ---- the dev cluster (dev/cluster.sh sources this file too) ----
 export PGSPLIT_CLUSTER_DIR="${PGSPLIT_CLUSTER_DIR:-/tmp/pgsplit-cluster}"
+PGSPLIT_CLUSTER_DIR="${PGSPLIT_CLUSTER_DIR%/}"
 PRIMARY_PORT="${PGSPLIT_PRIMARY_PORT:-15432}"
 REPLICA1_PORT="${PGSPLIT_REPLICA1_PORT:-15433}"
 REPLICA2_PORT="${PGSPLIT_REPLICA2_PORT:-15434}"
