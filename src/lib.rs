@@ -13,7 +13,9 @@
 //! proxy.rs         the state every client shares: config, pools, routing, registries, lag
 //!                  board, metrics, client TLS; RELOAD and live SET
 //! frontend/        the client side
-//!   login.rs       startup packet, TLS and GSS negotiation, authentication, database lookup
+//!   login/         a client's way in: the handshake (startup packet, TLS and GSS
+//!                  negotiation, authentication), then its pools, first server, cancel key
+//!                  and session context
 //!   session/       one client's loop: read, dispatch, write; statements (forwarded, renamed
 //!                  or answered by pgsplit), checkout and settings sync, relay of the
 //!                  server's replies, read-your-writes positions
