@@ -44,7 +44,8 @@
 //! prepared.rs      named prepared statements across pooled connections
 //! admin/           the admin console (database pgsplit): commands and tables, pure; session
 //! prometheus.rs    what /metrics exports, from a snapshot of the proxy
-//! http.rs          the /metrics and /healthz endpoint
+//! http.rs          the /metrics, /healthz and /status endpoint
+//! status_page.rs   the /status page: nodes, lag charts, pools, clients, pure
 //! config/          config.toml: serde structs, defaults, validation, live keys, secrets
 //! auth/            client authentication, pure: SCRAM-SHA-256(-PLUS), md5
 //! wire/            the wire protocol, pure: framing, startup packets, messages, errors
@@ -87,6 +88,7 @@ pub mod proxy;
 pub mod roles;
 pub mod router;
 pub mod server;
+pub mod status_page;
 pub mod tls;
 pub mod topology;
 pub mod wire;

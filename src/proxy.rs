@@ -23,6 +23,7 @@ use crate::lag::HealthState;
 use crate::lag::LagBoard;
 use crate::prometheus::{Metrics, Snapshot};
 use crate::router::{Policy, RouteStats, Routing};
+use crate::status_page::{NodeView, StatusView};
 use crate::tls::{ClientTls, TlsError};
 use crate::topology::{Replica, Topology, WriteTarget};
 
@@ -397,6 +398,39 @@ impl Proxy {
             pools: self.pool_rows(),
             clients: self.registry.len(),
             client_connections: self.client_count(),
+        }
+    }
+
+    /// What the `/status` page shows, as it is now.
+    pub fn status_view(&self) -> StatusView {
+        let roles = self.board.roles().roles;
+        let nodes = self
+            .board
+            .nodes()
+            .into_iter()
+            .map(|r| {
+                let verdict = roles.nodes.get(r.node);
+                NodeView {
+                    name: self
+                        .config
+                        .nodes
+                        .get(r.node)
+                        .map_or_else(String::new, |n| n.name.clone()),
+                    role: verdict.map_or("unknown", |v| v.role.as_str()).to_string(),
+                    state: r.state.as_str().to_string(),
+                    lag_bytes: r.lag_bytes,
+                    lag: r.lag,
+                    reason: r.reason.clone(),
+                    history: r.history.points().map(|p| (p.at, p.lag_bytes)).collect(),
+                }
+            })
+            .collect();
+        StatusView {
+            version: env!("CARGO_PKG_VERSION"),
+            nodes,
+            max_lag_bytes: self.lag_config().max_replica_lag.as_u64(),
+            pools: self.pool_rows(),
+            clients: self.registry.len(),
         }
     }
 
