@@ -40,6 +40,10 @@ while IFS='=' read -r key value; do
     esac
 done <"$PGSPLIT_CLUSTER_DIR/cluster.env"
 
+# The drivers of the driver matrix (tests/drivers.rs): asyncpg, node-postgres, JDBC.
+export PGSPLIT_DRIVERS_DIR="${PGSPLIT_DRIVERS_DIR:-/tmp/pgsplit-drivers}"
+dev/drivers.sh
+
 # ---- the test command (the project decides the final flags here) -----------------------------
 # Benches (criterion) are built by clippy --all-targets; they run with cargo bench.
 exec cargo test --lib --bins --tests --no-fail-fast -- --test-threads=4 "$@"

@@ -211,10 +211,12 @@ impl PendingQueue {
     /// Matches one server message (by its type byte) against the queue.
     pub fn on_server_message(&mut self, tag: u8) -> Verdict {
         // Asynchronous messages (notices, notifications, parameter changes) that come
-        // while pgsplit's position query is answered are the client's.
+        // while pgsplit's position query is answered are the client's; everything else
+        // answers the query (its ParseComplete and BindComplete too, when it went as Parse,
+        // Bind and Execute ahead of a batch's Sync).
         match self.queue.front_mut() {
             Some(Pending::Position | Pending::PositionRows)
-                if !matches!(tag, b'T' | b'D' | b'C' | b'E' | b'Z') =>
+                if matches!(tag, b'N' | b'A' | b'S') =>
             {
                 return Verdict::Forward
             }
@@ -452,6 +454,27 @@ mod tests {
         q.push(Pending::reply(Kind::Query));
         assert_eq!(run(&mut q, b"EZ"), b"");
         assert_eq!(run(&mut q, b"CZ"), b"CZ");
+        assert!(q.is_empty());
+    }
+
+    /// A batch that ends a transaction that wrote carries the position query as Parse,
+    /// Bind and Execute ahead of its Sync: their ParseComplete and BindComplete are not
+    /// the client's (JDBC's commit failed on the stray BindComplete).
+    #[test]
+    fn the_position_statements_parse_and_bind_replies_are_not_the_clients() {
+        let mut q = PendingQueue::default();
+        q.push(Pending::reply(Kind::Execute));
+        q.push(Pending::PositionRows);
+        q.push(Pending::reply(Kind::Sync));
+        let mut seen = Vec::new();
+        for tag in *b"CN12TDCSZ" {
+            match q.on_server_message(tag) {
+                Verdict::Forward => seen.push(tag),
+                Verdict::Position => seen.push(b'-'),
+                Verdict::Drop => {}
+            }
+        }
+        assert_eq!(seen, b"CN-----SZ");
         assert!(q.is_empty());
     }
 

@@ -1,0 +1,96 @@
+//! The driver matrix: real drivers of other languages through pgsplit, each doing what
+//! applications do (SCRAM login, prepared statements, a transaction, COPY, LISTEN/NOTIFY, a
+//! cancel) and checking with `inet_server_port()` that its writes ran on the primary and a
+//! plain read on a replica. The programs are in `tests/drivers/`; `dev/drivers.sh` installs
+//! the drivers (asyncpg from PyPI, node-postgres from npm, PostgreSQL JDBC from Debian) into
+//! `PGSPLIT_DRIVERS_DIR`, and `dev/test.sh` runs it first.
+
+mod common;
+
+use std::path::PathBuf;
+use tokio::process::Command;
+
+use common::{node_port, primary_port, unique, TestProxy};
+
+/// Every check a driver program prints, in order.
+const CHECKS: [&str; 7] = [
+    "scram login: ok",
+    "prepared statement: ok",
+    "transaction on the primary: ok",
+    "read on a replica: ok",
+    "copy: ok",
+    "listen/notify: ok",
+    "cancel: ok",
+];
+
+fn drivers_dir() -> PathBuf {
+    std::env::var_os("PGSPLIT_DRIVERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/pgsplit-drivers"))
+}
+
+fn program(name: &str) -> String {
+    format!("{}/tests/drivers/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `cmd` against a fresh pgsplit (routing on) with a table of its own, and checks that
+/// it passed every check.
+async fn run_driver(label: &str, mut cmd: Command) {
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let table = unique("drivers");
+    let setup = proxy.connect("drivers_setup").await;
+    setup
+        .batch_execute(&format!("create table {table} (v int)"))
+        .await
+        .unwrap();
+    cmd.env("PGSPLIT_PORT", proxy.addr.port().to_string())
+        .env("PRIMARY_PORT", primary_port().to_string())
+        .env(
+            "REPLICA_PORTS",
+            format!("{},{}", node_port("replica1"), node_port("replica2")),
+        )
+        .env("TABLE", &table);
+    let out = common::run_command(cmd, None, 120).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    setup
+        .batch_execute(&format!("drop table {table}"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{label} failed (install the drivers with dev/drivers.sh):\n{stdout}\n{stderr}"
+    );
+    for check in CHECKS {
+        assert!(
+            stdout.contains(check),
+            "{label}: no '{check}' in:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg() {
+    let mut cmd = Command::new(drivers_dir().join("venv/bin/python"));
+    cmd.arg(program("asyncpg_check.py"));
+    run_driver("asyncpg", cmd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres() {
+    let mut cmd = Command::new("node");
+    cmd.arg(program("node_pg_check.js"))
+        .env("NODE_PATH", drivers_dir().join("node/node_modules"));
+    run_driver("node-postgres", cmd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc() {
+    let mut cmd = Command::new("java");
+    cmd.args([
+        "-cp",
+        "/usr/share/java/postgresql.jar",
+        &program("JdbcCheck.java"),
+    ]);
+    run_driver("JDBC", cmd).await;
+}
