@@ -4,13 +4,14 @@
 #   asyncpg          a Python venv (python3 -m venv) with asyncpg from PyPI
 #   node-postgres    pg and pg-copy-streams from the npm registry (node and npm needed)
 #   PostgreSQL JDBC  Debian's libpostgresql-jdbc-java, run by a Java runtime
+#   Go lib/pq        Debian's golang-github-lib-pq-dev, built with Debian's Go in GOPATH mode
 # Versions are pinned below. As root it installs what is missing from Debian (Java, Node.js,
 # the JDBC driver, python3-venv); otherwise it says what to install. dev/test.sh runs it.
 set -euo pipefail
 
 case "${1:-}" in
 -h | --help)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 esac
@@ -33,6 +34,8 @@ command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 [[ -f "$JDBC_JAR" ]] || missing+=(libpostgresql-jdbc-java)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
+[[ -d /usr/share/gocode/src/github.com/lib/pq ]] || missing+=(golang-github-lib-pq-dev)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]} > 0)); then
     [[ "$(id -u)" == 0 ]] || die "missing: ${missing[*]} (apt-get install ${missing[*]})"
@@ -56,4 +59,4 @@ if ! grep -qs "\"version\": \"$PG_VERSION\"" "$DIR/node/node_modules/pg/package.
     npm install --silent --no-audit --no-fund --prefix "$DIR/node" \
         "pg@$PG_VERSION" "pg-copy-streams@$PG_COPY_STREAMS_VERSION"
 fi
-say "asyncpg $ASYNCPG_VERSION, pg $PG_VERSION, JDBC $(basename "$(readlink -f "$JDBC_JAR")") ready in $DIR"
+say "asyncpg $ASYNCPG_VERSION, pg $PG_VERSION, JDBC, Go $(go env GOVERSION) with lib/pq ready in $DIR"

@@ -2,8 +2,8 @@
 //! applications do (SCRAM login, prepared statements, a transaction, COPY, LISTEN/NOTIFY, a
 //! cancel) and checking with `inet_server_port()` that its writes ran on the primary and a
 //! plain read on a replica. The programs are in `tests/drivers/`; `dev/drivers.sh` installs
-//! the drivers (asyncpg from PyPI, node-postgres from npm, PostgreSQL JDBC from Debian) into
-//! `PGSPLIT_DRIVERS_DIR`, and `dev/test.sh` runs it first.
+//! the drivers (asyncpg from PyPI, node-postgres from npm, PostgreSQL JDBC and Go's lib/pq
+//! from Debian) into `PGSPLIT_DRIVERS_DIR`, and `dev/test.sh` runs it first.
 
 mod common;
 
@@ -93,4 +93,15 @@ async fn jdbc() {
         &program("JdbcCheck.java"),
     ]);
     run_driver("JDBC", cmd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_lib_pq() {
+    let mut cmd = Command::new("go");
+    cmd.args(["run", "main.go"])
+        .current_dir(program("go_lib_pq"))
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", drivers_dir().join("gocache"));
+    run_driver("Go lib/pq", cmd).await;
 }
