@@ -474,7 +474,14 @@ async fn the_unnamed_statement_survives_the_position_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deallocated_position_statement_is_prepared_again() {
     use common::raw::{tags, RawConn};
-    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    // One server connection per node, so that the transaction runs on the connection where
+    // the first write prepared the statement (with more, a busy machine may hand it another
+    // one, where DEALLOCATE finds nothing: 26000).
+    let proxy = TestProxy::start(|c| {
+        c.routing.enabled = true;
+        c.pool.max_size = 1;
+    })
+    .await;
     let table = Table::new().await;
     let t = &table.0;
     let mut conn = RawConn::login_app(proxy.addr).await;

@@ -1,7 +1,7 @@
 //! The driver matrix: real drivers of other languages through pgsplit, each doing what
 //! applications do (SCRAM login, prepared statements, a transaction, COPY, LISTEN/NOTIFY, a
 //! cancel) and checking with `inet_server_port()` that its writes ran on the primary and a
-//! plain read on a replica. The programs are in `tests/drivers/`; `dev/drivers.sh` installs
+//! plain read on a replica. sqlx runs in process; the other programs are in `tests/drivers/`; `dev/drivers.sh` installs
 //! the drivers (asyncpg from PyPI, node-postgres from npm, PostgreSQL JDBC and Go's lib/pq
 //! from Debian) into `PGSPLIT_DRIVERS_DIR`, and `dev/test.sh` runs it first.
 
@@ -104,4 +104,93 @@ async fn go_lib_pq() {
         .env("GOPATH", "/usr/share/gocode")
         .env("GOCACHE", drivers_dir().join("gocache"));
     run_driver("Go lib/pq", cmd).await;
+}
+
+/// sqlx (Rust) in process, the same checks but the cancel: sqlx has no cancel request (a
+/// future dropped on timeout closes its connection instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx() {
+    use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgSslMode};
+    use sqlx::{Connection, PgConnection};
+
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let table = unique("drivers_sqlx");
+    let options = PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(proxy.addr.port())
+        .username("app")
+        .password(common::APP_PASSWORD)
+        .database("app")
+        .ssl_mode(PgSslMode::Disable);
+    let mut conn = PgConnection::connect_with(&options)
+        .await
+        .expect("SCRAM login");
+    sqlx::query(&format!("create table {table} (v int)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    for _ in 0..3 {
+        let n: i32 = sqlx::query_scalar("select $1::int + 1")
+            .bind(41)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(n, 42, "prepared statement");
+    }
+
+    let mut tx = conn.begin().await.unwrap();
+    let port: i32 = sqlx::query_scalar(&format!(
+        "insert into {table} (v) values ($1) returning inet_server_port()"
+    ))
+    .bind(1)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        port,
+        i32::from(primary_port()),
+        "the write ran on the primary"
+    );
+
+    let mut reader = PgConnection::connect_with(&options).await.unwrap();
+    let port: i32 = sqlx::query_scalar("select inet_server_port()")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    let replicas = [node_port("replica1"), node_port("replica2")].map(i32::from);
+    assert!(
+        replicas.contains(&port),
+        "the read ran on {port}, not a replica"
+    );
+
+    let mut copy = conn
+        .copy_in_raw(&format!("copy {table} (v) from stdin"))
+        .await
+        .unwrap();
+    let rows: String = (0..100).map(|i| format!("{i}\n")).collect();
+    copy.send(rows.as_bytes()).await.unwrap();
+    assert_eq!(copy.finish().await.unwrap(), 100, "copy");
+
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let mut listener = PgListener::connect_with(&pool).await.unwrap();
+    listener.listen("pgsplit_drivers").await.unwrap();
+    sqlx::query("notify pgsplit_drivers, 'hello'")
+        .execute(&mut reader)
+        .await
+        .unwrap();
+    let note = common::with_timeout(10, "the notification", listener.recv())
+        .await
+        .unwrap();
+    assert_eq!(note.payload(), "hello");
+
+    sqlx::query(&format!("drop table {table}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
 }

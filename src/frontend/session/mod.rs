@@ -502,6 +502,11 @@ impl Session {
             }
         }
         self.to_server.clear();
+        if len > 0 {
+            // The server owes a reply from now: its silence is counted from here, not
+            // from the last time it sent something (maybe long ago, before a restart).
+            self.stall_seen.sent();
+        }
         match failure {
             Some(e) => Err(self.server_lost(e)),
             None => Ok(()),
@@ -572,8 +577,9 @@ impl Session {
     }
 }
 
-/// When something last came from the server, as far as the stall checks can tell: the
-/// clock is read once per check, not at every read (reads are counted instead).
+/// When something last came from the server, or was last sent to it, as far as the stall
+/// checks can tell: the clock is read once per check and once per write, not at every read
+/// (reads are counted instead).
 struct StallWatch {
     /// The count of server reads at the last check.
     reads: u64,
@@ -582,7 +588,13 @@ struct StallWatch {
 }
 
 impl StallWatch {
-    /// How long nothing has been read from the server, given the reads so far.
+    /// Something was just written to the server: it has had no time to answer yet.
+    fn sent(&mut self) {
+        self.since = Instant::now();
+    }
+
+    /// How long nothing has been read from the server since the last write to it, given
+    /// the reads so far.
     fn quiet_for(&mut self, reads: u64) -> std::time::Duration {
         let now = Instant::now();
         if reads != self.reads {
@@ -708,5 +720,27 @@ fn frame_error(e: FrameError) -> PgError {
     match e {
         FrameError::TooLarge { .. } => PgError::fatal(code::PROGRAM_LIMIT, e.to_string()),
         FrameError::BadLength(_) => PgError::fatal(code::PROTOCOL_VIOLATION, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_servers_silence_counts_from_the_last_write_to_it() {
+        let mut watch = StallWatch {
+            reads: 3,
+            since: Instant::now() - Duration::from_secs(60),
+        };
+        // Nothing read for a minute...
+        assert!(watch.quiet_for(3) >= Duration::from_secs(60));
+        // ...but a request was just sent: the server has had no time to answer it.
+        watch.sent();
+        assert!(watch.quiet_for(3) < Duration::from_secs(1));
+        // A read resets it too.
+        watch.since = Instant::now() - Duration::from_secs(60);
+        assert!(watch.quiet_for(4) < Duration::from_secs(1));
     }
 }
