@@ -313,7 +313,16 @@ impl Session {
         loop {
             let pool = &self.ctx.pools[node];
             let on_replica = Some(node) != primary;
-            let skipped = match get_connection(pool).await {
+            // A cancel for the statement ends the wait for a connection (57014).
+            let got = tokio::select! {
+                r = get_connection(pool) => Some(r),
+                () = self.ctx.cancel.requested() => None,
+            };
+            let Some(got) = got else {
+                self.cancelled_while_waiting();
+                return Ok(false);
+            };
+            let skipped = match got {
                 Ok(server) => {
                     self.ctx.checkout_wait.record(now.elapsed().as_secs_f64());
                     self.on_primary = !on_replica;
@@ -412,8 +421,12 @@ impl Session {
                 WriteTarget::Node(node) => return Some(node),
                 WriteTarget::Refused(why) => why,
                 WriteTarget::Waiting if since.elapsed() < self.ctx.primary_wait => {
-                    tokio::time::sleep(PRIMARY_RETRY).await;
-                    continue;
+                    tokio::select! {
+                        () = tokio::time::sleep(PRIMARY_RETRY) => continue,
+                        () = self.ctx.cancel.requested() => {}
+                    }
+                    self.cancelled_while_waiting();
+                    return None;
                 }
                 WriteTarget::Waiting => format!(
                     "pgsplit: no node takes writes: none is out of recovery on the cluster's highest timeline (waited pool.primary_wait_timeout, {:?})",
@@ -431,6 +444,17 @@ impl Session {
             Some(node) => Some(node),
             None => self.await_primary(since).await,
         }
+    }
+
+    /// A cancel request came for the statement while it waited for a server: it fails
+    /// with 57014, as if the server had cancelled it.
+    fn cancelled_while_waiting(&mut self) {
+        self.ctx.cancel.take_requested();
+        tracing::debug!(
+            client = self.ctx.cancel.pid,
+            "statement cancelled while waiting for a server connection"
+        );
+        PgError::error(code::QUERY_CANCELED, CANCELLED).encode(&mut self.outbox);
     }
 
     /// Closes the server connection just checked out, which turned out dead before
@@ -484,6 +508,9 @@ pub async fn apply_settings(
     }
     Ok(())
 }
+
+/// PostgreSQL's message for a statement cancelled by a cancel request.
+pub(super) const CANCELLED: &str = "canceling statement due to user request";
 
 /// How often a checkout retries a primary that cannot be reached.
 const PRIMARY_RETRY: std::time::Duration = std::time::Duration::from_millis(100);

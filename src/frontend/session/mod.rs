@@ -385,6 +385,10 @@ impl Session {
 
     async fn on_client_data(&mut self) -> Result<(), SessionEnd> {
         let mut large = false;
+        if self.queue.is_empty() {
+            // Until it is written to a server, a cancel for what the client sent is kept.
+            self.ctx.cancel.waiting();
+        }
         loop {
             if self.must_wait_for_route() {
                 // Handled once the replica has answered what came before.
@@ -471,6 +475,7 @@ impl Session {
     async fn flush_server(&mut self) -> Result<(), SessionEnd> {
         let Some(server) = self.server.as_mut() else {
             self.to_server.clear();
+            self.ctx.cancel.sent(false);
             return Ok(());
         };
         let server: &mut ServerConn = server;
@@ -502,10 +507,19 @@ impl Session {
             }
         }
         self.to_server.clear();
-        match failure {
-            Some(e) => Err(self.server_lost(e)),
-            None => Ok(()),
+        if let Some(e) = failure {
+            return Err(self.server_lost(e));
         }
+        if let Some(target) = self.ctx.cancel.sent(!self.queue.is_empty()) {
+            // A cancel came while the statement was on its way: it is on the server now.
+            tracing::debug!(client = self.ctx.cancel.pid, node = %target.node.name, "sending a cancel request that came before the statement reached its server");
+            tokio::spawn(async move {
+                if let Err(e) = crate::cancel::send_cancel(&target).await {
+                    tracing::warn!(error = %e, "could not send cancel request");
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Writes the outbox to the client, up to where output is held (see `hold_from`).
