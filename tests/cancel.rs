@@ -270,30 +270,3 @@ async fn cancel_of_a_query_waiting_for_a_server_is_not_lost() {
     );
     assert_eq!(show(&queued, "select 'usable'").await, "usable");
 }
-
-/// A cancel sent right after the query, while pgsplit is still getting it a server
-/// connection (a new one to a replica, whose pool is empty), is not lost: the query
-/// fails with 57014 instead of running its full 10 s.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_sent_right_after_the_query_is_not_lost() {
-    for round in 0..3 {
-        let proxy = TestProxy::start(|_| {}).await;
-        let app = common::unique("cancel_at_once");
-        let client = proxy.connect(&app).await;
-        let started = Instant::now();
-        let query = client.simple_query("select pg_sleep(10)");
-        let cancel = async {
-            tokio::task::yield_now().await;
-            client.cancel_token().cancel_query(NoTls).await.unwrap();
-        };
-        let (result, ()) = alongside(query, cancel).await;
-        let e = result.expect_err("the query was not cancelled");
-        assert_eq!(sqlstate(&e), "57014", "round {round}: {}", describe(&e));
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "round {round}: the cancelled query took {:?}",
-            started.elapsed()
-        );
-        assert_eq!(show(&client, "select 'usable'").await, "usable");
-    }
-}

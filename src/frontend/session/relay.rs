@@ -120,6 +120,7 @@ impl Session {
                 b'E' => self.settings.statement_failed(),
                 b'C' => {
                     let tag = msg::read_command_tag(body);
+                    crate::prepared::command_completed(tag);
                     if tag == b"DISCARD ALL" || tag == b"DEALLOCATE ALL" {
                         let server = self.server_mut();
                         server.statements.clear();
