@@ -86,3 +86,45 @@ async fn reads_of_the_primarys_transactions_run_there() {
     let sql = "select inet_server_port() from pg_class limit 1";
     assert_ne!(show(&client, sql).await, primary_port().to_string());
 }
+
+/// pgsplit's own answer to a Parse (the statement is prepared on a server only when it
+/// is first bound) comes when PostgreSQL's would: at the client's Flush or Sync, not at
+/// once. (psycopg's pipeline trace test counts the round trips; an answer sent early
+/// made one more.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parse_is_answered_at_the_flush_as_postgresql_answers_it() {
+    let proxy = TestProxy::start(|_| {}).await;
+    let mut conn = RawConn::login_app(proxy.addr).await;
+    conn.write_raw(&parse("early", "select 1")).await.unwrap();
+    let early = tokio::time::timeout(std::time::Duration::from_millis(500), conn.recv()).await;
+    assert!(early.is_err(), "answered before a Flush or Sync: {early:?}");
+    conn.write_raw(&common::raw::flush()).await.unwrap();
+    let m = conn
+        .recv_within(10)
+        .await
+        .expect("ParseComplete after the Flush");
+    assert_eq!(m.tag, b'1', "{m:?}");
+    // A Close and a second Parse, then Sync: answered in order, then ReadyForQuery.
+    let mut batch = common::raw::close_statement("early");
+    batch.extend(parse("late", "select 2"));
+    batch.extend(sync());
+    conn.write_raw(&batch).await.unwrap();
+    assert_eq!(tags(&conn.until_ready().await), "31Z");
+    // Bound: the held answer comes ahead of the server's replies.
+    let mut batch = parse("third", "select 3");
+    let mut bind = common::raw::cstr("");
+    bind.extend(common::raw::cstr("third"));
+    bind.extend_from_slice(&[0; 6]);
+    batch.extend(message(b'B', &bind));
+    batch.extend(execute(""));
+    batch.extend(sync());
+    conn.write_raw(&batch).await.unwrap();
+    let got = conn.until_ready().await;
+    let errors: Vec<_> = got
+        .iter()
+        .filter(|m| m.tag == b'E')
+        .map(|m| m.fields())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(tags(&got), "12DCZ");
+}

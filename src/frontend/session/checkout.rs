@@ -478,8 +478,13 @@ impl Session {
         false
     }
 
-    /// Gives the session a server connection.
+    /// Gives the session a server connection. What pgsplit answered itself before comes
+    /// first, ahead of the server's replies.
     pub(super) fn attach(&mut self, server: Server) {
+        if !self.held.is_empty() {
+            let held = self.held.split().freeze();
+            self.queue.push_front(Pending::Synthetic(held));
+        }
         self.ctx.cancel.set_target(Some(CancelTarget {
             node: server.node.clone(),
             pid: server.backend_pid,

@@ -88,6 +88,10 @@ pub struct Session {
     outbox: BytesMut,
     /// Bytes to write to the server.
     to_server: BytesMut,
+    /// Answers pgsplit gave itself, with no server attached, to extended-protocol messages
+    /// (ParseComplete, CloseComplete, an error): sent at the client's next Flush or Sync,
+    /// as PostgreSQL sends its replies, or ahead of the replies of a server attached first.
+    held: BytesMut,
     server: Option<Server>,
     queue: PendingQueue,
     statements: ClientStatements,
@@ -178,6 +182,7 @@ impl Session {
             inbox: BytesMut::with_capacity(16 * 1024),
             outbox: BytesMut::with_capacity(16 * 1024),
             to_server: BytesMut::with_capacity(16 * 1024),
+            held: BytesMut::new(),
             server: None,
             queue: PendingQueue::default(),
             statements: ClientStatements::default(),
@@ -405,6 +410,7 @@ impl Session {
                 if frame.tag == b'S' {
                     self.skip_to_sync = false;
                     self.in_batch = false;
+                    self.release_held();
                     msg::ready_for_query(self.status, &mut self.outbox);
                 }
                 continue;
@@ -576,6 +582,15 @@ impl Session {
                 });
             }
             drop(Object::take(server));
+        }
+    }
+
+    /// The client sent Flush or Sync with no server attached: what pgsplit answered
+    /// itself goes out.
+    fn release_held(&mut self) {
+        if !self.held.is_empty() {
+            self.outbox.extend_from_slice(&self.held);
+            self.held.clear();
         }
     }
 
