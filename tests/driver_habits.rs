@@ -128,3 +128,24 @@ async fn a_parse_is_answered_at_the_flush_as_postgresql_answers_it() {
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(tags(&got), "12DCZ");
 }
+
+/// A transaction the server ends with an idle-in-transaction timeout the client set: the
+/// client's next statement fails with the server's reason, 25P03, as from PostgreSQL
+/// (before: 08006, which psycopg reports as another exception), and the client goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_the_server_times_out_fails_with_the_servers_reason() {
+    let proxy = TestProxy::start(|_| {}).await;
+    let client = proxy.connect(&common::unique("habits_timeout")).await;
+    client
+        .batch_execute("SET idle_in_transaction_session_timeout = 100; BEGIN; SELECT 1")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let e = client.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(common::sqlstate(&e), "25P03", "{}", common::describe(&e));
+    client
+        .batch_execute("RESET idle_in_transaction_session_timeout")
+        .await
+        .unwrap();
+    assert_eq!(show(&client, "select 'usable'").await, "usable");
+}

@@ -61,8 +61,8 @@ impl Session {
         sql: Option<&Bytes>,
         extended: bool,
     ) -> Result<bool, SessionEnd> {
-        if let Some(why) = self.transaction_lost() {
-            PgError::error(code::CONNECTION_FAILURE, why).encode(&mut self.outbox);
+        if let Some((code, why)) = self.transaction_lost() {
+            PgError::error(code, why).encode(&mut self.outbox);
             self.status = TxStatus::Idle;
             return Ok(false);
         }
@@ -93,7 +93,7 @@ impl Session {
     /// lost between statements, or it runs on a node that no longer takes writes (another
     /// was promoted): that connection is closed (the node rolls back) and the client is
     /// told, then goes on outside a transaction. One atomic load while on the primary.
-    fn transaction_lost(&mut self) -> Option<String> {
+    fn transaction_lost(&mut self) -> Option<(&'static str, String)> {
         if let Some(why) = self.lost_transaction.take() {
             return Some(why);
         }
@@ -124,9 +124,9 @@ impl Session {
             true => "this session's state on it (temporary tables, LISTEN, session locks, SQL prepared statements) is lost",
             false => "the transaction that ran there is rolled back",
         };
-        Some(format!(
+        Some((code::CONNECTION_FAILURE, format!(
             "pgsplit: the primary changed while this client held a connection to {node}, the former primary: {lost}; run it again"
-        ))
+        )))
     }
 
     /// Classifies a statement's SQL: short text here, longer text on a blocking thread

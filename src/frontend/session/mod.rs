@@ -112,7 +112,11 @@ pub struct Session {
     primary_node: Option<usize>,
     /// The server connection of the client's open transaction was lost while the client
     /// owed nothing: its next statement gets this error (08006), and the session goes on.
-    lost_transaction: Option<String>,
+    lost_transaction: Option<(&'static str, String)>,
+    /// The error a server sent, unasked, before closing the connection (its reason: an
+    /// idle-in-transaction timeout, a termination): told to the client whose transaction
+    /// it ends.
+    farewell: Option<(&'static str, String)>,
     /// A statement that writes ran on the primary since the client was last idle: once it
     /// is idle again, its reads must see the write (`ClientRouting::wrote`).
     wrote: bool,
@@ -195,6 +199,7 @@ impl Session {
             on_primary: true,
             primary_node: None,
             lost_transaction: None,
+            farewell: None,
             wrote: false,
             held_for_route: false,
             in_batch: false,
@@ -363,11 +368,17 @@ impl Session {
         if !self.queue.is_empty() || self.pinned {
             return Err(end);
         }
+        let farewell = self.farewell.take();
         if status != Some(TxStatus::Idle) {
             tracing::info!(client = self.ctx.cancel.pid, error = %end, "server connection of an open transaction lost; the client stays");
-            self.lost_transaction = Some(format!(
-                "pgsplit: {end}; the transaction is lost (rolled back), run it again"
-            ));
+            self.lost_transaction = Some(match farewell {
+                Some((code, why)) => (code, format!(
+                    "pgsplit: the server ended the connection of this transaction: {why}; the transaction is lost (rolled back), run it again"
+                )),
+                None => (code::CONNECTION_FAILURE, format!(
+                    "pgsplit: {end}; the transaction is lost (rolled back), run it again"
+                )),
+            });
         }
         self.release();
         Ok(())

@@ -114,6 +114,8 @@ impl Session {
                 // (shut down, terminated). Not relayed: the client is between statements
                 // and stays (see `Session::server_gone`).
                 b'E' if unasked && !self.pinned => {
+                    let (_, code, message) = crate::wire::error::parse_error_fields(body);
+                    self.farewell = Some((crate::wire::error::farewell(&code), message));
                     self.server_mut().broken = true;
                     verdict = Verdict::Drop;
                 }
@@ -210,6 +212,7 @@ impl Session {
 
     pub(super) fn release(&mut self) {
         self.ctx.cancel.set_target(None);
+        self.farewell = None;
         self.lease = None;
         self.hold_from = None;
         if let Some(mut server) = self.server.take() {
