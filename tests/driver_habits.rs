@@ -127,6 +127,22 @@ async fn a_parse_is_answered_at_the_flush_as_postgresql_answers_it() {
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(tags(&got), "12DCZ");
+    // Inside a transaction, a Parse the server connection has already (pgsplit answers
+    // it): the same, at the Flush, never lost.
+    assert_eq!(tags(&conn.simple_query("BEGIN").await), "CZ");
+    conn.write_raw(&parse("in_a", "select 7")).await.unwrap();
+    conn.write_raw(&common::raw::flush()).await.unwrap();
+    assert_eq!(conn.recv_within(10).await.expect("ParseComplete").tag, b'1');
+    conn.write_raw(&parse("in_b", "select 7")).await.unwrap();
+    let early = tokio::time::timeout(std::time::Duration::from_millis(500), conn.recv()).await;
+    assert!(early.is_err(), "answered before a Flush or Sync: {early:?}");
+    conn.write_raw(&common::raw::flush()).await.unwrap();
+    let m = conn
+        .recv_within(10)
+        .await
+        .expect("ParseComplete after the Flush");
+    assert_eq!(m.tag, b'1', "{m:?}");
+    assert_eq!(tags(&conn.simple_query("COMMIT").await), "CZ");
 }
 
 /// A transaction the server ends with an idle-in-transaction timeout the client set: the

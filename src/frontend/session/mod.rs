@@ -92,6 +92,10 @@ pub struct Session {
     /// (ParseComplete, CloseComplete, an error): sent at the client's next Flush or Sync,
     /// as PostgreSQL sends its replies, or ahead of the replies of a server attached first.
     held: BytesMut,
+    /// The client data being handled asks for replies now (a Flush, Sync, Query or
+    /// FunctionCall): pgsplit's own answers at the head of the queue go out with it.
+    /// Without one, they wait as PostgreSQL's replies do.
+    flush_asked: bool,
     server: Option<Server>,
     queue: PendingQueue,
     statements: ClientStatements,
@@ -187,6 +191,7 @@ impl Session {
             outbox: BytesMut::with_capacity(16 * 1024),
             to_server: BytesMut::with_capacity(16 * 1024),
             held: BytesMut::new(),
+            flush_asked: false,
             server: None,
             queue: PendingQueue::default(),
             statements: ClientStatements::default(),
@@ -417,6 +422,7 @@ impl Session {
                 Err(e) => return Err(SessionEnd::Refused(frame_error(e))),
             };
             large |= frame.bytes.len() > SHRINK_ABOVE;
+            self.flush_asked |= matches!(frame.tag, b'H' | b'S' | b'Q' | b'F');
             if self.skip_to_sync {
                 if frame.tag == b'S' {
                     self.skip_to_sync = false;
@@ -435,10 +441,13 @@ impl Session {
         }
         shrink(&mut self.to_server);
         if self.server.as_ref().is_some_and(|s| !s.read_buf.is_empty()) {
-            // Replies that arrived while writing.
+            // Replies that arrived while writing (pgsplit's own answers go ahead of them).
+            self.flush_asked = false;
             return self.on_server_data().await;
         }
-        self.queue.emit_synthetic(&mut self.outbox);
+        if std::mem::take(&mut self.flush_asked) {
+            self.queue.emit_synthetic(&mut self.outbox);
+        }
         self.flush_client().await?;
         self.release_if_idle();
         Ok(())
