@@ -165,3 +165,71 @@ async fn a_transaction_the_server_times_out_fails_with_the_servers_reason() {
         .unwrap();
     assert_eq!(show(&client, "select 'usable'").await, "usable");
 }
+
+/// The type bytes of `messages` but ParameterStatus (pgsplit's causal token after a write).
+fn replies(messages: &[common::raw::Message]) -> String {
+    tags(messages).replace('S', "")
+}
+
+/// Pipelines with an error on a read followed by a write, with routing on, as psycopg's
+/// `test_pipeline_errors_processed_at_exit` and `test_pipeline_commit_aborted` send them:
+/// - one batch (no Sync between them): the error skips the write up to the Sync, as in
+///   PostgreSQL, and the table is not created;
+/// - two batches sent together (a Sync after each): the read fails on its replica, the
+///   write runs on the primary, in order, and nothing waits for input that will not come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_read_error_then_a_write_behaves_as_in_postgresql() {
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let mut conn = RawConn::login_app(proxy.addr).await;
+    let table = common::unique("habits_voila");
+    let read = "select * from habits_no_such_table";
+    let write = format!("create table {table} ()");
+    let exists = format!("select count(*) from pg_tables where tablename = '{table}'");
+
+    // One batch, the read's messages flushed first.
+    let mut batch = parse("", read);
+    batch.extend(common::raw::bind("", ""));
+    batch.extend(execute(""));
+    batch.extend(common::raw::flush());
+    conn.write_raw(&batch).await.unwrap();
+    let m = conn.recv_within(10).await.expect("the read's error");
+    assert_eq!((m.tag, m.code()), (b'E', "42P01".to_string()), "{m:?}");
+    let mut batch = parse("", &write);
+    batch.extend(common::raw::bind("", ""));
+    batch.extend(execute(""));
+    batch.extend(sync());
+    conn.write_raw(&batch).await.unwrap();
+    assert_eq!(replies(&conn.until_ready().await), "Z");
+    let count = conn
+        .simple_query(&format!("/* pgsplit:primary */ {exists}"))
+        .await;
+    assert_eq!(
+        count[1].data_row(),
+        vec![Some("0".to_string())],
+        "{count:?}"
+    );
+
+    // Two batches at once: read (fails), then write.
+    let mut batch = parse("", read);
+    batch.extend(common::raw::bind("", ""));
+    batch.extend(execute(""));
+    batch.extend(sync());
+    batch.extend(parse("", &write));
+    batch.extend(common::raw::bind("", ""));
+    batch.extend(execute(""));
+    batch.extend(sync());
+    conn.write_raw(&batch).await.unwrap();
+    let first = conn.until_ready().await;
+    assert_eq!(replies(&first), "EZ", "{first:?}");
+    let second = conn.until_ready().await;
+    assert_eq!(replies(&second), "12CZ", "{second:?}");
+    let count = conn
+        .simple_query(&format!("/* pgsplit:primary */ {exists}"))
+        .await;
+    assert_eq!(
+        count[1].data_row(),
+        vec![Some("1".to_string())],
+        "{count:?}"
+    );
+    conn.simple_query(&format!("drop table {table}")).await;
+}
