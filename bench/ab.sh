@@ -12,7 +12,7 @@
 # For each run it records TPS and the pgsplit process's own CPU time per transaction
 # ((utime + stime from /proc/PID/stat) / transactions), which is steadier than TPS on a
 # shared machine. Prints per-round figures, medians and new/base ratios, and writes them to
-# bench/last-ab.txt.
+# bench/results/last-ab.txt.
 set -euo pipefail
 export LC_ALL=C
 
@@ -29,7 +29,7 @@ WORKLOADS="${WORKLOADS:-select tpcb}"
 TARGETS="${TARGETS:-direct base new}"
 BASE_PORT="${BASE_PORT:-6441}"
 NEW_PORT="${NEW_PORT:-6442}"
-OUT="$REPO_ROOT/bench/last-ab.txt"
+OUT="$REPO_ROOT/bench/results/last-ab.txt"
 
 case "${1:-}" in
 -h | --help)

@@ -10,11 +10,12 @@
 #   syscalls    system calls of the proxy process (strace -c -f over -c 16 -t TX_STRACE),
 #               in total and the four that matter (send, receive, epoll_wait, writev)
 #   switches    context switches of the proxy (voluntary + involuntary, /proc/PID/status)
-#               and its CPU time (utime + stime) over a -c 16 -T DURATION run
+#               and its CPU time (utime + stime, and each: user space and kernel) over a
+#               -c 16 -T DURATION run
 #   Ir          instructions executed in user space, from valgrind's callgrind: the
 #               difference between a run of 3000 and one of 1000 transactions (-c 4), so
 #               logins and start-up cancel out
-# and writes the table to bench/last-cost.txt. Needs strace, valgrind and pgbouncer
+# and writes the table to bench/results/last-cost.txt. Needs strace, valgrind and pgbouncer
 # (apt-get install strace valgrind pgbouncer). Run as root on a Debian machine.
 set -euo pipefail
 export LC_ALL=C
@@ -27,7 +28,7 @@ DURATION="${DURATION:-10}"
 TX_STRACE="${TX_STRACE:-1000}"
 SCALE="${SCALE:-10}"
 POOL_SIZE="${POOL_SIZE:-20}"
-OUT="$REPO_ROOT/bench/last-cost.txt"
+OUT="$REPO_ROOT/bench/results/last-cost.txt"
 
 usage() {
     sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
@@ -45,7 +46,7 @@ export PGPASSWORD=secret PGSSLMODE=disable
 DIR="$PGSPLIT_CLUSTER_DIR/bench-cost"
 rm -rf "$DIR"
 mkdir -p "$DIR"
-cargo build --release -q
+build_pgsplit >/dev/null
 "$REPO_ROOT/dev/cluster.sh" up >/dev/null
 bench_data_at_scale "$SCALE" >/dev/null
 
@@ -62,38 +63,15 @@ trap stop_all EXIT
 pgsplit_config() { # NAME ROUTING PORT
     bench_pgsplit_config "$DIR/$1.toml" "$3" "$2" -e "/^\[pool\]/,/^\[/ s/^max_size = .*/max_size = $POOL_SIZE/"
 }
-pgbouncer_config() { # NAME PORT
-    cat >"$DIR/$1.ini" <<EOF
-[databases]
-bench = host=127.0.0.1 port=$PRIMARY_PORT dbname=bench
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $2
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $DIR/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-max_client_conn = 600
-ignore_startup_parameters = extra_float_digits
-log_connections = 0
-log_disconnections = 0
-EOF
-}
-echo '"app" "secret"' >"$DIR/userlist.txt"
-chmod 0600 "$DIR/userlist.txt"
 pgsplit_config pgsplit true "${PORT[pgsplit]}"
 pgsplit_config pgsplit-norouting false "${PORT[pgsplit-norouting]}"
-pgbouncer_config pgbouncer "${PORT[pgbouncer]}"
-CMD[pgsplit]="$REPO_ROOT/target/release/pgsplit --config $DIR/pgsplit.toml"
-CMD[pgsplit-norouting]="$REPO_ROOT/target/release/pgsplit --config $DIR/pgsplit-norouting.toml"
+bench_pgbouncer_config "$DIR" "${PORT[pgbouncer]}" "$POOL_SIZE" 600
+CMD[pgsplit]="$PGSPLIT_BIN --config $DIR/pgsplit.toml"
+CMD[pgsplit-norouting]="$PGSPLIT_BIN --config $DIR/pgsplit-norouting.toml"
 CMD[pgbouncer]="pgbouncer $DIR/pgbouncer.ini"
 for t in pgsplit pgsplit-norouting pgbouncer; do AS_USER[$t]=root; done
-if [[ "$(id -u)" == 0 ]]; then
-    chown -R postgres:postgres "$DIR"
-    AS_USER[pgbouncer]=postgres # PgBouncer refuses to run as root
-fi
+# PgBouncer refuses to run as root; under valgrind it cannot drop to postgres itself (-u).
+((${#PGBOUNCER_AS[@]} == 0)) || AS_USER[pgbouncer]=postgres
 # Runs a target's command (prefixed with $1, e.g. valgrind) as its user; prints the PID.
 launch() { # PREFIX TARGET LOG
     local run="exec $1 ${CMD[$2]} >$3 2>&1"
@@ -143,18 +121,18 @@ for t in "${targets[@]}"; do
 
     # -- context switches and CPU time
     ctx() { awk '/^(non)?voluntary_ctxt_switches/ {n += $2} END {print n}' "/proc/$pid/status"; }
-    ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+    ticks() { awk '{print $14, $15}' "/proc/$pid/stat"; } # user, system
     c0="$(ctx)"
-    k0="$(ticks)"
+    read -r u0 s0 <<<"$(ticks)"
     out="$(bench "${PORT[$t]}" -c 16 -j 2 -T "$DURATION")"
     c1="$(ctx)"
-    k1="$(ticks)"
+    read -r u1 s1 <<<"$(ticks)"
     n="$(processed <<<"$out")"
-    cpu="$(awk -v a="$k1" -v b="$k0" -v n="$n" -v hz="$hz" 'BEGIN {printf "%.1f", (a - b) / hz * 1e6 / n}')"
+    us() { awk -v a="$1" -v b="$2" -v n="$n" -v hz="$hz" 'BEGIN {printf "%.1f", (a - b) / hz * 1e6 / n}'; }
 
-    ROW[$t]="$(printf '%-18s %9s %6s %6s %6s %6s %9s %9s' "$t" "$(per "$total")" "$(per "$sends")" \
+    ROW[$t]="$(printf '%-18s %9s %6s %6s %6s %6s %9s %9s %7s %7s' "$t" "$(per "$total")" "$(per "$sends")" \
         "$(per "$recvs")" "$(per "$(calls epoll_wait)")" "$(per "$(calls writev)")" \
-        "$(per $((c1 - c0)))" "$cpu")"
+        "$(per $((c1 - c0)))" "$(us $((u1 + s1)) $((u0 + s0)))" "$(us "$u1" "$u0")" "$(us "$s1" "$s0")")"
     echo "== $t: ${ROW[$t]}"
 done
 stop_all
@@ -187,8 +165,8 @@ done
 
 {
     echo "bench/cost.sh: pgbench -n -S -M simple, in clear, scale $SCALE; $(date -u '+%Y-%m-%d %H:%M UTC'); git $(git rev-parse --short HEAD); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "Per transaction. syscalls: strace -c -f, -c 16 -t $TX_STRACE (send = sendto+write+sendmsg, recv = recvfrom+read+recvmsg). switches and CPU µs: -c 16 -T $DURATION. Ir: callgrind, user space, (3000 tx - 1000 tx) / 2000 at -c 4."
-    printf '%-18s %9s %6s %6s %6s %6s %9s %9s %9s\n' target syscalls send recv epoll writev switches "CPU µs" Ir
+    echo "Per transaction. syscalls: strace -c -f, -c 16 -t $TX_STRACE (send = sendto+write+sendmsg, recv = recvfrom+read+recvmsg). switches and CPU µs (user + system, then each): -c 16 -T $DURATION. Ir: callgrind, user space, (3000 tx - 1000 tx) / 2000 at -c 4."
+    printf '%-18s %9s %6s %6s %6s %6s %9s %9s %7s %7s %9s\n' target syscalls send recv epoll writev switches "CPU µs" user sys Ir
     for t in "${targets[@]}"; do echo "${ROW[$t]} $(printf '%9s' "${IR[$t]}")"; done
 } | tee "$OUT"
-echo "(written to bench/last-cost.txt; logs in $DIR)"
+echo "(written to bench/results/last-cost.txt; logs in $DIR)"

@@ -5,7 +5,7 @@
 #   bench/import.sh pgpool 9999       # a Pgpool-II (streaming replication, load balancing)
 #
 # 1. Recreates database `import` on the primary (owner app).
-# 2. Starts bench/import_probe (see its module comment) against the proxy on PORT, database
+# 2. Starts examples/import_probe (see its module comment) against the proxy on PORT, database
 #    app: a writer, pinned clients that read their own writes, plain readers, and a sampler
 #    of each replica's lag and of the proxy's view of it (pgsplit: /metrics; Pgpool-II:
 #    SHOW POOL_NODES). pgsplit only: a token writer that hands its causal token to token
@@ -14,8 +14,8 @@
 #    directly on the primary.
 # 4. Waits until both replicas have replayed everything, IMPORT_TAIL more seconds, then stops
 #    the probe.
-# 5. Renders bench/charts/import-KIND.png (gnuplot) and writes OUT_DIR/import-KIND.md, the
-#    summary bench/run.sh pastes into bench/RESULTS.md.
+# 5. Renders bench/results/charts/import-KIND.png (gnuplot) and writes OUT_DIR/import-KIND.md, the
+#    summary bench/run.sh pastes into bench/results/RESULTS.md.
 #
 # With IMPORT_START_PROXY=1 the script starts its own proxy on PORT and stops it at the end:
 # a pgsplit from a copy of PGSPLIT_CONFIG with the cluster's ports, or a Pgpool-II
@@ -83,7 +83,7 @@ IMPORT_MAX_SECONDS="${IMPORT_MAX_SECONDS:-1800}"
 IMPORT_TOKEN_READERS="${IMPORT_TOKEN_READERS:-2}"
 [[ "$IMPORT_TOKEN_READERS" =~ ^[0-9]+$ ]] || lib_die "IMPORT_TOKEN_READERS must be a whole number, got '$IMPORT_TOKEN_READERS'"
 OUT_DIR="${OUT_DIR:-$LOG_DIR/import}"
-CHART_DIR="$REPO_ROOT/bench/charts"
+CHART_DIR="$REPO_ROOT/bench/results/charts"
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 PROBE_BIN="${PROBE_BIN:-$TARGET_DIR/release/examples/import_probe}"
 TSV="$OUT_DIR/import-$KIND.tsv"

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""bench/report.py: turn the raw results of bench/run.sh into bench/RESULTS.md and charts.
+"""bench/report.py: turn the raw results of bench/run.sh into bench/results/RESULTS.md and charts.
 
 Python 3 standard library only. Input:
   --raw FILE        TSV, one line per pgbench run (header: round workload target position
                     clients status tps lat_avg_ms p50_us p99_us failed errors first_error
-                    reads_replica reads_primary); "-" marks a missing value, status is
+                    reads_replica reads_primary cpu_us_per_tx); "-" marks a missing value,
+                    status is
                     ok / errors / fail / timeout / n/a
   --meta FILE       TSV of key<TAB>value: machine facts, versions, parameters
   --import-md FILE  optional Markdown section written by bench/import.sh (bulk import)
+  --cost FILE       optional table written by bench/cost.sh (system calls, context switches
+                    and instructions per transaction)
 Output:
   --out FILE        RESULTS.md
   --charts DIR      throughput.png and latency.png (gnuplot; skipped with a note if missing)
@@ -28,6 +31,7 @@ TARGETS = {
     "pgbouncer": "PgBouncer, transaction pooling to the primary",
     "pgpool": "Pgpool-II, streaming replication, reads balanced over the replicas",
     "pgsplit": "pgsplit, transaction pooling, reads routed to the replicas",
+    "pgsplit-norouting": "pgsplit with routing off: transaction pooling only, every statement to the primary",
     "pgsplit-time": "pgsplit with `read_your_writes = \"time\"` (the mixed workload only)",
 }
 WORKLOADS = {
@@ -79,6 +83,9 @@ class Cell:
         counted = [(a, b) for a, b in counted if a is not None and b is not None]
         self.reads_replica = sum(a for a, _ in counted) if counted else None
         self.reads_primary = sum(b for _, b in counted) if counted else None
+        # The proxy's CPU time per transaction (µs), median over the runs; None for direct.
+        self.cpu = median([x for x in (num(r.get("cpu_us_per_tx")) for r in measured)
+                           if x is not None])
 
     @property
     def replica_share(self):
@@ -99,6 +106,18 @@ def fmt_tps(x):
 
 def fmt_ms(us):
     return "—" if us is None else f"{us / 1000:.3f}"
+
+
+def fmt_cpu(x):
+    return "—" if x is None else f"{x:.1f}"
+
+
+def cpu_ratio(cell, base):
+    """Ratio of median CPU per transaction, between clean cells that both have it."""
+    if (cell is None or base is None or not cell.clean or not base.clean
+            or cell.cpu is None or base.cpu is None):
+        return "—"
+    return f"{cell.cpu / base.cpu:.2f}x"
 
 
 def ratio(cell, base):
@@ -184,6 +203,48 @@ def check_targets(cells):
     return out
 
 
+def check_cpu_targets(cells):
+    """The targets of issue 12 (CPU per transaction and throughput against PgBouncer):
+    (what, measured, PASS/MISS/n/a)."""
+    out = []
+
+    def measured(w, t):
+        c = cells.get((w, t))
+        return c if c is not None and c.n > 0 else None
+
+    def check(w, t, base, need, label, cpu):
+        c, b = measured(w, t), measured(w, base)
+        if c is None or b is None:
+            out.append((label, "not measured", "n/a"))
+            return
+        if not c.clean or not b.clean:
+            out.append((label, "runs with errors; no ratio", "MISS" if not c.clean else "n/a"))
+            return
+        if cpu:
+            if c.cpu is None or b.cpu is None:
+                out.append((label, "no CPU figure", "n/a"))
+                return
+            r = c.cpu / b.cpu
+            out.append((label, f"{r:.2f}x ({c.cpu:.1f} against {b.cpu:.1f} µs)",
+                        "PASS" if r <= need else "MISS"))
+        else:
+            r = c.tps / b.tps
+            out.append((label, f"{r:.2f}x", "PASS" if r >= need else "MISS"))
+
+    for t, what in (("pgsplit-norouting", "routing off"), ("pgsplit", "routing on")):
+        check("select-simple", t, "pgbouncer", 0.9, f"`-S` simple, {what}: CPU per "
+              "transaction at most 0.9x PgBouncer's", cpu=True)
+    check("tpcb", "pgsplit", "pgbouncer", 1.0, "TPC-B: CPU per transaction at most "
+          "PgBouncer's", cpu=True)
+    for w, what in (("select-simple", "`-S` simple"), ("tpcb", "TPC-B"), ("mixed", "90/10 mix"),
+                    ("c500", "500 clients")):
+        check(w, "pgsplit", "pgbouncer", 1.0, f"{what}: throughput at least 1.0x PgBouncer",
+              cpu=False)
+    check("select-prepared", "pgsplit", "direct", 0.65, "`-S` prepared: at least 0.65x direct",
+          cpu=False)
+    return out
+
+
 def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
     rounds, duration = int(meta["rounds"]), int(meta["duration"])
     smoke = rounds < 3 or duration < 10
@@ -241,6 +302,15 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
         v = {"PASS": "**PASS**", "MISS": "**MISS**"}.get(verdict, verdict)
         L.append(f"| {what} | {measured} | {v} |")
     L.append("")
+    L.append("## Summary: CPU per transaction (issue 12)\n")
+    L.append("Medians of this run; the proxy's CPU per transaction is its processes' CPU time "
+             "(user + system, all threads and children, from `/proc`) over the run divided by "
+             "the transactions pgbench counted.\n")
+    L.append("| target | measured | verdict |\n|---|---|---|")
+    for what, measured, verdict in check_cpu_targets(cells):
+        v = {"PASS": "**PASS**", "MISS": "**MISS**"}.get(verdict, verdict)
+        L.append(f"| {what} | {measured} | {v} |")
+    L.append("")
     if smoke:
         L.append("Verdicts from a smoke run say nothing about performance.\n")
 
@@ -250,7 +320,8 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
         L.append("![c1 latency by target](charts/latency.png)\n")
 
     L.append("## Results by workload\n")
-    L.append("TPS: median over the rounds, spread is min–max. Latency in ms. Errors: pgbench "
+    L.append("TPS: median over the rounds, spread is min–max. Latency in ms. CPU: the proxy's "
+             "CPU time per transaction in µs (median over the rounds; none for direct). Errors: pgbench "
              "error lines plus failed transactions over all rounds. Ratios are of median TPS, "
              "shown only when both sides ran without errors. A TPS figure in *italics* comes from "
              "runs with errors (pgbench's aborted clients stop early) and is not comparable.\n")
@@ -258,21 +329,24 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
     for w in workloads:
         L.append(f"### {w}\n")
         L.append(subst(WORKLOADS[w]) + "\n")
-        L.append("| target | median TPS | spread | p50 ms | p99 ms | runs ok | errors | vs direct | vs PgBouncer |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        L.append("| target | median TPS | spread | p50 ms | p99 ms | CPU µs/tx | runs ok | errors | "
+                 "vs direct | vs PgBouncer | CPU vs PgBouncer |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for t in targets:
             c = cells[w, t]
             if not c.runs:  # pgsplit-time outside the mixed workload
                 continue
             if c.na:
-                L.append(f"| {t} | n/a | | | | | | | |")
+                L.append(f"| {t} | n/a | | | | | | | | | |")
                 notes.append(f"`{w}` / `{t}`: {c.note}")
                 continue
             spread = "—" if not c.tps_all else f"{min(c.tps_all):,.0f}–{max(c.tps_all):,.0f}"
             tps = fmt_tps(c.tps) if c.clean or c.tps is None else f"*{fmt_tps(c.tps)}*"
+            bouncer = cells.get((w, 'pgbouncer'))
             L.append(f"| {t} | {tps} | {spread} | {fmt_ms(c.p50)} | {fmt_ms(c.p99)} | "
-                     f"{c.ok}/{c.n} | {c.errors + c.failed} | {ratio(c, cells.get((w, 'direct')))} | "
-                     f"{ratio(c, cells.get((w, 'pgbouncer')))} |")
+                     f"{fmt_cpu(c.cpu)} | {c.ok}/{c.n} | {c.errors + c.failed} | "
+                     f"{ratio(c, cells.get((w, 'direct')))} | {ratio(c, bouncer)} | "
+                     f"{cpu_ratio(c, bouncer)} |")
             if not c.clean and c.n:
                 notes.append(f"`{w}` / `{t}`: {c.n - c.ok} of {c.n} run(s) not clean; first error: "
                              f"`{c.first_error or 'pgbench printed no TPS'}`{why(t, c.first_error)}")
@@ -283,6 +357,7 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
         L.append("")
 
     L += read_your_writes_section(cells)
+    L += cost_section(args.cost)
 
     if meta.get("pgsplit_routing"):
         L.append("pgsplit's `routing totals` over all its runs (where it sent transactions, "
@@ -291,7 +366,7 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
     L.append("## Bulk import\n")
     if args.import_md and os.path.exists(args.import_md):
         L.append("A read load through the proxy (a writer, clients reading their own writes, "
-                 "plain readers; `bench/import_probe.rs`) while `pgbench -i` imports on the "
+                 "plain readers; `examples/import_probe.rs`) while `pgbench -i` imports on the "
                  "primary, through pgsplit and through Pgpool-II with the same lag threshold "
                  "(`bench/import.sh`).\n")
         with open(args.import_md) as f:
@@ -304,15 +379,31 @@ def write_markdown(args, meta, rows, targets, workloads, cells, charts_ok):
 
     L.append("## All runs\n")
     L.append("<details><summary>every pgbench run, in the order it ran</summary>\n")
-    L.append("| round | workload | pos | target | clients | status | TPS | p50 ms | p99 ms | errors |")
-    L.append("|---:|---|---:|---|---:|---|---:|---:|---:|---:|")
+    L.append("| round | workload | pos | target | clients | status | TPS | p50 ms | p99 ms | CPU µs/tx | errors |")
+    L.append("|---:|---|---:|---|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         L.append(f"| {r['round']} | {r['workload']} | {r['position']} | {r['target']} | "
                  f"{r['clients']} | {r['status']} | {fmt_tps(num(r['tps']))} | "
-                 f"{fmt_ms(num(r['p50_us']))} | {fmt_ms(num(r['p99_us']))} | {r['errors']} |")
+                 f"{fmt_ms(num(r['p50_us']))} | {fmt_ms(num(r['p99_us']))} | "
+                 f"{fmt_cpu(num(r.get('cpu_us_per_tx')))} | {r['errors']} |")
     L.append("\n</details>\n")
     with open(args.out, "w") as f:
         f.write("\n".join(L))
+
+
+def cost_section(path):
+    """bench/cost.sh's table, as it wrote it: what one `-S` transaction costs inside pgsplit
+    and PgBouncer, counted (system calls, switches, instructions) rather than timed."""
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        text = f.read().rstrip()
+    return ["## System calls and instructions per transaction (bench/cost.sh)\n",
+            "Counted in the same session, after the matrix, by `bench/cost.sh` (pgsplit with "
+            "routing off and on, PgBouncer; all in clear): system calls from `strace -c -f`, "
+            "context switches and CPU time from `/proc`, user-space instructions (Ir) from "
+            "callgrind. See [docs/benchmarks.md](../../docs/benchmarks.md) for what they mean.\n",
+            "```", text, "```", ""]
 
 
 def read_your_writes_section(cells):
@@ -384,6 +475,9 @@ each target on its own loopback port, all as user `app` / `secret`.
   metrics ports. Reads go to the replicas, so it may use up to POOL_SIZE server connections
   on each of them. After a client writes, its reads go to the primary until a replica has
   replayed the write (read-your-writes by LSN).
+- **pgsplit-norouting**: the same as pgsplit with `routing.enabled = false`: every
+  statement goes to the primary, so it does what PgBouncer does (transaction pooling, one
+  node) and the two compare like for like.
 - **pgsplit-time**: the same with `read_your_writes = "time"` (`pin_after_write = 5s`):
   after a client writes, its reads go to the primary for 5 s, which in the `mixed`
   workload keeps nearly every client on the primary. Run in the `mixed` workload only.
@@ -458,6 +552,7 @@ def main():
     p.add_argument("--raw", required=True)
     p.add_argument("--meta", required=True)
     p.add_argument("--import-md")
+    p.add_argument("--cost")
     p.add_argument("--out", required=True)
     p.add_argument("--charts", required=True)
     args = p.parse_args()

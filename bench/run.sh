@@ -4,7 +4,7 @@
 # Installs the other proxies from Debian if they are missing, brings up the dev cluster,
 # builds pgsplit, starts every target on its own loopback port and runs a pgbench matrix
 # (workloads x targets x rounds, the order of the targets rotated every round). Writes
-# bench/RESULTS.md, bench/results.tsv and the charts in bench/charts/ (bench/report.py).
+# bench/results/RESULTS.md, bench/results/results.tsv and the charts in bench/results/charts/ (bench/report.py).
 #
 # Targets (each as user app / secret, database bench):
 #   direct     the primary itself, 127.0.0.1:15432
@@ -15,10 +15,16 @@
 #              replicas, delay_threshold = pgsplit's max_replica_lag (16MB)
 #   pgsplit    pgsplit (config.toml with pool.max_size = POOL_SIZE, routing on,
 #              read_your_writes = "lsn" as shipped)
+#   pgsplit-norouting  the same with routing off: pooling only, every statement to the
+#              primary, like PgBouncer
 #   pgsplit-time  the same with read_your_writes = "time" (pin_after_write): the mixed
-#              workload only, where read-your-writes decides where reads go. For both
+#              workload only, where read-your-writes decides where reads go. For the
 #              pgsplit targets the share of reads served by replicas is taken from /metrics
 #              before and after each run (see replica_reads below).
+#
+# For every proxy, each run also records the CPU time its processes used (utime + stime
+# of the process and its descendants, all threads, from /proc) divided by the transactions
+# pgbench counted: the proxy's own CPU per transaction.
 #
 # Workloads (pgbench -n, -T DURATION):
 #   select-simple    -S -M simple   -c CLIENTS
@@ -49,7 +55,7 @@ BIG_CLIENTS="${BIG_CLIENTS:-500}"
 # the 500-client workloads run at least BIG_MIN_DURATION seconds.
 BIG_MIN_DURATION="${BIG_MIN_DURATION:-10}"
 LOG_SAMPLING="${LOG_SAMPLING:-0.05}"
-ALL_TARGETS="direct haproxy pgbouncer pgpool pgsplit pgsplit-time"
+ALL_TARGETS="direct haproxy pgbouncer pgpool pgsplit pgsplit-norouting pgsplit-time"
 ALL_WORKLOADS="select-simple select-prepared tpcb mixed c1 c500 c500-prepared"
 TARGETS="${TARGETS:-$ALL_TARGETS}"
 WORKLOADS="${WORKLOADS:-$ALL_WORKLOADS}"
@@ -61,18 +67,21 @@ BENCH_PGSPLIT_PORT="${BENCH_PGSPLIT_PORT:-6444}"
 BENCH_METRICS_PORT="${BENCH_METRICS_PORT:-9944}"
 BENCH_PGSPLIT_TIME_PORT="${BENCH_PGSPLIT_TIME_PORT:-6445}"
 BENCH_TIME_METRICS_PORT="${BENCH_TIME_METRICS_PORT:-9945}"
+BENCH_PGSPLIT_NOROUTING_PORT="${BENCH_PGSPLIT_NOROUTING_PORT:-6446}"
+BENCH_NOROUTING_METRICS_PORT="${BENCH_NOROUTING_METRICS_PORT:-9946}"
 BENCH_DIR="$PGSPLIT_CLUSTER_DIR/bench"
-RESULTS_MD="$REPO_ROOT/bench/RESULTS.md"
-RESULTS_TSV="$REPO_ROOT/bench/results.tsv"
-CHART_DIR="$REPO_ROOT/bench/charts"
+RESULTS_MD="$REPO_ROOT/bench/results/RESULTS.md"
+RESULTS_TSV="$REPO_ROOT/bench/results/results.tsv"
+CHART_DIR="$REPO_ROOT/bench/results/charts"
 
 usage() {
     cat <<EOF
 Usage: bench/run.sh [--help]
 
-Runs a pgbench matrix against direct, haproxy, pgbouncer, pgpool and pgsplit (and, in
-the mixed workload, pgsplit with read_your_writes = "time": pgsplit-time) and writes
-bench/RESULTS.md, bench/results.tsv and bench/charts/*.png. Run as root on a Debian
+Runs a pgbench matrix against direct, haproxy, pgbouncer, pgpool, pgsplit and pgsplit
+with routing off (pgsplit-norouting) (and, in the mixed workload, pgsplit with
+read_your_writes = "time": pgsplit-time), with each proxy's CPU per transaction, and writes
+bench/results/RESULTS.md, bench/results/results.tsv and bench/results/charts/*.png. Run as root on a Debian
 machine to let it install pgbouncer, pgpool2, haproxy and gnuplot-nox when they are
 missing. A short smoke run:  ROUNDS=1 DURATION=2 bench/run.sh
 
@@ -93,9 +102,12 @@ Environment (defaults in brackets):
   HAPROXY_PORT=$HAPROXY_PORT PGBOUNCER_PORT=$PGBOUNCER_PORT PGPOOL_PORT=$PGPOOL_PORT PGPOOL_PCP_PORT=$PGPOOL_PCP_PORT
   BENCH_PGSPLIT_PORT=$BENCH_PGSPLIT_PORT BENCH_METRICS_PORT=$BENCH_METRICS_PORT   (pgsplit and its /metrics)
   BENCH_PGSPLIT_TIME_PORT=$BENCH_PGSPLIT_TIME_PORT BENCH_TIME_METRICS_PORT=$BENCH_TIME_METRICS_PORT   (pgsplit-time)
+  BENCH_PGSPLIT_NOROUTING_PORT=$BENCH_PGSPLIT_NOROUTING_PORT BENCH_NOROUTING_METRICS_PORT=$BENCH_NOROUTING_METRICS_PORT   (pgsplit-norouting)
   IMPORT_KINDS="pgsplit pgpool"  bulk-import scenario through these (empty: skip it)
   IMPORT_SCALE=50 IMPORT_THRESHOLD=4194304   its pgbench -i scale and the lag threshold
                       both proxies get (bytes); IMPORT_PGSPLIT_PORT=6460 IMPORT_PGPOOL_PORT=6470
+  COST=1              then bench/cost.sh: system calls and instructions per transaction
+                      (needs strace and valgrind; COST=0 skips it)
   PGSPLIT_SKIP_BUILD=1, PGSPLIT_BIN   use a prebuilt pgsplit
   PGSPLIT_CLUSTER_DIR                 the dev cluster (default /tmp/pgsplit-cluster)
 
@@ -178,9 +190,11 @@ PORT_OF[pgbouncer]="$PGBOUNCER_PORT"
 PORT_OF[pgpool]="$PGPOOL_PORT"
 PORT_OF[pgsplit]="$BENCH_PGSPLIT_PORT"
 PORT_OF[pgsplit-time]="$BENCH_PGSPLIT_TIME_PORT"
+PORT_OF[pgsplit-norouting]="$BENCH_PGSPLIT_NOROUTING_PORT"
 declare -A METRICS_OF=() # METRICS_OF[target]: the /metrics port of a pgsplit target
 METRICS_OF[pgsplit]="$BENCH_METRICS_PORT"
 METRICS_OF[pgsplit-time]="$BENCH_TIME_METRICS_PORT"
+METRICS_OF[pgsplit-norouting]="$BENCH_NOROUTING_METRICS_PORT"
 
 # sslmode=disable: no target here speaks TLS, and without it libpq sends an SSLRequest first,
 # which turns Pgpool-II's "too many clients" refusal into "error during SSL exchange".
@@ -216,6 +230,7 @@ start_target() {
     local knob="${t^^}_PORT"
     [[ "$t" == pgsplit ]] && knob=BENCH_PGSPLIT_PORT
     [[ "$t" == pgsplit-time ]] && knob=BENCH_PGSPLIT_TIME_PORT
+    [[ "$t" == pgsplit-norouting ]] && knob=BENCH_PGSPLIT_NOROUTING_PORT
     port_open "$port" && lib_die "something already listens on 127.0.0.1:$port (wanted for $t; set $knob)"
     say "starting $t on 127.0.0.1:$port (log: $log)"
     "$@" >"$log" 2>&1 &
@@ -259,43 +274,12 @@ EOF
 }
 
 start_pgbouncer() {
-    local dir="$BENCH_DIR/pgbouncer" user=()
+    local dir="$BENCH_DIR/pgbouncer"
     mkdir -p "$dir"
-    # Plaintext password: PgBouncer answers the client's SCRAM login with it and logs in to
-    # the primary with SCRAM itself.
-    echo '"app" "secret"' >"$dir/userlist.txt"
-    cat >"$dir/pgbouncer.ini" <<EOF
-; Generated by bench/run.sh: transaction pooling to the primary.
-[databases]
-bench = host=127.0.0.1 port=$PRIMARY_PORT dbname=bench
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PGBOUNCER_PORT
-unix_socket_dir =
-pidfile = $dir/pgbouncer.pid
-auth_type = scram-sha-256
-auth_file = $dir/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-min_pool_size = 0
-reserve_pool_size = 0
-max_client_conn = $((BIG_CLIENTS + 100 > 600 ? BIG_CLIENTS + 100 : 600))
-ignore_startup_parameters = extra_float_digits
-; The dev cluster speaks TLS, and PgBouncer's default (prefer) would use it; pgsplit's
-; default to the nodes is plain, so both run plain.
-server_tls_sslmode = disable
-log_connections = 0
-log_disconnections = 0
-EOF
-    chmod 0600 "$dir/userlist.txt"
-    # PgBouncer refuses to run as root: -u drops to the postgres OS user, which then needs
-    # to read the config and userlist.
-    if is_root; then
-        chown -R postgres:postgres "$dir"
-        user=(-u postgres)
-    fi
-    start_target pgbouncer pgbouncer "${user[@]}" "$dir/pgbouncer.ini"
+    bench_pgbouncer_config "$dir" "$PGBOUNCER_PORT" "$POOL_SIZE" \
+        $((BIG_CLIENTS + 100 > 600 ? BIG_CLIENTS + 100 : 600)) \
+        "pidfile = $dir/pgbouncer.pid" "min_pool_size = 0" "reserve_pool_size = 0"
+    start_target pgbouncer pgbouncer "${PGBOUNCER_AS[@]}" "$dir/pgbouncer.ini"
 }
 
 start_pgpool() {
@@ -391,20 +375,22 @@ EOF
     "$PSQL" -X -w "$(target_url pgpool)" -c 'SHOW pool_nodes' | sed 's/^/   /'
 }
 
-# Target pgsplit, or pgsplit-time: the same with read_your_writes = "time".
+# Target pgsplit; pgsplit-time: the same with read_your_writes = "time"; pgsplit-norouting:
+# the same with routing off.
 start_bench_pgsplit() {
-    local t="$1" ryw="lsn"
+    local t="$1" ryw="lsn" routing=true
     local dir="$BENCH_DIR/$t" config port="${PORT_OF[$1]}" metrics="${METRICS_OF[$1]}"
     [[ "$t" == pgsplit-time ]] && ryw="time"
+    [[ "$t" == pgsplit-norouting ]] && routing=false
     mkdir -p "$dir"
     config="$dir/pgsplit.toml"
-    # config.toml with its own ports and a pool of POOL_SIZE; everything else as shipped
-    # (routing on, max_replica_lag 16MB, worker_threads 1); read_your_writes "lsn" or "time".
-    sed -e "s/^listen = \"127\.0\.0\.1:6432\"/listen = \"127.0.0.1:$port\"/" \
-        -e "s/^listen = \"127\.0\.0\.1:9930\"/listen = \"127.0.0.1:$metrics\"/" \
-        -e "s/^max_size = .*/max_size = $POOL_SIZE/" \
-        -e "s/^read_your_writes = .*/read_your_writes = \"$ryw\"/" \
-        "$REPO_ROOT/config.toml" >"$config"
+    # config.toml with its own ports, a pool of POOL_SIZE and /metrics on; everything else
+    # as shipped (max_replica_lag 16MB, worker_threads 1); read_your_writes "lsn" or "time".
+    bench_pgsplit_config "$config" "$port" "$routing" \
+        -e "/^\[metrics\]/,/^\[/ s/^enabled = .*/enabled = true/" \
+        -e "/^\[metrics\]/,/^\[/ s/^listen = .*/listen = \"127.0.0.1:$metrics\"/" \
+        -e "/^\[pool\]/,/^\[/ s/^max_size = .*/max_size = $POOL_SIZE/" \
+        -e "s/^read_your_writes = .*/read_your_writes = \"$ryw\"/"
     if ! grep -q "^listen = \"127.0.0.1:$port\"" "$config" ||
         ! grep -q "^listen = \"127.0.0.1:$metrics\"" "$config" ||
         ! grep -q "^max_size = $POOL_SIZE\$" "$config" ||
@@ -441,7 +427,29 @@ wait_replicas() {
 }
 
 # ---- 4. one pgbench run ------------------------------------------------------------------------
-TSV_HEADER="round	workload	target	position	clients	status	tps	lat_avg_ms	p50_us	p99_us	failed	errors	first_error	reads_replica	reads_primary"
+TSV_HEADER="round	workload	target	position	clients	status	tps	lat_avg_ms	p50_us	p99_us	failed	errors	first_error	reads_replica	reads_primary	cpu_us_per_tx"
+CLK_TCK="$(getconf CLK_TCK)"
+
+# CPU time so far, in clock ticks, of target $1's process and all its descendants (Pgpool-II
+# forks a child per client): utime + stime of each, all threads, plus what they reaped.
+# "-" for a target without a process of ours (direct).
+proxy_cpu_ticks() {
+    local root="${PID[$1]:-}"
+    [[ -n "$root" ]] || {
+        echo -
+        return
+    }
+    # /proc/PID/stat: "pid (comm) state ppid ..."; after the comm, field 2 is the ppid and
+    # fields 12-15 utime, stime, cutime, cstime.
+    # (A process may end between the glob and cat: cat then fails, which does not matter.)
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$root" '
+        { pid = $1; rest = $0; sub(/^.*\) /, "", rest); split(rest, f, " ")
+          ppid[pid] = f[2]; ticks[pid] = f[12] + f[13] + f[14] + f[15] }
+        END { for (p in ticks) { q = p
+                  while (q != "" && q != root && q in ppid) q = ppid[q]
+                  if (q == root) total += ticks[p] }
+              print total + 0 }'
+}
 
 # Percentile P (0-100) of the numbers on stdin, nearest rank; "-" if none.
 percentile() {
@@ -480,7 +488,7 @@ run_one() {
     # max_connections (less its reserved slots and the lag monitors) they cannot run.
     if [[ "$target" == direct || "$target" == haproxy ]] && ((clients > MAX_DIRECT_CLIENTS)); then
         echo "n/a ($clients clients > $MAX_DIRECT_CLIENTS usable of max_connections $MAX_CONNECTIONS)"
-        printf '%s\t%s\t%s\t%s\t%s\tn/a\t-\t-\t-\t-\t-\t-\t%s\t-\t-\n' "$round" "$workload" "$target" \
+        printf '%s\t%s\t%s\t%s\t%s\tn/a\t-\t-\t-\t-\t-\t-\t%s\t-\t-\t-\n' "$round" "$workload" "$target" \
             "$position" "$clients" "not applicable: $clients clients exceed the primary's max_connections ($MAX_CONNECTIONS)" >>"$RAW_TSV"
         return 0
     fi
@@ -502,7 +510,10 @@ run_one() {
     wait_replicas
     local before=(- -) after=(- -) reads_replica=- reads_primary=-
     [[ -z "${METRICS_OF[$target]:-}" ]] || read -r -a before <<<"$(replica_reads "$target")"
+    local cpu_before cpu_after cpu=-
+    cpu_before="$(proxy_cpu_ticks "$target")"
     timeout --kill-after=10 $((duration + 120)) "$PGBENCH" "${args[@]}" "$(target_url "$target")" >"$log" 2>&1 || rc=$?
+    cpu_after="$(proxy_cpu_ticks "$target")"
     [[ -z "${METRICS_OF[$target]:-}" ]] || read -r -a after <<<"$(replica_reads "$target")"
     if [[ "${before[0]}${after[0]}" =~ ^[0-9]+$ ]]; then
         reads_replica=$((after[0] - before[0]))
@@ -512,8 +523,13 @@ run_one() {
     # pgbench 15 prints "tps = N (without initial connection time)", "latency average = N ms",
     # "number of failed transactions: N (x%)"; a client that hits an error aborts and pgbench
     # exits 2 ("Run was aborted"), its other clients' figures still printed.
-    local tps lat failed errors first_error status p50 p99
+    local tps lat failed errors first_error status p50 p99 txs
     tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$log")"
+    txs="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$log")"
+    if [[ "$cpu_before" != - && "${txs:-0}" -gt 0 ]]; then
+        cpu="$(awk -v a="$cpu_after" -v b="$cpu_before" -v n="$txs" -v hz="$CLK_TCK" \
+            'BEGIN { printf "%.1f", (a - b) / hz * 1e6 / n }')"
+    fi
     lat="$(sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' "$log")"
     failed="$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$log")"
     errors="$(grep -c -i 'error' "$log" || true)"
@@ -548,22 +564,22 @@ run_one() {
         share="  reads on replicas $((100 * reads_replica / (reads_replica + reads_primary)))%"
     fi
     if [[ "$status" == ok ]]; then
-        echo "$tps tps  p50 ${p50} us  p99 ${p99} us$share"
+        echo "$tps tps  p50 ${p50} us  p99 ${p99} us  CPU ${cpu} us/tx$share"
     else
         echo "$status: ${tps:-no} tps, $errors error lines, exit $rc (see $log)"
         [[ -z "$first_error" ]] || echo "     $first_error"
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$workload" "$target" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$workload" "$target" \
         "$position" "$clients" "$status" "${tps:--}" "${lat:--}" "$p50" "$p99" "${failed:--}" \
-        "$errors" "${first_error:--}" "$reads_replica" "$reads_primary" >>"$RAW_TSV"
+        "$errors" "${first_error:--}" "$reads_replica" "$reads_primary" "$cpu" >>"$RAW_TSV"
 }
 
 # ---- 5. the bulk-import scenario ---------------------------------------------------------------
-# bench/import.sh runs a read load (writer, pinned readers, plain readers: bench/import_probe.rs)
+# bench/import.sh runs a read load (writer, pinned readers, plain readers: examples/import_probe.rs)
 # through a proxy while `pgbench -i -s IMPORT_SCALE` imports on the primary, once through a
 # pgsplit and once through a Pgpool-II that it starts itself with the same lag threshold
 # (IMPORT_THRESHOLD, default 4MB: the dev cluster replays fast and rarely falls 16MB behind).
-# Each run writes a Markdown summary; they go into RESULTS.md, the charts into bench/charts/.
+# Each run writes a Markdown summary; they go into RESULTS.md, the charts into bench/results/charts/.
 IMPORT_KINDS="${IMPORT_KINDS-pgsplit pgpool}"
 IMPORT_PGSPLIT_PORT="${IMPORT_PGSPLIT_PORT:-6460}"
 IMPORT_PGPOOL_PORT="${IMPORT_PGPOOL_PORT:-6470}"
@@ -595,7 +611,7 @@ cd "$REPO_ROOT"
 install_packages
 need_pg_clients
 command -v python3 >/dev/null 2>&1 || lib_die "python3 is needed for bench/report.py (apt-get install python3)"
-if wants pgsplit || wants pgsplit-time; then build_pgsplit; fi
+if wants pgsplit || wants pgsplit-norouting || wants pgsplit-time; then build_pgsplit; fi
 
 say "dev/cluster.sh up"
 "$REPO_ROOT/dev/cluster.sh" up
@@ -606,7 +622,7 @@ RESERVED="$(node_psql "$PRIMARY_PORT" -d postgres -c 'SHOW superuser_reserved_co
 MAX_DIRECT_CLIENTS=$((MAX_CONNECTIONS - RESERVED - 10))
 
 rm -rf "$BENCH_DIR"
-mkdir -p "$BENCH_DIR/runs" "$BENCH_DIR"/{haproxy,pgbouncer,pgpool,pgsplit,pgsplit-time}
+mkdir -p "$BENCH_DIR/runs" "$BENCH_DIR"/{haproxy,pgbouncer,pgpool,pgsplit,pgsplit-norouting,pgsplit-time}
 is_root && chown postgres:postgres "$BENCH_DIR"
 RAW_TSV="$BENCH_DIR/raw.tsv"
 echo "$TSV_HEADER" >"$RAW_TSV"
@@ -615,6 +631,7 @@ wants haproxy && start_haproxy
 wants pgbouncer && start_pgbouncer
 wants pgpool && start_pgpool
 wants pgsplit && start_bench_pgsplit pgsplit
+wants pgsplit-norouting && start_bench_pgsplit pgsplit-norouting
 wants pgsplit-time && start_bench_pgsplit pgsplit-time
 
 # Facts for the report, key<TAB>value.
@@ -632,7 +649,7 @@ META="$BENCH_DIR/meta.tsv"
     wants pgbouncer && printf 'pgbouncer\t%s\n' "$(pgbouncer --version | head -n1)"
     wants pgpool && printf 'pgpool\t%s\n' "$(pgpool --version 2>&1 | head -n1)"
     wants haproxy && printf 'haproxy\t%s\n' "$(haproxy -v | head -n1 | cut -d' ' -f1-4)"
-    if wants pgsplit || wants pgsplit-time; then
+    if wants pgsplit || wants pgsplit-norouting || wants pgsplit-time; then
         printf 'pgsplit\t%s, git %s%s\n' "$("$PGSPLIT_BIN" --version)" "$(git rev-parse --short HEAD)" \
             "$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock config.toml || echo ' (modified)')"
     fi
@@ -661,15 +678,27 @@ done
 import_scenario
 
 printf 'loadavg_end\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$META"
+stop_targets >/dev/null
 if wants pgsplit; then
-    stop_targets >/dev/null
     printf 'pgsplit_routing\t%s\n' "$(grep -h 'routing totals' "${TLOG[pgsplit]}" | sed 's/.*routing totals *//' | tail -n1)" >>"$META"
 fi
 
+# System calls, context switches and instructions per transaction of pgsplit and PgBouncer
+# (bench/cost.sh writes bench/results/last-cost.txt; RESULTS.md shows it). COST=0 skips it.
+COST_TXT=""
+if [[ "${COST:-1}" == 1 ]]; then
+    say "bench/cost.sh (system calls and instructions per transaction)"
+    if PGSPLIT_SKIP_BUILD=1 "$REPO_ROOT/bench/cost.sh"; then
+        COST_TXT="$REPO_ROOT/bench/results/last-cost.txt"
+    else
+        echo "   warning: bench/cost.sh failed; RESULTS.md has no system call table" >&2
+    fi
+fi
+
 cp "$RAW_TSV" "$RESULTS_TSV"
-say "writing bench/RESULTS.md and bench/charts/"
+say "writing bench/results/RESULTS.md and bench/results/charts/"
 python3 "$REPO_ROOT/bench/report.py" --raw "$RESULTS_TSV" --meta "$META" \
-    --import-md "$BENCH_DIR/import.md" --out "$RESULTS_MD" --charts "$CHART_DIR"
+    --import-md "$BENCH_DIR/import.md" ${COST_TXT:+--cost "$COST_TXT"} --out "$RESULTS_MD" --charts "$CHART_DIR"
 echo
 sed -n '/^## Summary/,/^## /p' "$RESULTS_MD" | sed '$d'
-echo "(bench/RESULTS.md, bench/results.tsv, bench/charts/; per-run pgbench output in $BENCH_DIR/runs/)"
+echo "(bench/results/RESULTS.md, bench/results/results.tsv, bench/results/charts/; per-run pgbench output in $BENCH_DIR/runs/)"

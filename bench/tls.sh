@@ -6,10 +6,11 @@
 # Makes a self-signed certificate for 127.0.0.1, starts pgsplit (the repository's
 # config.toml with a [tls] section, client_mode = "allow"; once with routing on, once with
 # routing off) and PgBouncer (transaction pooling to the primary, client_tls_sslmode =
-# allow, the same certificate), then runs `pgbench -n -S -M simple` with sslmode=require
-# against each, ROUNDS rounds with the order rotating. For each run it records TPS and the
+# allow, the same certificate), all with pools of POOL_SIZE, then runs `pgbench -n -S -M
+# simple` with sslmode=require against each and straight against the primary and a replica
+# (whose TLS the dev cluster has), ROUNDS rounds with the order rotating. For each run it records TPS and the
 # proxy process's CPU time per transaction ((utime + stime) / transactions). Prints per-run
-# figures, medians and ratios against PgBouncer, and writes them to bench/last-tls.txt.
+# figures, medians and ratios against PgBouncer, and writes them to bench/results/last-tls.txt.
 # Run as root on a Debian machine (PgBouncer is started as the postgres OS user).
 set -euo pipefail
 export LC_ALL=C
@@ -24,10 +25,10 @@ CLIENTS="${CLIENTS:-16}"
 THREADS="${THREADS:-2}"
 SCALE="${SCALE:-10}"
 POOL_SIZE="${POOL_SIZE:-20}"
-OUT="$REPO_ROOT/bench/last-tls.txt"
+OUT="$REPO_ROOT/bench/results/last-tls.txt"
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     echo
     echo "Environment: ROUNDS ($ROUNDS), DURATION ($DURATION s), CLIENTS ($CLIENTS), THREADS ($THREADS), SCALE ($SCALE), POOL_SIZE ($POOL_SIZE)."
 }
@@ -41,7 +42,7 @@ export PGPASSWORD=secret
 DIR="$PGSPLIT_CLUSTER_DIR/bench-tls"
 rm -rf "$DIR"
 mkdir -p "$DIR"
-cargo build --release -q
+build_pgsplit >/dev/null
 "$REPO_ROOT/dev/cluster.sh" up >/dev/null
 bench_data_at_scale "$SCALE" >/dev/null
 
@@ -50,7 +51,11 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
     -addext subjectAltName=IP:127.0.0.1 -keyout "$DIR/server.key" -out "$DIR/server.crt" 2>/dev/null
 
 # ---- the proxies ----------------------------------------------------------------------------
-declare -A PID=() PORT=([pgsplit]=6451 [pgsplit-norouting]=6452 [pgbouncer]=6453)
+# direct, replica1, replicas: pgbench straight to the primary, to a replica, and to both
+# replicas at once (half the clients each), with no proxy and so no proxy CPU: with routing
+# on, pgsplit's reads are served by both replicas.
+declare -A PID=() PORT=([pgsplit]=6451 [pgsplit-norouting]=6452 [pgbouncer]=6453
+    [direct]=$PRIMARY_PORT [replica1]=$REPLICA1_PORT [replica2]=$REPLICA2_PORT)
 stop_all() {
     for t in "${!PID[@]}"; do kill -TERM "${PID[$t]}" 2>/dev/null || true; done
     wait 2>/dev/null || true
@@ -61,63 +66,62 @@ for t in pgsplit pgsplit-norouting; do
     routing=true
     [[ "$t" == pgsplit-norouting ]] && routing=false
     bench_pgsplit_config "$DIR/$t.toml" "${PORT[$t]}" "$routing" \
+        -e "/^\[pool\]/,/^\[/ s/^max_size = .*/max_size = $POOL_SIZE/" \
         -e "/^\[tls\]/,/^\[/ s|^client_mode = .*|client_mode = \"allow\"\ncert_file = \"$DIR/server.crt\"\nkey_file = \"$DIR/server.key\"|"
-    "$REPO_ROOT/target/release/pgsplit" --config "$DIR/$t.toml" >"$DIR/$t.log" 2>&1 &
+    "$PGSPLIT_BIN" --config "$DIR/$t.toml" >"$DIR/$t.log" 2>&1 &
     PID[$t]=$!
 done
 
-echo '"app" "secret"' >"$DIR/userlist.txt"
-cat >"$DIR/pgbouncer.ini" <<EOF
-[databases]
-bench = host=127.0.0.1 port=$PRIMARY_PORT dbname=bench
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = ${PORT[pgbouncer]}
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $DIR/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-max_client_conn = 600
-ignore_startup_parameters = extra_float_digits
-client_tls_sslmode = allow
-client_tls_cert_file = $DIR/server.crt
-client_tls_key_file = $DIR/server.key
-server_tls_sslmode = disable
-log_connections = 0
-log_disconnections = 0
-EOF
-chmod 0600 "$DIR/userlist.txt" "$DIR/server.key"
-bouncer_user=()
-if [[ "$(id -u)" == 0 ]]; then
-    chown -R postgres:postgres "$DIR"
-    bouncer_user=(-u postgres)
-fi
-pgbouncer "${bouncer_user[@]}" "$DIR/pgbouncer.ini" >"$DIR/pgbouncer.log" 2>&1 &
+chmod 0600 "$DIR/server.key"
+bench_pgbouncer_config "$DIR" "${PORT[pgbouncer]}" "$POOL_SIZE" 600 \
+    "client_tls_sslmode = allow" "client_tls_cert_file = $DIR/server.crt" \
+    "client_tls_key_file = $DIR/server.key"
+pgbouncer "${PGBOUNCER_AS[@]}" "$DIR/pgbouncer.ini" >"$DIR/pgbouncer.log" 2>&1 &
 PID[pgbouncer]=$!
 
-for t in "${!PORT[@]}"; do
+for t in "${!PID[@]}"; do
     wait_listening "${PORT[$t]}" "${PID[$t]}" "$t (log: $DIR/$t.log)"
 done
 sleep 3 # replicas join the read rotation after their first checks
 
 # ---- runs -----------------------------------------------------------------------------------
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-targets=(pgsplit pgsplit-norouting pgbouncer)
+cpu_ticks() { # PID, or nothing for a target without a proxy
+    if [[ -n "$1" ]]; then awk '{print $14 + $15}' "/proc/$1/stat"; else echo 0; fi
+}
+# pgbench -S against target $1 for DURATION; prints "TPS TRANSACTIONS". Target replicas runs
+# two at once, half the clients each against replica1 and replica2, and adds them up.
+run_pgbench() {
+    local ports=("${PORT[$1]:-}") clients="$CLIENTS" threads="$THREADS" p i=0 pids=() ok=1
+    if [[ "$1" == replicas ]]; then
+        ports=("${PORT[replica1]}" "${PORT[replica2]}")
+        clients=$((CLIENTS / 2))
+        threads=1
+    fi
+    for p in "${ports[@]}"; do
+        PGSSLMODE=require "$PGBENCH" -n -S -M simple -c "$clients" -j "$threads" -T "$DURATION" \
+            "postgres://app:secret@127.0.0.1:$p/bench" >"$DIR/pgbench-$i.out" 2>&1 &
+        pids+=($!)
+        i=$((i + 1))
+    done
+    for p in "${pids[@]}"; do wait "$p" || ok=0; done
+    ((ok)) || lib_die "pgbench against $1 failed: $(cat "$DIR"/pgbench-*.out)"
+    awk '/^tps/ {tps += $3} /number of transactions actually processed/ {n += $NF}
+        END {print tps, n}' "$DIR"/pgbench-*.out
+    rm -f "$DIR"/pgbench-*.out
+}
+targets=(pgsplit pgsplit-norouting pgbouncer direct replica1 replicas)
 declare -A TPS=() CPU=()
 hz="$(getconf CLK_TCK)"
 for round in $(seq 1 "$ROUNDS"); do
     n=${#targets[@]}
     for i in $(seq 0 $((n - 1))); do
         t="${targets[$(((i + round - 1) % n))]}"
-        before="$(cpu_ticks "${PID[$t]}")"
-        out="$(PGSSLMODE=require "$PGBENCH" -n -S -M simple -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
-            "postgres://app:secret@127.0.0.1:${PORT[$t]}/bench" 2>&1)" || lib_die "pgbench against $t failed: $out"
-        after="$(cpu_ticks "${PID[$t]}")"
-        tps="$(awk '/^tps/ {print $3}' <<<"$out")"
-        txs="$(awk '/number of transactions actually processed/ {print $NF}' <<<"$out")"
-        cpu="$(awk -v a="$after" -v b="$before" -v n="$txs" -v hz="$hz" 'BEGIN {printf "%.1f", (a - b) / hz * 1e6 / n}')"
+        before="$(cpu_ticks "${PID[$t]:-}")"
+        read -r tps txs <<<"$(run_pgbench "$t")"
+        after="$(cpu_ticks "${PID[$t]:-}")"
+        cpu=-
+        [[ -n "${PID[$t]:-}" ]] &&
+            cpu="$(awk -v a="$after" -v b="$before" -v n="$txs" -v hz="$hz" 'BEGIN {printf "%.1f", (a - b) / hz * 1e6 / n}')"
         echo "== round $round/$ROUNDS $t: $tps tps, $cpu µs CPU/tx"
         TPS[$t]+="$tps "
         CPU[$t]+="$cpu "
@@ -133,8 +137,9 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {print a
     for t in "${targets[@]}"; do
         m_tps="$(median <<<"${TPS[$t]}")"
         m_cpu="$(median <<<"${CPU[$t]}")"
-        ratio="$(awk -v a="$m_tps" -v b="$base_tps" -v c="$m_cpu" -v d="$base_cpu" 'BEGIN {printf "%.3fx, %.3fx", a / b, c / d}')"
+        ratio="$(awk -v a="$m_tps" -v b="$base_tps" -v c="$m_cpu" -v d="$base_cpu" \
+            'BEGIN {printf "%.3fx, ", a / b; if (c == "-") printf "-"; else printf "%.3fx", c / d}')"
         printf '%-19s %11s %17s  %-28s %s\n' "$t" "$m_tps" "$m_cpu" "$ratio" "${TPS[$t]}"
     done
 } | tee "$OUT"
-echo "(written to bench/last-tls.txt; logs in $DIR)"
+echo "(written to bench/results/last-tls.txt; logs in $DIR)"

@@ -21,10 +21,12 @@ set -euo pipefail
 # ---------------------------------------------------------------------------------------------
 # Settings
 # ---------------------------------------------------------------------------------------------
-CLUSTER_DIR="${PGSPLIT_CLUSTER_DIR:-/tmp/pgsplit-cluster}"
-CLUSTER_DIR="${CLUSTER_DIR%/}"
-SOCK_DIR="$CLUSTER_DIR/sock"
-LOG_DIR="$CLUSTER_DIR/log"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The cluster's directory, its socket and log directories and the ports: one definition, in
+# dev/lib.sh (PGSPLIT_CLUSTER_DIR, SOCK_DIR, LOG_DIR, PRIMARY_PORT, REPLICA1_PORT, ...).
+# shellcheck source=dev/lib.sh
+source "$REPO_ROOT/dev/lib.sh"
+CLUSTER_DIR="$PGSPLIT_CLUSTER_DIR"
 # Written at creation; later commands use the ports the cluster was built with.
 CLUSTER_ENV="$CLUSTER_DIR/cluster.env"
 # Serialises commands that change the cluster (two `up`s at once would fight).
@@ -34,9 +36,9 @@ TLS_DIR="$CLUSTER_DIR/tls"
 
 NODES=(primary replica1 replica2)
 declare -A PORT=(
-    [primary]="${PGSPLIT_PRIMARY_PORT:-15432}"
-    [replica1]="${PGSPLIT_REPLICA1_PORT:-15433}"
-    [replica2]="${PGSPLIT_REPLICA2_PORT:-15434}"
+    [primary]="$PRIMARY_PORT"
+    [replica1]="$REPLICA1_PORT"
+    [replica2]="$REPLICA2_PORT"
 )
 STREAM_TIMEOUT=60 # seconds `up` waits for both replicas to stream
 
@@ -174,18 +176,13 @@ touch_log() {
     give_to_pg "$log"
 }
 
-# psql against a node over the unix socket as user postgres. Extra args go to psql.
-# -X: ignore ~/.psqlrc, -w: never prompt (CI has no stdin), -At: bare values.
-node_psql() {
+# psql against node NODE (primary, replica1, replica2) over the unix socket as user
+# postgres, database postgres unless the extra args say otherwise (dev/lib.sh's node_psql
+# takes a port).
+node_sql() {
     local node="$1"
     shift
-    "$BINDIR/psql" -X -w -q -At -v ON_ERROR_STOP=1 \
-        -h "$SOCK_DIR" -p "${PORT[$node]}" -U postgres -d postgres "$@"
-}
-
-# Whether something accepts TCP connections on 127.0.0.1:PORT.
-port_open() {
-    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+    node_psql "${PORT[$node]}" -d postgres "$@"
 }
 
 # Last lines of a node's log, indented, for error messages.
@@ -272,7 +269,7 @@ node_running() {
 
 # The server answers queries.
 node_accepting() {
-    node_psql "$1" -c 'SELECT 1' >/dev/null 2>&1
+    node_sql "$1" -c 'SELECT 1' >/dev/null 2>&1
 }
 
 start_node() {
@@ -395,7 +392,7 @@ EOF
 bootstrap_primary() {
     [[ -f "$CLUSTER_DIR/.bootstrapped" ]] && return 0
     note "creating roles and databases"
-    node_psql primary -f - >/dev/null <<'SQL'
+    node_sql primary -f - >/dev/null <<'SQL'
 -- Superuser with a password, for tests over TCP (SCRAM).
 SET password_encryption = 'scram-sha-256';
 ALTER ROLE postgres WITH PASSWORD 'postgres';
@@ -447,7 +444,7 @@ create_replica() {
 
     rm -rf "$dir" # leftovers of an interrupted base backup
     # A slot left behind by an earlier copy of this replica would make -C fail.
-    node_psql primary -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+    node_sql primary -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
                           WHERE slot_name = '$node' AND NOT active" >/dev/null
 
     note "pg_basebackup $node (slot $node)"
@@ -511,7 +508,7 @@ enable_tls() {
     for node in "${NODES[@]}"; do
         node_tls_works "$node" && continue
         note "turning TLS on for $node"
-        node_psql "$node" \
+        node_sql "$node" \
             -c "ALTER SYSTEM SET ssl_cert_file = '$TLS_DIR/server.crt'" \
             -c "ALTER SYSTEM SET ssl_key_file = '$TLS_DIR/server.key'" \
             -c "ALTER SYSTEM SET ssl = on" \
@@ -533,7 +530,7 @@ enable_tls() {
 # ---------------------------------------------------------------------------------------------
 # How many of our replicas the primary sees as streaming (matched by their slots).
 streaming_count() {
-    node_psql primary -c "
+    node_sql primary -c "
         SELECT count(*) FROM pg_replication_slots s
         JOIN pg_stat_replication r ON r.pid = s.active_pid
         WHERE s.slot_name IN ('replica1', 'replica2') AND r.state = 'streaming'" 2>/dev/null ||
@@ -545,7 +542,7 @@ wait_for_streaming() {
     while [[ "$(streaming_count)" != 2 ]]; do
         if ((SECONDS >= deadline)); then
             echo "pg_stat_replication on primary:" >&2
-            node_psql primary -P footer=off -F ' | ' \
+            node_sql primary -P footer=off -F ' | ' \
                 -c "SELECT application_name, state, sent_lsn, replay_lsn FROM pg_stat_replication" >&2 || true
             log_tail replica1
             log_tail replica2
@@ -631,7 +628,7 @@ cmd_status() {
     fi
     local all_up=1 node primary_lsn=""
     if node_running primary; then
-        primary_lsn="$(node_psql primary -c 'SELECT pg_current_wal_lsn()' 2>/dev/null || true)"
+        primary_lsn="$(node_sql primary -c 'SELECT pg_current_wal_lsn()' 2>/dev/null || true)"
     fi
 
     printf '%-9s %-6s %-8s %-8s %-12s %-14s %-12s %s\n' \
@@ -641,7 +638,7 @@ cmd_status() {
         if node_running "$node"; then
             state=running
             # One row: in_recovery|lsn|pause state|apply delay|lag bytes behind the primary.
-            if row="$(node_psql "$node" -F '|' -c "
+            if row="$(node_sql "$node" -F '|' -c "
                 SELECT CASE WHEN pg_is_in_recovery() THEN 'replica' ELSE 'primary' END,
                        CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
                             ELSE pg_current_wal_lsn() END,
@@ -676,11 +673,11 @@ cmd_pause() {
     node="$(replica_node "$1")"
     load_ports
     require_running_replica "$node"
-    node_psql "$node" -c 'SELECT pg_wal_replay_pause()' >/dev/null
+    node_sql "$node" -c 'SELECT pg_wal_replay_pause()' >/dev/null
     # The request takes effect at the next WAL record boundary; usually at once.
     local state=""
     for _ in $(seq 50); do
-        state="$(node_psql "$node" -c 'SELECT pg_get_wal_replay_pause_state()')"
+        state="$(node_sql "$node" -c 'SELECT pg_get_wal_replay_pause_state()')"
         [[ "$state" == paused ]] && break
         sleep 0.1
     done
@@ -692,8 +689,8 @@ cmd_resume() {
     node="$(replica_node "$1")"
     load_ports
     require_running_replica "$node"
-    node_psql "$node" -c 'SELECT pg_wal_replay_resume()' >/dev/null
-    echo "$node: replay $(node_psql "$node" -c 'SELECT pg_get_wal_replay_pause_state()')"
+    node_sql "$node" -c 'SELECT pg_wal_replay_resume()' >/dev/null
+    echo "$node: replay $(node_sql "$node" -c 'SELECT pg_get_wal_replay_pause_state()')"
 }
 
 # DURATION in milliseconds, as pg_settings reports recovery_min_apply_delay.
@@ -718,21 +715,21 @@ set_apply_delay() {
     require_running_replica "$node"
 
     if [[ "$want" == 0 ]]; then
-        node_psql "$node" -c 'ALTER SYSTEM RESET recovery_min_apply_delay' >/dev/null
+        node_sql "$node" -c 'ALTER SYSTEM RESET recovery_min_apply_delay' >/dev/null
     else
-        node_psql "$node" -c "ALTER SYSTEM SET recovery_min_apply_delay = '$duration'" >/dev/null
+        node_sql "$node" -c "ALTER SYSTEM SET recovery_min_apply_delay = '$duration'" >/dev/null
     fi
-    node_psql "$node" -c 'SELECT pg_reload_conf()' >/dev/null
+    node_sql "$node" -c 'SELECT pg_reload_conf()' >/dev/null
 
     # The reload is asynchronous: wait until new sessions see the new value.
     local got=""
     for _ in $(seq 50); do
-        got="$(node_psql "$node" -c "SELECT setting FROM pg_settings WHERE name = 'recovery_min_apply_delay'")"
+        got="$(node_sql "$node" -c "SELECT setting FROM pg_settings WHERE name = 'recovery_min_apply_delay'")"
         [[ "$got" == "$want" ]] && break
         sleep 0.1
     done
     [[ "$got" == "$want" ]] || note "warning: $node still reports recovery_min_apply_delay = ${got}ms"
-    echo "$node: recovery_min_apply_delay = $(node_psql "$node" -c 'SHOW recovery_min_apply_delay')"
+    echo "$node: recovery_min_apply_delay = $(node_sql "$node" -c 'SHOW recovery_min_apply_delay')"
 }
 
 cmd_stop() {
@@ -777,13 +774,13 @@ cmd_stop_primary() {
 
 # Whether a node runs and is out of recovery (a primary, or a promoted replica).
 node_is_primary() {
-    [[ "$(node_psql "$1" -c 'SELECT NOT pg_is_in_recovery()' 2>/dev/null)" == t ]]
+    [[ "$(node_sql "$1" -c 'SELECT NOT pg_is_in_recovery()' 2>/dev/null)" == t ]]
 }
 
 # The timeline a node out of recovery writes on (the name of its current WAL file changes at
 # the promotion, pg_control_checkpoint() only at the checkpoint after it).
 node_timeline() {
-    node_psql "$1" -c "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int" 2>/dev/null
+    node_sql "$1" -c "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int" 2>/dev/null
 }
 
 cmd_start_primary() {
@@ -824,7 +821,7 @@ cmd_promote() {
 
 # Whether replica node streams from the primary (its slot is active and streaming).
 replica_streams() {
-    [[ "$(node_psql primary -c "
+    [[ "$(node_sql primary -c "
         SELECT count(*) FROM pg_replication_slots s
         JOIN pg_stat_replication r ON r.pid = s.active_pid
         WHERE s.slot_name = '$1' AND r.state = 'streaming'" 2>/dev/null)" == 1 ]]
@@ -869,7 +866,7 @@ cmd_rebuild() {
         write_node_conf primary
         start_node primary
         # What it had as a replica must not reach the replicas copied from it.
-        node_psql primary -c 'ALTER SYSTEM RESET primary_conninfo' \
+        node_sql primary -c 'ALTER SYSTEM RESET primary_conninfo' \
             -c 'ALTER SYSTEM RESET primary_slot_name' \
             -c 'ALTER SYSTEM RESET recovery_min_apply_delay' -c 'SELECT pg_reload_conf()' >/dev/null
     fi

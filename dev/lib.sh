@@ -5,8 +5,9 @@
 # pipefail` before sourcing this file.
 # shellcheck shell=bash disable=SC2034  # variables here are used by the scripts that source it
 
-# ---- the dev cluster (see dev/cluster.sh) ----
+# ---- the dev cluster (dev/cluster.sh sources this file too) ----
 export PGSPLIT_CLUSTER_DIR="${PGSPLIT_CLUSTER_DIR:-/tmp/pgsplit-cluster}"
+PGSPLIT_CLUSTER_DIR="${PGSPLIT_CLUSTER_DIR%/}"
 PRIMARY_PORT="${PGSPLIT_PRIMARY_PORT:-15432}"
 REPLICA1_PORT="${PGSPLIT_REPLICA1_PORT:-15433}"
 REPLICA2_PORT="${PGSPLIT_REPLICA2_PORT:-15434}"
@@ -112,6 +113,46 @@ bench_pgsplit_config() { # OUT PORT ROUTING [SED_ARGS...]
         -e "/^\[metrics\]/,/^\[/ s/^enabled = .*/enabled = false/" \
         -e "/^\[routing\]/,/^\[/ s/^enabled = .*/enabled = $routing/" \
         "$@" "$REPO_ROOT/config.toml" >"$out"
+}
+
+# Writes DIR/pgbouncer.ini and DIR/userlist.txt, a PgBouncer under benchmark: transaction
+# pooling of database bench to the primary with pools of POOL_SIZE, SCRAM logins as app /
+# secret (a plaintext userlist, so PgBouncer logs in to the primary with SCRAM itself), the
+# nodes in clear (the dev cluster speaks TLS, and PgBouncer's default would use it), no
+# connection logs. Further ini lines for [pgbouncer] follow as arguments. Run as root, it
+# hands DIR to the postgres OS user, which PgBouncer must run as: start it with
+# `pgbouncer "${PGBOUNCER_AS[@]}" DIR/pgbouncer.ini`.
+PGBOUNCER_AS=()
+bench_pgbouncer_config() { # DIR PORT POOL_SIZE MAX_CLIENT_CONN [INI_LINE...]
+    local dir="$1" port="$2" pool="$3" max_clients="$4"
+    shift 4
+    echo '"app" "secret"' >"$dir/userlist.txt"
+    chmod 0600 "$dir/userlist.txt"
+    {
+        cat <<EOF
+[databases]
+bench = host=127.0.0.1 port=$PRIMARY_PORT dbname=bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = $pool
+max_client_conn = $max_clients
+ignore_startup_parameters = extra_float_digits
+server_tls_sslmode = disable
+log_connections = 0
+log_disconnections = 0
+EOF
+        printf '%s\n' "$@"
+    } >"$dir/pgbouncer.ini"
+    if [[ "$(id -u)" == 0 ]]; then
+        chown -R postgres:postgres "$dir"
+        PGBOUNCER_AS=(-u postgres)
+    fi
 }
 
 # Waits up to 60 s until something listens on PORT; dies, naming NAME, if process PID exits

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::lock::Locked;
+
 /// What changes while a client is connected.
 #[derive(Debug, Clone, Default)]
 pub struct ClientNow {
@@ -103,12 +105,12 @@ impl ClientRegistry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, (ClientRow, Shared)>> {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+        self.clients.locked()
     }
 }
 
 fn lock(now: &Mutex<ClientNow>) -> std::sync::MutexGuard<'_, ClientNow> {
-    now.lock().unwrap_or_else(|e| e.into_inner())
+    now.locked()
 }
 
 impl ClientEntry {

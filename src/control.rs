@@ -245,3 +245,37 @@ pub async fn query(pool: &Pool, sql: &str, limit: Duration) -> Result<Vec<Row>, 
         Err(_) => Err(ControlError::Timeout(limit)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration, a control login and server credentials, printed with `Debug`,
+    /// show none of the secrets the file holds.
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let mut c = Config::from_toml_str(
+            "[proxy]\nadmin_users = []\n[[nodes]]\nname = \"p\"\nhost = \"h\"\nrole = \"primary\"\n\
+             [[databases]]\nname = \"app\"\n[[users]]\nname = \"a\"\npassword = \"client-secret-1\"\nserver_password = \"server-secret-2\"\n\
+             [routing]\ncausal_key = \"causal-secret-key-3\"\ncausal_old_keys = [\"old-causal-secret-4\"]\n",
+        )
+        .unwrap();
+        c.lag.monitor_user = Some("a".into());
+        let login = ControlLogin::from_config(&c);
+        let creds = crate::backend::connection::Credentials {
+            user: "a".into(),
+            password: c.users[0].server_password().map(str::to_owned),
+            database: "app".into(),
+        };
+        let printed = format!("{c:?} {c:#?} {:?} {login:?} {creds:?}", c.users[0]);
+        for secret in [
+            "client-secret-1",
+            "server-secret-2",
+            "causal-secret-key-3",
+            "old-causal-secret-4",
+        ] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        assert!(printed.contains("<hidden>"));
+    }
+}

@@ -1,6 +1,7 @@
 //! The small HTTP endpoint for monitoring systems (`[metrics] listen`, loopback by default):
-//! `GET /metrics` (Prometheus text format) and `GET /healthz` (200 when pgsplit can reach the
-//! primary, 503 with the reason otherwise). One request per connection; nothing else.
+//! `GET /metrics` (Prometheus text format), `GET /healthz` (200 when pgsplit can reach the
+//! primary, 503 with the reason otherwise) and `GET /status` (a plain HTML page for an
+//! operator: `crate::status_page`). One request per connection; nothing else.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::server::Proxy;
+use crate::proxy::Proxy;
 
 /// Requests are small; anything bigger is refused.
 const REQUEST_LIMIT: usize = 8 * 1024;
@@ -54,7 +55,7 @@ async fn answer(mut stream: TcpStream, proxy: Arc<Proxy>) -> std::io::Result<()>
     let path = path.split('?').next().unwrap_or(path);
     match (method, path) {
         ("GET", "/metrics") => {
-            let body = proxy.metrics().render(&proxy);
+            let body = proxy.metrics().render(&proxy.metrics_snapshot());
             respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
         }
         ("GET", "/healthz") => {
@@ -67,7 +68,19 @@ async fn answer(mut stream: TcpStream, proxy: Arc<Proxy>) -> std::io::Result<()>
             )
             .await
         }
-        ("GET", _) => respond(&mut stream, 404, "text/plain", "try /metrics or /healthz\n").await,
+        ("GET", "/status") => {
+            let page = crate::status_page::render(&proxy.status_view(), Instant::now());
+            respond(&mut stream, 200, "text/html; charset=utf-8", &page).await
+        }
+        ("GET", _) => {
+            respond(
+                &mut stream,
+                404,
+                "text/plain",
+                "try /metrics, /healthz or /status\n",
+            )
+            .await
+        }
         _ => respond(&mut stream, 405, "text/plain", "GET only\n").await,
     }
 }

@@ -141,7 +141,7 @@ fn run(config: Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
 }
 
 /// SIGHUP: reads the configuration file again; an invalid file changes nothing.
-fn reload(proxy: &pgsplit::server::Proxy, path: &std::path::Path) {
+fn reload(proxy: &pgsplit::proxy::Proxy, path: &std::path::Path) {
     match proxy.reload_file() {
         Ok(needs_restart) if needs_restart.is_empty() => {
             tracing::info!(path = %path.display(), "configuration reloaded")
@@ -158,7 +158,7 @@ fn reload(proxy: &pgsplit::server::Proxy, path: &std::path::Path) {
 }
 
 /// One log line with where transactions went, by node and by reason.
-fn log_totals(proxy: &pgsplit::server::Proxy) {
+fn log_totals(proxy: &pgsplit::proxy::Proxy) {
     let stats = &proxy.routing().stats;
     let nodes: Vec<String> = proxy
         .config()

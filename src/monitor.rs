@@ -38,8 +38,9 @@ use crate::lag::timeline::lag_bytes;
 use crate::lag::{
     HealthState, LagBoard, LagThresholds, PrimaryReport, PrimaryTimeline, ReplicaHealth, Sample,
 };
+use crate::lock::Locked;
 use crate::roles::{self, NodeSeen, Roles, Seen, Writer};
-use crate::topology::{ReplicaState, Topology, WriteTarget};
+use crate::topology::{Topology, WriteTarget};
 
 /// Every node's check: whether it is in recovery; its WAL position (written out of
 /// recovery, replayed in it); the cluster's identity that causal tokens name; its timeline
@@ -164,7 +165,7 @@ impl Cluster {
         now: Instant,
         stale_after: Duration,
     ) -> bool {
-        let mut state = self.roles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.roles.locked();
         if let Some(node) = state.seen.get_mut(index) {
             match seen {
                 Some(s) => {
@@ -455,11 +456,7 @@ impl NodeWatch {
         let Some(t) = transition else {
             return;
         };
-        let state = match t.to {
-            HealthState::Healthy => ReplicaState::Healthy,
-            HealthState::Lagging => ReplicaState::Lagging,
-            HealthState::Down | HealthState::Promoted => ReplicaState::Down,
-        };
+        let state = t.to;
         self.shared()
             .topology
             .update(self.index, |r| r.state = state);
@@ -560,5 +557,5 @@ fn ticker(interval: Duration) -> tokio::time::Interval {
 }
 
 fn lock(timeline: &Mutex<PrimaryTimeline>) -> std::sync::MutexGuard<'_, PrimaryTimeline> {
-    timeline.lock().unwrap_or_else(|e| e.into_inner())
+    timeline.locked()
 }

@@ -11,9 +11,10 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::lag::HealthState;
-use crate::router::Reason;
-use crate::server::Proxy;
+use crate::backend::pool::PoolRow;
+use crate::config::{Config, LagConfig};
+use crate::lag::{HealthState, LagBoard};
+use crate::router::{Reason, Routing};
 
 const CHECKOUT_WAIT: &str = "pgsplit_checkout_wait_seconds";
 const REPLAY_WAIT: &str = "pgsplit_replay_wait_seconds";
@@ -93,17 +94,31 @@ impl Metrics {
     }
 
     /// The exposition text: the proxy's figures now, in Prometheus format.
-    pub fn render(&self, proxy: &Proxy) -> String {
-        metrics::with_local_recorder(&self.recorder, || publish(proxy));
+    pub fn render(&self, now: &Snapshot) -> String {
+        metrics::with_local_recorder(&self.recorder, || publish(now));
         self.handle.render()
     }
 }
 
+/// The proxy's figures at one moment, as the metrics read them.
+pub struct Snapshot<'a> {
+    pub config: &'a Config,
+    pub routing: &'a Routing,
+    pub board: &'a LagBoard,
+    /// The `[lag]` settings in force.
+    pub lag: LagConfig,
+    pub pools: Vec<PoolRow>,
+    /// Logged-in clients.
+    pub clients: usize,
+    /// Connections counted against `max_client_conn` (logging in or logged in).
+    pub client_connections: usize,
+}
+
 /// Copies the proxy's figures into the (local) recorder.
-fn publish(proxy: &Proxy) {
+fn publish(now: &Snapshot) {
     use metrics::{counter, gauge};
-    let config = proxy.config();
-    let routing = proxy.routing();
+    let config = now.config;
+    let routing = now.routing;
     let name = |node: usize| {
         config
             .nodes
@@ -122,7 +137,7 @@ fn publish(proxy: &Proxy) {
     counter!("pgsplit_pins_total").absolute(routing.stats.pins());
 
     let topology = routing.topology.snapshot();
-    for r in proxy.board().replicas() {
+    for r in now.board.replicas() {
         let node = name(r.node);
         gauge!("pgsplit_replica_lag_bytes", "node" => node.clone())
             .set(r.lag_bytes.map_or(f64::NAN, |b| b as f64));
@@ -146,16 +161,16 @@ fn publish(proxy: &Proxy) {
             counter!("pgsplit_replica_reads_total", "node" => node.clone()).absolute(t.reads);
         }
     }
-    let lag = proxy.lag_config();
+    let lag = &now.lag;
     gauge!("pgsplit_max_replica_lag_bytes").set(lag.max_replica_lag.as_u64() as f64);
     gauge!("pgsplit_max_replica_delay_seconds").set(lag.max_replica_delay.as_std().as_secs_f64());
-    let primary_up =
-        proxy.board().primary().error.is_none() && proxy.board().primary().checked_at.is_some();
+    let primary = now.board.primary();
+    let primary_up = primary.error.is_none() && primary.checked_at.is_some();
     gauge!("pgsplit_primary_up").set(f64::from(u8::from(primary_up)));
 
     // The discovered roles: which node takes writes (1 on its row, 0 on the others; -1 as
     // the index when none does), each node's role, and how often the write target changed.
-    let roles = proxy.board().roles();
+    let roles = now.board.roles();
     let writer = roles.roles.writer_node();
     gauge!("pgsplit_primary_node_index").set(writer.map_or(-1.0, |w| w as f64));
     for (i, verdict) in roles.roles.nodes.iter().enumerate() {
@@ -168,7 +183,7 @@ fn publish(proxy: &Proxy) {
     }
     counter!("pgsplit_role_changes_total").absolute(roles.changes);
 
-    for p in proxy.pool_rows() {
+    for p in &now.pools {
         let labels = |extra: Option<(&'static str, &'static str)>| {
             let mut l = vec![
                 Label::new("node", p.node.clone()),
@@ -194,8 +209,8 @@ fn publish(proxy: &Proxy) {
         gauge!("pgsplit_pool_max_size", labels(None).iter()).set(p.max_size as f64);
     }
 
-    gauge!("pgsplit_clients").set(proxy.clients().len() as f64);
-    gauge!("pgsplit_client_connections").set(proxy.client_count() as f64);
+    gauge!("pgsplit_clients").set(now.clients as f64);
+    gauge!("pgsplit_client_connections").set(now.client_connections as f64);
 
     let cache = routing.classifier.stats();
     counter!("pgsplit_classify_cache_hits_total").absolute(cache.hits);

@@ -14,15 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Whether a replica may serve reads, as far as health and lag go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplicaState {
-    Healthy,
-    /// Behind by more than the threshold: out of the read rotation.
-    Lagging,
-    /// Unreachable or failing checks.
-    Down,
-}
+use crate::lag::HealthState;
+use crate::lock::Locked;
 
 /// One replica's routing-relevant state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +23,7 @@ pub struct Replica {
     /// Index of the node in the configured node list.
     pub node: usize,
     pub weight: u32,
-    pub state: ReplicaState,
+    pub state: HealthState,
     /// Skipped until then after it refused a connection.
     pub cooldown_until: Option<Instant>,
     /// Server connections on it now serving clients.
@@ -49,7 +42,7 @@ impl Replica {
         Replica {
             node,
             weight: weight.max(1),
-            state: ReplicaState::Healthy,
+            state: HealthState::Healthy,
             cooldown_until: None,
             outstanding: 0,
             reads: 0,
@@ -60,7 +53,7 @@ impl Replica {
 
     /// Whether it may take a read at `now`.
     pub fn available(&self, now: Instant) -> bool {
-        self.state == ReplicaState::Healthy
+        self.state == HealthState::Healthy
             && self.role_reads
             && self.cooldown_until.is_none_or(|t| now >= t)
     }
@@ -186,7 +179,7 @@ impl Topology {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Replica>> {
-        self.replicas.lock().unwrap_or_else(|e| e.into_inner())
+        self.replicas.locked()
     }
 
     /// The slot of a client that has just connected: the next one in turn.
@@ -244,7 +237,7 @@ impl Topology {
             WriteTarget::Node(n) => n,
             WriteTarget::Waiting => NO_WRITER,
             WriteTarget::Refused(why) => {
-                *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = why;
+                *self.refusal.locked() = why;
                 REFUSED
             }
         };
@@ -263,12 +256,7 @@ impl Topology {
     pub fn write_target(&self) -> WriteTarget {
         match self.writer.load(Ordering::Acquire) {
             NO_WRITER => WriteTarget::Waiting,
-            REFUSED => WriteTarget::Refused(
-                self.refusal
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
-            ),
+            REFUSED => WriteTarget::Refused(self.refusal.locked().clone()),
             n => WriteTarget::Node(n),
         }
     }
@@ -283,11 +271,12 @@ impl Topology {
         self.primary_down.load(Ordering::Relaxed)
     }
 
-    /// Whether the monitor has found the replica `node` down (it fails its checks).
+    /// Whether the monitor has found the replica `node` down (it fails its checks) or out of
+    /// recovery.
     pub fn is_down(&self, node: usize) -> bool {
         self.lock()
             .iter()
-            .any(|r| r.node == node && r.state == ReplicaState::Down)
+            .any(|r| r.node == node && matches!(r.state, HealthState::Down | HealthState::Promoted))
     }
 
     /// A copy of the table.

@@ -220,7 +220,10 @@ async fn writes_follow_a_promotion_and_never_reach_the_old_primary() {
         admin_value(&rows, "replica2", "role").as_deref(),
         Some("old_timeline")
     );
-    let metrics = proxy.proxy.metrics().render(&proxy.proxy);
+    let metrics = proxy
+        .proxy
+        .metrics()
+        .render(&proxy.proxy.metrics_snapshot());
     assert!(
         metrics.contains("pgsplit_primary{node=\"replica1\"} 1"),
         "{metrics}"

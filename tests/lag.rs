@@ -11,7 +11,7 @@ use common::{
     transaction_on, wait_until, TestProxy, REPLICA_REPLAY_LOCK,
 };
 use pgsplit::config::ByteSize;
-use pgsplit::topology::ReplicaState;
+use pgsplit::lag::HealthState;
 
 /// Resumes replay on a replica when dropped, even if the test panics.
 struct Paused(u16);
@@ -158,7 +158,7 @@ async fn eject_and_readmit(proxy: &TestProxy) {
     wait_until(
         2,
         "replica1 ejected within 2 s of the 8 MB write",
-        || async { common::replica_state(proxy, replica1_index) == Some(ReplicaState::Lagging) },
+        || async { common::replica_state(proxy, replica1_index) == Some(HealthState::Lagging) },
     )
     .await;
     let ejected_after = written.elapsed();
@@ -198,7 +198,7 @@ async fn eject_and_readmit(proxy: &TestProxy) {
         .unwrap();
     let resumed = Instant::now();
     wait_until(3, "replica1 readmitted within 3 s of resuming", || async {
-        common::replica_state(proxy, replica1_index) == Some(ReplicaState::Healthy)
+        common::replica_state(proxy, replica1_index) == Some(HealthState::Healthy)
     })
     .await;
     let readmitted_after = resumed.elapsed();
@@ -222,7 +222,7 @@ async fn eject_and_readmit(proxy: &TestProxy) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         common::replica_state(proxy, replica1_index),
-        Some(ReplicaState::Healthy)
+        Some(HealthState::Healthy)
     );
 }
 
@@ -258,7 +258,7 @@ async fn with_both_replicas_behind_reads_go_to_the_primary_and_are_fresh() {
     wait_until(2, "both replicas ejected", || async {
         [1, 2]
             .iter()
-            .all(|&n| common::replica_state(&proxy, n) == Some(ReplicaState::Lagging))
+            .all(|&n| common::replica_state(&proxy, n) == Some(HealthState::Lagging))
     })
     .await;
     let client = proxy.connect("lag_both_reader").await;

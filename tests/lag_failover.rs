@@ -35,7 +35,8 @@ use common::{
     REPLICA_REPLAY_LOCK,
 };
 use pgsplit::config::ByteSize;
-use pgsplit::topology::{ReplicaState, Topology};
+use pgsplit::lag::HealthState;
+use pgsplit::topology::Topology;
 use tokio::task::JoinHandle;
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::{AsyncMessage, Client, NoTls, SimpleQueryMessage};
@@ -77,7 +78,7 @@ async fn a_replica_stopped_hard_under_read_load_only_fails_reads_in_flight() {
     let down_at = states
         .wait_for(
             replica2_index,
-            ReplicaState::Down,
+            HealthState::Down,
             stop_began,
             5,
             "replica2 marked down",
@@ -103,7 +104,7 @@ async fn a_replica_stopped_hard_under_read_load_only_fails_reads_in_flight() {
     let healthy_at = states
         .wait_for(
             replica2_index,
-            ReplicaState::Healthy,
+            HealthState::Healthy,
             start_began,
             15,
             "replica2 healthy again",
@@ -247,7 +248,7 @@ async fn a_bulk_import_under_read_load_ejects_and_readmits_without_client_errors
         || async {
             replicas
                 .iter()
-                .all(|&(node, _)| replica_state(&proxy, node) == Some(ReplicaState::Healthy))
+                .all(|&(node, _)| replica_state(&proxy, node) == Some(HealthState::Healthy))
         },
     )
     .await;
@@ -297,7 +298,7 @@ async fn a_bulk_import_under_read_load_ejects_and_readmits_without_client_errors
     let changes = states.changes();
     let ejections_during_import = changes
         .iter()
-        .filter(|c| c.to == ReplicaState::Lagging && c.at >= import_began && c.at <= import_done)
+        .filter(|c| c.to == HealthState::Lagging && c.at >= import_began && c.at <= import_done)
         .count();
 
     eprintln!(
@@ -377,8 +378,8 @@ async fn lag_hovering_around_the_threshold_does_not_flap() {
         .collect();
     wait_until(10, "every replica healthy in both proxies", || async {
         replicas.iter().all(|&(_, node)| {
-            replica_state(&guarded, node) == Some(ReplicaState::Healthy)
-                && replica_state(&naive, node) == Some(ReplicaState::Healthy)
+            replica_state(&guarded, node) == Some(HealthState::Healthy)
+                && replica_state(&naive, node) == Some(HealthState::Healthy)
         })
     })
     .await;
@@ -403,8 +404,8 @@ async fn lag_hovering_around_the_threshold_does_not_flap() {
 
     wait_until(10, "every replica readmitted in both proxies", || async {
         replicas.iter().all(|&(_, node)| {
-            replica_state(&guarded, node) == Some(ReplicaState::Healthy)
-                && replica_state(&naive, node) == Some(ReplicaState::Healthy)
+            replica_state(&guarded, node) == Some(HealthState::Healthy)
+                && replica_state(&naive, node) == Some(HealthState::Healthy)
         })
     })
     .await;
@@ -418,12 +419,12 @@ async fn lag_hovering_around_the_threshold_does_not_flap() {
     let mut report = Vec::new();
     let mut problems = Vec::new();
     for &(name, node) in &replicas {
-        let ejected = guarded_states.count(node, ReplicaState::Healthy, ReplicaState::Lagging);
-        let readmitted = guarded_states.count(node, ReplicaState::Lagging, ReplicaState::Healthy);
+        let ejected = guarded_states.count(node, HealthState::Healthy, HealthState::Lagging);
+        let readmitted = guarded_states.count(node, HealthState::Lagging, HealthState::Healthy);
         let other = guarded_states.changes_of(node).len() - ejected - readmitted;
-        let naive_ejected = naive_states.count(node, ReplicaState::Healthy, ReplicaState::Lagging);
-        let first_ejection = guarded_states.first(node, ReplicaState::Lagging, writes_began);
-        let readmission = guarded_states.first(node, ReplicaState::Healthy, writes_began);
+        let naive_ejected = naive_states.count(node, HealthState::Healthy, HealthState::Lagging);
+        let first_ejection = guarded_states.first(node, HealthState::Lagging, writes_began);
+        let readmission = guarded_states.first(node, HealthState::Healthy, writes_began);
         // The lag this test produced, as sampled straight from the cluster, while the
         // guarded proxy had the replica out and the writes went on.
         let hover: Vec<LagSample> = samples
@@ -666,7 +667,7 @@ async fn current_lsn(client: &Client) -> u64 {
 // ---------------------------------------------------------------------------------------
 
 /// The state of every replica in a topology: (node index, state).
-fn states(topology: &Topology) -> Vec<(usize, ReplicaState)> {
+fn states(topology: &Topology) -> Vec<(usize, HealthState)> {
     topology
         .snapshot()
         .iter()
@@ -679,8 +680,8 @@ fn states(topology: &Topology) -> Vec<(usize, ReplicaState)> {
 struct Change {
     at: Instant,
     node: usize,
-    from: ReplicaState,
-    to: ReplicaState,
+    from: HealthState,
+    to: HealthState,
 }
 
 impl Change {
@@ -738,7 +739,7 @@ impl StateLog {
     }
 
     /// How many times `node` went from `from` to `to`.
-    fn count(&self, node: usize, from: ReplicaState, to: ReplicaState) -> usize {
+    fn count(&self, node: usize, from: HealthState, to: HealthState) -> usize {
         self.changes_of(node)
             .iter()
             .filter(|c| c.from == from && c.to == to)
@@ -746,7 +747,7 @@ impl StateLog {
     }
 
     /// When `node` first went to `to` at or after `since`.
-    fn first(&self, node: usize, to: ReplicaState, since: Instant) -> Option<Instant> {
+    fn first(&self, node: usize, to: HealthState, since: Instant) -> Option<Instant> {
         self.changes_of(node)
             .iter()
             .find(|c| c.to == to && c.at >= since)
@@ -757,7 +758,7 @@ impl StateLog {
     async fn wait_for(
         &self,
         node: usize,
-        to: ReplicaState,
+        to: HealthState,
         since: Instant,
         secs: u64,
         what: &str,
@@ -868,8 +869,8 @@ struct Read {
     finished: Instant,
     /// The replicas' states in the topology just before the read was sent, and just after
     /// it returned.
-    before: Vec<(usize, ReplicaState)>,
-    after: Vec<(usize, ReplicaState)>,
+    before: Vec<(usize, HealthState)>,
+    after: Vec<(usize, HealthState)>,
     /// The port of the server that ran it, or what the client got instead.
     outcome: Result<u16, ReadFailure>,
 }
@@ -923,10 +924,10 @@ impl Read {
     /// Whether the topology had `node` out of the rotation both before the read was sent
     /// and after it returned (so also when the read was routed).
     fn out_throughout(&self, node: usize) -> bool {
-        let out = |states: &[(usize, ReplicaState)]| {
+        let out = |states: &[(usize, HealthState)]| {
             states
                 .iter()
-                .any(|&(n, s)| n == node && s != ReplicaState::Healthy)
+                .any(|&(n, s)| n == node && s != HealthState::Healthy)
         };
         out(&self.before) && out(&self.after)
     }

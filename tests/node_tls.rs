@@ -23,7 +23,7 @@ use pgsplit::backend::connection::Credentials;
 use pgsplit::backend::{BackendError, NodeAddr, ServerConn};
 use pgsplit::config::{Config, NodeConfig, NodeTlsMode};
 use pgsplit::control::{self, ControlLogin};
-use pgsplit::topology::ReplicaState;
+use pgsplit::lag::HealthState;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -85,7 +85,7 @@ async fn verify_full_to_every_node_serves_reads_and_writes_over_tls() {
             .topology
             .snapshot()
             .iter()
-            .filter(|r| r.state == ReplicaState::Healthy)
+            .filter(|r| r.state == HealthState::Healthy)
             .count();
         async move { healthy == 2 }
     })
@@ -301,7 +301,7 @@ async fn verify_full_with_another_ca_fails_with_a_clear_error() {
     // The monitor does not trust the replicas either: none joins the read rotation.
     let replicas = proxy.proxy.routing().topology.snapshot();
     assert!(
-        replicas.iter().all(|r| r.state != ReplicaState::Healthy),
+        replicas.iter().all(|r| r.state != HealthState::Healthy),
         "{replicas:?}"
     );
 }

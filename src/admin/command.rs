@@ -311,7 +311,7 @@ mod tests {
                         let _ = lag.with(&key, &value);
                     }
                     Command::ShowSetting(key) => {
-                        let _ = lag.value_of(&crate::config::setting_name(&key));
+                        let _ = lag.value_of(&crate::config::live_setting_key(&key));
                     }
                     Command::Show(_) | Command::Reload => {}
                 }

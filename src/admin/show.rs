@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::backend::pool::PoolRow;
 use crate::classify::CacheStats;
 use crate::clients::{CausalPosition, ClientRow};
 use crate::config::{Config, LagConfig, SETTABLE};
@@ -203,24 +204,6 @@ fn describe_threshold(t: &LagThresholds) -> String {
     parts.join(" or ")
 }
 
-/// One pool as `SHOW POOLS` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolRow {
-    pub node: String,
-    pub database: String,
-    pub user: String,
-    /// Server connections open.
-    pub size: usize,
-    /// Of those, idle in the pool.
-    pub idle: usize,
-    /// Clients waiting for a connection.
-    pub waiting: usize,
-    pub max_size: usize,
-    /// Clients pinned to a connection of their own, and how many may be.
-    pub pinned: usize,
-    pub max_pinned: usize,
-}
-
 /// `SHOW POOLS`.
 pub fn pools(rows: &[PoolRow]) -> Table {
     let mut t = Table::new(&[
@@ -345,7 +328,7 @@ pub fn config(config: &Config, lag: &LagConfig) -> Table {
 
 /// `SHOW <setting>`: one `[lag]` setting.
 pub fn setting(lag: &LagConfig, key: &str) -> Option<Table> {
-    let key = crate::config::setting_name(key);
+    let key = crate::config::live_setting_key(key);
     let value = lag.value_of(&key)?;
     let mut t = Table::new(&[SETTABLE.iter().find(|k| **k == key)?]);
     t.push(vec![text(value)]);

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::authentication::sasl::{self, ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
 use tokio::io::AsyncWriteExt;
 
 use super::cleartext::{self, CleartextRefused};
@@ -272,6 +273,10 @@ impl ServerConn {
                 reason: "the server asks for a password and none is configured".into(),
             })
         };
+        let encoding = |e: std::io::Error| BackendError::Auth {
+            node: node.clone(),
+            reason: format!("could not encode the reply: {e}"),
+        };
         let mut scram: Option<ScramSha256> = None;
         loop {
             let msg = self.read_message().await?;
@@ -298,7 +303,8 @@ impl ServerConn {
                         return Err(CleartextRefused { node }.into());
                     }
                     let pw = password()?;
-                    self.write(&password_message(pw.as_bytes())).await?;
+                    self.write(&password_message(pw.as_bytes()).map_err(encoding)?)
+                        .await?;
                 }
                 5 => {
                     let pw = password()?;
@@ -310,7 +316,8 @@ impl ServerConn {
                                 reason: "truncated md5 salt".into(),
                             })?;
                     let hash = md5_hash(creds.user.as_bytes(), pw.as_bytes(), salt);
-                    self.write(&password_message(hash.as_bytes())).await?;
+                    self.write(&password_message(hash.as_bytes()).map_err(encoding)?)
+                        .await?;
                 }
                 10 => {
                     let pw = password()?;
@@ -321,7 +328,8 @@ impl ServerConn {
                         });
                     }
                     let client = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
-                    self.write(&sasl_initial_response(client.message())).await?;
+                    self.write(&sasl_initial_response(client.message()).map_err(encoding)?)
+                        .await?;
                     scram = Some(client);
                 }
                 11 | 12 => {
@@ -352,7 +360,7 @@ impl ServerConn {
                         reason: e.to_string(),
                     })?;
                     if code == 11 {
-                        let reply = sasl_response(client.message());
+                        let reply = sasl_response(client.message()).map_err(encoding)?;
                         self.write(&reply).await?;
                     }
                     scram = Some(client);
@@ -451,29 +459,24 @@ impl ServerConn {
     }
 }
 
-fn password_message(password: &[u8]) -> Vec<u8> {
-    let mut out = vec![b'p'];
-    out.extend_from_slice(&((password.len() + 5) as u32).to_be_bytes());
-    out.extend_from_slice(password);
-    out.push(0);
-    out
+/// A frontend message encoded by postgres-protocol into a fresh buffer. (Encoding fails
+/// only for a body over 2 GiB, which no password or SASL message comes near.)
+fn encoded(encode: impl FnOnce(&mut BytesMut) -> std::io::Result<()>) -> std::io::Result<BytesMut> {
+    let mut out = BytesMut::new();
+    encode(&mut out)?;
+    Ok(out)
 }
 
-fn sasl_initial_response(data: &[u8]) -> Vec<u8> {
-    let mech = b"SCRAM-SHA-256\0";
-    let mut out = vec![b'p'];
-    out.extend_from_slice(&((4 + mech.len() + 4 + data.len()) as u32).to_be_bytes());
-    out.extend_from_slice(mech);
-    out.extend_from_slice(&(data.len() as i32).to_be_bytes());
-    out.extend_from_slice(data);
-    out
+fn password_message(password: &[u8]) -> std::io::Result<BytesMut> {
+    encoded(|out| frontend::password_message(password, out))
 }
 
-fn sasl_response(data: &[u8]) -> Vec<u8> {
-    let mut out = vec![b'p'];
-    out.extend_from_slice(&((4 + data.len()) as u32).to_be_bytes());
-    out.extend_from_slice(data);
-    out
+fn sasl_initial_response(data: &[u8]) -> std::io::Result<BytesMut> {
+    encoded(|out| frontend::sasl_initial_response(sasl::SCRAM_SHA_256, data, out))
+}
+
+fn sasl_response(data: &[u8]) -> std::io::Result<BytesMut> {
+    encoded(|out| frontend::sasl_response(data, out))
 }
 
 /// The mechanism names of an AuthenticationSASL body.
@@ -503,13 +506,13 @@ mod tests {
 
     #[test]
     fn frames_password_messages() {
-        let m = password_message(b"md5abc");
+        let m = password_message(b"md5abc").unwrap();
         assert_eq!(m[0], b'p');
         assert_eq!(
             u32::from_be_bytes([m[1], m[2], m[3], m[4]]) as usize,
             m.len() - 1
         );
-        let s = sasl_initial_response(b"n,,n=,r=abc");
+        let s = sasl_initial_response(b"n,,n=,r=abc").unwrap();
         assert_eq!(
             u32::from_be_bytes([s[1], s[2], s[3], s[4]]) as usize,
             s.len() - 1

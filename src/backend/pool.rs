@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{Metrics, Object, Pool, RecycleError, RecycleResult};
 
 use super::connection::{BackendError, Credentials, NodeAddr, ServerConn};
+use crate::lock::RwLocked;
 use crate::wire::message::TxStatus;
 
 /// How pools behave; the same for every pool.
@@ -199,6 +200,24 @@ pub struct PoolKey {
     pub user: String,
 }
 
+/// One pool as `SHOW POOLS` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRow {
+    pub node: String,
+    pub database: String,
+    pub user: String,
+    /// Server connections open.
+    pub size: usize,
+    /// Of those, idle in the pool.
+    pub idle: usize,
+    /// Clients waiting for a connection.
+    pub waiting: usize,
+    pub max_size: usize,
+    /// Clients pinned to a connection of their own, and how many may be.
+    pub pinned: usize,
+    pub max_pinned: usize,
+}
+
 /// Every pool, created on first use.
 pub struct Pools {
     nodes: Vec<Arc<NodeAddr>>,
@@ -232,15 +251,10 @@ impl Pools {
 
     /// The pool for `key`, created if needed with the given server credentials.
     pub fn get(&self, key: &PoolKey, creds: &Credentials) -> ServerPool {
-        if let Some(pool) = self
-            .pools
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-        {
+        if let Some(pool) = self.pools.read_locked().get(key) {
             return pool.clone();
         }
-        let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
+        let mut pools = self.pools.write_locked();
         pools
             .entry(key.clone())
             .or_insert_with(|| self.build(key, creds))
@@ -275,11 +289,36 @@ impl Pools {
     /// Every pool with its key.
     pub fn all(&self) -> Vec<(PoolKey, ServerPool)> {
         self.pools
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .read_locked()
             .iter()
             .map(|(k, p)| (k.clone(), p.clone()))
             .collect()
+    }
+
+    /// Every pool's figures, for `SHOW POOLS` and the metrics, sorted by database, user
+    /// and node.
+    pub fn rows(&self) -> Vec<PoolRow> {
+        let mut rows: Vec<PoolRow> = self
+            .all()
+            .into_iter()
+            .map(|(key, pool)| {
+                let status = pool.status();
+                let (pinned, max_pinned) = pool.manager().pinned();
+                PoolRow {
+                    node: self.nodes()[key.node].name.clone(),
+                    database: key.database,
+                    user: key.user,
+                    size: status.size,
+                    idle: status.available,
+                    waiting: status.waiting,
+                    max_size: status.max_size,
+                    pinned,
+                    max_pinned,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.database, &a.user, &a.node).cmp(&(&b.database, &b.user, &b.node)));
+        rows
     }
 
     /// Closes idle connections past their limits and tops pools up to `min_size`.

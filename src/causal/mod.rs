@@ -21,6 +21,8 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::lock::Locked;
+
 pub use token::{ClusterId, TokenError, TokenKeys};
 
 /// What the session runs on the primary after a transaction that wrote: the insert
@@ -176,12 +178,12 @@ impl WritePositions {
 
     /// The cluster the primary belongs to (None until the monitor has read it).
     pub fn cluster(&self) -> Option<ClusterId> {
-        *self.cluster.lock().unwrap_or_else(|e| e.into_inner())
+        *self.cluster.locked()
     }
 
     /// The monitor read the primary's identity.
     pub fn set_cluster(&self, cluster: ClusterId) {
-        let mut now = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        let mut now = self.cluster.locked();
         if *now != Some(cluster) {
             tracing::info!(
                 system_identifier = cluster.system,

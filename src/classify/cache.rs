@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::{CacheStats, Shape};
+use crate::lock::Locked;
 
 const MAX_SHARDS: usize = 16;
 /// Shards get at least this many entries (small caches use fewer shards).
@@ -87,7 +88,7 @@ impl Cache {
     /// Looks `key` up among entries of catalog `generation`, counting a hit or a miss.
     pub(crate) fn get(&self, hash: u64, key: &[u8], generation: u64) -> Option<Shape> {
         let found = {
-            let mut shard = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
+            let mut shard = self.shard(hash).locked();
             shard.get(hash, key, generation)
         };
         let counter = if found.is_some() {
@@ -110,16 +111,12 @@ impl Cache {
         if key.len() > self.max_key_len {
             return;
         }
-        let mut shard = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.shard(hash).locked();
         shard.insert(hash, key.into_boxed_slice(), shape, generation);
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
-        let entries = self
-            .shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).slots.len())
-            .sum();
+        let entries = self.shards.iter().map(|s| s.locked().slots.len()).sum();
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),

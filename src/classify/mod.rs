@@ -33,6 +33,7 @@ mod walk;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::lock::RwLocked;
 use cache::Cache;
 pub use catalog::FunctionCatalog;
 use functions::{Functions, QualifiedNames};
@@ -234,7 +235,7 @@ impl Classifier {
     /// Puts a (re)loaded catalog of the primary's functions in force. Returns whether it
     /// differs from the one in force; if so, earlier classifications are no longer used.
     pub fn set_catalog(&self, catalog: FunctionCatalog) -> bool {
-        let mut current = self.functions.write().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.functions.write_locked();
         let Some(functions) = current.functions.with_catalog(catalog) else {
             return false;
         };
@@ -257,10 +258,7 @@ impl Classifier {
     }
 
     fn current(&self) -> Arc<Generation> {
-        self.functions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.functions.read_locked().clone()
     }
 
     /// Classifies one simple-protocol query string or one prepared statement's SQL.

@@ -25,9 +25,9 @@ pub enum SetError {
     InvalidValue { key: String, message: String },
 }
 
-/// A setting's name as `SET` and `SHOW` take it: any case, with or without the `lag.`
-/// prefix (`LAG.Max_Replica_Lag` is `max_replica_lag`).
-pub fn setting_name(key: &str) -> String {
+/// A live (`[lag]`) setting's key as the admin console's `SET` and `SHOW` take it: any
+/// case, with or without the `lag.` prefix (`LAG.Max_Replica_Lag` is `max_replica_lag`).
+pub fn live_setting_key(key: &str) -> String {
     let key = key.trim().to_ascii_lowercase();
     key.strip_prefix("lag.").unwrap_or(&key).to_owned()
 }
@@ -36,7 +36,7 @@ impl LagConfig {
     /// This section with `key` set to `value` (e.g. `max_replica_lag`, `"2MB"`), if the result
     /// is valid. `key` may carry the section prefix: `lag.max_replica_lag`.
     pub fn with(&self, key: &str, value: &str) -> Result<LagConfig, SetError> {
-        let key = setting_name(key);
+        let key = live_setting_key(key);
         let value = value.trim();
         let invalid = |message: String| SetError::InvalidValue {
             key: key.clone(),

@@ -11,7 +11,9 @@
 
 mod duration;
 mod live;
+mod nodes;
 mod secrets;
+mod users;
 mod validate;
 
 use std::fmt;
@@ -21,8 +23,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use self::duration::{ByteSize, Duration, ParseUnitError};
-pub use self::live::{setting_name, SetError, SETTABLE};
+pub use self::live::{live_setting_key, SetError, SETTABLE};
+pub use self::nodes::{NodeConfig, NodeRole, NodeTlsMode};
 pub use self::secrets::hidden as hidden_secret;
+pub use self::users::{ClientAuth, DatabaseConfig, PasswordKind, UserConfig};
 
 /// Name of the admin console's virtual database; no `[[databases]]` entry may use it.
 pub const ADMIN_DATABASE: &str = "pgsplit";
@@ -376,149 +380,11 @@ impl Default for PoolConfig {
     }
 }
 
-/// One `[[nodes]]` entry: a PostgreSQL server.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeConfig {
-    /// Unique name, `[A-Za-z0-9_-]+`, used in logs, metrics and the admin console.
-    pub name: String,
-    /// Host name or IP address.
-    pub host: String,
-    /// TCP port. Default 5432; must be 1..=65535.
-    #[serde(default = "default_port")]
-    pub port: u16,
-    /// The role expected at start: primary, replica or auto. At most one node is
-    /// `primary`. Roles are discovered by the monitor's checks and followed from then on;
-    /// this only says where writes go before the first check.
-    pub role: NodeRole,
-    /// Share of reads for a node, while it is a replica, relative to the others. Default
-    /// 1; must be >= 1.
-    #[serde(default = "default_weight")]
-    pub weight: u32,
-    /// TLS to this node, as libpq's `sslmode`. Default disable; production should use
-    /// verify-full.
-    #[serde(default)]
-    pub tls: NodeTlsMode,
-    /// PEM file of the CA certificate(s) the node's certificate must chain to. Required
-    /// with verify-ca and verify-full, refused with the other modes.
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-    /// Answer a node that asks for the password in clear text over a link without TLS.
-    /// Default false: pgsplit refuses to send it (md5 and SCRAM are not affected).
-    #[serde(default)]
-    pub allow_cleartext_password: bool,
-}
-
-/// How a link to a node uses TLS (`nodes[].tls`), as libpq's `sslmode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NodeTlsMode {
-    /// Plain TCP.
-    #[default]
-    Disable,
-    /// TLS when the node offers it, else plain; the certificate is not checked.
-    Prefer,
-    /// TLS or no connection; the certificate is not checked.
-    Require,
-    /// TLS, and the certificate chains to `tls_ca_file`.
-    VerifyCa,
-    /// TLS, the certificate chains to `tls_ca_file` and names the node's `host`.
-    VerifyFull,
-}
-
-impl NodeTlsMode {
-    /// The spelling used in config.toml.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeTlsMode::Disable => "disable",
-            NodeTlsMode::Prefer => "prefer",
-            NodeTlsMode::Require => "require",
-            NodeTlsMode::VerifyCa => "verify-ca",
-            NodeTlsMode::VerifyFull => "verify-full",
-        }
-    }
-
-    /// True for the modes that check the node's certificate against `tls_ca_file`.
-    pub fn verifies(self) -> bool {
-        matches!(self, NodeTlsMode::VerifyCa | NodeTlsMode::VerifyFull)
-    }
-}
-
-fn default_port() -> u16 {
-    5432
-}
-
-fn default_weight() -> u32 {
-    1
-}
-
-/// The role a node is expected to have at start (`nodes[].role`). The monitor discovers
-/// the real one (see `crate::roles`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeRole {
-    /// Takes writes, and reads when no replica will do.
-    Primary,
-    /// A streaming replica that takes plain reads while fresh enough.
-    Replica,
-    /// Whatever the checks find.
-    Auto,
-}
-
-/// One `[[databases]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// The name clients connect to. Unique; not `pgsplit`.
-    pub name: String,
-    /// The database's name on the nodes; defaults to `name`.
-    #[serde(default)]
-    pub server_database: Option<String>,
-}
-
-impl DatabaseConfig {
-    /// The database name to use on the nodes.
-    pub fn server_database(&self) -> &str {
-        self.server_database.as_deref().unwrap_or(&self.name)
-    }
-}
-
-/// One `[[users]]` entry. `Debug` hides the passwords.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserConfig {
-    /// The name clients log in as. Unique.
-    pub name: String,
-    /// Plaintext, or a stored `SCRAM-SHA-256$...` / `md5...` verifier. Required unless
-    /// `auth = "trust"`.
-    #[serde(default, serialize_with = "hidden")]
-    pub password: Option<String>,
-    /// How clients authenticate to pgsplit. Default scram-sha-256.
-    #[serde(default)]
-    pub auth: ClientAuth,
-    /// The user pgsplit logs in as on the nodes; defaults to `name`.
-    #[serde(default)]
-    pub server_user: Option<String>,
-    /// The plaintext password for `server_user`; defaults to `password` when that is
-    /// plaintext.
-    #[serde(default, serialize_with = "hidden")]
-    pub server_password: Option<String>,
-    /// `password` read from this file's first line instead (at load and reload).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// `password` read from this environment variable instead.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// `server_password` read from this file's first line instead.
-    #[serde(default)]
-    pub server_password_file: Option<PathBuf>,
-    /// `server_password` read from this environment variable instead.
-    #[serde(default)]
-    pub server_password_env: Option<String>,
-}
-
 /// Passwords never leave pgsplit: `SHOW CONFIG` and any other serialization see `********`.
-fn hidden<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn hidden<S: serde::Serializer>(
+    value: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match value {
         Some(_) => s.serialize_some("********"),
         None => s.serialize_none(),
@@ -526,106 +392,8 @@ fn hidden<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S
 }
 
 /// A list of secrets, serialized as that many `********`.
-fn hidden_list<S: serde::Serializer>(value: &[String], s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn hidden_list<S: serde::Serializer>(value: &[String], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(value.iter().map(|_| "********"))
-}
-
-impl UserConfig {
-    /// The user name to log in as on the nodes.
-    pub fn server_user(&self) -> &str {
-        self.server_user.as_deref().unwrap_or(&self.name)
-    }
-
-    /// The password to log in to the nodes with: `server_password`, else `password` when it
-    /// is plaintext, else `None` (log in without one).
-    pub fn server_password(&self) -> Option<&str> {
-        match (&self.server_password, &self.password) {
-            (Some(server), _) => Some(server),
-            (None, Some(password)) if PasswordKind::of(password) == PasswordKind::Plaintext => {
-                Some(password)
-            }
-            _ => None,
-        }
-    }
-
-    /// What kind of secret `password` holds, if there is one.
-    pub fn password_kind(&self) -> Option<PasswordKind> {
-        self.password.as_deref().map(PasswordKind::of)
-    }
-}
-
-impl fmt::Debug for UserConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hidden = secrets::hidden;
-        f.debug_struct("UserConfig")
-            .field("name", &self.name)
-            .field("password", &hidden(&self.password))
-            .field("auth", &self.auth)
-            .field("server_user", &self.server_user)
-            .field("server_password", &hidden(&self.server_password))
-            .field("password_file", &self.password_file)
-            .field("password_env", &self.password_env)
-            .field("server_password_file", &self.server_password_file)
-            .field("server_password_env", &self.server_password_env)
-            .finish()
-    }
-}
-
-/// How clients prove who they are to pgsplit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
-pub enum ClientAuth {
-    /// SCRAM-SHA-256 (`"scram-sha-256"`), the default.
-    #[default]
-    #[serde(rename = "scram-sha-256")]
-    ScramSha256,
-    /// MD5 (`"md5"`).
-    #[serde(rename = "md5")]
-    Md5,
-    /// No password at all (`"trust"`).
-    #[serde(rename = "trust")]
-    Trust,
-}
-
-impl ClientAuth {
-    /// The spelling used in config.toml.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClientAuth::ScramSha256 => "scram-sha-256",
-            ClientAuth::Md5 => "md5",
-            ClientAuth::Trust => "trust",
-        }
-    }
-}
-
-/// What a `password` string holds, by PostgreSQL's own rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PasswordKind {
-    /// The password itself.
-    Plaintext,
-    /// `md5` followed by 32 lowercase hex digits: md5(password || user name).
-    Md5Verifier,
-    /// Starts with `SCRAM-SHA-256$` (validation also checks the rest of its shape).
-    ScramVerifier,
-}
-
-impl PasswordKind {
-    /// Classifies a password string.
-    pub fn of(password: &str) -> PasswordKind {
-        let md5_hex =
-            |s: &str| s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if password.starts_with("SCRAM-SHA-256$") {
-            PasswordKind::ScramVerifier
-        } else if password.strip_prefix("md5").is_some_and(md5_hex) {
-            PasswordKind::Md5Verifier
-        } else {
-            PasswordKind::Plaintext
-        }
-    }
-
-    /// True for the stored verifiers, which cannot log in to a server.
-    pub fn is_verifier(self) -> bool {
-        self != PasswordKind::Plaintext
-    }
 }
 
 /// One broken rule: the key it is about and what is wrong.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::history::LagHistory;
 use super::state::HealthState;
+use crate::lock::Locked;
 use crate::roles::Roles;
 
 /// One replica as its last check left it.
@@ -84,18 +85,18 @@ impl LagBoard {
 
     /// The roles as just decided; `changed` says the write target changed.
     pub fn set_roles(&self, roles: Roles, changed: bool) {
-        let mut report = self.roles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut report = self.roles.locked();
         report.roles = roles;
         report.changes += u64::from(changed);
     }
 
     pub fn roles(&self) -> RoleReport {
-        self.roles.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.roles.locked().clone()
     }
 
     /// Changes one replica's report.
     pub fn update(&self, node: usize, f: impl FnOnce(&mut ReplicaReport)) {
-        let mut replicas = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        let mut replicas = self.replicas.locked();
         if let Some(r) = replicas.iter_mut().find(|r| r.node == node) {
             f(r);
         }
@@ -103,18 +104,14 @@ impl LagBoard {
 
     /// A copy of every node's report, in node order.
     pub fn nodes(&self) -> Vec<ReplicaReport> {
-        self.replicas
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.replicas.locked().clone()
     }
 
     /// A copy of the report of every node but the write target, in node order.
     pub fn replicas(&self) -> Vec<ReplicaReport> {
         let writer = self.roles().roles.writer_node();
         self.replicas
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .iter()
             .filter(|r| Some(r.node) != writer)
             .cloned()
@@ -122,14 +119,11 @@ impl LagBoard {
     }
 
     pub fn set_primary(&self, report: PrimaryReport) {
-        *self.primary.lock().unwrap_or_else(|e| e.into_inner()) = report;
+        *self.primary.locked() = report;
     }
 
     pub fn primary(&self) -> PrimaryReport {
-        self.primary
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.primary.locked().clone()
     }
 }
 

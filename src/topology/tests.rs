@@ -42,7 +42,7 @@ fn least_outstanding_work_wins() {
 fn unavailable_replicas_are_skipped() {
     let now = Instant::now();
     let mut rs = vec![Replica::new(1, 1), Replica::new(2, 1)];
-    rs[0].state = ReplicaState::Lagging;
+    rs[0].state = HealthState::Lagging;
     assert_eq!(picks(&rs, 3), vec![2, 2, 2]);
     rs[1].cooldown_until = Some(now + Duration::from_secs(5));
     assert_eq!(choose(&rs, now, 0, 0), None);
@@ -95,9 +95,9 @@ fn a_client_keeps_its_replica_while_it_is_available_and_no_busier() {
     drop(held);
 
     // Out of the rotation: elsewhere; back in: back to it.
-    topo.update(1, |r| r.state = ReplicaState::Lagging);
+    topo.update(1, |r| r.state = HealthState::Lagging);
     assert_eq!(reads(first), vec![2, 2, 2, 2]);
-    topo.update(1, |r| r.state = ReplicaState::Healthy);
+    topo.update(1, |r| r.state = HealthState::Healthy);
     assert_eq!(reads(first), vec![1, 1, 1, 1]);
 }
 
@@ -107,7 +107,7 @@ fn a_client_keeps_its_replica_when_another_leaves_the_rotation() {
     let mut rs = vec![Replica::new(1, 1), Replica::new(2, 1), Replica::new(3, 1)];
     let before = picks(&rs, 6);
     assert_eq!(before, vec![1, 2, 3, 1, 2, 3]);
-    rs[1].state = ReplicaState::Down;
+    rs[1].state = HealthState::Down;
     let after = picks(&rs, 6);
     // Only the clients of replica 2 move, shared between the others.
     for (b, a) in before.iter().zip(&after) {
@@ -117,7 +117,7 @@ fn a_client_keeps_its_replica_when_another_leaves_the_rotation() {
         }
     }
     assert_eq!(after, vec![1, 3, 3, 1, 1, 3]);
-    rs[1].state = ReplicaState::Healthy;
+    rs[1].state = HealthState::Healthy;
     rs[2].cooldown_until = Some(now + Duration::from_secs(5));
     assert_eq!(picks(&rs, 3), vec![1, 2, 1]);
 }
@@ -137,8 +137,8 @@ fn a_read_that_needs_a_replay_position_skips_the_replicas_behind_it() {
     assert_eq!(topo.lease(now, 0, 201).unwrap_err(), Unleased::Behind);
     topo.replayed(1, 300);
     assert_eq!(topo.lease(now, 0, 201).unwrap().node, 1);
-    topo.update(1, |r| r.state = ReplicaState::Down);
-    topo.update(2, |r| r.state = ReplicaState::Down);
+    topo.update(1, |r| r.state = HealthState::Down);
+    topo.update(2, |r| r.state = HealthState::Down);
     assert_eq!(topo.lease(now, 0, 201).unwrap_err(), Unleased::Unavailable);
     assert_eq!(topo.lease(now, 0, 0).unwrap_err(), Unleased::Unavailable);
 }

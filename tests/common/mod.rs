@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
 pub mod raw;
+pub mod routing;
 
 /// Password of the `app` and `app_md5` roles, as dev/cluster.sh creates them.
 pub const APP_PASSWORD: &str = "secret";
@@ -97,7 +98,7 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     /// Where `/metrics` and `/healthz` are served.
     pub metrics_addr: Option<SocketAddr>,
-    pub proxy: Arc<pgsplit::server::Proxy>,
+    pub proxy: Arc<pgsplit::proxy::Proxy>,
     task: JoinHandle<()>,
 }
 
@@ -125,7 +126,7 @@ impl TestProxy {
                     .topology
                     .snapshot()
                     .iter()
-                    .filter(|r| r.state == pgsplit::topology::ReplicaState::Healthy)
+                    .filter(|r| r.state == pgsplit::lag::HealthState::Healthy)
                     .map(|r| r.node)
                     .collect();
                 proxy
@@ -755,7 +756,7 @@ pub fn node_index(proxy: &TestProxy, name: &str) -> usize {
 }
 
 /// The state the proxy's topology gives the replica with node index `node` now.
-pub fn replica_state(proxy: &TestProxy, node: usize) -> Option<pgsplit::topology::ReplicaState> {
+pub fn replica_state(proxy: &TestProxy, node: usize) -> Option<pgsplit::lag::HealthState> {
     proxy
         .proxy
         .routing()

@@ -161,7 +161,7 @@ fn nodes_show_role_timeline_and_why() {
     );
     let report = RoleReport { roles, changes: 1 };
     let mut healthy = Replica::new(2, 1);
-    healthy.state = crate::topology::ReplicaState::Healthy;
+    healthy.state = crate::lag::HealthState::Healthy;
     let lagging = report_of(2);
     let t = nodes(
         &names(),
@@ -180,7 +180,7 @@ fn nodes_show_role_timeline_and_why() {
     assert_eq!(t.get(2, "reads"), Some("true"));
     assert_eq!(t.get(2, "role_changes"), Some("1"));
     // Out of the rotation for its lag: the reason says so.
-    healthy.state = crate::topology::ReplicaState::Lagging;
+    healthy.state = crate::lag::HealthState::Lagging;
     let t = nodes(&names(), &report, &[report_of(2)], &[healthy], now);
     assert_eq!(t.get(2, "reads"), Some("false"));
     assert!(

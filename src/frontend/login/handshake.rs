@@ -11,9 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::stream::ClientStream;
 use crate::auth::{verify_md5_response, ScramSecret, ScramServer, MECHANISMS, MECHANISMS_PLUS};
 use crate::config::{ClientAuth, DatabaseConfig, UserConfig};
+use crate::frontend::stream::ClientStream;
 use crate::net::{read_frame, ReadError};
 use crate::tls::{ALPN_POSTGRESQL, TLS_HANDSHAKE_BYTE};
 use crate::wire::error::code;
