@@ -352,6 +352,8 @@ init_primary() {
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$SOCK_DIR'
 max_connections = 300
+# Two-phase commit (PREPARE TRANSACTION), used by drivers' test suites (dev/compat.sh).
+max_prepared_transactions = 10
 shared_buffers = 128MB
 wal_level = replica
 max_wal_senders = 10

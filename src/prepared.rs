@@ -6,8 +6,16 @@
 //! Identical statements from different clients share one server-side statement. Each
 //! server connection remembers which of those names it has, up to a bound, forgetting
 //! the least recently used.
+//!
+//! A server-side statement keeps what its Parse resolved (parameter types, the tables
+//! and types it names). After DDL (`CREATE`, `ALTER`, `DROP` of anything), the same text
+//! may mean something else, and an old statement may name a type that is gone ("cache
+//! lookup failed for type"). So the name also carries the *catalog epoch*, which every
+//! DDL a server completes moves on: a client's Parse after DDL gets a statement of its
+//! own, prepared afresh, as it would from PostgreSQL.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,13 +34,36 @@ pub struct PreparedStatement {
     pub query: Bytes,
 }
 
+/// The catalog epoch: how many DDL statements servers have completed (see the module doc).
+static CATALOG_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// A server completed a statement with this command tag: DDL moves the catalog epoch on.
+pub fn command_completed(tag: &[u8]) {
+    if changes_catalog(tag) {
+        CATALOG_EPOCH.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether a command tag is DDL's (`CREATE TABLE`, `ALTER TYPE`, `DROP FUNCTION`, ...).
+pub fn changes_catalog(tag: &[u8]) -> bool {
+    [&b"CREATE "[..], b"ALTER ", b"DROP "]
+        .iter()
+        .any(|p| tag.starts_with(p))
+}
+
 impl PreparedStatement {
     /// Builds the server-side form of a client's Parse.
     pub fn from_parse(msg: &ParseMsg<'_>) -> PreparedStatement {
+        Self::in_epoch(msg, CATALOG_EPOCH.load(Ordering::Relaxed))
+    }
+
+    /// The server-side form of a client's Parse made in catalog epoch `epoch`.
+    fn in_epoch(msg: &ParseMsg<'_>, epoch: u64) -> PreparedStatement {
         let mut hasher = Sha256::new();
         hasher.update(msg.query);
         hasher.update([0u8]);
         hasher.update(msg.param_types);
+        hasher.update(epoch.to_be_bytes());
         let digest = hasher.finalize();
         let mut name = String::with_capacity(9 + 32);
         name.push_str("pgsplit_");
@@ -153,11 +184,14 @@ mod tests {
     use crate::wire::message::read_parse;
 
     fn stmt(query: &[u8]) -> PreparedStatement {
-        PreparedStatement::from_parse(&ParseMsg {
-            name: b"P_1",
-            query,
-            param_types: &[0, 0],
-        })
+        PreparedStatement::in_epoch(
+            &ParseMsg {
+                name: b"P_1",
+                query,
+                param_types: &[0, 0],
+            },
+            0,
+        )
     }
 
     #[test]
@@ -173,17 +207,61 @@ mod tests {
     }
 
     #[test]
+    fn ddl_gives_later_parses_statements_of_their_own() {
+        let msg = ParseMsg {
+            name: b"",
+            query: b"insert into t values ($1::e[])",
+            param_types: &[0, 0],
+        };
+        let before = PreparedStatement::in_epoch(&msg, 7);
+        assert_eq!(
+            before.server_name,
+            PreparedStatement::in_epoch(&msg, 7).server_name
+        );
+        assert_ne!(
+            before.server_name,
+            PreparedStatement::in_epoch(&msg, 8).server_name
+        );
+        for tag in [
+            &b"CREATE TYPE"[..],
+            b"DROP TABLE",
+            b"ALTER TABLE",
+            b"CREATE INDEX",
+        ] {
+            assert!(changes_catalog(tag), "{tag:?}");
+        }
+        for tag in [
+            &b"INSERT 0 1"[..],
+            b"SELECT 1",
+            b"ROLLBACK",
+            b"CREATED",
+            b"DROPPED",
+        ] {
+            assert!(!changes_catalog(tag), "{tag:?}");
+        }
+        let epoch = CATALOG_EPOCH.load(Ordering::Relaxed);
+        command_completed(b"DROP TYPE");
+        assert!(CATALOG_EPOCH.load(Ordering::Relaxed) > epoch);
+    }
+
+    #[test]
     fn parameter_types_are_part_of_the_identity() {
-        let a = PreparedStatement::from_parse(&ParseMsg {
-            name: b"",
-            query: b"select $1",
-            param_types: &[0, 1, 0, 0, 0, 23],
-        });
-        let b = PreparedStatement::from_parse(&ParseMsg {
-            name: b"",
-            query: b"select $1",
-            param_types: &[0, 1, 0, 0, 0, 25],
-        });
+        let a = PreparedStatement::in_epoch(
+            &ParseMsg {
+                name: b"",
+                query: b"select $1",
+                param_types: &[0, 1, 0, 0, 0, 23],
+            },
+            0,
+        );
+        let b = PreparedStatement::in_epoch(
+            &ParseMsg {
+                name: b"",
+                query: b"select $1",
+                param_types: &[0, 1, 0, 0, 0, 25],
+            },
+            0,
+        );
         assert_ne!(a.server_name, b.server_name);
     }
 

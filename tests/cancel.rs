@@ -229,3 +229,44 @@ async fn unknown_cancel_key_is_ignored() {
     );
     assert_eq!(show(&client, "select 1").await, "1");
 }
+
+/// With a pool of one held by another client's query, a client queued for the connection
+/// cancels its own query: it fails with 57014 at once (before: the cancel found no server
+/// and was dropped, and the query ran in full once the connection came free), and the
+/// query holding the connection is not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_of_a_query_waiting_for_a_server_is_not_lost() {
+    let proxy = TestProxy::start(|c| {
+        c.pool.max_size = 1;
+        c.pool.checkout_timeout = pgsplit::config::Duration::from_secs(30);
+    })
+    .await;
+    let checker = superuser().await;
+    let app = common::unique("cancel_queued");
+    let holder = proxy.connect(&app).await;
+    let queued = proxy.connect(&format!("{app}_queued")).await;
+    let hold = holder.simple_query("select pg_sleep(3)");
+    let others = async {
+        wait_for_running(&checker, &app, "pg_sleep").await;
+        let query = async {
+            let r = queued.simple_query("select pg_sleep(10)").await;
+            (r, Instant::now())
+        };
+        let cancel = async {
+            wait_for_waiter(&proxy).await;
+            queued.cancel_token().cancel_query(NoTls).await.unwrap();
+            Instant::now()
+        };
+        tokio::join!(query, cancel)
+    };
+    let (held, ((result, done), cancelled_at)) = tokio::join!(hold, others);
+    held.unwrap_or_else(|e| panic!("the cancel hit the other client: {}", describe(&e)));
+    let e = result.expect_err("the queued query was not cancelled");
+    assert_eq!(sqlstate(&e), "57014", "{}", describe(&e));
+    assert!(
+        done.saturating_duration_since(cancelled_at) < Duration::from_secs(1),
+        "the queued query ended {:?} after its cancel",
+        done.saturating_duration_since(cancelled_at)
+    );
+    assert_eq!(show(&queued, "select 'usable'").await, "usable");
+}

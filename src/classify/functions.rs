@@ -31,6 +31,14 @@ pub(crate) enum FnEffect {
     SessionBound,
 }
 
+/// Built-in views of the transactions the primary holds: prepared transactions (a replica
+/// shows them only once replayed) and locks (a replica's are its readers'). A client that
+/// reads them means the primary's (the transaction it just prepared, the locks its writes
+/// hold): reads of them run on the primary, as reads of `routing.primary_tables` do.
+/// (`pg_stat_activity` is not one: a client's reads run on replicas.)
+pub(crate) const PRIMARY_STATE_VIEWS: &[&str] =
+    &["pg_catalog.pg_prepared_xacts", "pg_catalog.pg_locks"];
+
 /// Built-in functions that write, fail on a standby, or act on the primary's state.
 /// Names are as stored in `pg_proc` (lowercase); matched on the last name component, in any schema.
 const BUILTIN_WRITE: &[&str] = &[

@@ -220,7 +220,14 @@ impl Classifier {
             })),
             generation: AtomicU64::new(0),
             refresh_requests: AtomicU64::new(0),
-            primary_tables: QualifiedNames::new(&options.primary_tables),
+            primary_tables: QualifiedNames::new(
+                &options
+                    .primary_tables
+                    .iter()
+                    .map(String::as_str)
+                    .chain(functions::PRIMARY_STATE_VIEWS.iter().copied())
+                    .collect::<Vec<_>>(),
+            ),
             cache: Cache::new(options.cache_capacity, options.max_cached_len),
         }
     }
@@ -368,6 +375,23 @@ mod tests {
             write_functions: vec!["app.bump".into()],
             ..ClassifierOptions::default()
         })
+    }
+
+    #[test]
+    fn reads_of_the_nodes_own_state_go_to_the_primary() {
+        let c = Classifier::new(ClassifierOptions::default());
+        let primary = Class::Read {
+            primary_table: true,
+        };
+        for sql in [
+            "select gid from pg_prepared_xacts where database = $1",
+            "SELECT count(*) FROM pg_catalog.pg_prepared_xacts",
+            "select * from pg_locks l join pg_class c on c.oid = l.relation",
+        ] {
+            assert_eq!(c.classify(sql.as_bytes()).class, primary, "{sql}");
+        }
+        assert_eq!(c.classify(b"select * from pg_class").class, READ);
+        assert_eq!(c.classify(b"select * from pg_stat_activity").class, READ);
     }
 
     #[test]

@@ -116,6 +116,11 @@ impl PendingQueue {
         self.queue.push_back(p);
     }
 
+    /// Puts `p` ahead of everything queued.
+    pub fn push_front(&mut self, p: Pending) {
+        self.queue.push_front(p);
+    }
+
     /// Records a Sync the client sent; in copy-in mode the server ignores it.
     pub fn push_sync(&mut self) {
         if !self.copy_in {

@@ -47,6 +47,19 @@ pub mod code {
     }
 }
 
+/// The SQLSTATE a client is shown for a transaction lost because its server ended the
+/// connection with error `code` (sent while the client was between statements): the
+/// reasons a client can act on are kept (the idle-in-transaction timeout it set, an
+/// administrator's termination or shutdown), anything else is a connection failure. Pure.
+pub fn farewell(code: &str) -> &'static str {
+    match code {
+        "25P03" => code::IDLE_IN_TRANSACTION_TIMEOUT,
+        "57P01" => code::ADMIN_SHUTDOWN,
+        "57P05" => code::IDLE_SESSION_TIMEOUT,
+        _ => code::CONNECTION_FAILURE,
+    }
+}
+
 /// How bad an error is: `Error` ends the statement, `Fatal` ends the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -150,6 +163,15 @@ pub fn parse_error_fields(body: &[u8]) -> (String, String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_servers_farewell_keeps_the_codes_a_client_acts_on() {
+        assert_eq!(farewell("25P03"), "25P03");
+        assert_eq!(farewell("57P01"), "57P01");
+        assert_eq!(farewell("57P05"), "57P05");
+        assert_eq!(farewell("XX000"), "08006");
+        assert_eq!(farewell(""), "08006");
+    }
 
     #[test]
     fn encodes_and_reads_back() {

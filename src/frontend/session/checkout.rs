@@ -61,8 +61,8 @@ impl Session {
         sql: Option<&Bytes>,
         extended: bool,
     ) -> Result<bool, SessionEnd> {
-        if let Some(why) = self.transaction_lost() {
-            PgError::error(code::CONNECTION_FAILURE, why).encode(&mut self.outbox);
+        if let Some((code, why)) = self.transaction_lost() {
+            PgError::error(code, why).encode(&mut self.outbox);
             self.status = TxStatus::Idle;
             return Ok(false);
         }
@@ -93,7 +93,7 @@ impl Session {
     /// lost between statements, or it runs on a node that no longer takes writes (another
     /// was promoted): that connection is closed (the node rolls back) and the client is
     /// told, then goes on outside a transaction. One atomic load while on the primary.
-    fn transaction_lost(&mut self) -> Option<String> {
+    fn transaction_lost(&mut self) -> Option<(&'static str, String)> {
         if let Some(why) = self.lost_transaction.take() {
             return Some(why);
         }
@@ -124,9 +124,9 @@ impl Session {
             true => "this session's state on it (temporary tables, LISTEN, session locks, SQL prepared statements) is lost",
             false => "the transaction that ran there is rolled back",
         };
-        Some(format!(
+        Some((code::CONNECTION_FAILURE, format!(
             "pgsplit: the primary changed while this client held a connection to {node}, the former primary: {lost}; run it again"
-        ))
+        )))
     }
 
     /// Classifies a statement's SQL: short text here, longer text on a blocking thread
@@ -313,7 +313,16 @@ impl Session {
         loop {
             let pool = &self.ctx.pools[node];
             let on_replica = Some(node) != primary;
-            let skipped = match get_connection(pool).await {
+            // A cancel for the statement ends the wait for a connection (57014).
+            let got = tokio::select! {
+                r = get_connection(pool) => Some(r),
+                () = self.ctx.cancel.requested() => None,
+            };
+            let Some(got) = got else {
+                self.cancelled_while_waiting();
+                return Ok(false);
+            };
+            let skipped = match got {
                 Ok(server) => {
                     self.ctx.checkout_wait.record(now.elapsed().as_secs_f64());
                     self.on_primary = !on_replica;
@@ -412,8 +421,12 @@ impl Session {
                 WriteTarget::Node(node) => return Some(node),
                 WriteTarget::Refused(why) => why,
                 WriteTarget::Waiting if since.elapsed() < self.ctx.primary_wait => {
-                    tokio::time::sleep(PRIMARY_RETRY).await;
-                    continue;
+                    tokio::select! {
+                        () = tokio::time::sleep(PRIMARY_RETRY) => continue,
+                        () = self.ctx.cancel.requested() => {}
+                    }
+                    self.cancelled_while_waiting();
+                    return None;
                 }
                 WriteTarget::Waiting => format!(
                     "pgsplit: no node takes writes: none is out of recovery on the cluster's highest timeline (waited pool.primary_wait_timeout, {:?})",
@@ -431,6 +444,17 @@ impl Session {
             Some(node) => Some(node),
             None => self.await_primary(since).await,
         }
+    }
+
+    /// A cancel request came for the statement while it waited for a server: it fails
+    /// with 57014, as if the server had cancelled it.
+    fn cancelled_while_waiting(&mut self) {
+        self.ctx.cancel.take_requested();
+        tracing::debug!(
+            client = self.ctx.cancel.pid,
+            "statement cancelled while waiting for a server connection"
+        );
+        PgError::error(code::QUERY_CANCELED, CANCELLED).encode(&mut self.outbox);
     }
 
     /// Closes the server connection just checked out, which turned out dead before
@@ -454,8 +478,13 @@ impl Session {
         false
     }
 
-    /// Gives the session a server connection.
+    /// Gives the session a server connection. What pgsplit answered itself before comes
+    /// first, ahead of the server's replies.
     pub(super) fn attach(&mut self, server: Server) {
+        if !self.held.is_empty() {
+            let held = self.held.split().freeze();
+            self.queue.push_front(Pending::Synthetic(held));
+        }
         self.ctx.cancel.set_target(Some(CancelTarget {
             node: server.node.clone(),
             pid: server.backend_pid,
@@ -484,6 +513,9 @@ pub async fn apply_settings(
     }
     Ok(())
 }
+
+/// PostgreSQL's message for a statement cancelled by a cancel request.
+pub(super) const CANCELLED: &str = "canceling statement due to user request";
 
 /// How often a checkout retries a primary that cannot be reached.
 const PRIMARY_RETRY: std::time::Duration = std::time::Duration::from_millis(100);

@@ -88,6 +88,14 @@ pub struct Session {
     outbox: BytesMut,
     /// Bytes to write to the server.
     to_server: BytesMut,
+    /// Answers pgsplit gave itself, with no server attached, to extended-protocol messages
+    /// (ParseComplete, CloseComplete, an error): sent at the client's next Flush or Sync,
+    /// as PostgreSQL sends its replies, or ahead of the replies of a server attached first.
+    held: BytesMut,
+    /// The client data being handled asks for replies now (a Flush, Sync, Query or
+    /// FunctionCall): pgsplit's own answers at the head of the queue go out with it.
+    /// Without one, they wait as PostgreSQL's replies do.
+    flush_asked: bool,
     server: Option<Server>,
     queue: PendingQueue,
     statements: ClientStatements,
@@ -108,7 +116,11 @@ pub struct Session {
     primary_node: Option<usize>,
     /// The server connection of the client's open transaction was lost while the client
     /// owed nothing: its next statement gets this error (08006), and the session goes on.
-    lost_transaction: Option<String>,
+    lost_transaction: Option<(&'static str, String)>,
+    /// The error a server sent, unasked, before closing the connection (its reason: an
+    /// idle-in-transaction timeout, a termination): told to the client whose transaction
+    /// it ends.
+    farewell: Option<(&'static str, String)>,
     /// A statement that writes ran on the primary since the client was last idle: once it
     /// is idle again, its reads must see the write (`ClientRouting::wrote`).
     wrote: bool,
@@ -178,6 +190,8 @@ impl Session {
             inbox: BytesMut::with_capacity(16 * 1024),
             outbox: BytesMut::with_capacity(16 * 1024),
             to_server: BytesMut::with_capacity(16 * 1024),
+            held: BytesMut::new(),
+            flush_asked: false,
             server: None,
             queue: PendingQueue::default(),
             statements: ClientStatements::default(),
@@ -190,6 +204,7 @@ impl Session {
             on_primary: true,
             primary_node: None,
             lost_transaction: None,
+            farewell: None,
             wrote: false,
             held_for_route: false,
             in_batch: false,
@@ -358,11 +373,17 @@ impl Session {
         if !self.queue.is_empty() || self.pinned {
             return Err(end);
         }
+        let farewell = self.farewell.take();
         if status != Some(TxStatus::Idle) {
             tracing::info!(client = self.ctx.cancel.pid, error = %end, "server connection of an open transaction lost; the client stays");
-            self.lost_transaction = Some(format!(
-                "pgsplit: {end}; the transaction is lost (rolled back), run it again"
-            ));
+            self.lost_transaction = Some(match farewell {
+                Some((code, why)) => (code, format!(
+                    "pgsplit: the server ended the connection of this transaction: {why}; the transaction is lost (rolled back), run it again"
+                )),
+                None => (code::CONNECTION_FAILURE, format!(
+                    "pgsplit: {end}; the transaction is lost (rolled back), run it again"
+                )),
+            });
         }
         self.release();
         Ok(())
@@ -385,6 +406,10 @@ impl Session {
 
     async fn on_client_data(&mut self) -> Result<(), SessionEnd> {
         let mut large = false;
+        if self.queue.is_empty() {
+            // Until it is written to a server, a cancel for what the client sent is kept.
+            self.ctx.cancel.waiting();
+        }
         loop {
             if self.must_wait_for_route() {
                 // Handled once the replica has answered what came before.
@@ -397,10 +422,12 @@ impl Session {
                 Err(e) => return Err(SessionEnd::Refused(frame_error(e))),
             };
             large |= frame.bytes.len() > SHRINK_ABOVE;
+            self.flush_asked |= matches!(frame.tag, b'H' | b'S' | b'Q' | b'F');
             if self.skip_to_sync {
                 if frame.tag == b'S' {
                     self.skip_to_sync = false;
                     self.in_batch = false;
+                    self.release_held();
                     msg::ready_for_query(self.status, &mut self.outbox);
                 }
                 continue;
@@ -414,10 +441,13 @@ impl Session {
         }
         shrink(&mut self.to_server);
         if self.server.as_ref().is_some_and(|s| !s.read_buf.is_empty()) {
-            // Replies that arrived while writing.
+            // Replies that arrived while writing (pgsplit's own answers go ahead of them).
+            self.flush_asked = false;
             return self.on_server_data().await;
         }
-        self.queue.emit_synthetic(&mut self.outbox);
+        if std::mem::take(&mut self.flush_asked) {
+            self.queue.emit_synthetic(&mut self.outbox);
+        }
         self.flush_client().await?;
         self.release_if_idle();
         Ok(())
@@ -471,6 +501,7 @@ impl Session {
     async fn flush_server(&mut self) -> Result<(), SessionEnd> {
         let Some(server) = self.server.as_mut() else {
             self.to_server.clear();
+            self.ctx.cancel.sent(false);
             return Ok(());
         };
         let server: &mut ServerConn = server;
@@ -507,10 +538,19 @@ impl Session {
             // from the last time it sent something (maybe long ago, before a restart).
             self.stall_seen.sent();
         }
-        match failure {
-            Some(e) => Err(self.server_lost(e)),
-            None => Ok(()),
+        if let Some(e) = failure {
+            return Err(self.server_lost(e));
         }
+        if let Some(target) = self.ctx.cancel.sent(!self.queue.is_empty()) {
+            // A cancel came while the statement was on its way: it is on the server now.
+            tracing::debug!(client = self.ctx.cancel.pid, node = %target.node.name, "sending a cancel request that came before the statement reached its server");
+            tokio::spawn(async move {
+                if let Err(e) = crate::cancel::send_cancel(&target).await {
+                    tracing::warn!(error = %e, "could not send cancel request");
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Writes the outbox to the client, up to where output is held (see `hold_from`).
@@ -567,6 +607,15 @@ impl Session {
                 });
             }
             drop(Object::take(server));
+        }
+    }
+
+    /// The client sent Flush or Sync with no server attached: what pgsplit answered
+    /// itself goes out.
+    fn release_held(&mut self) {
+        if !self.held.is_empty() {
+            self.outbox.extend_from_slice(&self.held);
+            self.held.clear();
         }
     }
 

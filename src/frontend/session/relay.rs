@@ -114,12 +114,15 @@ impl Session {
                 // (shut down, terminated). Not relayed: the client is between statements
                 // and stays (see `Session::server_gone`).
                 b'E' if unasked && !self.pinned => {
+                    let (_, code, message) = crate::wire::error::parse_error_fields(body);
+                    self.farewell = Some((crate::wire::error::farewell(&code), message));
                     self.server_mut().broken = true;
                     verdict = Verdict::Drop;
                 }
                 b'E' => self.settings.statement_failed(),
                 b'C' => {
                     let tag = msg::read_command_tag(body);
+                    crate::prepared::command_completed(tag);
                     if tag == b"DISCARD ALL" || tag == b"DEALLOCATE ALL" {
                         let server = self.server_mut();
                         server.statements.clear();
@@ -209,6 +212,7 @@ impl Session {
 
     pub(super) fn release(&mut self) {
         self.ctx.cancel.set_target(None);
+        self.farewell = None;
         self.lease = None;
         self.hold_from = None;
         if let Some(mut server) = self.server.take() {

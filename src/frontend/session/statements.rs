@@ -12,6 +12,10 @@ impl Session {
         };
         // A simple Query destroys the unnamed statement.
         self.unnamed = None;
+        if self.server.is_none() {
+            // Answers to earlier extended-protocol messages go first.
+            self.release_held();
+        }
         if let Some(answer) = self.deallocate(sql) {
             return self.answer_locally(answer);
         }
@@ -95,8 +99,9 @@ impl Session {
             // prepared on whichever server first executes it. Clients that prepare
             // synchronously (pgbench -M prepared, PQprepare) then never wait for a
             // server while holding none, and errors in the statement surface at its
-            // first Bind or Describe.
-            msg::parse_complete(&mut self.outbox);
+            // first Bind or Describe. The ParseComplete goes out at the client's next
+            // Flush or Sync, as PostgreSQL's would.
+            msg::parse_complete(&mut self.held);
             return Ok(());
         }
         let server = self.server_mut();
@@ -192,7 +197,7 @@ impl Session {
             if self.server.is_some() {
                 self.queue.push(Pending::Synthetic(done.freeze()));
             } else {
-                self.outbox.extend_from_slice(&done);
+                self.held.extend_from_slice(&done);
             }
             return Ok(());
         }
@@ -259,7 +264,7 @@ impl Session {
         message: &str,
     ) -> Result<(), SessionEnd> {
         let Some(server) = self.server.as_mut() else {
-            PgError::error(code, message).encode(&mut self.outbox);
+            PgError::error(code, message).encode(&mut self.held);
             self.skip_to_sync = true;
             return Ok(());
         };
@@ -293,6 +298,7 @@ impl Session {
     ) -> Result<(), SessionEnd> {
         if self.server.is_none() && matches!(frame.tag, b'S' | b'H') {
             // Nothing is outstanding: a Sync only asks for ReadyForQuery.
+            self.release_held();
             if frame.tag == b'S' {
                 msg::ready_for_query(self.status, &mut self.outbox);
             }
