@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 
 use crate::backend::NodeAddr;
+use crate::lock::Locked;
 use crate::wire::startup::encode_cancel;
 
 /// The server key a cancel request must be sent to. `Debug` hides the secret.
@@ -112,7 +113,7 @@ fn new_slot() -> Slot {
 
 impl SlotInner {
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 }
 
@@ -188,11 +189,7 @@ impl CancelKey {
 
 impl Drop for CancelKey {
     fn drop(&mut self) {
-        self.registry
-            .clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.pid);
+        self.registry.clients.locked().remove(&self.pid);
     }
 }
 
@@ -206,10 +203,7 @@ impl CancelRegistry {
             & 0x7fff_ffff;
         let secret: i32 = rand::random();
         let slot = new_slot();
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(pid, (secret, slot.clone()));
+        self.clients.locked().insert(pid, (secret, slot.clone()));
         CancelKey {
             pid,
             secret,
@@ -222,7 +216,7 @@ impl CancelRegistry {
     /// and the client's statement runs on a server. A statement still on its way to one
     /// keeps the cancel (its session is woken; see [`CancelKey::requested`]).
     pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
-        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let clients = self.clients.locked();
         let (expected, slot) = clients.get(&pid)?;
         if secret != expected.to_be_bytes() {
             return None;
@@ -246,14 +240,14 @@ impl CancelRegistry {
 
     /// The server now serving client `pid`, if any (for `SHOW CLIENTS`).
     pub fn serving(&self, pid: i32) -> Option<CancelTarget> {
-        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let clients = self.clients.locked();
         let (_, slot) = clients.get(&pid)?;
         let target = slot.lock().target.clone();
         target
     }
 
     pub fn len(&self) -> usize {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.clients.locked().len()
     }
 
     pub fn is_empty(&self) -> bool {
