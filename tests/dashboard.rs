@@ -6,11 +6,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 
 use common::TestProxy;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn dashboard() -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana/pgsplit.json");
@@ -42,17 +40,6 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         names.insert(name);
     }
     names
-}
-
-async fn get_metrics(addr: SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
 }
 
 #[test]
@@ -109,7 +96,8 @@ async fn every_metric_the_dashboard_names_is_exported() {
     // Some traffic, so the histograms have samples.
     let client = proxy.connect("dashboard").await;
     client.simple_query("select 1").await.unwrap();
-    let body = get_metrics(addr).await;
+    let (status, body) = common::http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
     let exported: BTreeSet<&str> = body
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -3,29 +3,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
-use common::{wait_until, TestProxy};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Sends `GET path` and returns the status code and body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
+use common::{http_get as get, wait_until, TestProxy};
 
 /// The value of the sample line that starts with `series` (name and labels as printed).
 fn sample(body: &str, series: &str) -> Option<f64> {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use pgsplit::config::{Config, NodeRole};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
@@ -765,4 +765,23 @@ pub fn replica_state(proxy: &TestProxy, node: usize) -> Option<pgsplit::lag::Hea
         .into_iter()
         .find(|r| r.node == node)
         .map(|r| r.state)
+}
+
+/// Sends `GET path` and returns the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
