@@ -88,7 +88,7 @@ impl Proxy {
             idle_timeout: config.pool.idle_timeout.non_zero(),
             max_lifetime: config.pool.max_lifetime.non_zero(),
             max_statements: config.pool.max_prepared_statements,
-            max_pinned: config.pool.pinned_limit(),
+            max_bound: config.pool.pinned_limit(),
         };
         let secrets = config
             .users

@@ -193,8 +193,8 @@ mod tests {
                 idle: 2,
                 waiting: 0,
                 max_size: 10,
-                pinned: 0,
-                max_pinned: 9,
+                bound: 0,
+                max_bound: 9,
             }],
             clients: 7,
         }

@@ -228,8 +228,8 @@ pub fn pools(rows: &[PoolRow]) -> Table {
             text(p.size.saturating_sub(p.idle)),
             text(p.waiting),
             text(p.max_size),
-            text(p.pinned),
-            text(p.max_pinned),
+            text(p.bound),
+            text(p.max_bound),
         ]);
     }
     t

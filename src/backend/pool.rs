@@ -26,8 +26,8 @@ pub struct PoolSettings {
     pub idle_timeout: Option<Duration>,
     pub max_lifetime: Option<Duration>,
     pub max_statements: usize,
-    /// Most clients pinned to a connection of one pool (see [`Manager::pin`]).
-    pub max_pinned: usize,
+    /// Most session-bound clients of one pool (see [`Manager::bind`]).
+    pub max_bound: usize,
 }
 
 /// When each node last lost the primary role: its server connections opened before then
@@ -74,14 +74,14 @@ pub struct Manager {
     creds: Credentials,
     settings: PoolSettings,
     /// How many clients hold a connection of this pool for their whole session.
-    pinned: Arc<AtomicUsize>,
+    bound: Arc<AtomicUsize>,
 }
 
-/// A client's claim on one of its pool's pinned places, given back when dropped.
+/// A session-bound client's claim on one of its pool's places, given back when dropped.
 #[derive(Debug)]
-pub struct Pin(Arc<AtomicUsize>);
+pub struct Binding(Arc<AtomicUsize>);
 
-impl Drop for Pin {
+impl Drop for Binding {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -89,24 +89,21 @@ impl Drop for Pin {
 
 impl Manager {
     /// Claims a place for a client that keeps one of this pool's connections for its
-    /// whole session, or `None` when `max_pinned` clients already do: session-bound
+    /// whole session, or `None` when `max_bound` clients already do: session-bound
     /// clients can never take every connection of a pool.
-    pub fn pin(&self) -> Option<Pin> {
-        let limit = self.settings.max_pinned;
-        self.pinned
+    pub fn bind(&self) -> Option<Binding> {
+        let limit = self.settings.max_bound;
+        self.bound
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < limit).then_some(n + 1)
             })
             .ok()
-            .map(|_| Pin(self.pinned.clone()))
+            .map(|_| Binding(self.bound.clone()))
     }
 
-    /// How many clients are pinned to connections of this pool, and the limit.
-    pub fn pinned(&self) -> (usize, usize) {
-        (
-            self.pinned.load(Ordering::Relaxed),
-            self.settings.max_pinned,
-        )
+    /// How many session-bound clients this pool has, and the limit.
+    pub fn bound(&self) -> (usize, usize) {
+        (self.bound.load(Ordering::Relaxed), self.settings.max_bound)
     }
 
     /// The name of the node this pool connects to.
@@ -213,9 +210,9 @@ pub struct PoolRow {
     /// Clients waiting for a connection.
     pub waiting: usize,
     pub max_size: usize,
-    /// Clients pinned to a connection of their own, and how many may be.
-    pub pinned: usize,
-    pub max_pinned: usize,
+    /// Session-bound clients (a connection of their own), and how many may be.
+    pub bound: usize,
+    pub max_bound: usize,
 }
 
 /// Every pool, created on first use.
@@ -268,7 +265,7 @@ impl Pools {
             fences: self.fences.clone(),
             creds: creds.clone(),
             settings: self.settings.clone(),
-            pinned: Arc::default(),
+            bound: Arc::default(),
         };
         let timeouts = deadpool::managed::Timeouts {
             wait: Some(self.settings.checkout_timeout),
@@ -303,7 +300,7 @@ impl Pools {
             .into_iter()
             .map(|(key, pool)| {
                 let status = pool.status();
-                let (pinned, max_pinned) = pool.manager().pinned();
+                let (bound, max_bound) = pool.manager().bound();
                 PoolRow {
                     node: self.nodes()[key.node].name.clone(),
                     database: key.database,
@@ -312,8 +309,8 @@ impl Pools {
                     idle: status.available,
                     waiting: status.waiting,
                     max_size: status.max_size,
-                    pinned,
-                    max_pinned,
+                    bound,
+                    max_bound,
                 }
             })
             .collect();

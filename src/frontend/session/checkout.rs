@@ -109,18 +109,18 @@ impl Session {
             _ => return None,
         }
         server.broken = true;
-        if server.status == TxStatus::Idle && !self.pinned {
+        if server.status == TxStatus::Idle && !self.bound {
             // Kept between transactions (session pooling): replaced, nothing lost.
             self.release();
             return None;
         }
         let node = server.node.name.clone();
-        let pinned = std::mem::take(&mut self.pinned);
-        self.pin = None;
+        let bound = std::mem::take(&mut self.bound);
+        self.binding = None;
         self.routing.session_bound = false;
         self.release();
         tracing::info!(client = self.ctx.cancel.pid, %node, "the primary changed: the client's server connection to the former primary is closed");
-        let lost = match pinned {
+        let lost = match bound {
             true => "this session's state on it (temporary tables, LISTEN, session locks, SQL prepared statements) is lost",
             false => "the transaction that ran there is rolled back",
         };
@@ -176,10 +176,10 @@ impl Session {
     /// - 0A000 on a replica (inside a read-only transaction): pinning there would strand
     ///   the client on the replica, where its later writes fail and which may leave the
     ///   rotation;
-    /// - 53300 when `pool.max_pinned_per_pool` clients of the pool are pinned already, so
+    /// - 53300 when `pool.max_pinned_per_pool` clients of the pool are session-bound already, so
     ///   that session-bound clients can never take every connection.
     pub(super) fn claim_session(&mut self) -> Option<(&'static str, String)> {
-        if self.pinned {
+        if self.bound {
             return None;
         }
         let class = self.statement_class?;
@@ -192,10 +192,10 @@ impl Session {
         if self.ctx.mode == PoolMode::Transaction {
             let node = self.ctx.routing.primary().unwrap_or(0);
             let pool = self.ctx.pools[node].manager();
-            match pool.pin() {
-                Some(pin) => self.pin = Some(pin),
+            match pool.bind() {
+                Some(binding) => self.binding = Some(binding),
                 None => {
-                    let (_, limit) = pool.pinned();
+                    let (_, limit) = pool.bound();
                     return Some((
                         code::TOO_MANY_CONNECTIONS,
                         format!("pgsplit: {limit} clients already keep a server connection of their own in this pool (pool.max_pinned_per_pool); LISTEN, temporary objects, session advisory locks, SQL PREPARE and cursors WITH HOLD need one"),
@@ -205,9 +205,9 @@ impl Session {
         }
         tracing::debug!(
             client = self.ctx.cancel.pid,
-            "client pinned to its server connection"
+            "client bound to its server connection"
         );
-        self.pinned = true;
+        self.bound = true;
         self.routing.session_bound = true;
         None
     }
@@ -249,7 +249,7 @@ impl Session {
         }
     }
 
-    /// A server kept across statements (session pooling, a pinned client) whose settings
+    /// A server kept across statements (session pooling, a session-bound client) whose settings
     /// were reset (RESET ALL, DISCARD ALL) gets the client's back before the next
     /// statement, as PostgreSQL restores startup values on RESET.
     pub(super) async fn resync_kept_server(&mut self) -> Result<bool, SessionEnd> {

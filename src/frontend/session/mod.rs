@@ -23,7 +23,7 @@ use super::retry::{ReadRetry, Step};
 use super::settings::{sync_sql, ClientSettings, ServerSettings};
 use super::stream::ClientStream;
 use crate::backend::connection::SERVER_MESSAGE_LIMIT;
-use crate::backend::pool::{Manager, Pin};
+use crate::backend::pool::{Binding, Manager};
 use crate::backend::{BackendError, ServerConn, ServerPool};
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::classify::{Class, Classification};
@@ -131,9 +131,9 @@ pub struct Session {
     in_batch: bool,
     /// The client used a feature that needs a real session: it keeps its server
     /// connection until it leaves (which is then reset with DISCARD ALL).
-    pinned: bool,
-    /// The pool place a pinned client holds (transaction pooling only).
-    pin: Option<Pin>,
+    bound: bool,
+    /// The pool place a session-bound client holds (transaction pooling only).
+    binding: Option<Binding>,
     /// The causal position its `SHOW CLIENTS` line shows.
     shown_causal: CausalPosition,
     /// Something that ran on the current server connection may have left session state
@@ -208,8 +208,8 @@ impl Session {
             wrote: false,
             held_for_route: false,
             in_batch: false,
-            pinned: false,
-            pin: None,
+            bound: false,
+            binding: None,
             shown_causal: CausalPosition::None,
             left_state: false,
             statement_class: None,
@@ -363,14 +363,14 @@ impl Session {
     }
 
     /// The server connection closed or failed. While the server owes the client nothing
-    /// and the client is not pinned to it, the client stays: a connection kept between
+    /// and the client is not bound to it, the client stays: a connection kept between
     /// transactions (session pooling) is replaced at the next statement; an open
     /// transaction is lost, and the next statement gets 08006 for it (see `checkout`).
     /// Else the session ends.
     fn server_gone(&mut self, e: std::io::Error) -> Result<(), SessionEnd> {
         let status = self.server.as_ref().map(|s| s.status);
         let end = self.server_lost(e);
-        if !self.queue.is_empty() || self.pinned {
+        if !self.queue.is_empty() || self.bound {
             return Err(end);
         }
         let farewell = self.farewell.take();
@@ -586,7 +586,7 @@ impl Session {
             && self.queue.is_empty()
             && server.read_buf.is_empty();
         if clean {
-            if self.ctx.mode == PoolMode::Session || self.pinned || self.left_state {
+            if self.ctx.mode == PoolMode::Session || self.bound || self.left_state {
                 server.needs_discard = true;
             }
             drop(server);

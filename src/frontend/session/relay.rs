@@ -113,7 +113,7 @@ impl Session {
                 // An error nothing was asked for: the server is closing the connection
                 // (shut down, terminated). Not relayed: the client is between statements
                 // and stays (see `Session::server_gone`).
-                b'E' if unasked && !self.pinned => {
+                b'E' if unasked && !self.bound => {
                     let (_, code, message) = crate::wire::error::parse_error_fields(body);
                     self.farewell = Some((crate::wire::error::farewell(&code), message));
                     self.server_mut().broken = true;
@@ -194,7 +194,7 @@ impl Session {
     /// Sync keeps it: the server holds the batch's implicit transaction (and after an
     /// error, ignores everything up to that Sync), even when every reply has arrived.
     pub(super) fn release_if_idle(&mut self) {
-        if self.ctx.mode != PoolMode::Transaction || self.pinned || self.in_batch {
+        if self.ctx.mode != PoolMode::Transaction || self.bound || self.in_batch {
             return;
         }
         let idle = match self.server.as_ref() {
