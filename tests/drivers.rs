@@ -49,7 +49,9 @@ async fn run_driver(label: &str, mut cmd: Command) {
             "REPLICA_PORTS",
             format!("{},{}", node_port("replica1"), node_port("replica2")),
         )
-        .env("TABLE", &table);
+        .env("TABLE", &table)
+        // Tests run at once on one cluster: each listens on a channel of its own.
+        .env("CHANNEL", unique("drivers_channel"));
     let out = common::run_command(cmd, None, 120).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -179,8 +181,9 @@ async fn sqlx() {
         .await
         .unwrap();
     let mut listener = PgListener::connect_with(&pool).await.unwrap();
-    listener.listen("pgsplit_drivers").await.unwrap();
-    sqlx::query("notify pgsplit_drivers, 'hello'")
+    let channel = unique("drivers_channel");
+    listener.listen(&channel).await.unwrap();
+    sqlx::query(&format!("notify {channel}, 'hello'"))
         .execute(&mut reader)
         .await
         .unwrap();

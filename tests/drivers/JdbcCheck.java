@@ -4,7 +4,7 @@
 // LISTEN/NOTIFY and a cancel (a query timeout, which the driver sends as a CancelRequest).
 //
 // Environment: PGSPLIT_PORT, PRIMARY_PORT, REPLICA_PORTS (comma-separated), TABLE (a table
-// `(v int)` that exists). Prints one line per check; exits non-zero at the first failure.
+// `(v int)` that exists), CHANNEL (a LISTEN channel of its own). Prints one line per check; exits non-zero at the first failure.
 import java.io.StringReader;
 import java.sql.*;
 import java.util.*;
@@ -16,6 +16,7 @@ public class JdbcCheck {
     static final int PRIMARY = Integer.parseInt(System.getenv("PRIMARY_PORT"));
     static final Set<Integer> REPLICAS = new HashSet<>();
     static final String TABLE = System.getenv("TABLE");
+    static final String CHANNEL = System.getenv("CHANNEL");
 
     static Connection connect() throws SQLException {
         Properties p = new Properties();
@@ -88,10 +89,10 @@ public class JdbcCheck {
         System.out.println("copy: ok");
 
         try (Statement s = conn.createStatement()) {
-            s.execute("listen pgsplit_drivers");
+            s.execute("listen " + CHANNEL);
         }
         try (Statement s = reader.createStatement()) {
-            s.execute("notify pgsplit_drivers, 'hello'");
+            s.execute("notify " + CHANNEL + ", 'hello'");
         }
         PGNotification[] got = conn.unwrap(PGConnection.class).getNotifications(10000);
         check(got != null && got.length == 1 && got[0].getParameter().equals("hello"), "no notification");

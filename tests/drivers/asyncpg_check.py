@@ -2,7 +2,7 @@
 transaction on the primary, a read on a replica, COPY, LISTEN/NOTIFY and a cancel.
 
 Environment: PGSPLIT_PORT, PRIMARY_PORT, REPLICA_PORTS (comma-separated), TABLE (a table
-`(v int)` that exists). Prints one line per check; exits non-zero at the first failure.
+`(v int)` that exists), CHANNEL (a LISTEN channel of its own). Prints one line per check; exits non-zero at the first failure.
 """
 import asyncio
 import os
@@ -15,6 +15,7 @@ PORT = int(os.environ["PGSPLIT_PORT"])
 PRIMARY = int(os.environ["PRIMARY_PORT"])
 REPLICAS = {int(p) for p in os.environ["REPLICA_PORTS"].split(",")}
 TABLE = os.environ["TABLE"]
+CHANNEL = os.environ["CHANNEL"]
 
 
 async def connect():
@@ -52,8 +53,8 @@ async def main():
     print("copy: ok")
 
     got = asyncio.get_running_loop().create_future()
-    await conn.add_listener("pgsplit_drivers", lambda *args: got.set_result(args[3]))
-    await reader.execute("notify pgsplit_drivers, 'hello'")
+    await conn.add_listener(CHANNEL, lambda *args: got.done() or got.set_result(args[3]))
+    await reader.execute(f"notify {CHANNEL}, 'hello'")
     assert await asyncio.wait_for(got, 10) == "hello"
     print("listen/notify: ok")
 

@@ -3,7 +3,7 @@
 // COPY, LISTEN/NOTIFY and a cancel.
 //
 // Environment: PGSPLIT_PORT, PRIMARY_PORT, REPLICA_PORTS (comma-separated), TABLE (a table
-// `(v int)` that exists), NODE_PATH (where `pg` is installed). Prints one line per check;
+// `(v int)` that exists), CHANNEL (a LISTEN channel of its own), NODE_PATH (where `pg` is installed). Prints one line per check;
 // exits non-zero at the first failure.
 const assert = require('assert')
 const { pipeline } = require('stream/promises')
@@ -15,6 +15,7 @@ const port = Number(process.env.PGSPLIT_PORT)
 const primary = Number(process.env.PRIMARY_PORT)
 const replicas = process.env.REPLICA_PORTS.split(',').map(Number)
 const table = process.env.TABLE
+const channel = process.env.CHANNEL
 const config = { host: '127.0.0.1', port, user: 'app', password: 'secret', database: 'app' }
 
 async function connect () {
@@ -49,8 +50,8 @@ async function main () {
   console.log('copy: ok')
 
   const got = new Promise((resolve) => conn.on('notification', (m) => resolve(m.payload)))
-  await conn.query('listen pgsplit_drivers')
-  await reader.query("notify pgsplit_drivers, 'hello'")
+  await conn.query(`listen ${channel}`)
+  await reader.query(`notify ${channel}, 'hello'`)
   const payload = await Promise.race([got, new Promise((_, reject) => setTimeout(() => reject(new Error('no notification in 10 s')), 10000))])
   assert.strictEqual(payload, 'hello')
   console.log('listen/notify: ok')

@@ -4,7 +4,7 @@
 // a CancelRequest).
 //
 // Environment: PGSPLIT_PORT, PRIMARY_PORT, REPLICA_PORTS (comma-separated), TABLE (a table
-// `(v int)` that exists). Prints one line per check; exits non-zero at the first failure.
+// `(v int)` that exists), CHANNEL (a LISTEN channel of its own). Prints one line per check; exits non-zero at the first failure.
 package main
 
 import (
@@ -40,6 +40,7 @@ func main() {
 		replicas[n] = true
 	}
 	table := os.Getenv("TABLE")
+	channel := os.Getenv("CHANNEL")
 	ctx := context.Background()
 
 	db, err := sql.Open("postgres", dsn)
@@ -94,8 +95,8 @@ func main() {
 	fmt.Println("copy: ok")
 
 	listener := pq.NewListener(dsn, time.Second, time.Second, nil)
-	check(listener.Listen("pgsplit_drivers"), "listen")
-	_, err = reader.ExecContext(ctx, "notify pgsplit_drivers, 'hello'")
+	check(listener.Listen(channel), "listen")
+	_, err = reader.ExecContext(ctx, "notify "+channel+", 'hello'")
 	check(err, "notify")
 	select {
 	case n := <-listener.Notify:
