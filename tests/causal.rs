@@ -476,12 +476,15 @@ async fn a_deallocated_position_statement_is_prepared_again() {
     use common::raw::{tags, RawConn};
     // One server connection per node, so that the transaction runs on the connection where
     // the first write prepared the statement (with more, a busy machine may hand it another
-    // one, where DEALLOCATE finds nothing: 26000).
+    // one, where DEALLOCATE finds nothing: 26000). And the function catalog loaded: before
+    // it is, a write may fire triggers as far as pgsplit knows, so the connection is reset
+    // before reuse, which drops the statement too.
     let proxy = TestProxy::start(|c| {
         c.routing.enabled = true;
         c.pool.max_size = 1;
     })
     .await;
+    proxy.wait_for_catalog().await;
     let table = Table::new().await;
     let t = &table.0;
     let mut conn = RawConn::login_app(proxy.addr).await;

@@ -64,17 +64,8 @@ async fn routed(adjust: impl FnOnce(&mut Config)) -> TestProxy {
         adjust(c);
     })
     .await;
-    wait_for_catalog(&proxy).await;
+    proxy.wait_for_catalog().await;
     proxy
-}
-
-/// Waits until `proxy` has loaded the primary's function catalog.
-async fn wait_for_catalog(proxy: &TestProxy) {
-    common::wait_until(10, "the function catalog is loaded", || {
-        let loaded = proxy.proxy.routing().classifier.catalog_generation() > 0;
-        async move { loaded }
-    })
-    .await;
 }
 
 /// The port that served `sql` (its first column), by the simple protocol.
@@ -275,7 +266,7 @@ async fn session_state_left_by_a_volatile_function_does_not_reach_the_next_clien
     .await;
     // No routing: one primary connection shared by both clients.
     let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
-    wait_for_catalog(&proxy).await;
+    proxy.wait_for_catalog().await;
     let a = proxy.connect("functions_leak_a").await;
     let b = proxy.connect("functions_leak_b").await;
     let setting = "select coalesce(current_setting('pgsplit_test.leak', true), '')";
@@ -324,7 +315,7 @@ async fn writes_that_fire_triggers_or_rules_do_not_leak() {
     .await;
     // No routing: one primary connection shared by both clients.
     let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
-    wait_for_catalog(&proxy).await;
+    proxy.wait_for_catalog().await;
     let classifier = &proxy.proxy.routing().classifier;
     let firing = [
         format!("delete from {s}.parent where id = 1"),

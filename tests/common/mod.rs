@@ -167,6 +167,18 @@ impl TestProxy {
         self.addr.port()
     }
 
+    /// Waits until the proxy has loaded the primary's function catalog. Until then the
+    /// classifier cannot tell which writes fire triggers, so every write counts as leaving
+    /// session state and its server connection is reset (DISCARD ALL) before reuse: a test
+    /// that relies on a connection keeping its state across statements waits for this.
+    pub async fn wait_for_catalog(&self) {
+        wait_until(10, "the function catalog is loaded", || {
+            let loaded = self.proxy.routing().classifier.catalog_generation() > 0;
+            async move { loaded }
+        })
+        .await;
+    }
+
     /// A tokio-postgres config for `user`/`secret` on database `app` with this
     /// application_name.
     pub fn pg_config(&self, app_name: &str) -> tokio_postgres::Config {
