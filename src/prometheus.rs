@@ -2,7 +2,8 @@
 //!
 //! Most figures already live in pgsplit's own state (routing counters, the lag board, the
 //! pools, the client registry), so they are copied into the recorder when Prometheus
-//! scrapes, not on every statement: the hot path only records the checkout wait histogram.
+//! scrapes, not on every statement: the hot path only records
+//! into histograms (checkout, replay and primary waits).
 //! The recorder is the proxy's own, not the process-global one, so several proxies (as in
 //! the tests) each export their own figures.
 
@@ -18,15 +19,32 @@ use crate::router::{Reason, Routing};
 
 const CHECKOUT_WAIT: &str = "pgsplit_checkout_wait_seconds";
 const REPLAY_WAIT: &str = "pgsplit_replay_wait_seconds";
+const PRIMARY_WAIT: &str = "pgsplit_primary_wait_seconds";
 
-/// Upper bounds of the checkout wait histogram, in seconds.
-const CHECKOUT_BUCKETS: [f64; 12] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0,
-];
-
-/// Upper bounds of the replay wait histogram, in seconds.
-const REPLAY_BUCKETS: [f64; 12] = [
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+/// Each histogram: its name, upper bounds of its buckets (seconds) and help text.
+const HISTOGRAMS: [(&str, [f64; 12], &str); 3] = [
+    (
+        CHECKOUT_WAIT,
+        [
+            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0,
+            5.0,
+        ],
+        "Time a client waited for a server connection",
+    ),
+    (
+        REPLAY_WAIT,
+        [
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+        ],
+        "Read-your-writes by LSN: from a client's first read held on the primary because no replica had replayed its position, to its next read a replica served",
+    ),
+    (
+        PRIMARY_WAIT,
+        [
+            0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
+        ],
+        "Time a statement waited for a node that takes writes (the primary restarting, failing over or switching over), until it got one or gave up after pool.primary_wait_timeout",
+    ),
 ];
 
 /// A proxy's metrics recorder.
@@ -35,6 +53,7 @@ pub struct Metrics {
     handle: PrometheusHandle,
     checkout_wait: Histogram,
     replay_wait: Histogram,
+    primary_wait: Histogram,
 }
 
 impl Default for Metrics {
@@ -45,35 +64,33 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let builder = PrometheusBuilder::new();
-        let builder = builder
-            .set_buckets_for_metric(Matcher::Full(CHECKOUT_WAIT.into()), &CHECKOUT_BUCKETS)
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full(REPLAY_WAIT.into()), &REPLAY_BUCKETS)
+        let builder = HISTOGRAMS
+            .iter()
+            .try_fold(PrometheusBuilder::new(), |b, (name, buckets, _)| {
+                b.set_buckets_for_metric(Matcher::Full((*name).into()), buckets)
             })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         let metadata = Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
-        let checkout_wait = recorder.register_histogram(&Key::from_name(CHECKOUT_WAIT), &metadata);
-        let replay_wait = recorder.register_histogram(&Key::from_name(REPLAY_WAIT), &metadata);
+        let histogram =
+            |name: &'static str| recorder.register_histogram(&Key::from_name(name), &metadata);
+        let (checkout_wait, replay_wait, primary_wait) = (
+            histogram(CHECKOUT_WAIT),
+            histogram(REPLAY_WAIT),
+            histogram(PRIMARY_WAIT),
+        );
         metrics::with_local_recorder(&recorder, || {
-            metrics::describe_histogram!(
-                CHECKOUT_WAIT,
-                metrics::Unit::Seconds,
-                "Time a client waited for a server connection"
-            );
-            metrics::describe_histogram!(
-                REPLAY_WAIT,
-                metrics::Unit::Seconds,
-                "Read-your-writes by LSN: from a client's first read held on the primary because no replica had replayed its position, to its next read a replica served"
-            );
+            for (name, _, help) in HISTOGRAMS {
+                metrics::describe_histogram!(name, metrics::Unit::Seconds, help);
+            }
         });
         Metrics {
             recorder,
             handle,
             checkout_wait,
             replay_wait,
+            primary_wait,
         }
     }
 
@@ -85,6 +102,11 @@ impl Metrics {
     /// The histogram sessions record how long reads were held on the primary into.
     pub fn replay_wait(&self) -> Histogram {
         self.replay_wait.clone()
+    }
+
+    /// The histogram sessions record how long statements waited for a primary into.
+    pub fn primary_wait(&self) -> Histogram {
+        self.primary_wait.clone()
     }
 
     /// Folds the histogram samples recorded since the last call into their buckets. The

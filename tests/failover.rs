@@ -220,10 +220,7 @@ async fn writes_follow_a_promotion_and_never_reach_the_old_primary() {
         admin_value(&rows, "replica2", "role").as_deref(),
         Some("old_timeline")
     );
-    let metrics = proxy
-        .proxy
-        .metrics()
-        .render(&proxy.proxy.metrics_snapshot());
+    let metrics = common::metrics_text(&proxy);
     assert!(
         metrics.contains("pgsplit_primary{node=\"replica1\"} 1"),
         "{metrics}"

@@ -3,15 +3,7 @@
 
 mod common;
 
-use common::{http_get as get, wait_until, TestProxy};
-
-/// The value of the sample line that starts with `series` (name and labels as printed).
-fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
+use common::{http_get as get, metric_sample as sample, wait_until, TestProxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_carry_routing_lag_pool_and_client_figures() {

@@ -85,6 +85,16 @@ async fn clients_log_in_and_read_while_the_primary_is_down() {
         "it waited for the primary"
     );
     assert!(waited < Duration::from_secs(5), "then it failed");
+    // The wait is in the metrics: one wait that gave up after about 2 s.
+    let metrics = common::metrics_text(&proxy);
+    let sample = |series| common::metric_sample(&metrics, series).unwrap_or(0.0);
+    assert_eq!(
+        sample("pgsplit_primary_wait_seconds_count"),
+        1.0,
+        "{metrics}"
+    );
+    let recorded = sample("pgsplit_primary_wait_seconds_sum");
+    assert!((2.0..5.0).contains(&recorded), "{metrics}");
 
     // One that may wait longer runs once the primary is back: the restart costs it nothing.
     let write = tokio::spawn(async move {
@@ -97,6 +107,12 @@ async fn clients_log_in_and_read_while_the_primary_is_down() {
     let (result, waited) = write.await.unwrap();
     eprintln!("a write waiting for the restart ran after {waited:?}");
     result.expect("the write that waited for the primary ran");
+    let metrics = common::metrics_text(&patient);
+    let recorded = common::metric_sample(&metrics, "pgsplit_primary_wait_seconds_sum");
+    assert!(
+        recorded.is_some_and(|s| s >= 0.5 && s <= waited.as_secs_f64()),
+        "the write's wait for the restart is recorded: {metrics}"
+    );
     common::wait_until(60, "the same connection writes again", || async {
         before.simple_query("select txid_current()").await.is_ok()
     })

@@ -779,6 +779,23 @@ pub fn replica_state(proxy: &TestProxy, node: usize) -> Option<pgsplit::lag::Hea
         .map(|r| r.state)
 }
 
+/// The value of the sample line of a Prometheus exposition `body` that starts with
+/// `series` (name and labels as printed).
+pub fn metric_sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The proxy's metrics now, in Prometheus format.
+pub fn metrics_text(proxy: &TestProxy) -> String {
+    proxy
+        .proxy
+        .metrics()
+        .render(&proxy.proxy.metrics_snapshot())
+}
+
 /// Sends `GET path` and returns the status code and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -168,6 +168,7 @@ pub async fn login_client(
         entry,
         checkout_wait: proxy.metrics().checkout_wait(),
         replay_wait: proxy.metrics().replay_wait(),
+        primary_wait_seconds: proxy.metrics().primary_wait(),
         causal_token,
     };
     tracing::debug!(user = %user_name, database = %database_name, "client logged in");

@@ -299,8 +299,10 @@ impl Session {
         let target = decision.target;
         // The node that takes writes, as the monitor discovered it (one atomic load).
         let mut primary = routing.primary();
+        // Whether the statement waited for a node that takes writes (for the metric).
+        let mut waited = false;
         let mut node = match target {
-            Target::Primary => match self.primary_or_wait(primary, now).await {
+            Target::Primary => match self.primary_or_wait(primary, now, &mut waited).await {
                 Some(node) => {
                     primary = Some(node);
                     node
@@ -356,6 +358,7 @@ impl Session {
                     // The primary cannot be reached (restarting, failing over): wait for
                     // it, or for the node that takes its place, up to
                     // `pool.primary_wait_timeout`.
+                    waited = true;
                     tokio::time::sleep(PRIMARY_RETRY).await;
                     match self.await_primary(now).await {
                         Some(next) => {
@@ -367,6 +370,11 @@ impl Session {
                     continue;
                 }
                 Err(e) => {
+                    if waited {
+                        self.ctx
+                            .primary_wait_seconds
+                            .record(now.elapsed().as_secs_f64());
+                    }
                     let err = checkout_error(&e, &pool.manager_node());
                     tracing::warn!(error = %err, "server checkout failed");
                     err.encode(&mut self.outbox);
@@ -380,14 +388,14 @@ impl Session {
                 (Ok(l), _) => l.node,
                 (Err(Unleased::Behind), _) => {
                     reason = router::Reason::AwaitingReplay;
-                    match self.primary_or_wait(primary, now).await {
+                    match self.primary_or_wait(primary, now, &mut waited).await {
                         Some(node) => node,
                         None => return Ok(false),
                     }
                 }
                 (Err(Unleased::Unavailable), router::Fallback::Primary) => {
                     reason = router::Reason::NoReplica;
-                    match self.primary_or_wait(primary, now).await {
+                    match self.primary_or_wait(primary, now, &mut waited).await {
                         Some(node) => node,
                         None => return Ok(false),
                     }
@@ -397,6 +405,11 @@ impl Session {
                 }
             };
             lease = next.ok();
+        }
+        if waited {
+            self.ctx
+                .primary_wait_seconds
+                .record(now.elapsed().as_secs_f64());
         }
         routing.stats.record(reason, node);
         self.lease = lease.filter(|l| l.node == node);
@@ -414,7 +427,20 @@ impl Session {
     /// Waits for a node that takes writes, up to `pool.primary_wait_timeout` from
     /// `since`. Returns it, or `None` once the client was sent why there is none: no node
     /// came forward in time (57P03), or writes are refused (split brain, 57P03 at once).
+    /// A wait that gives up is recorded in the primary wait histogram here; one that ends
+    /// with a node, by the caller once it has a connection there.
     async fn await_primary(&mut self, since: Instant) -> Option<usize> {
+        let node = self.await_writer(since).await;
+        if node.is_none() {
+            self.ctx
+                .primary_wait_seconds
+                .record(since.elapsed().as_secs_f64());
+        }
+        node
+    }
+
+    /// See `await_primary`.
+    async fn await_writer(&mut self, since: Instant) -> Option<usize> {
         let topology = &self.ctx.routing.topology;
         loop {
             let why = match topology.write_target() {
@@ -438,11 +464,20 @@ impl Session {
         }
     }
 
-    /// `primary`, or the node that takes writes once there is one (see `await_primary`).
-    async fn primary_or_wait(&mut self, primary: Option<usize>, since: Instant) -> Option<usize> {
+    /// `primary`, or the node that takes writes once there is one (see `await_primary`);
+    /// sets `waited` when there was none.
+    async fn primary_or_wait(
+        &mut self,
+        primary: Option<usize>,
+        since: Instant,
+        waited: &mut bool,
+    ) -> Option<usize> {
         match primary {
             Some(node) => Some(node),
-            None => self.await_primary(since).await,
+            None => {
+                *waited = true;
+                self.await_primary(since).await
+            }
         }
     }
 

@@ -71,6 +71,9 @@ pub struct SessionContext {
     /// Where the time a client's reads were held on the primary, waiting for a replica
     /// to replay its position, goes (a Prometheus histogram).
     pub replay_wait: metrics::Histogram,
+    /// Where the time a statement waited for a node that takes writes goes (a Prometheus
+    /// histogram).
+    pub primary_wait_seconds: metrics::Histogram,
     /// The position named by the causal token the client presented at startup (0: none).
     pub causal_token: u64,
 }
