@@ -406,9 +406,13 @@ async fn session_pooling_keeps_session_state_and_resets_it() {
 async fn many_clients_share_a_small_pool() {
     const CLIENTS: usize = 300;
     const POOL: usize = 10;
+    // 300 clients queue for 10 connections, and each login takes one (its ParameterStatus
+    // comes from a real server): on a busy machine, with a debug build, the last ones wait
+    // longer than the default limits, which are for stalled clients, not queued ones.
     let proxy = TestProxy::start(|c| {
         c.pool.max_size = POOL;
         c.pool.checkout_timeout = pgsplit::config::Duration::from_secs(120);
+        c.proxy.client_login_timeout = pgsplit::config::Duration::from_secs(120);
     })
     .await;
     let table = common::unique("many_clients");
