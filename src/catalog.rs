@@ -1,16 +1,18 @@
 //! Keeps the classifier's function catalog fresh: the IO shell of `classify::catalog`.
 //!
-//! One task loads every function's schema, name and volatility from the primary's
-//! `pg_proc` in each configured database, and the names of the relations whose writes may
+//! One task loads every function's schema, name and volatility from `pg_proc` in each
+//! configured database, and the names of the relations whose writes may
 //! run user code (triggers, rules, and what cascades into them: `FIRING_QUERY`), on control
 //! connections (`crate::control`): at startup, every minute, and when classification met a
 //! function the catalog does not know or DDL that may change it (at most once a second; a
 //! function created since the last load is then picked up, and so is a trigger created
 //! through pgsplit, once committed). The classifier is shared by all databases, so their
-//! functions are merged into one catalog (conservatively, as overloads are). A load fails
+//! functions are merged into one catalog (conservatively, as overloads are). The catalog is
+//! the same on every node of the cluster (replicas replay it), so it is read from the node
+//! that takes writes now (it sees DDL first), and while none does or it fails, from the
+//! next node that answers: a failover does not leave the catalog stale. A load fails
 //! unless every database answers; it is retried after a few seconds, and meanwhile the
-//! catalog in force stays. Every look-up is
-//! bounded by timeouts.
+//! catalog in force stays. Every look-up is bounded by timeouts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,10 +58,11 @@ const TICK: Duration = Duration::from_secs(1);
 /// The catalog query taking longer than this fails.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A control pool to one database of the primary.
+/// One database's control pools, one per node (in `[[nodes]]` order; deadpool opens
+/// connections only when used).
 pub struct Database {
     pub name: String,
-    pub pool: Pool,
+    pub pools: Vec<Pool>,
 }
 
 /// Starts the task; it stops when the runtime does.
@@ -78,14 +81,21 @@ async fn refresh(databases: Vec<Database>, routing: Arc<Routing>) {
         if !schedule.due(Instant::now(), classifier.catalog_refresh_requests()) {
             continue;
         }
-        let result = load(&databases).await;
+        let nodes = databases.first().map_or(0, |d| d.pools.len());
+        let mut result = Err(None);
+        for node in order(routing.primary(), nodes) {
+            result = load(&databases, node).await.map_err(Some);
+            if result.is_ok() {
+                break;
+            }
+        }
         let was_ok = schedule.last_ok;
         schedule.loaded(Instant::now(), result.is_ok());
         match result {
             Ok(catalog) => {
                 let names = catalog.len();
                 if !was_ok {
-                    tracing::info!(names, "function catalog loaded from the primary");
+                    tracing::info!(names, "function catalog loaded");
                 }
                 if classifier.set_catalog(catalog) {
                     tracing::debug!(names, "function catalog changed");
@@ -94,7 +104,8 @@ async fn refresh(databases: Vec<Database>, routing: Arc<Routing>) {
             }
             Err(e) => {
                 if !warned {
-                    tracing::warn!(error = %e, "cannot load the function catalog from the primary; retrying");
+                    let error = e.map_or_else(|| "no node".to_owned(), |e| e.to_string());
+                    tracing::warn!(%error, "cannot load the function catalog from any node; retrying");
                 }
                 warned = true;
             }
@@ -147,11 +158,24 @@ struct LoadError {
 }
 
 /// The functions and firing relations of every database, merged.
-async fn load(databases: &[Database]) -> Result<FunctionCatalog, LoadError> {
+/// The nodes to read the catalog from, in the order tried: the one that takes writes
+/// (`writer`), then every other.
+fn order(writer: Option<usize>, nodes: usize) -> impl Iterator<Item = usize> {
+    writer
+        .filter(|&w| w < nodes)
+        .into_iter()
+        .chain((0..nodes).filter(move |&n| Some(n) != writer))
+}
+
+/// The catalog of every database, read on `node`.
+async fn load(databases: &[Database], node: usize) -> Result<FunctionCatalog, LoadError> {
     let mut functions = Vec::new();
     let mut firing = Vec::new();
     for database in databases {
-        lookup(&database.pool, &mut functions, &mut firing)
+        let Some(pool) = database.pools.get(node) else {
+            continue;
+        };
+        lookup(pool, &mut functions, &mut firing)
             .await
             .map_err(|error| LoadError {
                 database: database.name.clone(),
@@ -179,6 +203,17 @@ async fn lookup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_writer_is_read_first_then_every_other_node() {
+        let tried = |writer, nodes| order(writer, nodes).collect::<Vec<_>>();
+        assert_eq!(tried(Some(1), 3), [1, 0, 2]);
+        assert_eq!(tried(Some(0), 3), [0, 1, 2]);
+        assert_eq!(tried(None, 3), [0, 1, 2]);
+        // A writer index past the nodes (it cannot be) is not tried.
+        assert_eq!(tried(Some(5), 2), [0, 1]);
+        assert_eq!(tried(None, 0), Vec::<usize>::new());
+    }
 
     #[test]
     fn schedule() {

@@ -225,19 +225,11 @@ impl Proxy {
         tracing::debug!(took = ?started.elapsed(), "every node checked once");
     }
 
-    /// Starts loading the primary's function catalog for the classifier (at once, then
-    /// refreshed), one control pool per database. Also without routing: a volatile function
-    /// may leave session state, which decides whether a server connection is reset.
+    /// Starts loading the function catalog for the classifier (at once, then refreshed),
+    /// with a control pool per database and node (see `crate::catalog` for which node is
+    /// read). Also without routing: a volatile function may leave session state, which
+    /// decides whether a server connection is reset.
     pub(crate) fn start_catalog(&self) {
-        // The catalog is the same on every node; the expected primary's is read.
-        let Some(primary) = self
-            .pools
-            .nodes()
-            .get(self.expected_primary().unwrap_or(0))
-            .cloned()
-        else {
-            return;
-        };
         let mut databases: Vec<crate::catalog::Database> = Vec::new();
         for database in &self.config.databases {
             let name = database.server_database();
@@ -248,13 +240,19 @@ impl Proxy {
                 database: name.to_string(),
                 ..ControlLogin::from_config(&self.config)
             };
-            match crate::control::pool(&primary, &login, "pgsplit catalog", 1) {
-                Ok(pool) => databases.push(crate::catalog::Database {
+            let pools = self
+                .pools
+                .nodes()
+                .iter()
+                .map(|node| crate::control::pool(node, &login, "pgsplit catalog", 1))
+                .collect::<Result<Vec<_>, _>>();
+            match pools {
+                Ok(pools) => databases.push(crate::catalog::Database {
                     name: name.to_string(),
-                    pool,
+                    pools,
                 }),
                 Err(e) => {
-                    tracing::error!(error = %e, "no control pool for the primary; user functions are taken to be reads, and every write or function call resets its connection");
+                    tracing::error!(error = %e, "no control pools for the function catalog; user functions are taken to be reads, and every write or function call resets its connection");
                     return;
                 }
             }

@@ -160,6 +160,31 @@ async fn writes_follow_a_promotion_and_never_reach_the_old_primary() {
     // A fresh client writes there too.
     let fresh = proxy.connect("failover_fresh").await;
     assert_eq!(write(&fresh).await.unwrap(), new);
+    // The function catalog is read from the new primary: a stable function created there
+    // becomes known (a read), where the old primary, stopped, could not tell.
+    let function = common::unique("failover_stable");
+    fresh
+        .batch_execute(&format!(
+            "create function {function}() returns int stable language sql as 'select 1'"
+        ))
+        .await
+        .unwrap();
+    let call = format!("select {function}()");
+    common::wait_until(10, "the catalog knows the new function", || {
+        let class = proxy
+            .proxy
+            .routing()
+            .classifier
+            .classify(call.as_bytes())
+            .class;
+        async move {
+            class
+                == pgsplit::classify::Class::Read {
+                    primary_table: false,
+                }
+        }
+    })
+    .await;
     // The client whose transaction was on the old primary gets 08006 for it, and stays
     // connected: its next transaction runs on the new primary.
     let e = write(&in_transaction)
