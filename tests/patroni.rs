@@ -231,9 +231,39 @@ struct Bench {
     processed: u64,
     aborted: usize,
     errors: Vec<String>,
+    /// pgbench runs it took (see `pgbench_for`).
+    runs: usize,
 }
 
 const CLIENTS: usize = 8;
+
+/// How long pgbench runs in each phase; the switch starts 3 s in. Under CPU stress a
+/// switchover took 19 s (most of it Python starting patronictl), so this leaves room.
+const BENCH_SECS: u64 = 25;
+
+/// pgbench runs one after another for `secs` seconds in all: pgbench ends a client at its
+/// first error, and a run whose clients all failed ends early, so the next run keeps the
+/// load on (its clients log in and wait for the new leader meanwhile).
+async fn pgbench_for(proxy: &TestProxy, script: &std::path::Path, phase: i32, secs: u64) -> Bench {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut all = Bench {
+        processed: 0,
+        aborted: 0,
+        errors: Vec::new(),
+        runs: 0,
+    };
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if left < Duration::from_secs(1) {
+            break;
+        }
+        let run = pgbench(proxy, script, phase, left.as_secs()).await;
+        all.processed += run.processed;
+        all.aborted += run.aborted;
+        all.errors.extend(run.errors);
+        all.runs += 1;
+    }
+    all
+}
 
 /// pgbench through `proxy` for `secs` seconds, CLIENTS clients, each transaction
 /// `begin; insert; end` into `table`, tagged with `phase`. A client whose transaction fails
@@ -272,6 +302,7 @@ async fn pgbench(proxy: &TestProxy, script: &std::path::Path, phase: i32, secs: 
         processed: common::pgbench_figure(&text, "number of transactions actually processed:"),
         aborted: errors.len(),
         errors,
+        runs: 1,
     }
 }
 
@@ -308,8 +339,8 @@ struct Phase {
     bench: Bench,
 }
 
-/// Runs pgbench and the probe, and `dev/patroni.sh ACTION NEW` 3 s into it; returns once the
-/// old leader is back in pgsplit's read rotation.
+/// Runs pgbench (BENCH_SECS) and the probe, and `dev/patroni.sh ACTION NEW` 3 s into them;
+/// returns once the old leader and the third node are back in pgsplit's read rotation.
 async fn phase(
     proxy: &TestProxy,
     table: &str,
@@ -339,7 +370,7 @@ async fn phase(
         stop.clone(),
     ));
     let watcher = tokio::spawn(watch_nodes(admin(proxy).await, stop.clone()));
-    let bench = async { pgbench(proxy, script, number, 15).await };
+    let bench = pgbench_for(proxy, script, number, BENCH_SECS);
     let switch = async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let started = Instant::now();
@@ -407,11 +438,12 @@ async fn phase(
     eprintln!(
         "{action} {old} -> {new}: patronictl returned after {:?}; first probe write on {new} \
          {:?} after the command started; longest gap between successful probe writes {gap:?}; \
-         probe: {} writes, errors {probe_errors:?}; pgbench: {} transactions, {} failed {:?}; \
+         probe: {} writes, errors {probe_errors:?}; pgbench ({} runs): {} transactions, {} failed {:?}; \
          {old} back in the read rotation {back:?} after the command started",
         returned - started,
         first_on_new,
         probe.len(),
+        bench.runs,
         bench.processed,
         bench.aborted,
         bench.errors,
