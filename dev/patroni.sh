@@ -363,10 +363,12 @@ start_etcd() {
 start_member() {
     local name="$1"
     running "$name" && return 0
-    local port
-    for port in "${PG_PORT[$name]}" "${REST_PORT[$name]}"; do
-        port_open "$port" && die "port $port is in use by another process; $name cannot start"
-    done
+    port_open "${REST_PORT[$name]}" &&
+        die "port ${REST_PORT[$name]} is in use by another process; Patroni $name cannot start"
+    # A PostgreSQL of ours left running (its Patroni was killed) is taken over by Patroni.
+    if port_open "${PG_PORT[$name]}" && [[ ! -f "$DIR/$name/data/postmaster.pid" ]]; then
+        die "port ${PG_PORT[$name]} is in use by another process; $name cannot start"
+    fi
     note "starting Patroni $name (PostgreSQL 127.0.0.1:${PG_PORT[$name]}, log: $PLOG_DIR/$name.log)"
     start_daemon "$name" patroni "$(config_file "$name")"
 }
