@@ -20,7 +20,8 @@
 //! The figures (time from the patronictl command to the first write through pgsplit on the
 //! new leader, the longest gap between successful writes, errors pgbench saw, time until
 //! the old leader serves reads again) are printed. The cluster is left running, as the dev
-//! cluster is; `dev/patroni.sh down` stops it.
+//! cluster is; `dev/patroni.sh down` stops it. A file lock keeps two runs on one machine
+//! from moving each other's leader.
 
 mod common;
 
@@ -79,6 +80,31 @@ async fn patroni(args: &[&str]) -> String {
     );
     eprintln!("{what}:\n{stdout}{stderr}");
     stdout
+}
+
+/// An exclusive lock on a file beside the Patroni cluster's directory, held while alive
+/// (the OS drops it with the process): two test runs on one machine (two checkouts, say)
+/// would move each other's leader. Waits up to 10 minutes for it.
+async fn cluster_lock() -> std::fs::File {
+    let dir =
+        std::env::var("PGSPLIT_PATRONI_DIR").unwrap_or_else(|_| "/tmp/pgsplit-patroni".into());
+    let path = format!("{}.test-lock", dir.trim_end_matches('/'));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return file,
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot lock {path}: {e}"),
+        }
+    }
 }
 
 /// A proxy on the Patroni members, all `role = "auto"`, routing on, 100 ms checks, and
@@ -158,11 +184,15 @@ async fn probe(
 ) -> Vec<ProbeWrite> {
     let mut writes = Vec::new();
     let mut client = common::connect_with(&config).await;
+    let mut ended = false;
     while !*stop.lock().unwrap() {
-        if client.is_closed() {
+        // A FATAL error ends the session; tokio-postgres may not have seen the socket close
+        // yet when it returns it.
+        if ended || client.is_closed() {
             client = common::connect_with(&config).await;
         }
         let result = probe_write(&client, &table, phase).await;
+        ended = result.as_ref().is_err_and(|e| e.starts_with("FATAL"));
         writes.push(ProbeWrite {
             done: Instant::now(),
             result,
@@ -497,6 +527,7 @@ async fn phase(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_and_failover_under_pgbench_lose_no_write() {
     let began = Instant::now();
+    let _lock = cluster_lock().await;
     patroni(&["up"]).await;
     let proxy = proxy().await;
     let admin_client = admin(&proxy).await;
