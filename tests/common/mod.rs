@@ -73,6 +73,27 @@ pub async fn require_cluster() {
     }
 }
 
+/// Panics with a helpful message when no node of `config` accepts connections: the dev
+/// cluster's primary for the usual config, any node for another cluster (tests/patroni.rs).
+async fn require_nodes(config: &Config) {
+    let dev_cluster = config.nodes.iter().any(|n| n.port == primary_port());
+    if dev_cluster || config.nodes.is_empty() {
+        return require_cluster().await;
+    }
+    for node in &config.nodes {
+        let up = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect((node.host.as_str(), node.port)),
+        )
+        .await;
+        if matches!(up, Ok(Ok(_))) {
+            return;
+        }
+    }
+    let ports: Vec<u16> = config.nodes.iter().map(|n| n.port).collect();
+    panic!("no node of the test's cluster accepts connections (ports {ports:?})");
+}
+
 /// The repository's config.toml with the cluster's ports and a free listen port, and
 /// limits suited to tests (patient checkouts: the machine may be loaded).
 pub fn test_config() -> Config {
@@ -147,7 +168,7 @@ impl TestProxy {
     /// Starts a proxy with `config` and returns at once, without waiting for anything.
     pub async fn launch(config: Config, file: Option<std::path::PathBuf>) -> TestProxy {
         init_tracing();
-        require_cluster().await;
+        require_nodes(&config).await;
         let listener = pgsplit::server::Listener::bind(config, file)
             .await
             .expect("bind the proxy");

@@ -177,9 +177,33 @@ pub async fn login_client(
 
 /// A server connection for a login: its ParameterStatus values are the client's. The
 /// primary's, or, when the primary cannot be reached, an available replica's, so that
-/// clients that only read can log in through a primary outage. Returns the connection and
-/// whether it is the primary's.
+/// clients that only read can log in through a primary outage. When no node can serve
+/// (a switchover: the primary stopping, the replicas not yet following the new one), the
+/// login waits for one up to `pool.primary_wait_timeout`, as a write waits for a primary.
+/// Returns the connection and whether it is the primary's.
 async fn login_server(proxy: &Proxy, pools: &[ServerPool]) -> Result<(Server, bool), LoginError> {
+    let since = Instant::now();
+    let wait = proxy.config().pool.primary_wait_timeout.as_std();
+    loop {
+        match try_login_server(proxy, pools).await {
+            Ok(found) => return Ok(found),
+            Err((_, true)) if since.elapsed() < wait => {
+                tokio::time::sleep(LOGIN_RETRY).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// How often a login that found no node to serve it tries again.
+const LOGIN_RETRY: Duration = Duration::from_millis(100);
+
+/// One try of [`login_server`]; an error says whether no node could be reached (worth
+/// another try) rather than one refusing the login.
+async fn try_login_server(
+    proxy: &Proxy,
+    pools: &[ServerPool],
+) -> Result<(Server, bool), (LoginError, bool)> {
     let failure = match proxy.routing().primary() {
         Some(primary) => match get_connection(&pools[primary]).await {
             Ok(server) => return Ok((server, true)),
@@ -210,11 +234,15 @@ async fn login_server(proxy: &Proxy, pools: &[ServerPool]) -> Result<(Server, bo
         }
     }
     let Some(failure) = failure else {
-        return Err(LoginError::Refused(PgError::fatal(
-            code::CANNOT_CONNECT_NOW,
-            "pgsplit: no node takes writes now and no replica is available",
-        )));
+        return Err((
+            LoginError::Refused(PgError::fatal(
+                code::CANNOT_CONNECT_NOW,
+                "pgsplit: no node takes writes now and no replica is available",
+            )),
+            true,
+        ));
     };
+    let retry = crate::backend::pool::unavailable(&failure);
     let message = match &failure {
         deadpool::managed::PoolError::Backend(b) => b.to_string(),
         other => format!("no server connection available: {other}"),
@@ -225,7 +253,10 @@ async fn login_server(proxy: &Proxy, pools: &[ServerPool]) -> Result<(Server, bo
         }
         _ => code::CANNOT_CONNECT,
     };
-    Err(LoginError::Refused(PgError::fatal(sqlstate, message)))
+    Err((
+        LoginError::Refused(PgError::fatal(sqlstate, message)),
+        retry,
+    ))
 }
 
 /// What is left of the login time (`client_login_timeout`); no deadline is no limit.

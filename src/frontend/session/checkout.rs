@@ -338,6 +338,26 @@ impl Session {
                             self.drop_broken_server();
                             e.to_string()
                         }
+                        // The same on the primary: a pooled connection that died idle (the
+                        // primary shuts down for a switchover) costs the client nothing; it
+                        // waits for the primary, or the node that takes its place.
+                        Err(e)
+                            if !on_replica
+                                && (lost(&e) || shutting_down(&e))
+                                && now.elapsed() < self.ctx.primary_wait =>
+                        {
+                            tracing::debug!(node = %self.ctx.pools[node].manager_node(), error = %e, "pooled primary connection lost before use; waiting for the primary");
+                            self.drop_broken_server();
+                            tokio::time::sleep(PRIMARY_RETRY).await;
+                            match self.await_primary(now).await {
+                                Some(next) => {
+                                    primary = Some(next);
+                                    node = next;
+                                }
+                                None => return Ok(false),
+                            }
+                            continue;
+                        }
                         Err(e) => {
                             routing.stats.record(reason, node);
                             let err = PgError::error(
@@ -551,6 +571,12 @@ pub async fn apply_settings(
 
 /// PostgreSQL's message for a statement cancelled by a cancel request.
 pub(super) const CANCELLED: &str = "canceling statement due to user request";
+
+/// Whether the server ended the connection because it is shutting down or not yet up
+/// (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
+fn shutting_down(e: &BackendError) -> bool {
+    matches!(e, BackendError::Server { code, .. } if matches!(code.as_str(), "57P01" | "57P02" | "57P03"))
+}
 
 /// How often a checkout retries a primary that cannot be reached.
 const PRIMARY_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
