@@ -348,14 +348,11 @@ impl Session {
                         {
                             tracing::debug!(node = %self.ctx.pools[node].manager_node(), error = %e, "pooled primary connection lost before use; waiting for the primary");
                             self.drop_broken_server();
-                            tokio::time::sleep(PRIMARY_RETRY).await;
-                            match self.await_primary(now).await {
-                                Some(next) => {
-                                    primary = Some(next);
-                                    node = next;
-                                }
-                                None => return Ok(false),
-                            }
+                            waited = true;
+                            let Some(next) = self.retry_primary(now).await else {
+                                return Ok(false);
+                            };
+                            (primary, node) = (Some(next), next);
                             continue;
                         }
                         Err(e) => {
@@ -379,14 +376,10 @@ impl Session {
                     // it, or for the node that takes its place, up to
                     // `pool.primary_wait_timeout`.
                     waited = true;
-                    tokio::time::sleep(PRIMARY_RETRY).await;
-                    match self.await_primary(now).await {
-                        Some(next) => {
-                            primary = Some(next);
-                            node = next;
-                        }
-                        None => return Ok(false),
-                    }
+                    let Some(next) = self.retry_primary(now).await else {
+                        return Ok(false);
+                    };
+                    (primary, node) = (Some(next), next);
                     continue;
                 }
                 Err(e) => {
@@ -484,6 +477,13 @@ impl Session {
         }
     }
 
+    /// After the primary failed a checkout: waits [`PRIMARY_RETRY`], then for the node that
+    /// takes writes (see `await_primary`).
+    async fn retry_primary(&mut self, since: Instant) -> Option<usize> {
+        tokio::time::sleep(PRIMARY_RETRY).await;
+        self.await_primary(since).await
+    }
+
     /// `primary`, or the node that takes writes once there is one (see `await_primary`);
     /// sets `waited` when there was none.
     async fn primary_or_wait(
@@ -575,7 +575,8 @@ pub(super) const CANCELLED: &str = "canceling statement due to user request";
 /// Whether the server ended the connection because it is shutting down or not yet up
 /// (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
 fn shutting_down(e: &BackendError) -> bool {
-    matches!(e, BackendError::Server { code, .. } if matches!(code.as_str(), "57P01" | "57P02" | "57P03"))
+    matches!(e, BackendError::Server { code: c, .. }
+        if matches!(c.as_str(), code::ADMIN_SHUTDOWN | code::CRASH_SHUTDOWN | code::CANNOT_CONNECT_NOW))
 }
 
 /// How often a checkout retries a primary that cannot be reached.
