@@ -168,10 +168,7 @@ impl Cluster {
         let mut state = self.roles.locked();
         if let Some(node) = state.seen.get_mut(index) {
             match seen {
-                Some(s) => {
-                    node.last_ok = Some((s, now));
-                    node.failures = 0;
-                }
+                Some(s) => node.checked(s, now),
                 None => node.failures += 1,
             }
         }

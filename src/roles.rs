@@ -41,6 +41,25 @@ pub struct NodeSeen {
     pub failures: u32,
 }
 
+impl NodeSeen {
+    /// Records a successful check that read `seen` at `now`. A replica's timeline does not
+    /// go back while it stays in recovery: when its WAL receiver stops (the primary went
+    /// away, as in a switchover), the check falls back to the timeline of its minimum
+    /// recovery point or last restartpoint, which can trail the one it received, and would
+    /// make it look like a replica of an old timeline. So, between two successful checks in
+    /// recovery with no failed one between them, the higher timeline counts. (A failed
+    /// check forgets it: the node may come back rebuilt.)
+    pub fn checked(&mut self, mut seen: Seen, now: Instant) {
+        if let Some((before, _)) = self.last_ok.filter(|_| self.failures == 0) {
+            if before.in_recovery && seen.in_recovery {
+                seen.timeline = seen.timeline.max(before.timeline);
+            }
+        }
+        self.last_ok = Some((seen, now));
+        self.failures = 0;
+    }
+}
+
 /// Who takes writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Writer {

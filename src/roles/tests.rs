@@ -274,3 +274,64 @@ fn only_a_replaced_writer_is_fenced() {
     // No writer known before: nobody to fence.
     assert_eq!(to_fence(None, &Writer::Node(1)), None);
 }
+
+#[test]
+fn a_replica_keeps_the_timeline_it_received_when_its_receiver_stops() {
+    let t0 = Instant::now();
+    let in_recovery = |timeline| Seen {
+        in_recovery: true,
+        timeline,
+    };
+    let mut node = NodeSeen::default();
+    node.checked(in_recovery(Some(3)), t0);
+    // The primary stopped: the check now reads the minimum recovery point's timeline.
+    node.checked(in_recovery(Some(2)), t0);
+    assert_eq!(node.last_ok.map(|(s, _)| s.timeline), Some(Some(3)));
+    node.checked(in_recovery(None), t0);
+    assert_eq!(node.last_ok.map(|(s, _)| s.timeline), Some(Some(3)));
+    // It follows a newer one.
+    node.checked(in_recovery(Some(4)), t0);
+    assert_eq!(node.last_ok.map(|(s, _)| s.timeline), Some(Some(4)));
+    // A failed check forgets: the node may have been rebuilt.
+    node.failures = 1;
+    node.checked(in_recovery(Some(1)), t0);
+    assert_eq!(node.last_ok.map(|(s, _)| s.timeline), Some(Some(1)));
+    assert_eq!(node.failures, 0);
+    // Out of recovery, the timeline is read from the WAL file being written: as read.
+    node.checked(
+        Seen {
+            in_recovery: false,
+            timeline: Some(1),
+        },
+        t0,
+    );
+    node.checked(in_recovery(Some(0)), t0);
+    assert_eq!(node.last_ok.map(|(s, _)| s.timeline), Some(Some(0)));
+}
+
+#[test]
+fn a_replica_whose_receiver_stopped_keeps_serving_reads() {
+    let t0 = Instant::now();
+    // replica1 was promoted (timeline 2); the old primary, rewound, and replica2 follow it.
+    let mut replica2 = NodeSeen::default();
+    replica2.checked(
+        Seen {
+            in_recovery: true,
+            timeline: Some(2),
+        },
+        t0,
+    );
+    // The new primary stops for a switchover; replica2's receiver stops, and its check
+    // reads timeline 1 from its last restartpoint.
+    replica2.checked(
+        Seen {
+            in_recovery: true,
+            timeline: Some(1),
+        },
+        t0,
+    );
+    let nodes = [replica(2, t0), lost(primary(2, t0), 1), replica2];
+    let r = run(&nodes, &Writer::Node(1), t0);
+    assert_eq!(r.nodes[2].role, Role::Replica, "{r:?}");
+    assert!(r.nodes[2].reads);
+}
