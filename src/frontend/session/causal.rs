@@ -147,7 +147,7 @@ impl Session {
                     }
                     _ => {}
                 }
-                tracing::debug!(client = self.ctx.cancel.pid, %code, %message, "the write position query failed");
+                tracing::debug!(client = self.ctx.client.pid, %code, %message, "the write position query failed");
             }
             _ => {}
         }
@@ -251,7 +251,7 @@ impl Session {
         let position = self.routing.causal.position();
         if position != self.shown_causal {
             self.shown_causal = position;
-            self.ctx.entry.update(|now| now.causal = position);
+            self.ctx.client.update(|now| now.causal = position);
         }
     }
 

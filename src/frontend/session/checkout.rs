@@ -114,7 +114,7 @@ impl Session {
         self.binding = None;
         self.routing.session_bound = false;
         self.release();
-        tracing::info!(client = self.ctx.cancel.pid, %node, "the primary changed: the client's server connection to the former primary is closed");
+        tracing::info!(client = self.ctx.client.pid, %node, "the primary changed: the client's server connection to the former primary is closed");
         Some(release::cut_error(&node, bound))
     }
 
@@ -189,7 +189,7 @@ impl Session {
             }
         }
         tracing::debug!(
-            client = self.ctx.cancel.pid,
+            client = self.ctx.client.pid,
             "client bound to its server connection"
         );
         self.bound = true;
@@ -268,7 +268,7 @@ impl Session {
             // A cancel for the statement ends the wait for a connection (57014).
             let got = tokio::select! {
                 r = get_connection(pool) => Some(r),
-                () = self.ctx.cancel.requested() => None,
+                () = self.ctx.client.requested() => None,
             };
             let Some(got) = got else {
                 self.cancelled_while_waiting();
@@ -369,7 +369,7 @@ impl Session {
                 WriteTarget::Waiting if since.elapsed() < self.ctx.primary_wait => {
                     tokio::select! {
                         () = tokio::time::sleep(PRIMARY_RETRY) => continue,
-                        () = self.ctx.cancel.requested() => {}
+                        () = self.ctx.client.requested() => {}
                     }
                     self.cancelled_while_waiting();
                     return None;
@@ -395,9 +395,9 @@ impl Session {
     /// A cancel request came for the statement while it waited for a server: it fails
     /// with 57014, as if the server had cancelled it.
     fn cancelled_while_waiting(&mut self) {
-        self.ctx.cancel.take_requested();
+        self.ctx.client.take_requested();
         tracing::debug!(
-            client = self.ctx.cancel.pid,
+            client = self.ctx.client.pid,
             "statement cancelled while waiting for a server connection"
         );
         PgError::error(code::QUERY_CANCELED, CANCELLED).encode(&mut self.outbox);
@@ -406,7 +406,7 @@ impl Session {
     /// Closes the server connection just checked out, which turned out dead before
     /// anything of the client's was sent to it.
     fn drop_broken_server(&mut self) {
-        self.ctx.cancel.set_target(None);
+        self.ctx.client.set_target(None);
         if let Some(mut server) = self.server.take() {
             server.broken = true;
             drop(Object::take(server));
@@ -431,7 +431,7 @@ impl Session {
             let held = self.held.split().freeze();
             self.queue.push_front(Pending::Synthetic(held));
         }
-        self.ctx.cancel.set_target(Some(CancelTarget {
+        self.ctx.client.set_target(Some(CancelTarget {
             node: server.node.clone(),
             pid: server.backend_pid,
             secret: server.backend_secret.clone(),

@@ -15,7 +15,7 @@ impl Session {
     pub(super) async fn flush_server(&mut self) -> Result<(), SessionEnd> {
         let Some(server) = self.server.as_mut() else {
             self.to_server.clear();
-            self.ctx.cancel.sent(false);
+            self.ctx.client.sent(false);
             return Ok(());
         };
         let server: &mut ServerConn = server;
@@ -55,11 +55,11 @@ impl Session {
         if let Some(e) = failure {
             return Err(self.server_lost(e));
         }
-        if let Some(target) = self.ctx.cancel.sent(!self.queue.is_empty()) {
+        if let Some(target) = self.ctx.client.sent(!self.queue.is_empty()) {
             // A cancel came while the statement was on its way: it is on the server now.
-            tracing::debug!(client = self.ctx.cancel.pid, node = %target.node.name, "sending a cancel request that came before the statement reached its server");
+            tracing::debug!(client = self.ctx.client.pid, node = %target.node.name, "sending a cancel request that came before the statement reached its server");
             tokio::spawn(async move {
-                if let Err(e) = crate::cancel::send_cancel(&target).await {
+                if let Err(e) = crate::clients::send_cancel(&target).await {
                     tracing::warn!(error = %e, "could not send cancel request");
                 }
             });

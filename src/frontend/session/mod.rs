@@ -33,9 +33,8 @@ use super::stream::ClientStream;
 use crate::backend::connection::SERVER_MESSAGE_LIMIT;
 use crate::backend::pool::{Binding, Manager};
 use crate::backend::{BackendError, ServerConn, ServerPool};
-use crate::cancel::{CancelKey, CancelTarget};
 use crate::classify::Classification;
-use crate::clients::{CausalPosition, ClientEntry};
+use crate::clients::{CancelTarget, CausalPosition, Client};
 use crate::config::PoolMode;
 use crate::prepared::{ClientStatements, PreparedStatement};
 use crate::router::{self, ClientRouting, Routing, Target};
@@ -71,9 +70,8 @@ pub struct SessionContext {
     pub idle_transaction_timeout: Option<std::time::Duration>,
     /// How long a statement waits for a primary that cannot be reached.
     pub primary_wait: std::time::Duration,
-    pub cancel: CancelKey,
-    /// Its line in `SHOW CLIENTS`.
-    pub entry: ClientEntry,
+    /// The client in the registry: its cancel key and state, its line in `SHOW CLIENTS`.
+    pub client: Client,
     /// Where each checkout's wait goes (a Prometheus histogram).
     pub checkout_wait: metrics::Histogram,
     /// Where the time a client's reads were held on the primary, waiting for a replica
@@ -382,7 +380,7 @@ impl Session {
             release::ServerGone::End => return Err(end),
             release::ServerGone::Stay(None) => {}
             release::ServerGone::Stay(Some(lost)) => {
-                tracing::info!(client = self.ctx.cancel.pid, error = %end, "server connection of an open transaction lost; the client stays");
+                tracing::info!(client = self.ctx.client.pid, error = %end, "server connection of an open transaction lost; the client stays");
                 self.lost_transaction = Some(lost);
             }
         }
@@ -409,7 +407,7 @@ impl Session {
         let mut large = false;
         if self.queue.is_empty() {
             // Until it is written to a server, a cancel for what the client sent is kept.
-            self.ctx.cancel.waiting();
+            self.ctx.client.waiting();
         }
         loop {
             if self.must_wait_for_route() {
@@ -461,7 +459,7 @@ impl Session {
             b'S' => self.in_batch = false,
             _ => {}
         }
-        tracing::trace!(pid = self.ctx.cancel.pid, tag = %(frame.tag as char), queue = self.queue.len(), server = self.server.is_some(), "client message");
+        tracing::trace!(pid = self.ctx.client.pid, tag = %(frame.tag as char), queue = self.queue.len(), server = self.server.is_some(), "client message");
         match frame.tag {
             b'X' => Err(SessionEnd::ClientGone),
             b'Q' => self.on_query(frame).await,
@@ -499,7 +497,7 @@ impl Session {
     /// The client left: a clean connection goes back to the pool (reset first if it may
     /// carry session state), anything else is closed so the server rolls back.
     fn finish(&mut self) {
-        self.ctx.cancel.set_target(None);
+        self.ctx.client.set_target(None);
         self.lease = None;
         let Some(mut server) = self.server.take() else {
             return;
@@ -528,7 +526,7 @@ impl Session {
                     secret: server.backend_secret.clone(),
                 };
                 tokio::spawn(async move {
-                    if let Err(e) = crate::cancel::send_cancel(&target).await {
+                    if let Err(e) = crate::clients::send_cancel(&target).await {
                         tracing::debug!(error = %e, "could not cancel an abandoned query");
                     }
                 });

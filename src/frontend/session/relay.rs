@@ -97,7 +97,7 @@ impl Session {
                         if self.routing.wrote(&routing.policy, now) {
                             routing.stats.record_pin();
                             let until = self.routing.pinned_until;
-                            self.ctx.entry.update(|now| now.pinned_until = until);
+                            self.ctx.client.update(|now| now.pinned_until = until);
                         }
                         self.show_causal();
                     }
@@ -176,7 +176,7 @@ impl Session {
     /// a write that may leave state (it called something that writes).
     async fn run_on_primary(&mut self, query: Bytes) -> Result<(), SessionEnd> {
         if let Some(server) = self.server.as_ref() {
-            tracing::info!(node = %server.node.name, client = self.ctx.cancel.pid, "a replica refused a read as a write (25006); running it on the primary");
+            tracing::info!(node = %server.node.name, client = self.ctx.client.pid, "a replica refused a read as a write (25006); running it on the primary");
         }
         self.release();
         if !self.check_out(Classification::UNKNOWN).await? {
@@ -203,7 +203,7 @@ impl Session {
     }
 
     pub(super) fn release(&mut self) {
-        self.ctx.cancel.set_target(None);
+        self.ctx.client.set_target(None);
         self.farewell = None;
         self.lease = None;
         self.hold_from = None;
