@@ -19,6 +19,8 @@
 //!   session/       one client's loop: read, dispatch, write; statements (forwarded, renamed
 //!                  or answered by pgsplit), checkout and settings sync, relay of the
 //!                  server's replies, read-your-writes positions
+//!     decide/      the session's decisions, pure: release, route, pipelined messages,
+//!                  what a statement binds or writes, positions, waits, local answers
 //!   pending.rs     replies a server still owes, and pgsplit's own answers, in order
 //!   settings.rs    SET / RESET and startup parameters, and the SQL that replays them
 //!   retry.rs       a read a replica refused as a write runs again on the primary, once
@@ -39,8 +41,8 @@
 //! causal/          read-your-writes by LSN: positions, signed causal tokens, the WAL flusher
 //! control.rs       pgsplit's own queries to a node (monitor, catalog, flusher)
 //! catalog.rs       keeps the classifier's function catalog fresh (IO shell)
-//! cancel.rs        pgsplit's cancel keys -> the server connection serving each client
-//! clients.rs       the connected clients, for SHOW CLIENTS
+//! clients/         the one client registry: connections counted, cancel keys -> the
+//!                  server connection serving each client, SHOW CLIENTS lines
 //! prepared.rs      named prepared statements across pooled connections
 //! admin/           the admin console (database pgsplit): commands and tables, pure; session
 //! prometheus.rs    what /metrics exports, from a snapshot of the proxy
@@ -66,7 +68,6 @@
 pub mod admin;
 pub mod auth;
 pub mod backend;
-pub mod cancel;
 pub mod catalog;
 pub mod causal;
 pub mod classify;

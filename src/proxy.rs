@@ -5,16 +5,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::ScramSecret;
 use crate::backend::pool::{PoolRow, PoolSettings};
 use crate::backend::{NodeAddr, Pools};
-use crate::cancel::CancelRegistry;
 use crate::classify::{Classifier, ClassifierOptions};
-use crate::clients::{ClientRegistry, ClientRow};
+use crate::clients::{ClientRow, Clients};
 use crate::config::{
     ClientAuth, Config, ConfigError, LagConfig, NodeRole, PasswordKind, ReadYourWrites, SetError,
 };
@@ -43,13 +41,11 @@ pub struct Proxy {
     config: Config,
     pools: Pools,
     routing: Arc<Routing>,
-    pub(crate) cancel: Arc<CancelRegistry>,
-    /// Connections counted against `max_client_conn`: every one from accept on.
-    pub(crate) clients: AtomicUsize,
+    /// Every client: the connections counted against `max_client_conn` (from accept
+    /// on), and the logged-in ones (cancel keys, `SHOW CLIENTS`).
+    pub(crate) clients: Arc<Clients>,
     /// Connections refused for `max_client_conn`, logged at most once a second.
     pub(crate) refusals: std::sync::Mutex<crate::limits::LogThrottle>,
-    /// Logged-in clients, for `SHOW CLIENTS`.
-    pub(crate) registry: Arc<ClientRegistry>,
     /// SCRAM secrets of the configured users, derived once.
     pub(crate) secrets: HashMap<String, ScramSecret>,
     /// The `[lag]` section in force: the file's, or changed live by `SET` or a reload.
@@ -149,10 +145,8 @@ impl Proxy {
             metrics: Metrics::new(),
             pools: Pools::new(nodes, settings),
             routing,
-            cancel: Arc::new(CancelRegistry::default()),
-            clients: AtomicUsize::new(0),
+            clients: Arc::default(),
             refusals: Default::default(),
-            registry: Arc::default(),
             secrets,
             config,
             tls: std::sync::RwLock::new(ClientTls::disabled()),
@@ -364,21 +358,13 @@ impl Proxy {
     }
 
     /// The logged-in clients.
-    pub fn clients(&self) -> &ClientRegistry {
-        &self.registry
+    pub fn clients(&self) -> &Clients {
+        &self.clients
     }
 
-    /// The logged-in clients, each with the node serving it now (from the cancel registry,
-    /// which tracks the server of every client for cancel requests).
+    /// The logged-in clients, each with the node serving it now.
     pub fn client_rows(&self) -> Vec<(ClientRow, Option<String>)> {
-        self.registry
-            .rows()
-            .into_iter()
-            .map(|row| {
-                let node = self.cancel.serving(row.id).map(|t| t.node.name.clone());
-                (row, node)
-            })
-            .collect()
+        self.clients.rows()
     }
 
     /// Every server pool's figures, for `SHOW POOLS` and the metrics.
@@ -394,7 +380,7 @@ impl Proxy {
             board: &self.board,
             lag: self.lag_config(),
             pools: self.pool_rows(),
-            clients: self.registry.len(),
+            clients: self.clients.len(),
             client_connections: self.client_count(),
         }
     }
@@ -428,13 +414,13 @@ impl Proxy {
             nodes,
             max_lag_bytes: self.lag_config().max_replica_lag.as_u64(),
             pools: self.pool_rows(),
-            clients: self.registry.len(),
+            clients: self.clients.len(),
         }
     }
 
     /// Connections counted now (logging in or logged in, admin console included).
     pub fn client_count(&self) -> usize {
-        self.clients.load(Ordering::Relaxed)
+        self.clients.connections()
     }
 }
 

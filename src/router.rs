@@ -469,7 +469,16 @@ pub fn decide(
             (causal.lsn(), behind)
         }
     };
-    match pick_replica(min_lsn) {
+    after_pick(policy, pick_replica(min_lsn), read_reason, behind)
+}
+
+/// Where a read goes once the replica pick is known (the one place the fallback rule is
+/// applied): the replica picked, for `read_reason`; the primary when every replica is
+/// behind the position asked for (`behind`); with none available, the primary or nowhere
+/// (`routing.fallback`). `decide` ends here, and so does a session's checkout that found
+/// the replica picked unable to serve and picked again.
+pub fn after_pick(policy: &Policy, pick: Pick, read_reason: Reason, behind: Reason) -> Decision {
+    match pick {
         Pick::Replica(node) => Decision {
             target: Target::Replica(node),
             reason: read_reason,

@@ -5,14 +5,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::cancel::send_cancel;
+use crate::clients::send_cancel;
 use crate::config::{ClientTlsMode, Config};
 use crate::frontend::login::{self, time_left, Accepted, LoginError};
 use crate::frontend::session::Session;
@@ -118,19 +117,10 @@ async fn maintain(proxy: std::sync::Weak<Proxy>) {
     }
 }
 
-/// Counts a connected client for as long as it lives.
-struct ClientSlot<'a>(&'a AtomicUsize);
-
-impl Drop for ClientSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 async fn handle_client(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAddr) {
-    let count = proxy.clients.fetch_add(1, Ordering::Relaxed) + 1;
-    let _slot = ClientSlot(&proxy.clients);
-    if count > proxy.config().proxy.max_client_conn {
+    // Counted for as long as it lives.
+    let connection = proxy.clients.connect();
+    if connection.count > proxy.config().proxy.max_client_conn {
         return refuse_over_limit(&proxy, tcp).await;
     }
     let _ = tcp.set_nodelay(true);
@@ -147,7 +137,7 @@ async fn handle_client(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAddr) {
     let (mut stream, startup) = match read {
         Ok((stream, Accepted::Startup(startup))) => (stream, startup),
         Ok((_, Accepted::Cancel { pid, secret })) => {
-            if let Some(target) = proxy.cancel.lookup(pid, &secret) {
+            if let Some(target) = proxy.clients.cancel(pid, &secret) {
                 tracing::debug!(client = pid, node = %target.node.name, "forwarding cancel request");
                 if let Err(e) = send_cancel(&target).await {
                     tracing::warn!(error = %e, "could not send cancel request");

@@ -4,13 +4,13 @@
 //! Pure and IO-free. [`Classifier::classify`] takes the raw bytes of a simple-protocol `Query`
 //! or of a `Parse` message's SQL and returns a [`Classification`]. The path it takes:
 //!
-//! 1. `lexer.rs` scans the bytes once into *canonical text*: literals become `''` / `0`,
+//! 1. `lexer/` scans the bytes once into *canonical text*: literals become `''` / `0`,
 //!    comments go, whitespace collapses. It also notes a leading `/* pgsplit:primary */` hint.
 //!    Unterminated quotes or comments and control bytes make the statement a write.
 //! 2. `cache.rs` looks the canonical text up (bounded, sharded, CLOCK eviction). The class is a
 //!    function of the canonical text alone, so statements that differ only in literal values
 //!    (pgbench with random ids, ORMs that inline literals) share one entry.
-//! 3. On a miss, `statement.rs` splits the text into statements and applies keyword rules:
+//! 3. On a miss, `statement/` splits the text into statements and applies keyword rules:
 //!    transaction control, session statements, DML, DDL, `COPY`, `EXPLAIN`, `DECLARE`,
 //!    locking clauses sqlparser cannot read (`FOR NO KEY UPDATE`, `FOR KEY SHARE`), and calls
 //!    of the functions in `functions.rs`. A plain `SELECT` without parentheses is settled there;

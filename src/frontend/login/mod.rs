@@ -19,7 +19,7 @@ use crate::auth::ScramSecret;
 use crate::backend::connection::Credentials;
 use crate::backend::pool::get_connection;
 use crate::backend::{PoolKey, ServerPool};
-use crate::clients::{ClientNow, ClientRow};
+use crate::clients::NewClient;
 use crate::config::{ClientAuth, PoolMode, ADMIN_DATABASE};
 use crate::frontend::session::{apply_settings, Server, SessionContext};
 use crate::frontend::settings::ClientSettings;
@@ -137,19 +137,16 @@ pub async fn login_client(
         .map_err(|e| {
             LoginError::Refused(PgError::fatal(code::relayed(e.sqlstate()), e.to_string()))
         })?;
-    let cancel = proxy.cancel.register();
-    let entry = proxy.registry.register(ClientRow {
-        id: cancel.pid,
+    let client = proxy.clients.register(NewClient {
         user: user_name.clone(),
         database: database_name.clone(),
         peer,
         connected_at: Instant::now(),
-        now: ClientNow::default(),
     });
     for status in server.parameters.values() {
         out.extend_from_slice(status);
     }
-    msg::backend_key_data(cancel.pid, cancel.secret, &mut out);
+    msg::backend_key_data(client.pid, client.secret, &mut out);
     msg::ready_for_query(msg::TxStatus::Idle, &mut out);
     stream.send(&out).await?;
 
@@ -164,8 +161,7 @@ pub async fn login_client(
         idle_timeout: proxy.config().proxy.client_idle_timeout.non_zero(),
         idle_transaction_timeout: proxy.config().pool.idle_transaction_timeout.non_zero(),
         primary_wait: proxy.config().pool.primary_wait_timeout.as_std(),
-        cancel,
-        entry,
+        client,
         checkout_wait: proxy.metrics().checkout_wait(),
         replay_wait: proxy.metrics().replay_wait(),
         primary_wait_seconds: proxy.metrics().primary_wait(),

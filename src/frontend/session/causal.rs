@@ -2,32 +2,32 @@
 //! a transaction that wrote, the client's ReadyForQuery held until it is answered, the
 //! causal token sent as ParameterStatus, and tokens presented by the client.
 
-use std::collections::VecDeque;
-
 use super::*;
 use crate::causal::{self, token, TokenError};
-use crate::router::{ReadYourWrites, StatementToken};
+use crate::router::StatementToken;
+use decide::position::{self, Standing};
 
 impl Session {
     /// Whether this session reads positions after its writes: routing by LSN in
     /// transaction pooling.
     pub(super) fn reads_positions(&self) -> bool {
-        let policy = &self.ctx.routing.policy;
-        policy.enabled
-            && policy.read_your_writes == ReadYourWrites::Lsn
-            && self.ctx.mode == PoolMode::Transaction
+        position::reads_positions(&self.ctx.routing.policy, self.ctx.mode)
     }
 
-    /// Writes were sent that no position query sent after them covers yet.
-    pub(super) fn unplaced(&self) -> bool {
-        self.writes.sent > self.writes.covered
+    /// Where the client stands for the position rules.
+    fn standing(&self) -> Standing {
+        Standing {
+            reads_positions: self.reads_positions(),
+            on_primary: self.on_primary,
+            unplaced: self.writes.unplaced(),
+        }
     }
 
     /// Whether the statement being sent ends a transaction that wrote, so that the
     /// position query can go with it (see `commit_query` and `commit_batch`).
     fn commit_carries_position(&mut self) -> bool {
         let ending = std::mem::take(&mut self.ending);
-        ending && self.unplaced() && self.on_primary && self.reads_positions()
+        position::carries_position(ending, self.standing())
     }
 
     /// A simple Query `sql` to send: when it is one statement that ends a transaction that
@@ -39,23 +39,13 @@ impl Session {
         if !self.commit_carries_position() || crate::classify::statements(sql).len() != 1 {
             return None;
         }
-        let position = self.position_query();
-        // The Query message: the client's text, a newline (which ends a trailing `--`
-        // comment), `;` and the position query.
-        let len = 4 + sql.len() + 2 + position.len() + 1;
-        let mut query = BytesMut::with_capacity(1 + len);
-        query.extend_from_slice(b"Q");
-        query.extend_from_slice(&(len as u32).to_be_bytes());
-        query.extend_from_slice(sql);
-        query.extend_from_slice(b"\n;");
-        query.extend_from_slice(position.as_bytes());
-        query.extend_from_slice(b"\0");
+        let query = position::commit_query(sql, self.position_query());
         let entry = Pending::Reply {
             kind: Kind::Query,
             hide: Hide::Position(false),
             statement: None,
         };
-        Some((query.freeze(), entry))
+        Some((query, entry))
     }
 
     /// Before the Sync of an extended-protocol batch is sent: when the batch ends a
@@ -95,7 +85,7 @@ impl Session {
 
     /// A position query is on its way to the current (primary) server connection.
     fn position_sent(&mut self) {
-        self.writes.in_flight.push_back(self.writes.sent);
+        self.writes.position_sent();
         self.routing.causal.wrote();
     }
 
@@ -116,10 +106,13 @@ impl Session {
         if self.position.is_some() {
             self.position_done(status);
         }
-        if status != TxStatus::Idle || self.hold_from.is_some() || !self.reads_positions() {
-            return false;
-        }
-        let now = self.unplaced() && self.on_primary && self.queue.is_empty() && !self.in_batch;
+        let now = position::send_position_now(
+            status,
+            self.hold_from.is_some(),
+            !self.queue.is_empty(),
+            self.in_batch,
+            self.standing(),
+        );
         if now {
             self.hold_from = Some(self.outbox.len());
         }
@@ -154,7 +147,7 @@ impl Session {
                     }
                     _ => {}
                 }
-                tracing::debug!(client = self.ctx.cancel.pid, %code, %message, "the write position query failed");
+                tracing::debug!(client = self.ctx.client.pid, %code, %message, "the write position query failed");
             }
             _ => {}
         }
@@ -167,13 +160,12 @@ impl Session {
     /// began another in the same batch) or not at all, it says nothing, and the client is
     /// asked again the next time it is idle.
     pub(super) fn position_done(&mut self, status: TxStatus) {
-        let covers = self.writes.in_flight.pop_front();
-        if let (TxStatus::Idle, Some(lsn)) = (status, self.position.take()) {
-            // Positions are answered in the order sent; one skipped after an error leaves
-            // an older mark at the front, which claims less, never more.
-            if let Some(covers) = covers {
-                self.writes.covered = self.writes.covered.max(covers);
-            }
+        let placed = match (status, self.position.take()) {
+            (TxStatus::Idle, Some(lsn)) => Some(lsn),
+            _ => None,
+        };
+        self.writes.answered(placed.is_some());
+        if let Some(lsn) = placed {
             self.routing.causal.placed(lsn);
             self.show_causal();
             let mut status = BytesMut::new();
@@ -186,7 +178,7 @@ impl Session {
         self.position = None;
         self.hold_from = None;
         if self.queue.is_empty() {
-            self.writes.in_flight.clear();
+            self.writes.settled();
         }
     }
 
@@ -259,7 +251,7 @@ impl Session {
         let position = self.routing.causal.position();
         if position != self.shown_causal {
             self.shown_causal = position;
-            self.ctx.entry.update(|now| now.causal = position);
+            self.ctx.client.update(|now| now.causal = position);
         }
     }
 
@@ -267,23 +259,5 @@ impl Session {
     pub(super) fn show_token(&self, out: &mut BytesMut) {
         msg::single_value(token::NAME, &self.causal_token().unwrap_or_default(), out);
         msg::command_complete("SHOW", out);
-    }
-}
-
-/// The client's writes and the position queries that cover them, counted.
-#[derive(Debug, Default)]
-pub(super) struct Writes {
-    /// Statements that write sent so far.
-    sent: u64,
-    /// The writes covered by a position the client holds.
-    covered: u64,
-    /// For each position query on its way, in order: the writes sent before it.
-    in_flight: VecDeque<u64>,
-}
-
-impl Writes {
-    /// A statement that writes is being sent.
-    pub(super) fn sent_one(&mut self) {
-        self.sent += 1;
     }
 }

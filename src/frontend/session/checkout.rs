@@ -8,47 +8,38 @@ use super::*;
 use crate::backend::pool::{get_connection, lost, unavailable};
 use crate::classify::ON_LOOP;
 use crate::topology::WriteTarget;
+use decide::effects::{self, Claim};
+use decide::pipeline::{self, Known, Place};
+use decide::release::PrimaryChanged;
+use decide::route;
+
+/// What the session can tell about SQL without waiting, for the pipeline rules.
+impl Known for Session {
+    fn class_of(&self, sql: &[u8]) -> Classification {
+        self.classify_now(sql)
+    }
+
+    fn prepared(&self, name: &[u8]) -> Option<Classification> {
+        self.statements
+            .get(name)
+            .map(|stmt| self.classify_now(&stmt.query))
+    }
+}
 
 impl Session {
-    /// Whether the next client message starts a statement (a Query, or the first message
-    /// of an extended-protocol batch) that may not run on the replica the client is on,
-    /// while that replica still owes replies to earlier pipelined statements. Such a
-    /// message waits: once the replica is done and released, it is routed afresh.
+    /// Whether the next client message must wait until the replica the client is on has
+    /// answered what came before (see `decide::pipeline::must_wait`).
     pub(super) fn must_wait_for_route(&self) -> bool {
         let Some(server) = self.server.as_ref() else {
             return false;
         };
-        if self.on_primary || self.queue.is_empty() || server.status != TxStatus::Idle {
-            return false;
-        }
-        let Ok(Some(total)) = peek_frame_len(&self.inbox, self.ctx.max_message_size) else {
-            return false;
+        let place = Place {
+            on_primary: self.on_primary,
+            owes_replies: !self.queue.is_empty(),
+            status: server.status,
+            in_batch: self.in_batch,
         };
-        if self.inbox.len() < total {
-            return false;
-        }
-        let (tag, body) = (self.inbox[0], &self.inbox[5..total]);
-        let class = match tag {
-            b'Q' => read_query(body).map(|sql| self.classify_now(sql)),
-            // A FunctionCall names its function by OID: not known to be a read.
-            b'F' => Some(Classification::UNKNOWN),
-            _ if self.in_batch => return false,
-            b'P' => read_parse(body).map(|p| self.classify_now(p.query)),
-            b'B' => read_bind(body)
-                .and_then(|(_, name, _)| self.statements.get(name))
-                .map(|stmt| self.classify_now(&stmt.query)),
-            _ => None,
-        };
-        let Some(class) = class else {
-            return false;
-        };
-        let class = if tag == b'Q' || tag == b'F' {
-            class
-        } else {
-            // With the rest of the batch after this message.
-            self.batch_class_of(&self.inbox[total..], class)
-        };
-        !router::replica_ok(&class)
+        pipeline::must_wait(place, &self.inbox, self.ctx.max_message_size, self)
     }
 
     /// Makes sure a server connection is checked out for a statement with `sql` (none for
@@ -92,41 +83,39 @@ impl Session {
     /// Why the client's open transaction is gone, if it is: its server connection was
     /// lost between statements, or it runs on a node that no longer takes writes (another
     /// was promoted): that connection is closed (the node rolls back) and the client is
-    /// told, then goes on outside a transaction. One atomic load while on the primary.
+    /// told, then goes on outside a transaction (see `decide::release::primary_changed`).
     fn transaction_lost(&mut self) -> Option<(&'static str, String)> {
         if let Some(why) = self.lost_transaction.take() {
             return Some(why);
-        }
-        if !self.on_primary || !self.queue.is_empty() {
-            return None;
         }
         let server = self.server.as_mut()?;
         // Only another node taking writes cuts it: while no node is known to (the
         // primary's checks fail, perhaps only because it is slow), the connection is
         // left to fail, or not, on its own.
-        match self.ctx.routing.primary() {
-            Some(writer) if Some(writer) != self.primary_node => {}
-            _ => return None,
-        }
-        server.broken = true;
-        if server.status == TxStatus::Idle && !self.bound {
-            // Kept between transactions (session pooling): replaced, nothing lost.
-            self.release();
-            return None;
+        let changed = release::primary_changed(
+            self.on_primary,
+            !self.queue.is_empty(),
+            self.ctx.routing.primary(),
+            self.primary_node,
+            server.status,
+            self.bound,
+        );
+        match changed {
+            PrimaryChanged::Keep => return None,
+            PrimaryChanged::Replace => {
+                server.broken = true;
+                self.release();
+                return None;
+            }
+            PrimaryChanged::Cut => server.broken = true,
         }
         let node = server.node.name.clone();
         let bound = std::mem::take(&mut self.bound);
         self.binding = None;
         self.routing.session_bound = false;
         self.release();
-        tracing::info!(client = self.ctx.cancel.pid, %node, "the primary changed: the client's server connection to the former primary is closed");
-        let lost = match bound {
-            true => "this session's state on it (temporary tables, LISTEN, session locks, SQL prepared statements) is lost",
-            false => "the transaction that ran there is rolled back",
-        };
-        Some((code::CONNECTION_FAILURE, format!(
-            "pgsplit: the primary changed while this client held a connection to {node}, the former primary: {lost}; run it again"
-        )))
+        tracing::info!(client = self.ctx.client.pid, %node, "the primary changed: the client's server connection to the former primary is closed");
+        Some(release::cut_error(&node, bound))
     }
 
     /// Classifies a statement's SQL: short text here, longer text on a blocking thread
@@ -162,49 +151,45 @@ impl Session {
             Some(class) => class,
             None => self.classify_now(sql),
         };
-        if self.on_primary && router::writes(&class.class) {
+        let effects = effects::effects(&class, self.on_primary);
+        if effects.writes {
             self.wrote = true;
             self.writes.sent_one();
         }
-        self.ending |= class.class == Class::End;
-        self.left_state |= class.leaves_state;
+        self.ending |= effects.ends;
+        self.left_state |= effects.leaves_state;
     }
 
     /// Before the statement `ensure_server` just classified runs: when it needs a real
-    /// session, pins the client to its server connection (kept until the client leaves,
-    /// then reset), or returns the error it fails with instead:
-    /// - 0A000 on a replica (inside a read-only transaction): pinning there would strand
-    ///   the client on the replica, where its later writes fail and which may leave the
-    ///   rotation;
-    /// - 53300 when `pool.max_pinned_per_pool` clients of the pool are session-bound already, so
-    ///   that session-bound clients can never take every connection.
+    /// session, binds the client to its server connection (kept until the client leaves,
+    /// then reset), or returns the error it fails with instead (see
+    /// `decide::effects::claim`: 0A000 on a replica, 53300 at the pool's
+    /// `pool.max_pinned_per_pool`).
     pub(super) fn claim_session(&mut self) -> Option<(&'static str, String)> {
-        if self.bound {
-            return None;
-        }
-        let class = self.statement_class?;
-        if class.class != Class::SessionBound {
-            return None;
-        }
-        if !self.on_primary {
-            return Some((code::FEATURE_NOT_SUPPORTED, STRANDED.to_string()));
-        }
-        if self.ctx.mode == PoolMode::Transaction {
-            let node = self.ctx.routing.primary().unwrap_or(0);
-            let pool = self.ctx.pools[node].manager();
-            match pool.bind() {
-                Some(binding) => self.binding = Some(binding),
-                None => {
-                    let (_, limit) = pool.bound();
-                    return Some((
-                        code::TOO_MANY_CONNECTIONS,
-                        format!("pgsplit: {limit} clients already keep a server connection of their own in this pool (pool.max_pinned_per_pool); LISTEN, temporary objects, session advisory locks, SQL PREPARE and cursors WITH HOLD need one"),
-                    ));
+        let pools = &self.ctx.pools;
+        let primary = self.ctx.routing.primary();
+        let take_place = || {
+            let pool = pools[primary.unwrap_or(0)].manager();
+            pool.bind().ok_or_else(|| pool.bound().1)
+        };
+        let claim = effects::claim(
+            self.bound,
+            self.statement_class,
+            self.on_primary,
+            self.ctx.mode,
+            take_place,
+        );
+        match claim {
+            Claim::NotNeeded => return None,
+            Claim::Refuse(code, message) => return Some((code, message)),
+            Claim::Bind(place) => {
+                if place.is_some() {
+                    self.binding = place;
                 }
             }
         }
         tracing::debug!(
-            client = self.ctx.cancel.pid,
+            client = self.ctx.client.pid,
             "client bound to its server connection"
         );
         self.bound = true;
@@ -216,37 +201,7 @@ impl Session {
     /// the client sent with it, up to the Sync, run as one implicit transaction on one
     /// server. When the Sync has not arrived yet, what follows is unknown: primary.
     pub(super) fn batch_class(&self, first: Classification) -> Classification {
-        self.batch_class_of(&self.inbox, first)
-    }
-
-    /// The class of a batch that starts with `first` and goes on with the messages in
-    /// `rest`, up to its Sync.
-    fn batch_class_of(&self, rest: &[u8], first: Classification) -> Classification {
-        let unknown = Classification::UNKNOWN;
-        let mut class = first;
-        let mut rest = rest;
-        loop {
-            let Ok(Some(total)) = peek_frame_len(rest, self.ctx.max_message_size) else {
-                return router::merge(class, unknown);
-            };
-            if rest.len() < total {
-                return router::merge(class, unknown);
-            }
-            let (tag, body) = (rest[0], &rest[5..total]);
-            let sql = match tag {
-                b'S' => return class,
-                b'P' => read_parse(body).map(|p| p.query),
-                b'B' => read_bind(body)
-                    .and_then(|(_, name, _)| (!name.is_empty()).then_some(name))
-                    .and_then(|name| self.statements.get(name))
-                    .map(|stmt| &stmt.query[..]),
-                _ => None,
-            };
-            if let Some(sql) = sql {
-                class = router::merge(class, self.classify_now(sql));
-            }
-            rest = &rest[total..];
-        }
+        pipeline::batch_class(&self.inbox, first, self.ctx.max_message_size, self)
     }
 
     /// A server kept across statements (session pooling, a session-bound client) whose settings
@@ -256,9 +211,11 @@ impl Session {
         let Some(server) = self.server.as_ref() else {
             return Ok(false);
         };
-        let resync = self.queue.is_empty()
-            && server.status == TxStatus::Idle
-            && server.settings != *self.settings.current();
+        let resync = release::resync_settings(
+            !self.queue.is_empty(),
+            server.status,
+            server.settings != *self.settings.current(),
+        );
         if resync {
             self.sync_settings().await.map_err(SessionEnd::ServerLost)?;
         }
@@ -276,25 +233,20 @@ impl Session {
         self.routing.serializable = self.settings.serializable();
         let mut lease = None;
         let mut min_lsn = 0;
-        let decision = if self.ctx.mode == PoolMode::Session {
-            router::Decision {
-                target: Target::Primary,
-                reason: router::Reason::Disabled,
-            }
-        } else {
-            router::decide(&routing.policy, &self.routing, &class, now, |lsn| {
+        let decision = route::route(
+            self.ctx.mode,
+            &routing.policy,
+            &self.routing,
+            &class,
+            now,
+            |lsn| {
                 min_lsn = lsn;
-                match routing.topology.lease(now, self.replica_slot, lsn) {
-                    Ok(l) => {
-                        let node = l.node;
-                        lease = Some(l);
-                        router::Pick::Replica(node)
-                    }
-                    Err(Unleased::Behind) => router::Pick::Behind,
-                    Err(Unleased::Unavailable) => router::Pick::Unavailable,
-                }
-            })
-        };
+                let leased = routing.topology.lease(now, self.replica_slot, lsn);
+                let node = leased.as_ref().map(|l| l.node).map_err(|e| *e);
+                lease = leased.ok();
+                node
+            },
+        );
         let mut reason = decision.reason;
         let target = decision.target;
         // The node that takes writes, as the monitor discovered it (one atomic load).
@@ -318,7 +270,7 @@ impl Session {
             // A cancel for the statement ends the wait for a connection (57014).
             let got = tokio::select! {
                 r = get_connection(pool) => Some(r),
-                () = self.ctx.cancel.requested() => None,
+                () = self.ctx.client.requested() => None,
             };
             let Some(got) = got else {
                 self.cancelled_while_waiting();
@@ -397,25 +349,19 @@ impl Session {
             tracing::warn!(node = %self.ctx.pools[node].manager_node(), error = %skipped, "replica cannot serve; skipping it for the cooldown");
             routing.topology.refused(node, now);
             let next = routing.topology.lease(now, self.replica_slot, min_lsn);
-            node = match (&next, routing.policy.fallback) {
-                (Ok(l), _) => l.node,
-                (Err(Unleased::Behind), _) => {
-                    reason = router::Reason::AwaitingReplay;
-                    match self.primary_or_wait(primary, now, &mut waited).await {
-                        Some(node) => node,
-                        None => return Ok(false),
-                    }
-                }
-                (Err(Unleased::Unavailable), router::Fallback::Primary) => {
-                    reason = router::Reason::NoReplica;
-                    match self.primary_or_wait(primary, now, &mut waited).await {
-                        Some(node) => node,
-                        None => return Ok(false),
-                    }
-                }
-                (Err(Unleased::Unavailable), router::Fallback::Error) => {
-                    return Ok(self.refuse_read())
-                }
+            let decision = route::after_refusal(
+                &routing.policy,
+                next.as_ref().map(|l| l.node).map_err(|e| *e),
+                reason,
+            );
+            reason = decision.reason;
+            node = match decision.target {
+                Target::Replica(node) => node,
+                Target::Primary => match self.primary_or_wait(primary, now, &mut waited).await {
+                    Some(node) => node,
+                    None => return Ok(false),
+                },
+                Target::Refuse => return Ok(self.refuse_read()),
             };
             lease = next.ok();
         }
@@ -462,7 +408,7 @@ impl Session {
                 WriteTarget::Waiting if since.elapsed() < self.ctx.primary_wait => {
                     tokio::select! {
                         () = tokio::time::sleep(PRIMARY_RETRY) => continue,
-                        () = self.ctx.cancel.requested() => {}
+                        () = self.ctx.client.requested() => {}
                     }
                     self.cancelled_while_waiting();
                     return None;
@@ -504,9 +450,9 @@ impl Session {
     /// A cancel request came for the statement while it waited for a server: it fails
     /// with 57014, as if the server had cancelled it.
     fn cancelled_while_waiting(&mut self) {
-        self.ctx.cancel.take_requested();
+        self.ctx.client.take_requested();
         tracing::debug!(
-            client = self.ctx.cancel.pid,
+            client = self.ctx.client.pid,
             "statement cancelled while waiting for a server connection"
         );
         PgError::error(code::QUERY_CANCELED, CANCELLED).encode(&mut self.outbox);
@@ -515,7 +461,7 @@ impl Session {
     /// Closes the server connection just checked out, which turned out dead before
     /// anything of the client's was sent to it.
     fn drop_broken_server(&mut self) {
-        self.ctx.cancel.set_target(None);
+        self.ctx.client.set_target(None);
         if let Some(mut server) = self.server.take() {
             server.broken = true;
             drop(Object::take(server));
@@ -540,7 +486,7 @@ impl Session {
             let held = self.held.split().freeze();
             self.queue.push_front(Pending::Synthetic(held));
         }
-        self.ctx.cancel.set_target(Some(CancelTarget {
+        self.ctx.client.set_target(Some(CancelTarget {
             node: server.node.clone(),
             pid: server.backend_pid,
             secret: server.backend_secret.clone(),
@@ -581,10 +527,6 @@ fn shutting_down(e: &BackendError) -> bool {
 
 /// How often a checkout retries a primary that cannot be reached.
 const PRIMARY_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Why a statement that needs a real session fails inside a read-only transaction that
-/// runs on a replica (see `Session::claim_session`).
-const STRANDED: &str = "pgsplit: LISTEN, temporary objects, session advisory locks, SQL PREPARE and cursors WITH HOLD need a session on the primary; they cannot run inside a read-only transaction that runs on a replica (run them outside BEGIN READ ONLY)";
 
 /// The error a client sees when no server connection could be had.
 fn checkout_error(e: &PoolError<BackendError>, node: &str) -> PgError {

@@ -6,6 +6,9 @@
 
 mod causal;
 mod checkout;
+mod decide;
+mod flush;
+mod portals;
 mod relay;
 mod statements;
 
@@ -14,9 +17,14 @@ pub use checkout::apply_settings;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use deadpool::managed::{Object, PoolError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
+
+use decide::release::{self, GiveBack, Held};
+use decide::waits::{self, StallWatch, STALL_CHECK};
+use flush::{reserve, shrink, BUFFER_SIZE, SHRINK_ABOVE, STREAM_FROM};
+use portals::{Portals, Unnamed};
 
 use super::pending::{Hide, Kind, Pending, PendingQueue, Verdict};
 use super::retry::{ReadRetry, Step};
@@ -25,13 +33,12 @@ use super::stream::ClientStream;
 use crate::backend::connection::SERVER_MESSAGE_LIMIT;
 use crate::backend::pool::{Binding, Manager};
 use crate::backend::{BackendError, ServerConn, ServerPool};
-use crate::cancel::{CancelKey, CancelTarget};
-use crate::classify::{Class, Classification};
-use crate::clients::{CausalPosition, ClientEntry};
+use crate::classify::Classification;
+use crate::clients::{CancelTarget, CausalPosition, Client};
 use crate::config::PoolMode;
 use crate::prepared::{ClientStatements, PreparedStatement};
-use crate::router::{self, ClientRouting, RouteMode, Routing, Target};
-use crate::topology::{Lease, Unleased};
+use crate::router::{self, ClientRouting, Routing, Target};
+use crate::topology::Lease;
 use crate::wire::error::code;
 use crate::wire::frame::peek_frame_len;
 use crate::wire::message::{self as msg, read_bind, read_parse, read_query, read_target, TxStatus};
@@ -63,9 +70,8 @@ pub struct SessionContext {
     pub idle_transaction_timeout: Option<std::time::Duration>,
     /// How long a statement waits for a primary that cannot be reached.
     pub primary_wait: std::time::Duration,
-    pub cancel: CancelKey,
-    /// Its line in `SHOW CLIENTS`.
-    pub entry: ClientEntry,
+    /// The client in the registry: its cancel key and state, its line in `SHOW CLIENTS`.
+    pub client: Client,
     /// Where each checkout's wait goes (a Prometheus histogram).
     pub checkout_wait: metrics::Histogram,
     /// Where the time a client's reads were held on the primary, waiting for a replica
@@ -155,7 +161,7 @@ pub struct Session {
     retry: Option<ReadRetry>,
     /// Its writes and the position queries that cover them (read-your-writes by LSN;
     /// see `crate::causal`).
-    writes: causal::Writes,
+    writes: decide::position::Writes,
     /// The statement or batch being sent ends a transaction (COMMIT, ROLLBACK, ...).
     ending: bool,
     /// Output to the client from this offset of the outbox waits for the answer of a
@@ -219,17 +225,14 @@ impl Session {
             unnamed: None,
             portals: Portals::default(),
             retry: None,
-            writes: causal::Writes::default(),
+            writes: decide::position::Writes::default(),
             ending: false,
             hold_from: None,
             position: None,
             streaming: 0,
             stall_check: Box::pin(tokio::time::sleep(STALL_CHECK)),
             server_reads: 0,
-            stall_seen: StallWatch {
-                reads: 0,
-                since: Instant::now(),
-            },
+            stall_seen: StallWatch::new(Instant::now()),
         };
         session.routing.causal.presented(session.ctx.causal_token);
         session.primary_node = session.ctx.routing.primary();
@@ -275,17 +278,18 @@ impl Session {
         let from_server = match self.server.as_mut() {
             Some(server) => {
                 let server: &mut ServerConn = server;
-                let idle_in_transaction = server.status != TxStatus::Idle && self.queue.is_empty();
-                let limit = self
-                    .ctx
-                    .idle_transaction_timeout
-                    .filter(|_| idle_in_transaction);
+                let owes = !self.queue.is_empty();
+                let limit = waits::idle_transaction_limit(
+                    server.status,
+                    owes,
+                    self.ctx.idle_transaction_timeout,
+                );
                 reserve(&mut server.read_buf);
                 // A node that owes a reply is watched: once the monitor finds it down (it
                 // stopped answering its checks) and nothing came from it for STALL_GRACE,
                 // the wait ends.
                 let replica = self.lease.as_ref().map(|l| l.node);
-                let watch = (replica.is_some() || self.on_primary) && !self.queue.is_empty();
+                let watch = waits::watched(replica.is_some(), self.on_primary, owes);
                 let topology = &self.ctx.routing.topology;
                 let reads = self.server_reads;
                 let seen = &mut self.stall_seen;
@@ -304,7 +308,7 @@ impl Session {
                                     Some(node) => topology.is_down(node),
                                     None => topology.primary_down(),
                                 };
-                                if down && seen.quiet_for(reads) >= STALL_GRACE {
+                                if seen.gave_up(down, reads, Instant::now()) {
                                     return Ok(Err(std::io::Error::new(
                                         std::io::ErrorKind::TimedOut,
                                         "the node stopped answering (pgsplit's checks of it fail)",
@@ -373,20 +377,15 @@ impl Session {
     fn server_gone(&mut self, e: std::io::Error) -> Result<(), SessionEnd> {
         let status = self.server.as_ref().map(|s| s.status);
         let end = self.server_lost(e);
-        if !self.queue.is_empty() || self.bound {
-            return Err(end);
-        }
+        let owes = !self.queue.is_empty();
         let farewell = self.farewell.take();
-        if status != Some(TxStatus::Idle) {
-            tracing::info!(client = self.ctx.cancel.pid, error = %end, "server connection of an open transaction lost; the client stays");
-            self.lost_transaction = Some(match farewell {
-                Some((code, why)) => (code, format!(
-                    "pgsplit: the server ended the connection of this transaction: {why}; the transaction is lost (rolled back), run it again"
-                )),
-                None => (code::CONNECTION_FAILURE, format!(
-                    "pgsplit: {end}; the transaction is lost (rolled back), run it again"
-                )),
-            });
+        match release::server_gone(owes, self.bound, status, farewell, &end.to_string()) {
+            release::ServerGone::End => return Err(end),
+            release::ServerGone::Stay(None) => {}
+            release::ServerGone::Stay(Some(lost)) => {
+                tracing::info!(client = self.ctx.client.pid, error = %end, "server connection of an open transaction lost; the client stays");
+                self.lost_transaction = Some(lost);
+            }
         }
         self.release();
         Ok(())
@@ -411,7 +410,7 @@ impl Session {
         let mut large = false;
         if self.queue.is_empty() {
             // Until it is written to a server, a cancel for what the client sent is kept.
-            self.ctx.cancel.waiting();
+            self.ctx.client.waiting();
         }
         loop {
             if self.must_wait_for_route() {
@@ -463,7 +462,7 @@ impl Session {
             b'S' => self.in_batch = false,
             _ => {}
         }
-        tracing::trace!(pid = self.ctx.cancel.pid, tag = %(frame.tag as char), queue = self.queue.len(), server = self.server.is_some(), "client message");
+        tracing::trace!(pid = self.ctx.client.pid, tag = %(frame.tag as char), queue = self.queue.len(), server = self.server.is_some(), "client message");
         match frame.tag {
             b'X' => Err(SessionEnd::ClientGone),
             b'Q' => self.on_query(frame).await,
@@ -498,104 +497,30 @@ impl Session {
         }
     }
 
-    /// Writes what is queued for the server. While the write is blocked, replies are
-    /// read into the server's buffer (up to a bound), so a client that pipelines a lot
-    /// cannot deadlock with a server that is blocked sending results.
-    async fn flush_server(&mut self) -> Result<(), SessionEnd> {
-        let Some(server) = self.server.as_mut() else {
-            self.to_server.clear();
-            self.ctx.cancel.sent(false);
-            return Ok(());
-        };
-        let server: &mut ServerConn = server;
-        let mut written = 0;
-        let mut failure = None;
-        // A TLS session may hold written bytes until flushed; a plain socket holds none.
-        let mut flushed = !server.stream.is_tls();
-        let len = self.to_server.len();
-        let (mut reader, mut writer) = server.stream.split();
-        while written < len || (len > 0 && !flushed) {
-            reserve(&mut server.read_buf);
-            let room = server.read_buf.len() < READ_AHEAD_LIMIT;
-            tokio::select! {
-                biased;
-                w = write_or_flush(&mut writer, &self.to_server[written..]) => match w {
-                    Ok(Some(0)) => failure = Some(std::io::ErrorKind::WriteZero.into()),
-                    Ok(Some(n)) => written += n,
-                    Ok(None) => flushed = true,
-                    Err(e) => failure = Some(e),
-                },
-                r = reader.read_buf(&mut server.read_buf), if room => match r {
-                    Ok(0) => failure = Some(std::io::ErrorKind::UnexpectedEof.into()),
-                    Ok(_) => {}
-                    Err(e) => failure = Some(e),
-                },
-            }
-            if failure.is_some() {
-                break;
-            }
-        }
-        self.to_server.clear();
-        if len > 0 {
-            // The server owes a reply from now: its silence is counted from here, not
-            // from the last time it sent something (maybe long ago, before a restart).
-            self.stall_seen.sent();
-        }
-        if let Some(e) = failure {
-            return Err(self.server_lost(e));
-        }
-        if let Some(target) = self.ctx.cancel.sent(!self.queue.is_empty()) {
-            // A cancel came while the statement was on its way: it is on the server now.
-            tracing::debug!(client = self.ctx.cancel.pid, node = %target.node.name, "sending a cancel request that came before the statement reached its server");
-            tokio::spawn(async move {
-                if let Err(e) = crate::cancel::send_cancel(&target).await {
-                    tracing::warn!(error = %e, "could not send cancel request");
-                }
-            });
-        }
-        Ok(())
-    }
-
-    /// Writes the outbox to the client, up to where output is held (see `hold_from`).
-    async fn flush_client(&mut self) -> Result<(), SessionEnd> {
-        let ready = self.hold_from.unwrap_or(self.outbox.len());
-        if ready > 0 {
-            self.client.send(&self.outbox[..ready]).await?;
-            if ready == self.outbox.len() {
-                self.outbox.clear();
-            } else {
-                self.outbox.advance(ready);
-            }
-            if let Some(at) = self.hold_from.as_mut() {
-                *at = 0;
-            }
-        }
-        shrink(&mut self.outbox);
-        Ok(())
-    }
-
     /// The client left: a clean connection goes back to the pool (reset first if it may
     /// carry session state), anything else is closed so the server rolls back.
     fn finish(&mut self) {
-        self.ctx.cancel.set_target(None);
+        self.ctx.client.set_target(None);
         self.lease = None;
         let Some(mut server) = self.server.take() else {
             return;
         };
-        // A batch without its Sync holds an implicit transaction on the server.
-        let clean = !server.broken
-            && server.status == TxStatus::Idle
-            && !self.in_batch
-            && self.queue.is_empty()
-            && server.read_buf.is_empty();
-        if clean {
-            if self.ctx.mode == PoolMode::Session || self.bound || self.left_state {
+        let held = self.held_server(&server);
+        let (give_back, cancel) = release::on_leave(
+            self.ctx.mode,
+            self.bound,
+            self.left_state,
+            self.in_batch,
+            &held,
+        );
+        if give_back != GiveBack::Close {
+            if give_back == GiveBack::Reset {
                 server.needs_discard = true;
             }
             drop(server);
         } else {
             tracing::debug!(node = %server.node.name, "closing a server connection left mid-transaction");
-            if !self.queue.is_empty() {
+            if cancel {
                 // A query may still be running; PostgreSQL would only notice the closed
                 // socket when it next writes, so cancel it.
                 let target = CancelTarget {
@@ -604,7 +529,7 @@ impl Session {
                     secret: server.backend_secret.clone(),
                 };
                 tokio::spawn(async move {
-                    if let Err(e) = crate::cancel::send_cancel(&target).await {
+                    if let Err(e) = crate::clients::send_cancel(&target).await {
                         tracing::debug!(error = %e, "could not cancel an abandoned query");
                     }
                 });
@@ -622,142 +547,20 @@ impl Session {
         }
     }
 
+    /// What the release rules need to know of `server`.
+    fn held_server(&self, server: &ServerConn) -> Held {
+        Held {
+            status: server.status,
+            owes_replies: !self.queue.is_empty(),
+            unread: !server.read_buf.is_empty(),
+            broken: server.broken,
+        }
+    }
+
     fn server_mut(&mut self) -> &mut ServerConn {
         self.server
             .as_mut()
             .expect("a server is checked out when statements are forwarded")
-    }
-}
-
-/// When something last came from the server, or was last sent to it, as far as the stall
-/// checks can tell: the clock is read once per check and once per write, not at every read
-/// (reads are counted instead).
-struct StallWatch {
-    /// The count of server reads at the last check.
-    reads: u64,
-    /// Since when that count has not changed (about: to within one check).
-    since: Instant,
-}
-
-impl StallWatch {
-    /// Something was just written to the server: it has had no time to answer yet.
-    fn sent(&mut self) {
-        self.since = Instant::now();
-    }
-
-    /// How long nothing has been read from the server since the last write to it, given
-    /// the reads so far.
-    fn quiet_for(&mut self, reads: u64) -> std::time::Duration {
-        let now = Instant::now();
-        if reads != self.reads {
-            self.reads = reads;
-            self.since = now;
-        }
-        now.saturating_duration_since(self.since)
-    }
-}
-
-/// A client's unnamed statement.
-#[derive(Debug, Clone)]
-struct Unnamed {
-    /// Unique among all clients: a server connection records whose unnamed statement it
-    /// holds by this id (`ServerConn::unnamed`).
-    id: u64,
-    /// The SQL text.
-    sql: Bytes,
-    /// The client's Parse message, as it came.
-    parse: Bytes,
-}
-
-impl Unnamed {
-    fn new(sql: Bytes, parse: Bytes) -> Unnamed {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Unnamed {
-            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            sql,
-            parse,
-        }
-    }
-}
-
-/// The portals whose statements may change session settings (most have none), so the
-/// change is recorded when the portal is executed, not when it is prepared.
-#[derive(Debug, Default)]
-struct Portals {
-    unnamed: Option<Bytes>,
-    named: std::collections::HashMap<Vec<u8>, Bytes>,
-}
-
-impl Portals {
-    fn bind(&mut self, portal: &[u8], sql: Option<Bytes>) {
-        match (portal.is_empty(), sql) {
-            (true, sql) => self.unnamed = sql,
-            (false, Some(sql)) => {
-                self.named.insert(portal.to_vec(), sql);
-            }
-            (false, None) => {
-                if !self.named.is_empty() {
-                    self.named.remove(portal);
-                }
-            }
-        }
-    }
-
-    fn get(&self, portal: &[u8]) -> Option<Bytes> {
-        if portal.is_empty() {
-            self.unnamed.clone()
-        } else {
-            self.named.get(portal).cloned()
-        }
-    }
-}
-
-/// How much of a server's replies pgsplit reads ahead while it is still writing to it.
-const READ_AHEAD_LIMIT: usize = 64 * 1024 * 1024;
-
-/// How often a session waiting for a node's reply looks whether the monitor found the
-/// node down.
-const STALL_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// How long nothing must have come from a node the monitor finds down before a client
-/// waiting on it is cut off (a node slow to answer checks may still be working on the
-/// client's query).
-const STALL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Server messages larger than this (rows, COPY chunks) are relayed as they arrive.
-const STREAM_FROM: usize = 256 * 1024;
-
-/// A buffer's normal size; one that grew past [`SHRINK_ABOVE`] for a large message is
-/// given back once empty.
-const BUFFER_SIZE: usize = 16 * 1024;
-const SHRINK_ABOVE: usize = 1024 * 1024;
-
-/// Writes some of `bytes` (`Some(count)`), or flushes when there is nothing left to write
-/// (`None`): one future, so it can race reads in `flush_server`.
-async fn write_or_flush(
-    writer: &mut crate::backend::stream::WriteHalf<'_>,
-    bytes: &[u8],
-) -> std::io::Result<Option<usize>> {
-    if bytes.is_empty() {
-        writer.flush().await.map(|()| None)
-    } else {
-        writer.write(bytes).await.map(Some)
-    }
-}
-
-/// Keeps room to read into.
-fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(BUFFER_SIZE);
-    }
-}
-
-/// Gives an empty buffer that grew for a large message back its normal size. (Its
-/// capacity is what is left of the allocation after the last message was split off; the
-/// allocation is freed once nothing refers to it.)
-fn shrink(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
-        *buf = BytesMut::with_capacity(BUFFER_SIZE);
     }
 }
 
@@ -772,27 +575,5 @@ fn frame_error(e: FrameError) -> PgError {
     match e {
         FrameError::TooLarge { .. } => PgError::fatal(code::PROGRAM_LIMIT, e.to_string()),
         FrameError::BadLength(_) => PgError::fatal(code::PROTOCOL_VIOLATION, e.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn a_servers_silence_counts_from_the_last_write_to_it() {
-        let mut watch = StallWatch {
-            reads: 3,
-            since: Instant::now() - Duration::from_secs(60),
-        };
-        // Nothing read for a minute...
-        assert!(watch.quiet_for(3) >= Duration::from_secs(60));
-        // ...but a request was just sent: the server has had no time to answer it.
-        watch.sent();
-        assert!(watch.quiet_for(3) < Duration::from_secs(1));
-        // A read resets it too.
-        watch.since = Instant::now() - Duration::from_secs(60);
-        assert!(watch.quiet_for(4) < Duration::from_secs(1));
     }
 }

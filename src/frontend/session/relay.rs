@@ -2,6 +2,7 @@
 //! transaction status, and give the connection back when the client is idle.
 
 use super::*;
+use bytes::Buf;
 
 impl Session {
     /// Handles the whole messages in the server's buffer: relays them to the client (or
@@ -96,7 +97,7 @@ impl Session {
                         if self.routing.wrote(&routing.policy, now) {
                             routing.stats.record_pin();
                             let until = self.routing.pinned_until;
-                            self.ctx.entry.update(|now| now.pinned_until = until);
+                            self.ctx.client.update(|now| now.pinned_until = until);
                         }
                         self.show_causal();
                     }
@@ -175,7 +176,7 @@ impl Session {
     /// a write that may leave state (it called something that writes).
     async fn run_on_primary(&mut self, query: Bytes) -> Result<(), SessionEnd> {
         if let Some(server) = self.server.as_ref() {
-            tracing::info!(node = %server.node.name, client = self.ctx.cancel.pid, "a replica refused a read as a write (25006); running it on the primary");
+            tracing::info!(node = %server.node.name, client = self.ctx.client.pid, "a replica refused a read as a write (25006); running it on the primary");
         }
         self.release();
         if !self.check_out(Classification::UNKNOWN).await? {
@@ -190,37 +191,30 @@ impl Session {
     }
 
     /// In transaction pooling, returns the server connection once the client is idle and
-    /// nothing is outstanding. An extended-protocol batch the client has not ended with a
-    /// Sync keeps it: the server holds the batch's implicit transaction (and after an
-    /// error, ignores everything up to that Sync), even when every reply has arrived.
+    /// nothing is outstanding (see `decide::release::release_when_idle`).
     pub(super) fn release_if_idle(&mut self) {
-        if self.ctx.mode != PoolMode::Transaction || self.bound || self.in_batch {
+        let Some(server) = self.server.as_ref() else {
             return;
-        }
-        let idle = match self.server.as_ref() {
-            Some(server) => {
-                server.status == TxStatus::Idle
-                    && self.queue.is_empty()
-                    && server.read_buf.is_empty()
-            }
-            None => false,
         };
-        if idle {
+        let held = self.held_server(server);
+        if release::release_when_idle(self.ctx.mode, self.bound, self.in_batch, &held) {
             self.release();
         }
     }
 
     pub(super) fn release(&mut self) {
-        self.ctx.cancel.set_target(None);
+        self.ctx.client.set_target(None);
         self.farewell = None;
         self.lease = None;
         self.hold_from = None;
         if let Some(mut server) = self.server.take() {
-            if server.broken {
-                drop(Object::take(server));
-            } else if std::mem::take(&mut self.left_state) {
-                tracing::debug!(node = %server.node.name, pid = server.backend_pid, "server connection may hold untracked session state; it is reset before reuse");
-                server.needs_discard = true;
+            match release::on_release(server.broken, self.left_state) {
+                GiveBack::Close => drop(Object::take(server)),
+                GiveBack::Reset => {
+                    tracing::debug!(node = %server.node.name, pid = server.backend_pid, "server connection may hold untracked session state; it is reset before reuse");
+                    server.needs_discard = true;
+                }
+                GiveBack::AsIs => {}
             }
         }
         self.left_state = false;

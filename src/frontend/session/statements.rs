@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::frontend::settings::changes_in;
+use decide::local::{self, raise_sql, Block, Deallocate, NO_UNNAMED};
 
 impl Session {
     pub(super) async fn on_query(&mut self, frame: Frame) -> Result<(), SessionEnd> {
@@ -376,20 +377,15 @@ impl Session {
     /// statements is answered by pgsplit: the statements live in its own table. `name` is
     /// read as PostgreSQL reads it (unquoted: lowercased; quoted: as written).
     pub(super) fn deallocate(&mut self, sql: &[u8]) -> Option<&'static str> {
-        // One statement: the name, then at most a few `;`.
-        let (_, rest) = crate::classify::short_command(sql, &["DEALLOCATE"], 8)?;
-        let name = match rest.as_slice() {
-            [prepare, name] if prepare.is_kw(sql, "PREPARE") => name,
-            [name] => name,
-            _ => return None,
+        let what = local::deallocate(sql)?;
+        let existed = match &what {
+            Deallocate::All => {
+                self.statements.clear();
+                true
+            }
+            Deallocate::Named(name) => self.statements.remove(name).is_some(),
         };
-        if name.is_kw(sql, "ALL") {
-            self.statements.clear();
-            return Some("DEALLOCATE ALL");
-        }
-        self.statements
-            .remove(&name.name(sql)?)
-            .map(|_| "DEALLOCATE")
+        local::deallocate_tag(&what, existed)
     }
 
     /// Answers a command without a server: CommandComplete and ReadyForQuery, in order
@@ -404,7 +400,7 @@ impl Session {
     /// whatever the server still owes.
     pub(super) fn reply_locally(&mut self, mut answer: BytesMut) -> Result<(), SessionEnd> {
         msg::ready_for_query(self.status, &mut answer);
-        if self.server.is_some() && !self.queue.is_empty() {
+        if local::reply_after_server(self.server.is_some(), !self.queue.is_empty()) {
             self.queue.push(Pending::Synthetic(answer.freeze()));
         } else {
             self.outbox.extend_from_slice(&answer);
@@ -417,8 +413,8 @@ impl Session {
         &mut self,
         command: router::RouteCommand,
     ) -> Result<(), SessionEnd> {
-        let in_block = self.server.is_some() && self.status != TxStatus::Idle;
-        if in_block && self.status == TxStatus::Failed {
+        let block = local::block(self.server.is_some(), self.status);
+        if block == Block::Failed {
             return self.raise_on_server(
                 code::IN_FAILED_TRANSACTION,
                 "current transaction is aborted, commands ignored until end of transaction block",
@@ -432,15 +428,12 @@ impl Session {
                 Ok(())
             }
             router::RouteCommand::Show => {
-                let value = match self.routing.mode {
-                    RouteMode::Auto => "auto",
-                    RouteMode::Primary => "primary",
-                };
+                let value = local::route_value(self.routing.mode);
                 msg::single_value("pgsplit.route", value, &mut answer);
                 msg::command_complete("SHOW", &mut answer);
                 Ok(())
             }
-            router::RouteCommand::Invalid(value) => Err(invalid_route(&value)),
+            router::RouteCommand::Invalid(value) => Err(local::invalid_route(&value)),
             router::RouteCommand::SetToken(token) => self.present_token(&token, &mut answer),
             router::RouteCommand::ResetToken => {
                 self.forget_tokens(&mut answer);
@@ -452,7 +445,7 @@ impl Session {
             }
         };
         if let Err(message) = outcome {
-            if in_block {
+            if block == Block::Inside {
                 // An error inside a transaction block aborts it, as PostgreSQL would.
                 return self.raise_on_server(code::INVALID_PARAMETER_VALUE, &message);
             }
@@ -470,22 +463,4 @@ impl Session {
         self.queue.push(Pending::reply(Kind::Query));
         Ok(())
     }
-}
-
-/// PostgreSQL's message for a Bind or Describe of an unnamed statement that does not exist.
-const NO_UNNAMED: &str = "unnamed prepared statement does not exist";
-
-/// The message for a bad `SET pgsplit.route` value.
-fn invalid_route(value: &str) -> String {
-    format!("invalid value for parameter \"pgsplit.route\": \"{value}\" (use 'auto' or 'primary')")
-}
-
-/// SQL that fails with `code` and `message` when the server runs it: how pgsplit makes an
-/// error of its own abort the client's transaction block, exactly as a server error would.
-fn raise_sql(code: &str, message: &str) -> String {
-    format!(
-        "DO $pgsplit$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = {}; END$pgsplit$",
-        // No `$` in the message, so it cannot end the dollar quote.
-        crate::frontend::settings::quote_literal(&message.replace('$', ""))
-    )
 }
