@@ -88,6 +88,11 @@ fn cycle_from(deps: &BTreeMap<String, BTreeSet<String>>, start: &str) -> Option<
 fn no_top_level_module_imports_one_that_imports_it_back() {
     let deps = graph(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
     assert!(deps.len() > 20, "read the modules: {deps:?}");
+    // The graph, for a reader (`cargo test --test module_graph -- --nocapture`).
+    for (module, named) in &deps {
+        let named: Vec<&str> = named.iter().map(String::as_str).collect();
+        eprintln!("{module} -> {}", named.join(", "));
+    }
     let cycles: Vec<String> = deps
         .keys()
         .filter_map(|m| cycle_from(&deps, m))
