@@ -144,7 +144,6 @@ done
 wants() { [[ " ${TARGET_LIST[*]} " == *" $1 "* ]]; }
 
 say() { echo "== $*"; }
-is_root() { [[ "$(id -u)" -eq 0 ]]; }
 
 # ---- 1. packages -------------------------------------------------------------------------------
 # Debian starts the services of some of these packages on install, on their default ports

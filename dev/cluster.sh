@@ -146,24 +146,6 @@ usage_error() {
     exit 2
 }
 
-is_root() { [[ "$(id -u)" -eq 0 ]]; }
-
-# Run a command as the postgres OS user when we are root, else as ourselves. Runs from / so
-# the server does not complain about an unreadable working directory; closes fd 9 (our lock)
-# so a server started here does not hold the lock forever.
-as_pg() {
-    if is_root; then
-        (cd / && runuser -u postgres -- "$@" 9>&-)
-    else
-        (cd / && "$@" 9>&-)
-    fi
-}
-
-# Give a file or directory we created as root to the postgres OS user.
-give_to_pg() {
-    if is_root; then chown postgres:postgres "$@"; fi
-}
-
 node_dir() { echo "$CLUSTER_DIR/$1"; }
 node_log() { echo "$LOG_DIR/$1.log"; }
 

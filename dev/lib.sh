@@ -62,6 +62,26 @@ port_open() {
     timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
 }
 
+is_root() { [[ "$(id -u)" -eq 0 ]]; }
+
+# Runs a command as the postgres OS user when we are root (PostgreSQL refuses to run as
+# root), else as ourselves; from / so the server does not complain about an unreadable
+# working directory; without fd 9 (the scripts' lock), so a daemon started here does not
+# hold it.
+as_pg() {
+    if is_root; then
+        (cd / && runuser -u postgres -- "$@" 9>&-)
+    else
+        (cd / && "$@" 9>&-)
+    fi
+}
+
+# Gives files or directories we created as root to the postgres OS user (arguments as for
+# chown, e.g. -R DIR).
+give_to_pg() {
+    if is_root; then chown postgres:postgres "$@"; fi
+}
+
 # psql to a cluster node over its unix socket as superuser postgres. Usage: node_psql PORT ARGS...
 node_psql() {
     local port="$1"

@@ -100,22 +100,6 @@ die() {
 }
 note() { echo "$PROG: $*" >&2; }
 
-is_root() { [[ "$(id -u)" -eq 0 ]]; }
-
-# Runs a command as the postgres OS user when we are root (PostgreSQL refuses to run as
-# root), from /, without our lock (fd 9), so a daemon started here does not hold it.
-as_pg() {
-    if is_root; then
-        (cd / && runuser -u postgres -- "$@" 9>&-)
-    else
-        (cd / && "$@" 9>&-)
-    fi
-}
-
-give_to_pg() {
-    if is_root; then chown -R postgres:postgres "$@"; fi
-}
-
 take_lock() {
     mkdir -p "$(dirname "$LOCK_FILE")"
     exec 9>>"$LOCK_FILE"
@@ -256,7 +240,7 @@ EOF
         mkdir -p "$DIR/$name"
         write_config "$name"
     done
-    give_to_pg "$DIR"
+    give_to_pg -R "$DIR"
     chmod 0755 "$DIR"
     if is_root; then
         runuser -u postgres -- test -w "$DIR" ||

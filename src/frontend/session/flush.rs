@@ -67,6 +67,15 @@ impl Session {
         Ok(())
     }
 
+    /// At the end of a round: gives the server back if the client is idle, then writes
+    /// the outbox to the client. In this order, so that the server is back in its pool
+    /// (and a replica's lease has ended) before the client sees the reply: by the time it
+    /// can send anything else, through this connection or another, both are free for it.
+    pub(super) async fn release_and_reply(&mut self) -> Result<(), SessionEnd> {
+        self.release_if_idle();
+        self.flush_client().await
+    }
+
     /// Writes the outbox to the client, up to where output is held (see `hold_from`).
     pub(super) async fn flush_client(&mut self) -> Result<(), SessionEnd> {
         let ready = self.hold_from.unwrap_or(self.outbox.len());

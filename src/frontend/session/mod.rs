@@ -450,12 +450,7 @@ impl Session {
         if std::mem::take(&mut self.flush_asked) {
             self.queue.emit_synthetic(&mut self.outbox);
         }
-        // The server goes back to its pool (and a replica's lease ends) before the client
-        // sees the reply: by the time it can send anything else, through this connection
-        // or another, the connection and the replica's load are free for it.
-        self.release_if_idle();
-        self.flush_client().await?;
-        Ok(())
+        self.release_and_reply().await
     }
 
     async fn on_client_message(&mut self, frame: Frame) -> Result<(), SessionEnd> {

@@ -166,12 +166,7 @@ impl Session {
         if let Some(query) = run_again {
             self.run_on_primary(query).await?;
         }
-        // The server goes back to its pool (and a replica's lease ends) before the client
-        // sees the reply: by the time it can send anything else, through this connection
-        // or another, the connection and the replica's load are free for it.
-        self.release_if_idle();
-        self.flush_client().await?;
-        Ok(())
+        self.release_and_reply().await
     }
 
     /// Runs again on the primary an autocommit read that its replica refused as a write
