@@ -5,31 +5,66 @@
 
 use super::{Kind, LexError};
 
+/// Byte classes, looked up in one table (this runs for every byte of every statement).
+const SPACE: u8 = 1;
+const IDENT_START: u8 = 2;
+const IDENT_CONT: u8 = 4;
+const DIGIT: u8 = 8;
+
+static CLASSES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut class = 0;
+        if matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c) {
+            class |= SPACE;
+        }
+        // PostgreSQL: identifiers are `[A-Za-z\200-\377_][A-Za-z\200-\377_0-9\$]*`.
+        if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
+            class |= IDENT_START | IDENT_CONT;
+        }
+        if c.is_ascii_digit() {
+            class |= IDENT_CONT | DIGIT;
+        }
+        if c == b'$' {
+            class |= IDENT_CONT;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
+};
+
+fn has(b: u8, class: u8) -> bool {
+    CLASSES[b as usize] & class != 0
+}
+
 pub(super) fn is_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+    has(b, SPACE)
 }
 
 /// First byte of an identifier (PostgreSQL: `[A-Za-z\200-\377_]`).
 pub(crate) fn is_ident_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+    has(b, IDENT_START)
 }
 
 /// Later bytes of an identifier (PostgreSQL: `[A-Za-z\200-\377_0-9\$]`).
 pub(crate) fn is_ident_cont(b: u8) -> bool {
-    is_ident_start(b) || b.is_ascii_digit() || b == b'$'
+    has(b, IDENT_CONT)
 }
 
 /// Dollar-quote tags may not contain `$` or start with a digit.
 fn is_tag_cont(b: u8) -> bool {
-    is_ident_start(b) || b.is_ascii_digit()
+    is_ident_start(b) || has(b, DIGIT)
 }
 
-/// Index of the first byte at or after `i` that fails `pred`.
-pub(super) fn scan_while(sql: &[u8], mut i: usize, pred: impl Fn(u8) -> bool) -> usize {
-    while sql.get(i).is_some_and(|&b| pred(b)) {
-        i += 1;
+/// Index of the first byte at or after `i` that fails `pred` (or the end of `sql`).
+pub(super) fn scan_while(sql: &[u8], i: usize, pred: impl Fn(u8) -> bool) -> usize {
+    match sql.get(i..) {
+        Some(rest) => i + rest.iter().position(|&b| !pred(b)).unwrap_or(rest.len()),
+        None => i,
     }
-    i
 }
 
 /// `i` is at `--`; returns the index of the line end (or the end of input).
