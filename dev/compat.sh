@@ -21,6 +21,9 @@
 #   COMPAT_KNOWN_OK=1  failures of the tests that cannot pass through pgsplit (listed in
 #                    dev/compat-known.txt, explained in docs/compatibility.md) do not count
 #                    against the exit status; any other failure or error does, and is named
+#   COMPAT_READ_YOUR_WRITES  routing.read_your_writes for this run (default: as shipped,
+#                    "lsn"); "cluster" makes what one connection committed visible to the
+#                    next read on any other, as the suite expects of a single server
 #   COMPAT_SUITE     the runner (default ../shared/peers/psycopg-suite.sh next to the repo,
 #                    else /work/shared/peers/psycopg-suite.sh)
 #   PGSPLIT_BIN      the binary (default: target/release/pgsplit if built, else
@@ -30,7 +33,7 @@
 # 1 otherwise, 2 on a usage error.
 set -euo pipefail
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
 
 case "${1:-}" in
 -h | --help)
@@ -137,6 +140,7 @@ mkdir -p "$LOG_DIR"
 # suite tests. (Still under the suite's 30 s per test.)
 bench_pgsplit_config "$CONFIG" "$COMPAT_PORT" true \
     -e "/^\[proxy\]/,/^\[/ s/^server_connect_timeout = .*/server_connect_timeout = \"15s\"/" \
+    -e "/^\[routing\]/,/^\[/ s/^read_your_writes = .*/read_your_writes = \"${COMPAT_READ_YOUR_WRITES:-lsn}\"/" \
     -e "s/^port = 15432\$/port = $PRIMARY_PORT/" \
     -e "s/^port = 15433\$/port = $REPLICA1_PORT/" \
     -e "s/^port = 15434\$/port = $REPLICA2_PORT/"

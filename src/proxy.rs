@@ -13,9 +13,7 @@ use crate::backend::pool::{PoolRow, PoolSettings};
 use crate::backend::{NodeAddr, Pools};
 use crate::classify::{Classifier, ClassifierOptions};
 use crate::clients::{ClientRow, Clients};
-use crate::config::{
-    ClientAuth, Config, ConfigError, LagConfig, NodeRole, PasswordKind, ReadYourWrites, SetError,
-};
+use crate::config::{ClientAuth, Config, ConfigError, LagConfig, NodeRole, PasswordKind, SetError};
 use crate::control::ControlLogin;
 use crate::lag::HealthState;
 use crate::lag::LagBoard;
@@ -171,7 +169,7 @@ impl Proxy {
         let expected = self.expected_primary();
         let login = ControlLogin::from_config(&self.config);
         let routing = &self.config.routing;
-        if routing.enabled && routing.read_your_writes == ReadYourWrites::Lsn {
+        if routing.enabled && routing.read_your_writes.by_position() {
             let topology = self.routing.topology.clone();
             crate::causal::flusher::spawn(
                 self.routing.positions.clone(),

@@ -52,7 +52,7 @@ pub struct Routing {
     pub classifier: Classifier,
     pub policy: Policy,
     pub topology: Arc<Topology>,
-    /// Where the writes of clients ended, for `ReadYourWrites::Lsn`.
+    /// Where the writes of clients ended, for `ReadYourWrites::Lsn` and `Cluster`.
     pub positions: Arc<WritePositions>,
     /// The keys causal tokens are signed and checked with.
     pub tokens: TokenKeys,
@@ -242,6 +242,9 @@ pub struct ClientRouting {
     /// The causal token the statement being routed carries in a leading comment (set by
     /// the session for that one decision).
     pub statement_token: StatementToken,
+    /// In `ReadYourWrites::Cluster`: the newest write position any client reached (read
+    /// by the session from `WritePositions::newest` for each decision).
+    pub newest_write: u64,
 }
 
 /// A causal token in a statement's leading comment (`/* pgsplit:causal_token=... */`).
@@ -262,7 +265,7 @@ impl ClientRouting {
     pub fn wrote(&mut self, policy: &Policy, now: Instant) -> bool {
         match policy.read_your_writes {
             ReadYourWrites::Off => false,
-            ReadYourWrites::Lsn => {
+            ReadYourWrites::Lsn | ReadYourWrites::Cluster => {
                 self.causal.wrote();
                 true
             }
@@ -452,10 +455,10 @@ pub fn decide(
         ReadYourWrites::Off => (0, Reason::AwaitingReplay),
         ReadYourWrites::Time if client.is_pinned(now) => return Decision::primary(Reason::Pinned),
         ReadYourWrites::Time => (0, Reason::AwaitingReplay),
-        ReadYourWrites::Lsn if client.causal.is_pending() => {
+        ReadYourWrites::Lsn | ReadYourWrites::Cluster if client.causal.is_pending() => {
             return Decision::primary(Reason::AwaitingReplay)
         }
-        ReadYourWrites::Lsn => {
+        ReadYourWrites::Lsn | ReadYourWrites::Cluster => {
             let mut causal = client.causal;
             match client.statement_token {
                 StatementToken::None => {}
@@ -466,7 +469,11 @@ pub fn decide(
                 true => Reason::AwaitingToken,
                 false => Reason::AwaitingReplay,
             };
-            (causal.lsn(), behind)
+            let lsn = match policy.read_your_writes {
+                ReadYourWrites::Cluster => causal.lsn().max(client.newest_write),
+                _ => causal.lsn(),
+            };
+            (lsn, behind)
         }
     };
     after_pick(policy, pick_replica(min_lsn), read_reason, behind)

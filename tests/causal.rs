@@ -542,3 +542,102 @@ async fn psycopg_reads_the_token_from_parameter_status() {
     assert!(out.status.success(), "psycopg failed: {stdout}{stderr}");
     assert_eq!(stdout.trim(), "True 1");
 }
+
+/// `read_your_writes = "cluster"`: a read on any connection sees every write that was
+/// acknowledged before it began, on whichever connection it was made. A property over
+/// random sequences (a fixed seed, within a time bound; `PGSPLIT_CLUSTER_RYW_SEED`,
+/// `PGSPLIT_CLUSTER_RYW_STEPS`, `PGSPLIT_CLUSTER_RYW_SECS` run it differently or longer)
+/// of writes and reads spread over four connections, with pauses, while the replicas apply
+/// commits 300 ms late: a read right after a write must be held on the primary, one after
+/// the replicas caught up may go to a replica. In `lsn` mode the same reads miss other
+/// connections' writes (checked first, so the test can tell the modes apart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_cluster_mode_every_read_sees_every_earlier_write_property() {
+    use pgsplit::config::ReadYourWrites;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    let seed = common::env_number("PGSPLIT_CLUSTER_RYW_SEED", 11);
+    let steps = common::env_number("PGSPLIT_CLUSTER_RYW_STEPS", 200);
+    let secs = common::env_number("PGSPLIT_CLUSTER_RYW_SECS", 20);
+    let lsn_mode = TestProxy::start(|c| c.routing.enabled = true).await;
+    let proxy = TestProxy::start(|c| {
+        c.routing.enabled = true;
+        c.routing.read_your_writes = ReadYourWrites::Cluster;
+    })
+    .await;
+    let table = Table::new().await;
+    let t = &table.0;
+    replicas_have(&proxy, t, 0).await;
+    let delay = Duration::from_millis(300);
+    let _delay = ReplicaApplyDelay::hold(delay).await;
+
+    // In `lsn` mode another connection does not wait for the write: seen on a read that
+    // ended well within the apply delay (on a loaded machine that may take a few tries).
+    let writer = lsn_mode.connect("cluster_ryw_lsn_writer").await;
+    let other = lsn_mode.connect("cluster_ryw_lsn_other").await;
+    let mut stale = None;
+    for v in 1..=10 {
+        write(&writer, t, -v).await;
+        let committed = Instant::now();
+        let (got, port) = read(&other, t).await;
+        if committed.elapsed() < delay / 2 {
+            stale = Some((got, port, v));
+            break;
+        }
+    }
+    let (got, port, v) = stale.expect("a read within half the apply delay, in 10 tries");
+    assert!(
+        is_replica(port) && got != -v,
+        "lsn mode: another connection read {got} on port {port}, the write of {} it should have missed",
+        -v
+    );
+    drop((writer, other));
+
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        clients.push(proxy.connect(&format!("cluster_ryw_{i}")).await);
+    }
+    // (The write above went through another pgsplit: this one starts from a write of its own.)
+    let (mut written, mut reads, mut on_replica) = (0, 0, 0);
+    write(&clients[0], t, written).await;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let started = Instant::now();
+    let mut ran = 0;
+    for step in 0..steps {
+        if started.elapsed() > Duration::from_secs(secs) {
+            break;
+        }
+        ran += 1;
+        let client = &clients[rng.gen_range(0..clients.len())];
+        match rng.gen_range(0..10) {
+            0..=1 => {
+                written += 1;
+                write(client, t, written).await;
+            }
+            2..=3 => tokio::time::sleep(Duration::from_millis(rng.gen_range(0..500))).await,
+            _ => {
+                let (v, port) = read(client, t).await;
+                reads += 1;
+                on_replica += usize::from(is_replica(port));
+                assert_eq!(
+                    v, written,
+                    "step {step} (PGSPLIT_CLUSTER_RYW_SEED={seed}): a read on port {port} missed \
+                     the write of {written}"
+                );
+            }
+        }
+    }
+    eprintln!(
+        "cluster mode: seed {seed}, {ran} steps in {:.1} s, {reads} reads ({on_replica} on a replica)",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(reads > 0 && written > 0, "the sequence read and wrote");
+    // Once the replicas replayed the last write, reads return to them.
+    common::wait_until(20, "a replica serves reads again", || async {
+        let (v, port) = read(&clients[0], t).await;
+        assert_eq!(v, written, "a read on port {port} missed the last write");
+        is_replica(port)
+    })
+    .await;
+}

@@ -728,15 +728,6 @@ async fn shrink(
     Some(best_run)
 }
 
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
 /// After any sequence of statements by client A, client B on A's server connection sees
 /// the session a never-used connection shows: `SHOW ALL`, current_user, session_user, the
 /// backend's locks, SQL prepared statements, temp objects, LISTEN channels, cursors.
@@ -745,9 +736,9 @@ fn env_number(name: &str, default: u64) -> u64 {
 /// leak it prints the seed, the case, and the smallest part of it that leaks on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolation_property() {
-    let seed = env_number("PGSPLIT_ISOLATION_SEED", 9);
-    let cases = env_number("PGSPLIT_ISOLATION_CASES", 150);
-    let secs = env_number("PGSPLIT_ISOLATION_SECS", 20);
+    let seed = common::env_number("PGSPLIT_ISOLATION_SEED", 9);
+    let cases = common::env_number("PGSPLIT_ISOLATION_CASES", 150);
+    let secs = common::env_number("PGSPLIT_ISOLATION_SECS", 20);
     let world = World::create("prop").await;
     let a_name = unique("iso_prop_a");
     let b_name = unique("iso_prop_b");

@@ -128,6 +128,9 @@ pub struct WritePositions {
     /// The highest position a read was held on the primary for, waiting for a replica to
     /// replay it: while a replica is behind it, the monitor reads its replay position often.
     awaited: AtomicU64,
+    /// The highest position a client's write reached (`read_your_writes = "cluster"`
+    /// holds every read to it).
+    newest: AtomicU64,
     /// Changes with each new highest awaited position, for the replica checks.
     published: watch::Sender<u64>,
     /// The primary's WAL page size (`wal_block_size`), once the monitor has read it.
@@ -140,6 +143,7 @@ impl Default for WritePositions {
     fn default() -> Self {
         WritePositions {
             awaited: AtomicU64::new(0),
+            newest: AtomicU64::new(0),
             published: watch::Sender::new(0),
             page: AtomicU64::new(8192),
             cluster: Mutex::new(None),
@@ -153,6 +157,16 @@ impl WritePositions {
         if self.awaited.fetch_max(lsn, SeqCst) < lsn {
             self.published.send_replace(lsn);
         }
+    }
+
+    /// A client's write reached `lsn` (its position is known).
+    pub fn wrote(&self, lsn: u64) {
+        self.newest.fetch_max(lsn, SeqCst);
+    }
+
+    /// The highest position a client's write reached so far (0 before the first).
+    pub fn newest(&self) -> u64 {
+        self.newest.load(SeqCst)
     }
 
     /// The highest position reads were held back for: replicas behind it may have clients

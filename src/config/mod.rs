@@ -259,6 +259,18 @@ pub enum ReadYourWrites {
     Time,
     /// No pin: its reads may miss its writes.
     Off,
+    /// As `Lsn`, and every client's reads also see every other client's writes that
+    /// completed before the read began: a read goes to a replica only once that replica
+    /// has replayed the newest write position any client reached through this pgsplit.
+    Cluster,
+}
+
+impl ReadYourWrites {
+    /// Whether reads wait for replay of write positions (`Lsn` and `Cluster`): sessions
+    /// read the position of each write, and causal tokens exist.
+    pub fn by_position(self) -> bool {
+        matches!(self, ReadYourWrites::Lsn | ReadYourWrites::Cluster)
+    }
 }
 
 /// What reads do when no replica is available.

@@ -149,6 +149,50 @@ fn by_lsn_reads_wait_for_a_replica_that_replayed_the_write() {
 }
 
 #[test]
+fn in_cluster_mode_reads_wait_for_the_newest_write_of_any_client() {
+    let cluster = Policy {
+        read_your_writes: ReadYourWrites::Cluster,
+        ..Policy::default()
+    };
+    let now = Instant::now();
+    // A client that never wrote, after another client's write reached 500.
+    let mut client = ClientRouting {
+        newest_write: 500,
+        ..Default::default()
+    };
+    let d = decide(&cluster, &client, &c(READ), now, |min| {
+        assert_eq!(min, 500);
+        Pick::Behind
+    });
+    assert_eq!(
+        (d.target, d.reason),
+        (Target::Primary, Reason::AwaitingReplay)
+    );
+    let d = decide(&cluster, &client, &c(READ), now, |_| Pick::Replica(7));
+    assert_eq!(d.target, Target::Replica(7));
+    // Its own position counts when it is the higher one, as in `lsn` mode.
+    assert!(client.wrote(&cluster, now));
+    let d = decide(&cluster, &client, &c(READ), now, |_| panic!("not asked"));
+    assert_eq!(d.reason, Reason::AwaitingReplay);
+    client.causal.placed(900);
+    let d = decide(&cluster, &client, &c(READ), now, |min| {
+        assert_eq!(min, 900);
+        Pick::Replica(7)
+    });
+    assert_eq!(d.target, Target::Replica(7));
+    // `lsn` mode ignores other clients' writes.
+    let own = ClientRouting {
+        newest_write: 500,
+        ..Default::default()
+    };
+    let d = decide(&Policy::default(), &own, &c(READ), now, |min| {
+        assert_eq!(min, 0);
+        Pick::Replica(7)
+    });
+    assert_eq!(d.target, Target::Replica(7));
+}
+
+#[test]
 fn tokens_raise_the_position_a_replica_must_have_replayed() {
     let policy = Policy::default();
     let now = Instant::now();

@@ -167,6 +167,7 @@ impl Session {
         self.writes.answered(placed.is_some());
         if let Some(lsn) = placed {
             self.routing.causal.placed(lsn);
+            self.ctx.routing.positions.wrote(lsn);
             self.show_causal();
             let mut status = BytesMut::new();
             self.token_status(&mut status);

@@ -72,6 +72,7 @@ impl Session {
                     (None, _) => Classification::UNKNOWN,
                 };
                 self.note_comment_token(sql);
+                self.routing.newest_write = self.ctx.routing.positions.newest();
                 let attached = self.check_out(batch).await?;
                 self.routing.statement_token = router::StatementToken::None;
                 attached

@@ -8,15 +8,13 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use crate::config::PoolMode;
-use crate::router::{Policy, ReadYourWrites};
+use crate::router::Policy;
 use crate::wire::message::TxStatus;
 
-/// Whether a session reads positions after its writes: routing by LSN in transaction
-/// pooling.
+/// Whether a session reads positions after its writes: routing by position (`lsn` or
+/// `cluster`) in transaction pooling.
 pub fn reads_positions(policy: &Policy, mode: PoolMode) -> bool {
-    policy.enabled
-        && policy.read_your_writes == ReadYourWrites::Lsn
-        && mode == PoolMode::Transaction
+    policy.enabled && policy.read_your_writes.by_position() && mode == PoolMode::Transaction
 }
 
 /// The client's writes and the position queries that cover them, counted.
@@ -122,6 +120,7 @@ pub fn commit_query(sql: &[u8], position: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::router::ReadYourWrites;
     use TxStatus::{Failed, Idle, InTransaction};
 
     const READY: Standing = Standing {
@@ -132,6 +131,11 @@ mod tests {
 
     #[test]
     fn positions_are_read_only_when_routing_by_lsn_in_transaction_pooling() {
+        let cluster = Policy {
+            read_your_writes: ReadYourWrites::Cluster,
+            ..Policy::default()
+        };
+        assert!(reads_positions(&cluster, PoolMode::Transaction));
         let lsn = Policy {
             read_your_writes: ReadYourWrites::Lsn,
             ..Policy::default()
