@@ -124,6 +124,8 @@ impl Metrics {
 
 /// The proxy's figures at one moment, as the metrics read them.
 pub struct Snapshot<'a> {
+    /// Node names by index; empty for a place no Patroni member fills yet (not exported).
+    pub names: Vec<String>,
     pub config: &'a Config,
     pub routing: &'a Routing,
     pub board: &'a LagBoard,
@@ -139,17 +141,14 @@ pub struct Snapshot<'a> {
 /// Copies the proxy's figures into the (local) recorder.
 fn publish(now: &Snapshot) {
     use metrics::{counter, gauge};
-    let config = now.config;
     let routing = now.routing;
-    let name = |node: usize| {
-        config
-            .nodes
-            .get(node)
-            .map(|n| n.name.clone())
-            .unwrap_or_default()
-    };
+    let name = |node: usize| now.names.get(node).cloned().unwrap_or_default();
+    let filled = |node: &usize| !name(*node).is_empty();
 
     for (node, n) in routing.stats.by_node().into_iter().enumerate() {
+        if !filled(&node) {
+            continue;
+        }
         counter!("pgsplit_routed_total", "node" => name(node)).absolute(n);
     }
     for reason in Reason::ALL {
@@ -159,7 +158,7 @@ fn publish(now: &Snapshot) {
     counter!("pgsplit_pins_total").absolute(routing.stats.pins());
 
     let topology = routing.topology.snapshot();
-    for r in now.board.replicas() {
+    for r in now.board.replicas().into_iter().filter(|r| filled(&r.node)) {
         let node = name(r.node);
         gauge!("pgsplit_replica_lag_bytes", "node" => node.clone())
             .set(r.lag_bytes.map_or(f64::NAN, |b| b as f64));
@@ -196,6 +195,9 @@ fn publish(now: &Snapshot) {
     let writer = roles.roles.writer_node();
     gauge!("pgsplit_primary_node_index").set(writer.map_or(-1.0, |w| w as f64));
     for (i, verdict) in roles.roles.nodes.iter().enumerate() {
+        if !filled(&i) {
+            continue;
+        }
         gauge!("pgsplit_primary", "node" => name(i)).set(f64::from(u8::from(writer == Some(i))));
         let labels = [
             Label::new("node", name(i)),
