@@ -13,7 +13,7 @@ use metrics_exporter_prometheus::{
 };
 
 use crate::backend::pool::PoolRow;
-use crate::config::{Config, LagConfig};
+use crate::config::LagConfig;
 use crate::lag::{HealthState, LagBoard};
 use crate::router::{Reason, Routing};
 
@@ -126,7 +126,6 @@ impl Metrics {
 pub struct Snapshot<'a> {
     /// Node names by index; empty for a place no Patroni member fills yet (not exported).
     pub names: Vec<String>,
-    pub config: &'a Config,
     pub routing: &'a Routing,
     pub board: &'a LagBoard,
     /// The `[lag]` settings in force.

@@ -402,7 +402,6 @@ impl Proxy {
     pub fn metrics_snapshot(&self) -> Snapshot<'_> {
         Snapshot {
             names: self.pools.nodes().names(),
-            config: &self.config,
             routing: &self.routing,
             board: &self.board,
             lag: self.lag_config(),

@@ -59,7 +59,7 @@ pub const MAX_ADDED: usize = 64;
 /// `patroni_url` as one string or a list of strings.
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
-    #[serde(untagged)]
+    #[serde(untagged, expecting = "a URL string or a list of URL strings")]
     enum OneOrMany {
         One(String),
         Many(Vec<String>),
@@ -170,6 +170,13 @@ mod tests {
         assert_eq!(many.patroni_url.len(), 2);
         assert_eq!(many.added_places(), 8);
         assert_eq!(TopologyConfig::default().added_places(), 0);
+        let wrong = toml::from_str::<TopologyConfig>("patroni_url = 8008").unwrap_err();
+        assert!(
+            wrong
+                .to_string()
+                .contains("a URL string or a list of URL strings"),
+            "{wrong}"
+        );
     }
 
     #[test]
