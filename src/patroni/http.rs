@@ -165,6 +165,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_get_sends_one_http_1_1_request_and_reads_the_answer_to_the_end() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                socket.read_exact(&mut byte).await.unwrap();
+                request.push(byte[0]);
+            }
+            socket
+                .write_all(
+                    b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"members\": []}",
+                )
+                .await
+                .unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        let body = get("127.0.0.1", port, "/cluster", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(body, "{\"members\": []}");
+        let request = server.await.unwrap();
+        assert!(
+            request.starts_with("GET /cluster HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(request.contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")));
+        assert!(request.contains("\r\nConnection: close\r\n"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_an_io_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let got = get("127.0.0.1", port, "/cluster", Duration::from_secs(5)).await;
+        assert!(matches!(got, Err(HttpError::Io(_))), "{got:?}");
+    }
+
+    #[tokio::test]
     async fn a_server_that_never_answers_times_out() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -74,7 +74,8 @@ impl Poller {
         // The URL that answered last is asked first.
         let mut first = 0;
         let mut failing = false;
-        let mut warned_full: BTreeSet<String> = BTreeSet::new();
+        // Members whose trouble was logged (no place left, cannot be added), once each.
+        let mut warned: BTreeSet<String> = BTreeSet::new();
         loop {
             tick.tick().await;
             match self.fetch(&mut first).await {
@@ -86,7 +87,7 @@ impl Poller {
                         .filter(|i| self.nodes.get(*i).is_none())
                         .collect();
                     let plan = members::plan(&self.nodes.infos(), &free, &members);
-                    self.apply(plan, &mut warned_full);
+                    self.apply(plan, &mut warned);
                 }
                 Err(e) => {
                     if !std::mem::replace(&mut failing, true) {
@@ -118,9 +119,13 @@ impl Poller {
         Err(errors.join("; "))
     }
 
-    fn apply(&self, plan: Plan, warned_full: &mut BTreeSet<String>) {
+    fn apply(&self, plan: Plan, warned: &mut BTreeSet<String>) {
         for (place, member) in plan.add {
-            self.add(place, &member);
+            if let Err(e) = self.add(place, &member) {
+                if warned.insert(member.name.clone()) {
+                    tracing::error!(member = %member.name, error = %e, "cannot add the Patroni member");
+                }
+            }
         }
         for view in plan.changed {
             let Some(info) = self
@@ -145,7 +150,7 @@ impl Poller {
             }
         }
         for name in plan.no_room {
-            if warned_full.insert(name.clone()) {
+            if warned.insert(name.clone()) {
                 tracing::warn!(member = %name, max = self.nodes.len(), "a Patroni member is not served: every place for added members is taken (topology.patroni_max_added)");
             }
         }
@@ -160,9 +165,9 @@ impl Poller {
     }
 
     /// Fills `place` with `member` and starts its checks.
-    fn add(&self, place: usize, member: &Member) {
+    fn add(&self, place: usize, member: &Member) -> Result<(), crate::backend::TlsSetupError> {
         let (Some(host), Some(port)) = (member.host.clone(), member.port) else {
-            return;
+            return Ok(());
         };
         let config = NodeConfig {
             name: member.name.clone(),
@@ -170,15 +175,9 @@ impl Poller {
             port,
             ..self.template.clone()
         };
-        let addr = match NodeAddr::from_config(&config) {
-            Ok(addr) => Arc::new(addr),
-            Err(e) => {
-                tracing::error!(member = %member.name, error = %e, "cannot add the Patroni member");
-                return;
-            }
-        };
+        let addr = Arc::new(NodeAddr::from_config(&config)?);
         if !self.nodes.fill(place, addr.clone()) {
-            return;
+            return Ok(());
         }
         self.set_view(
             View {
@@ -190,5 +189,6 @@ impl Poller {
         );
         tracing::info!(node = %member.name, host = %config.host, port, patroni_role = %member.role, patroni_state = %member.state, noloadbalance = member.noloadbalance, "a Patroni member joins: checked from now on, it takes reads once its checks find it a healthy replica");
         self.monitor.watch(place, addr);
+        Ok(())
     }
 }
