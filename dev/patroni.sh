@@ -10,6 +10,8 @@
 #   pg1  127.0.0.1:16432   Patroni REST 127.0.0.1:18008
 #   pg2  127.0.0.1:16433   Patroni REST 127.0.0.1:18009
 #   pg3  127.0.0.1:16434   Patroni REST 127.0.0.1:18010
+#   pg4  127.0.0.1:16435   Patroni REST 127.0.0.1:18011  (only after `add`: a member that
+#                          joins a running cluster, for pgsplit's members from Patroni)
 #   etcd 127.0.0.1:12379 (clients), 12380 (peers)
 #
 # Whichever node Patroni bootstraps leads; the others stream from it. Short timings (ttl
@@ -36,16 +38,21 @@ PSOCK_DIR="$DIR/sock"
 RUN_DIR="$DIR/run"
 BINDIR="${PGSPLIT_PG_BINDIR:-/usr/lib/postgresql/15/bin}"
 SCOPE=pgsplit
+# The members `up` starts; EXTRA is the one `add` starts in a running cluster.
 MEMBERS=(pg1 pg2 pg3)
+EXTRA=pg4
+ALL_MEMBERS=("${MEMBERS[@]}" "$EXTRA")
 declare -A PG_PORT=(
     [pg1]="${PGSPLIT_PATRONI_PORT1:-16432}"
     [pg2]="${PGSPLIT_PATRONI_PORT2:-16433}"
     [pg3]="${PGSPLIT_PATRONI_PORT3:-16434}"
+    [pg4]="${PGSPLIT_PATRONI_PORT4:-16435}"
 )
 declare -A REST_PORT=(
     [pg1]="${PGSPLIT_PATRONI_REST_PORT1:-18008}"
     [pg2]="${PGSPLIT_PATRONI_REST_PORT2:-18009}"
     [pg3]="${PGSPLIT_PATRONI_REST_PORT3:-18010}"
+    [pg4]="${PGSPLIT_PATRONI_REST_PORT4:-18011}"
 )
 ETCD_PORT="${PGSPLIT_PATRONI_ETCD_PORT:-12379}"
 ETCD_PEER_PORT="${PGSPLIT_PATRONI_ETCD_PEER_PORT:-12380}"
@@ -69,12 +76,21 @@ Commands:
   switchover [NAME]    patronictl switchover --force to member NAME (default: a replica);
                        returns once NAME leads
   failover [NAME]      patronictl failover --force to NAME (default: a replica); the same
+  add [--noloadbalance]
+                       start a fourth member, $EXTRA, in the running cluster (a new replica,
+                       copied from the leader; tagged noloadbalance if asked); returns once
+                       it streams and Patroni's /cluster lists it
+  tag NAME TAG         set member NAME's tags to TAG (noloadbalance, or none) and reload its
+                       Patroni; returns once /cluster shows the change
+  remove               stop $EXTRA and delete its data; returns once /cluster no longer
+                       lists it
   help                 this text
 
 Members (ports fixed when the cluster is created):
   pg1  127.0.0.1:${PG_PORT[pg1]}  REST 127.0.0.1:${REST_PORT[pg1]}
   pg2  127.0.0.1:${PG_PORT[pg2]}  REST 127.0.0.1:${REST_PORT[pg2]}
   pg3  127.0.0.1:${PG_PORT[pg3]}  REST 127.0.0.1:${REST_PORT[pg3]}
+  pg4  127.0.0.1:${PG_PORT[pg4]}  REST 127.0.0.1:${REST_PORT[pg4]}  (add)
   etcd 127.0.0.1:$ETCD_PORT (peers $ETCD_PEER_PORT), Patroni scope '$SCOPE'
 
 Database users: as dev/cluster.sh (postgres/postgres, app/secret, app_md5/secret, replicator
@@ -82,15 +98,15 @@ trusted for replication; dev/roles.sql). Over the unix socket ($PSOCK_DIR) all a
 
 Environment:
   PGSPLIT_PATRONI_DIR                  directory (default /tmp/pgsplit-patroni)
-  PGSPLIT_PATRONI_PORT1..3             PostgreSQL ports (default 16432-16434)
-  PGSPLIT_PATRONI_REST_PORT1..3        Patroni REST API ports (default 18008-18010)
+  PGSPLIT_PATRONI_PORT1..4             PostgreSQL ports (default 16432-16435)
+  PGSPLIT_PATRONI_REST_PORT1..4        Patroni REST API ports (default 18008-18011)
   PGSPLIT_PATRONI_ETCD_PORT            etcd client port (default 12379)
   PGSPLIT_PATRONI_ETCD_PEER_PORT       etcd peer port (default 12380)
   PGSPLIT_PG_BINDIR                    PostgreSQL 15 server binaries
                                        (default /usr/lib/postgresql/15/bin)
 Ports are only read when the cluster is created; destroy to change them.
 
-Logs: $PLOG_DIR/{etcd,pg1,pg2,pg3}.log (Patroni), $PLOG_DIR/pgN.postgres.log (PostgreSQL)
+Logs: $PLOG_DIR/{etcd,pg1,pg2,pg3,pg4}.log (Patroni), $PLOG_DIR/pgN.postgres.log (PostgreSQL)
 EOF
 }
 
@@ -125,8 +141,8 @@ load_ports() {
     local key value
     while IFS='=' read -r key value; do
         case "$key" in
-        PORT_pg[123]) PG_PORT[${key#PORT_}]="$value" ;;
-        REST_pg[123]) REST_PORT[${key#REST_}]="$value" ;;
+        PORT_pg[1234]) PG_PORT[${key#PORT_}]="$value" ;;
+        REST_pg[1234]) REST_PORT[${key#REST_}]="$value" ;;
         ETCD_PORT) ETCD_PORT="$value" ;;
         ETCD_PEER_PORT) ETCD_PEER_PORT="$value" ;;
         esac
@@ -205,13 +221,36 @@ current_leader() {
     members | awk '$2 == "Leader" && $3 == "running" { print $1; exit }'
 }
 
-# Whether there is a running leader, out of recovery, with both other members streaming.
+# Whether there is a running leader, out of recovery, with both other members streaming
+# (and pg4 too, while it runs).
 healthy() {
-    local leader
+    local leader want=2
     leader="$(current_leader)"
     [[ -n "$leader" ]] || return 1
+    running "$EXTRA" && want=3
     [[ "$(member_sql "$leader" -c "SELECT NOT pg_is_in_recovery() AND
-        (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming') = 2" 2>/dev/null)" == t ]]
+        (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming') >= $want" 2>/dev/null)" == t ]]
+}
+
+# Patroni's /cluster as lines of "member role state noloadbalance" (from pg1's REST API).
+cluster_members() {
+    python3 - "http://127.0.0.1:${REST_PORT[pg1]}/cluster" <<'PY' 2>/dev/null
+import json, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=3) as r:
+    for m in json.load(r)["members"]:
+        tags = m.get("tags") or {}
+        print(m["name"], m.get("role", "-"), m.get("state", "-"), str(bool(tags.get("noloadbalance"))).lower())
+PY
+}
+
+# Waits up to SECS for `cluster_members | awk PROGRAM` to print something.
+await_cluster() {
+    local secs="$1" program="$2" what="$3"
+    local deadline=$((SECONDS + secs))
+    until [[ -n "$(cluster_members | awk "$program")" ]]; do
+        ((SECONDS < deadline)) || die "Patroni's /cluster did not show $what within $secs s"
+        sleep 0.3
+    done
 }
 
 make_dir() {
@@ -220,7 +259,7 @@ make_dir() {
     local name
     if [[ ! -f "$ENV_FILE" ]]; then
         {
-            for name in "${MEMBERS[@]}"; do
+            for name in "${ALL_MEMBERS[@]}"; do
                 echo "PORT_$name=${PG_PORT[$name]}"
                 echo "REST_$name=${REST_PORT[$name]}"
             done
@@ -248,8 +287,12 @@ EOF
     fi
 }
 
+# Writes NAME's patroni.yml; tagged noloadbalance while the file NAME/noloadbalance exists.
 write_config() {
-    local name="$1"
+    local name="$1" tags=""
+    if [[ -f "$DIR/$name/noloadbalance" ]]; then
+        tags=$'tags:\n  noloadbalance: true'
+    fi
     cat >"$(config_file "$name")" <<EOF
 # Written by dev/patroni.sh.
 scope: $SCOPE
@@ -322,6 +365,7 @@ postgresql:
   # A former leader that cannot be rewound is copied again instead of left broken.
   remove_data_directory_on_rewind_failure: true
   remove_data_directory_on_diverged_timelines: true
+$tags
 EOF
 }
 
@@ -388,16 +432,16 @@ cmd_down() {
     [[ -d "$RUN_DIR" ]] || return 0
     local name pid
     # All at once: each Patroni stops its PostgreSQL (fast) before it exits.
-    for name in "${MEMBERS[@]}"; do
+    for name in "${ALL_MEMBERS[@]}"; do
         if running "$name"; then
             note "stopping Patroni $name"
             pid="$(cat "$(pid_file "$name")")"
             kill -TERM "$pid" 2>/dev/null || true
         fi
     done
-    for name in "${MEMBERS[@]}"; do stop_daemon "$name" 60; done
+    for name in "${ALL_MEMBERS[@]}"; do stop_daemon "$name" 60; done
     # A PostgreSQL left behind by a killed Patroni.
-    for name in "${MEMBERS[@]}"; do
+    for name in "${ALL_MEMBERS[@]}"; do
         if [[ -f "$DIR/$name/data/postmaster.pid" ]]; then
             as_pg "$BINDIR/pg_ctl" -D "$DIR/$name/data" -m immediate -w -t 60 stop >/dev/null 2>&1 || true
         fi
@@ -464,6 +508,78 @@ cmd_switch() {
     echo "$candidate leads"
 }
 
+cmd_add() {
+    local nlb="${1:-}"
+    take_lock
+    load_ports
+    [[ -f "$(config_file pg1)" ]] && running etcd || die "the cluster is not up (run: $PROG up)"
+    [[ -n "$(current_leader)" ]] || die "no running leader to copy $EXTRA from"
+    mkdir -p "$DIR/$EXTRA"
+    if [[ "$nlb" == --noloadbalance ]]; then
+        touch "$DIR/$EXTRA/noloadbalance"
+    else
+        rm -f "$DIR/$EXTRA/noloadbalance"
+    fi
+    write_config "$EXTRA"
+    give_to_pg -R "$DIR/$EXTRA"
+    start_member "$EXTRA"
+    local deadline=$((SECONDS + UP_TIMEOUT))
+    until healthy; do
+        running "$EXTRA" || die "$EXTRA exited; see $PLOG_DIR/$EXTRA.log"
+        ((SECONDS < deadline)) || die "$EXTRA does not stream ${UP_TIMEOUT} s after it started; see $PLOG_DIR/$EXTRA.log"
+        sleep 0.5
+    done
+    await_cluster 30 "\$1 == \"$EXTRA\"" "$EXTRA"
+    patronictl_ list
+}
+
+# tag NAME noloadbalance|none
+cmd_tag() {
+    local name="$1" tag="$2" want
+    take_lock
+    load_ports
+    [[ -v "PG_PORT[$name]" ]] || die "no member $name"
+    running "$name" || die "$name is not running"
+    case "$tag" in
+    noloadbalance)
+        touch "$DIR/$name/noloadbalance"
+        want=true
+        ;;
+    none)
+        rm -f "$DIR/$name/noloadbalance"
+        want=false
+        ;;
+    *) die "unknown tag '$tag' (noloadbalance or none)" ;;
+    esac
+    write_config "$name"
+    give_to_pg "$(config_file "$name")"
+    # Patroni reads its configuration file again on SIGHUP, tags included.
+    kill -HUP "$(cat "$(pid_file "$name")")"
+    await_cluster 30 "\$1 == \"$name\" && \$4 == \"$want\"" "$name with noloadbalance=$want"
+    echo "$name: noloadbalance=$want"
+}
+
+cmd_remove() {
+    take_lock
+    load_ports
+    if running "$EXTRA"; then
+        note "stopping Patroni $EXTRA"
+        stop_daemon "$EXTRA" 60
+    fi
+    if [[ -f "$DIR/$EXTRA/data/postmaster.pid" ]]; then
+        as_pg "$BINDIR/pg_ctl" -D "$DIR/$EXTRA/data" -m immediate -w -t 60 stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "${DIR:?}/$EXTRA"
+    # A member that stops cleanly deletes its key; else it expires after ttl (10 s).
+    if running etcd; then
+        local deadline=$((SECONDS + 30))
+        while cluster_members | awk -v m="$EXTRA" '$1 == m { found = 1 } END { exit !found }'; do
+            ((SECONDS < deadline)) || die "Patroni's /cluster still lists $EXTRA 30 s after it stopped"
+            sleep 0.3
+        done
+    fi
+}
+
 main() {
     local cmd="${1:-}"
     [[ -n "$cmd" ]] || {
@@ -476,7 +592,9 @@ main() {
         usage
         return 0
         ;;
-    up | down | destroy | status | leader) (($# == 0)) || die "'$cmd' takes no arguments" ;;
+    up | down | destroy | status | leader | remove) (($# == 0)) || die "'$cmd' takes no arguments" ;;
+    add) (($# == 0)) || [[ $# == 1 && "$1" == --noloadbalance ]] || die "usage: $PROG add [--noloadbalance]" ;;
+    tag) (($# == 2)) || die "usage: $PROG tag MEMBER noloadbalance|none" ;;
     switchover | failover) (($# <= 1)) || die "usage: $PROG $cmd [MEMBER]" ;;
     *)
         usage >&2
@@ -490,6 +608,9 @@ main() {
     destroy) cmd_destroy ;;
     status) cmd_status ;;
     leader) cmd_leader ;;
+    add) cmd_add "${1:-}" ;;
+    tag) cmd_tag "$1" "$2" ;;
+    remove) cmd_remove ;;
     switchover | failover) cmd_switch "$cmd" "${1:-}" ;;
     esac
 }

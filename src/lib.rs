@@ -28,6 +28,7 @@
 //! backend/         the server side
 //!   connection.rs  one server connection: connect, authenticate, its state
 //!   pool.rs        deadpool pools per (node, database, user), fences, SHOW POOLS rows
+//!   nodes.rs       the node places: `[[nodes]]`, then room for members Patroni adds
 //!   tls.rs, cleartext.rs, stream.rs   TLS to the nodes; no password in clear
 //! classify/        SQL text -> class (read, write, begin, session-bound, ...), pure: one
 //!                  lexer, a sharded cache, keyword rules, a sqlparser walk for the rest,
@@ -38,6 +39,8 @@
 //! lag/             the lag guard, pure: primary WAL timeline, health state machine, history,
 //!                  the board of what the monitor last saw
 //! monitor.rs       one check task per node, feeding roles, lag state, board and topology
+//! patroni/         members from Patroni's REST API (`[topology]`): a small HTTP GET, the
+//!                  `/cluster` answer and what changed (pure), nodes added at run time
 //! causal/          read-your-writes by LSN: positions, signed causal tokens, the WAL flusher
 //! control.rs       pgsplit's own queries to a node (monitor, catalog, flusher)
 //! catalog.rs       keeps the classifier's function catalog fresh (IO shell)
@@ -83,6 +86,7 @@ pub mod lock;
 pub mod logfmt;
 pub mod monitor;
 pub mod net;
+pub mod patroni;
 pub mod prepared;
 pub mod prometheus;
 pub mod proxy;

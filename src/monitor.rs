@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio_postgres::types::PgLsn;
 
 use crate::backend::pool::Fences;
-use crate::backend::NodeAddr;
+use crate::backend::{NodeAddr, Nodes};
 use crate::causal::{ClusterId, WritePositions};
 use crate::config::LagConfig;
 use crate::control::{self, ControlError, ControlLogin};
@@ -84,18 +84,18 @@ pub struct Shared {
     pub fences: Arc<Fences>,
 }
 
-/// Starts the checks: one task per node (`nodes`, by index); `expected` is the node
-/// configured as the primary, which takes writes until the checks say otherwise. Each
+/// Starts the checks: one task per filled node place (`nodes`, by index); `expected` is the
+/// node configured as the primary, which takes writes until the checks say otherwise. Each
 /// follows `lag`, the live `[lag]` section: a new interval or new thresholds apply from the
-/// next check. The tasks stop when the runtime does.
+/// next check. The tasks stop when the runtime does. The returned handle starts the checks
+/// of a node added later ([`Monitor::watch`]).
 pub fn spawn(
-    nodes: Vec<Arc<NodeAddr>>,
+    nodes: Arc<Nodes>,
     expected: Option<usize>,
     shared: Shared,
     settings: ControlLogin,
     lag: watch::Receiver<LagConfig>,
-) {
-    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+) -> Monitor {
     let cluster = Arc::new(Cluster {
         timeline: Mutex::new(PrimaryTimeline::new()),
         roles: Mutex::new(RoleState {
@@ -104,31 +104,53 @@ pub fn spawn(
             last_writer: expected,
             reads: Vec::new(),
         }),
-        names,
+        nodes: nodes.clone(),
         checked: watch::channel(0u64).0,
         shared,
     });
-    for (index, node) in nodes.into_iter().enumerate() {
+    let monitor = Monitor {
+        cluster,
+        settings,
+        lag,
+    };
+    for (index, node) in nodes.filled() {
+        monitor.watch(index, node);
+    }
+    monitor
+}
+
+/// Starts the checks of nodes added while pgsplit runs.
+pub struct Monitor {
+    cluster: Arc<Cluster>,
+    settings: ControlLogin,
+    lag: watch::Receiver<LagConfig>,
+}
+
+impl Monitor {
+    /// Starts checking `node`, in place `index` (a place no task checks yet).
+    pub fn watch(&self, index: usize, node: Arc<NodeAddr>) {
+        let lag = &self.lag;
         let health = match ReplicaHealth::new(thresholds(&lag.borrow()), Instant::now()) {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!(node = %node.name, error = %e, "lag thresholds are invalid; node not watched");
-                continue;
+                return;
             }
         };
-        let control = match Control::new(node.clone(), &settings) {
+        let control = match Control::new(node.clone(), &self.settings) {
             Ok(control) => control,
             Err(e) => {
                 tracing::error!(node = %node.name, error = %e, "no control pool; node not watched");
-                continue;
+                return;
             }
         };
-        let clock = Clock::new(lag.clone(), cluster.checked.subscribe());
+        self.cluster.shared.board.add(index, Instant::now());
+        let clock = Clock::new(lag.clone(), self.cluster.checked.subscribe());
         let watch = NodeWatch {
             index,
             health,
             failures: 0,
-            cluster: cluster.clone(),
+            cluster: self.cluster.clone(),
         };
         tokio::spawn(watch_node(watch, control, clock));
     }
@@ -139,7 +161,8 @@ struct Cluster {
     /// The write target's WAL position over time.
     timeline: Mutex<PrimaryTimeline>,
     roles: Mutex<RoleState>,
-    names: Vec<String>,
+    /// The node places, for their names.
+    nodes: Arc<Nodes>,
     /// Counts the write target's checks; the other nodes check right after each one.
     checked: watch::Sender<u64>,
     shared: Shared,
@@ -172,10 +195,11 @@ impl Cluster {
                 None => node.failures += 1,
             }
         }
-        let roles = roles::decide(&state.seen, &self.names, &state.writer, now, stale_after);
+        let names = self.nodes.names();
+        let roles = roles::decide(&state.seen, &names, &state.writer, now, stale_after);
         let changed = roles.writer != state.writer;
         if changed {
-            self.switch(&state.writer, &roles);
+            self.switch(&state.writer, &roles, &names);
             if let Some(old) = roles::to_fence(state.last_writer, &roles.writer) {
                 self.shared.fences.fence(old);
             }
@@ -199,10 +223,10 @@ impl Cluster {
 
     /// The write target changes from `former` to what `roles` say: logged once with the
     /// reason; writes go to the new one from now on.
-    fn switch(&self, former: &Writer, roles: &Roles) {
-        let reason = roles::change_reason(roles, &self.names);
+    fn switch(&self, former: &Writer, roles: &Roles, names: &[String]) {
+        let reason = roles::change_reason(roles, names);
         let name = |w: &Writer| match w {
-            Writer::Node(n) => self.names.get(*n).cloned().unwrap_or_default(),
+            Writer::Node(n) => names.get(*n).cloned().unwrap_or_default(),
             Writer::None => "none".to_owned(),
             Writer::SplitBrain(_) => "refused (split brain)".to_owned(),
         };

@@ -13,7 +13,7 @@ use metrics_exporter_prometheus::{
 };
 
 use crate::backend::pool::PoolRow;
-use crate::config::{Config, LagConfig};
+use crate::config::LagConfig;
 use crate::lag::{HealthState, LagBoard};
 use crate::router::{Reason, Routing};
 
@@ -124,7 +124,8 @@ impl Metrics {
 
 /// The proxy's figures at one moment, as the metrics read them.
 pub struct Snapshot<'a> {
-    pub config: &'a Config,
+    /// Node names by index; empty for a place no Patroni member fills yet (not exported).
+    pub names: Vec<String>,
     pub routing: &'a Routing,
     pub board: &'a LagBoard,
     /// The `[lag]` settings in force.
@@ -139,17 +140,14 @@ pub struct Snapshot<'a> {
 /// Copies the proxy's figures into the (local) recorder.
 fn publish(now: &Snapshot) {
     use metrics::{counter, gauge};
-    let config = now.config;
     let routing = now.routing;
-    let name = |node: usize| {
-        config
-            .nodes
-            .get(node)
-            .map(|n| n.name.clone())
-            .unwrap_or_default()
-    };
+    let name = |node: usize| now.names.get(node).cloned().unwrap_or_default();
+    let filled = |node: &usize| !name(*node).is_empty();
 
     for (node, n) in routing.stats.by_node().into_iter().enumerate() {
+        if !filled(&node) {
+            continue;
+        }
         counter!("pgsplit_routed_total", "node" => name(node)).absolute(n);
     }
     for reason in Reason::ALL {
@@ -159,7 +157,7 @@ fn publish(now: &Snapshot) {
     counter!("pgsplit_pins_total").absolute(routing.stats.pins());
 
     let topology = routing.topology.snapshot();
-    for r in now.board.replicas() {
+    for r in now.board.replicas().into_iter().filter(|r| filled(&r.node)) {
         let node = name(r.node);
         gauge!("pgsplit_replica_lag_bytes", "node" => node.clone())
             .set(r.lag_bytes.map_or(f64::NAN, |b| b as f64));
@@ -196,6 +194,9 @@ fn publish(now: &Snapshot) {
     let writer = roles.roles.writer_node();
     gauge!("pgsplit_primary_node_index").set(writer.map_or(-1.0, |w| w as f64));
     for (i, verdict) in roles.roles.nodes.iter().enumerate() {
+        if !filled(&i) {
+            continue;
+        }
         gauge!("pgsplit_primary", "node" => name(i)).set(f64::from(u8::from(writer == Some(i))));
         let labels = [
             Label::new("node", name(i)),

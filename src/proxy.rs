@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::auth::ScramSecret;
 use crate::backend::pool::{PoolRow, PoolSettings};
-use crate::backend::{NodeAddr, Pools};
+use crate::backend::{NodeAddr, Nodes, Pools};
 use crate::classify::{Classifier, ClassifierOptions};
 use crate::clients::{ClientRow, Clients};
 use crate::config::{ClientAuth, Config, ConfigError, LagConfig, NodeRole, PasswordKind, SetError};
@@ -64,11 +64,13 @@ impl Proxy {
         config: Config,
         tokens: crate::causal::TokenKeys,
     ) -> Result<Proxy, crate::backend::TlsSetupError> {
-        let nodes: Vec<Arc<NodeAddr>> = config
+        let configured: Vec<Arc<NodeAddr>> = config
             .nodes
             .iter()
             .map(|n| NodeAddr::from_config(n).map(Arc::new))
             .collect::<Result<_, _>>()?;
+        // With Patroni, places for the members it may add (`backend::nodes`).
+        let nodes = Arc::new(Nodes::new(configured, config.topology.added_places()));
         // The primary expected at start; the monitor's checks decide from then on.
         let primary = config
             .nodes
@@ -98,17 +100,16 @@ impl Proxy {
             })
             .collect();
         // Every node may be a replica (roles are discovered): out of the rotation until the
-        // monitor has seen them in recovery and fresh.
-        let replicas = config
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| Replica {
+        // monitor has seen them in recovery and fresh. Places for members Patroni adds
+        // weigh 1.
+        let replicas = (0..nodes.len())
+            .map(|i| Replica {
                 state: HealthState::Down,
-                ..Replica::new(i, n.weight)
+                ..Replica::new(i, config.nodes.get(i).map_or(1, |n| n.weight))
             })
             .collect::<Vec<_>>();
-        let replica_nodes: Vec<usize> = replicas.iter().map(|r: &Replica| r.node).collect();
+        // The lag board has the configured nodes; the monitor adds those Patroni adds.
+        let replica_nodes: Vec<usize> = (0..config.nodes.len()).collect();
         let routing = Arc::new(Routing {
             classifier: Classifier::new(ClassifierOptions {
                 write_functions: config.routing.write_functions.clone(),
@@ -129,13 +130,13 @@ impl Proxy {
             )),
             positions: Arc::default(),
             tokens,
-            stats: RouteStats::new(config.nodes.len()),
+            stats: RouteStats::new(nodes.len()),
         });
         if let Some(primary) = primary {
             routing.topology.set_writer(WriteTarget::Node(primary));
         }
         let (lag, _) = tokio::sync::watch::channel(config.lag.clone());
-        let roles = crate::roles::Roles::expected(config.nodes.len(), primary);
+        let roles = crate::roles::Roles::expected(nodes.len(), primary);
         Ok(Proxy {
             lag,
             board: Arc::new(LagBoard::new(&replica_nodes, roles, Instant::now())),
@@ -163,7 +164,8 @@ impl Proxy {
         &self.routing
     }
 
-    /// Starts the monitor's checks of every node.
+    /// Starts the monitor's checks of every node, and with `[topology] patroni_url` the
+    /// reading of members from Patroni (which adds nodes to the checks).
     pub(crate) fn start_monitor(&self) {
         let nodes = self.pools.nodes();
         let expected = self.expected_primary();
@@ -173,13 +175,13 @@ impl Proxy {
             let topology = self.routing.topology.clone();
             crate::causal::flusher::spawn(
                 self.routing.positions.clone(),
-                nodes.to_vec(),
+                nodes.clone(),
                 move || topology.writer(),
                 &login,
             );
         }
-        crate::monitor::spawn(
-            nodes.to_vec(),
+        let monitor = crate::monitor::spawn(
+            nodes.clone(),
             expected,
             crate::monitor::Shared {
                 topology: self.routing.topology.clone(),
@@ -190,6 +192,17 @@ impl Proxy {
             login,
             self.lag.subscribe(),
         );
+        if let (true, Some(template)) = (self.config.topology.patroni(), self.config.nodes.first())
+        {
+            crate::patroni::Poller::new(
+                &self.config.topology,
+                template,
+                nodes.clone(),
+                self.routing.topology.clone(),
+                monitor,
+            )
+            .spawn();
+        }
     }
 
     /// The node configured with `role = "primary"`, if any.
@@ -205,8 +218,16 @@ impl Proxy {
     /// meanwhile wait in the listen backlog).
     pub(crate) async fn await_first_checks(&self, limit: Duration) {
         let started = Instant::now();
-        // Every node, the one taking writes too (causal tokens name its timeline).
-        let checked = || self.board.nodes().iter().all(|r| r.checks > 0);
+        // Every configured node, the one taking writes too (causal tokens name its
+        // timeline); not the places Patroni may fill.
+        let configured = self.config.nodes.len();
+        let checked = || {
+            self.board
+                .nodes()
+                .iter()
+                .filter(|r| r.node < configured)
+                .all(|r| r.checks > 0)
+        };
         while !checked() {
             if started.elapsed() >= limit {
                 tracing::warn!(waited = ?limit, "not every node answered its first check; accepting clients anyway (reads go to replicas as they pass their checks)");
@@ -232,11 +253,13 @@ impl Proxy {
                 database: name.to_string(),
                 ..ControlLogin::from_config(&self.config)
             };
+            // The configured nodes (a member Patroni adds later is not read from).
             let pools = self
                 .pools
                 .nodes()
+                .filled()
                 .iter()
-                .map(|node| crate::control::pool(node, &login, "pgsplit catalog", 1))
+                .map(|(_, node)| crate::control::pool(node, &login, "pgsplit catalog", 1))
                 .collect::<Result<Vec<_>, _>>();
             match pools {
                 Ok(pools) => databases.push(crate::catalog::Database {
@@ -289,6 +312,9 @@ impl Proxy {
         }
         if new.metrics != self.config.metrics {
             needs_restart.push("metrics");
+        }
+        if new.topology != self.config.topology {
+            needs_restart.push("topology");
         }
         let monitor_login =
             |c: &Config| (c.lag.monitor_user.clone(), c.lag.monitor_database.clone());
@@ -373,7 +399,7 @@ impl Proxy {
     /// The figures the metrics endpoint exports, as they are now.
     pub fn metrics_snapshot(&self) -> Snapshot<'_> {
         Snapshot {
-            config: &self.config,
+            names: self.pools.nodes().names(),
             routing: &self.routing,
             board: &self.board,
             lag: self.lag_config(),
@@ -386,18 +412,17 @@ impl Proxy {
     /// What the `/status` page shows, as it is now.
     pub fn status_view(&self) -> StatusView {
         let roles = self.board.roles().roles;
+        let names = self.pools.nodes().names();
         let nodes = self
             .board
             .nodes()
             .into_iter()
+            // Not the empty places kept for members Patroni may add.
+            .filter(|r| names.get(r.node).is_some_and(|n| !n.is_empty()))
             .map(|r| {
                 let verdict = roles.nodes.get(r.node);
                 NodeView {
-                    name: self
-                        .config
-                        .nodes
-                        .get(r.node)
-                        .map_or_else(String::new, |n| n.name.clone()),
+                    name: names.get(r.node).cloned().unwrap_or_default(),
                     role: verdict.map_or("unknown", |v| v.role.as_str()).to_string(),
                     state: r.state.as_str().to_string(),
                     lag_bytes: r.lag_bytes,

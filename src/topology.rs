@@ -35,6 +35,10 @@ pub struct Replica {
     /// The discovered roles allow reads on it (a replica on the primary's timeline; see
     /// `crate::roles`).
     pub role_reads: bool,
+    /// Patroni lets it take reads: not tagged `noloadbalance`, and (for a member Patroni
+    /// added) still listed in its `/cluster` (see `crate::patroni`). Always true without
+    /// Patroni.
+    pub balanced: bool,
 }
 
 impl Replica {
@@ -48,6 +52,7 @@ impl Replica {
             reads: 0,
             replay_lsn: 0,
             role_reads: true,
+            balanced: true,
         }
     }
 
@@ -55,6 +60,7 @@ impl Replica {
     pub fn available(&self, now: Instant) -> bool {
         self.state == HealthState::Healthy
             && self.role_reads
+            && self.balanced
             && self.cooldown_until.is_none_or(|t| now >= t)
     }
 }
@@ -84,7 +90,10 @@ pub fn choose(replicas: &[Replica], now: Instant, slot: u64, min_lsn: u64) -> Op
     // another replica leaves or joins the rotation (nodes that are no replica by their
     // role, such as the primary, left out).
     let own = at_slot(
-        replicas.iter().enumerate().filter(|(_, r)| r.role_reads),
+        replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.role_reads && r.balanced),
         slot,
     );
     if own.is_some_and(|own| tied().any(|(i, _)| i == own)) {

@@ -110,6 +110,11 @@ async fn cluster_lock() -> std::fs::File {
 /// A proxy on the Patroni members, all `role = "auto"`, routing on, 100 ms checks, and
 /// writes waiting up to 30 s for a leader (a switchover leaves none for a few seconds).
 async fn proxy() -> TestProxy {
+    proxy_with(|_| {}).await
+}
+
+/// [`proxy`], with `more` changes to its config.
+async fn proxy_with(more: impl FnOnce(&mut pgsplit::config::Config)) -> TestProxy {
     TestProxy::start(|c| {
         c.routing.enabled = true;
         c.lag.check_interval = pgsplit::config::Duration::from_millis(100);
@@ -125,6 +130,7 @@ async fn proxy() -> TestProxy {
                 node
             })
             .collect();
+        more(c);
     })
     .await
 }
@@ -254,6 +260,17 @@ fn settled(rows: &common::AdminRows) -> bool {
             .count()
     };
     count("writes") == 1 && count("reads") == 2
+}
+
+/// Waits up to 30 s for one leader and two replicas in the rotation.
+async fn await_settled(admin: &Client) {
+    wait_nodes(
+        admin,
+        30,
+        "one leader and two replicas in the rotation",
+        settled,
+    )
+    .await;
 }
 
 /// What pgbench reported for one phase.
@@ -531,13 +548,7 @@ async fn switchover_and_failover_under_pgbench_lose_no_write() {
     patroni(&["up"]).await;
     let proxy = proxy().await;
     let admin_client = admin(&proxy).await;
-    wait_nodes(
-        &admin_client,
-        30,
-        "one leader and two replicas in the rotation",
-        settled,
-    )
-    .await;
+    await_settled(&admin_client).await;
 
     let table = common::unique("pgsplit_test_patroni");
     let setup = proxy.connect("patroni_setup").await;
@@ -663,4 +674,103 @@ async fn switchover_and_failover_under_pgbench_lose_no_write() {
         );
     }
     eprintln!("test took {:?}", began.elapsed());
+}
+
+/// The port of the fourth member, which `dev/patroni.sh add` starts (issue 16, item 6).
+fn added_port() -> u16 {
+    std::env::var("PGSPLIT_PATRONI_PORT4")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16435)
+}
+
+/// Patroni's REST API on pg2 (any member's serves the whole cluster).
+fn rest_url() -> String {
+    let port: u16 = std::env::var("PGSPLIT_PATRONI_REST_PORT2")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(18009);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Members from Patroni (issue 16, item 6): pgsplit configured with the three original
+/// members and `[topology] patroni_url` (a URL where nothing listens first, then pg2's
+/// REST API). A fourth member started with `dev/patroni.sh add` joins the read rotation
+/// without a config change (`SHOW NODES` shows it from Patroni, and reads land on it);
+/// tagged `noloadbalance`, it gets none of 40 reads; stopped and gone from `/cluster`, it
+/// leaves the rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_with_patroni_joins_the_rotation() {
+    let began = Instant::now();
+    let _lock = cluster_lock().await;
+    patroni(&["up"]).await;
+    // A fourth member left by an earlier run would not be "added".
+    patroni(&["remove"]).await;
+    let proxy = proxy_with(|c| {
+        c.topology.patroni_url = vec!["http://127.0.0.1:1".into(), rest_url()];
+        c.topology.patroni_interval = pgsplit::config::Duration::from_millis(200);
+    })
+    .await;
+    let admin_client = admin(&proxy).await;
+    await_settled(&admin_client).await;
+    let rows = admin_rows(&admin_client, "SHOW NODES").await;
+    assert_eq!(rows.len(), 3, "only the configured nodes: {rows:?}");
+    for (name, _) in members() {
+        assert_eq!(
+            admin_value(&rows, &name, "source").as_deref(),
+            Some("config")
+        );
+    }
+
+    let port = added_port();
+    let started = Instant::now();
+    patroni(&["add"]).await;
+    let streaming = started.elapsed();
+    wait_nodes(&admin_client, 30, "pg4 from Patroni serves reads", |rows| {
+        admin_value(rows, "pg4", "source").as_deref() == Some("patroni")
+            && admin_value(rows, "pg4", "role").as_deref() == Some("replica")
+            && admin_value(rows, "pg4", "reads").as_deref() == Some("true")
+    })
+    .await;
+    common::wait_until(30, "a read lands on pg4", || async {
+        common::read_ports(&proxy, 4, 2).await.contains(&port)
+    })
+    .await;
+    let joined = started.elapsed();
+
+    // Tagged noloadbalance: no reads for it, the others serve them all.
+    let tagging = Instant::now();
+    patroni(&["tag", "pg4", "noloadbalance"]).await;
+    wait_nodes(&admin_client, 10, "pg4 tagged noloadbalance", |rows| {
+        admin_value(rows, "pg4", "noloadbalance").as_deref() == Some("true")
+            && admin_value(rows, "pg4", "reads").as_deref() == Some("false")
+    })
+    .await;
+    let untagged_out = tagging.elapsed();
+    let ports = common::read_ports(&proxy, 10, 4).await;
+    assert_eq!(ports.len(), 40);
+    assert!(
+        !ports.contains(&port),
+        "a read went to pg4, tagged noloadbalance: {ports:?}"
+    );
+    let replicas: BTreeSet<u16> = ports.iter().copied().collect();
+    assert_eq!(
+        replicas.len(),
+        2,
+        "reads should be spread over the two other replicas: {ports:?}"
+    );
+
+    // Gone from /cluster: out of the rotation (it was added by Patroni).
+    patroni(&["remove"]).await;
+    wait_nodes(&admin_client, 10, "pg4 no longer listed", |rows| {
+        admin_value(rows, "pg4", "reads").as_deref() == Some("false")
+            && admin_value(rows, "pg4", "reason").is_some_and(|r| r.contains("no longer listed"))
+    })
+    .await;
+    eprintln!(
+        "pg4: dev/patroni.sh add returned (pg4 streaming) after {streaming:?}; a read through \
+         pgsplit landed on it {joined:?} after the add started; out of the rotation \
+         {untagged_out:?} after dev/patroni.sh tag started; test took {:?}",
+        began.elapsed()
+    );
 }

@@ -174,16 +174,16 @@ fn run(proxy: &Proxy, command: Command, user: &str, out: &mut BytesMut) -> Resul
 /// Gathers the state a listing shows.
 fn listing_table(proxy: &Proxy, listing: Listing) -> Table {
     let now = Instant::now();
-    let names: Vec<String> = proxy
-        .config()
-        .nodes
-        .iter()
-        .map(|n| n.name.clone())
-        .collect();
+    // By node index; empty for a place no Patroni member fills yet, which no listing shows.
+    let names: Vec<String> = proxy.pools().nodes().names();
+    let filled = |node: usize| names.get(node).is_some_and(|n| !n.is_empty());
+    let reports = |all: Vec<crate::lag::ReplicaReport>| -> Vec<crate::lag::ReplicaReport> {
+        all.into_iter().filter(|r| filled(r.node)).collect()
+    };
     let routing = proxy.routing();
     match listing {
         Listing::Nodes => show::nodes(
-            &names,
+            &proxy.pools().nodes().infos(),
             &proxy.board().roles(),
             &proxy.board().nodes(),
             &routing.topology.snapshot(),
@@ -191,20 +191,25 @@ fn listing_table(proxy: &Proxy, listing: Listing) -> Table {
         ),
         Listing::Replicas => show::replicas(
             &names,
-            &proxy.board().replicas(),
+            &reports(proxy.board().replicas()),
             &routing.topology.snapshot(),
             now,
         ),
         Listing::Lag => show::lag(
             &names,
-            &proxy.board().replicas(),
+            &reports(proxy.board().replicas()),
             &crate::monitor::thresholds(&proxy.lag_config()),
             now,
         ),
         Listing::Pools => show::pools(&proxy.pool_rows()),
         Listing::Clients => show::clients(&proxy.client_rows(), now),
         Listing::Stats => show::stats(&show::Stats {
-            by_node: names.into_iter().zip(routing.stats.by_node()).collect(),
+            by_node: names
+                .iter()
+                .cloned()
+                .zip(routing.stats.by_node())
+                .filter(|(name, _)| !name.is_empty())
+                .collect(),
             by_reason: Reason::ALL
                 .iter()
                 .map(|r| (*r, routing.stats.by_reason(*r)))

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::backend::pool::PoolRow;
+use crate::backend::{NodeInfo, Origin};
 use crate::classify::CacheStats;
 use crate::clients::{CausalPosition, ClientRow};
 use crate::config::{Config, LagConfig, SETTABLE};
@@ -87,10 +88,12 @@ pub fn replicas(
 }
 
 /// `SHOW NODES`: one row per node: the role its checks show, its timeline, whether it
-/// takes writes, whether it is in the read rotation, and why. `reports` are the lag
-/// figures of every node, `routing` the topology's entries.
+/// takes writes, whether it is in the read rotation, and why; where it came from
+/// (`[[nodes]]` or Patroni) and whether Patroni tags it `noloadbalance`. `nodes` are the
+/// filled node places, `reports` the lag figures of every node, `routing` the topology's
+/// entries.
 pub fn nodes(
-    nodes: &[String],
+    nodes: &[NodeInfo],
     roles: &RoleReport,
     reports: &[ReplicaReport],
     routing: &[Replica],
@@ -104,8 +107,14 @@ pub fn nodes(
         "reads",
         "reason",
         "role_changes",
+        "source",
+        "noloadbalance",
     ]);
     for (i, verdict) in roles.roles.nodes.iter().enumerate() {
+        // Empty places (kept for members Patroni may add) are not shown.
+        let Some(info) = nodes.iter().find(|n| n.index == i) else {
+            continue;
+        };
         let entry = routing.iter().find(|r| r.node == i);
         let reads = entry.is_some_and(|e| e.available(now));
         let health = reports.iter().find(|r| r.node == i);
@@ -119,14 +128,23 @@ pub fn nodes(
             }
             _ => verdict.why.clone(),
         };
+        let reason = if info.noloadbalance {
+            format!("{reason}; no reads: tagged noloadbalance in Patroni")
+        } else if !info.listed && info.origin == Origin::Patroni {
+            format!("{reason}; no reads: no longer listed in Patroni's /cluster")
+        } else {
+            reason
+        };
         t.push(vec![
-            nodes.get(i).cloned(),
+            text(&info.name),
             text(verdict.role),
             verdict.timeline.map(|t| t.to_string()),
             text(roles.roles.writer_node() == Some(i)),
             text(reads),
             text(reason),
             text(roles.changes),
+            text(info.origin.as_str()),
+            text(info.noloadbalance),
         ]);
     }
     t

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{Metrics, Object, Pool, RecycleError, RecycleResult};
 
 use super::connection::{BackendError, Credentials, NodeAddr, ServerConn};
+use super::nodes::Nodes;
 use crate::lock::RwLocked;
 use crate::wire::message::TxStatus;
 
@@ -67,8 +68,10 @@ impl Fences {
 
 /// Creates and recycles server connections for one pool.
 pub struct Manager {
-    node: Arc<NodeAddr>,
-    /// The node's index, for `fences`.
+    /// The node places; this pool's node is the one at `index` (an empty place until
+    /// Patroni fills it: see `super::nodes`).
+    nodes: Arc<Nodes>,
+    /// The node's index, for `nodes` and `fences`.
     index: usize,
     fences: Arc<Fences>,
     creds: Credentials,
@@ -108,7 +111,12 @@ impl Manager {
 
     /// The name of the node this pool connects to.
     pub fn node_name(&self) -> &str {
-        &self.node.name
+        self.node().map_or(EMPTY_PLACE, |n| n.name.as_str())
+    }
+
+    /// The node this pool connects to; none while its place is empty.
+    fn node(&self) -> Option<&Arc<NodeAddr>> {
+        self.nodes.get(self.index)
     }
 
     fn expired(&self, metrics: &Metrics) -> Option<&'static str> {
@@ -144,14 +152,19 @@ impl deadpool::managed::Manager for Manager {
     type Error = BackendError;
 
     async fn create(&self) -> Result<Box<ServerConn>, BackendError> {
+        let node = self.node().ok_or_else(|| BackendError::Connect {
+            node: EMPTY_PLACE.to_owned(),
+            addr: "-".to_owned(),
+            source: std::io::Error::other("no node in this place yet"),
+        })?;
         let conn = ServerConn::connect(
-            self.node.clone(),
+            node.clone(),
             &self.creds,
             self.settings.connect_timeout,
             self.settings.max_statements,
         )
         .await?;
-        tracing::debug!(node = %self.node.name, pid = conn.backend_pid, "server connection opened");
+        tracing::debug!(node = %node.name, pid = conn.backend_pid, "server connection opened");
         Ok(Box::new(conn))
     }
 
@@ -189,6 +202,9 @@ impl deadpool::managed::Manager for Manager {
 /// A pool of connections to one node for one (database, user).
 pub type ServerPool = Pool<Manager>;
 
+/// The node name of a place no member fills yet.
+const EMPTY_PLACE: &str = "(empty place)";
+
 /// Identifies a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -217,14 +233,14 @@ pub struct PoolRow {
 
 /// Every pool, created on first use.
 pub struct Pools {
-    nodes: Vec<Arc<NodeAddr>>,
+    nodes: Arc<Nodes>,
     fences: Arc<Fences>,
     settings: PoolSettings,
     pools: RwLock<HashMap<PoolKey, ServerPool>>,
 }
 
 impl Pools {
-    pub fn new(nodes: Vec<Arc<NodeAddr>>, settings: PoolSettings) -> Pools {
+    pub fn new(nodes: Arc<Nodes>, settings: PoolSettings) -> Pools {
         Pools {
             fences: Arc::new(Fences::new(nodes.len())),
             nodes,
@@ -233,7 +249,8 @@ impl Pools {
         }
     }
 
-    pub fn nodes(&self) -> &[Arc<NodeAddr>] {
+    /// Every node place (filled or not), by index.
+    pub fn nodes(&self) -> &Arc<Nodes> {
         &self.nodes
     }
 
@@ -260,7 +277,7 @@ impl Pools {
 
     fn build(&self, key: &PoolKey, creds: &Credentials) -> ServerPool {
         let manager = Manager {
-            node: self.nodes[key.node].clone(),
+            nodes: self.nodes.clone(),
             index: key.node,
             fences: self.fences.clone(),
             creds: creds.clone(),
@@ -298,11 +315,13 @@ impl Pools {
         let mut rows: Vec<PoolRow> = self
             .all()
             .into_iter()
-            .map(|(key, pool)| {
+            .filter_map(|(key, pool)| {
+                // Pools of an empty place (see `super::nodes`) are not shown.
+                let node = self.nodes.get(key.node)?;
                 let status = pool.status();
                 let (bound, max_bound) = pool.manager().bound();
-                PoolRow {
-                    node: self.nodes()[key.node].name.clone(),
+                Some(PoolRow {
+                    node: node.name.clone(),
                     database: key.database,
                     user: key.user,
                     size: status.size,
@@ -311,7 +330,7 @@ impl Pools {
                     max_size: status.max_size,
                     bound,
                     max_bound,
-                }
+                })
             })
             .collect();
         rows.sort_by(|a, b| (&a.database, &a.user, &a.node).cmp(&(&b.database, &b.user, &b.node)));
@@ -321,12 +340,15 @@ impl Pools {
     /// Closes idle connections past their limits and tops pools up to `min_size`.
     pub async fn maintain(&self) {
         for (key, pool) in self.all() {
+            let Some(node) = self.nodes.get(key.node) else {
+                continue;
+            };
             let removed = pool.retain(|conn, metrics| {
                 let expired = pool.manager().expired(&metrics).is_some();
                 !expired && !conn.broken
             });
             if !removed.removed.is_empty() {
-                tracing::debug!(node = %self.nodes[key.node].name, closed = removed.removed.len(), "closed idle server connections");
+                tracing::debug!(node = %node.name, closed = removed.removed.len(), "closed idle server connections");
             }
             let missing = self.settings.min_size.saturating_sub(pool.status().size);
             let mut held = Vec::new();
@@ -334,7 +356,7 @@ impl Pools {
                 match pool.get().await {
                     Ok(conn) => held.push(conn),
                     Err(e) => {
-                        tracing::warn!(node = %self.nodes[key.node].name, error = %e, "could not open server connection for min_size");
+                        tracing::warn!(node = %node.name, error = %e, "could not open server connection for min_size");
                         break;
                     }
                 }

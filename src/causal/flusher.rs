@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::WritePositions;
-use crate::backend::NodeAddr;
+use crate::backend::Nodes;
 use crate::control::{self, ControlLogin};
 
 /// The shortest time between two checks.
@@ -30,11 +30,12 @@ pub const RETRY: Duration = Duration::from_millis(200);
 /// A check taking longer than this fails.
 const LIMIT: Duration = Duration::from_secs(2);
 
-/// Starts the flusher. `nodes` are every node by index; `writer` says which one takes
+/// Starts the flusher. `nodes` are every node place by index (a member Patroni adds may
+/// take writes too); `writer` says which one takes
 /// writes now (its control pool is opened on first use). It stops when the runtime does.
 pub fn spawn(
     positions: Arc<WritePositions>,
-    nodes: Vec<Arc<NodeAddr>>,
+    nodes: Arc<Nodes>,
     writer: impl Fn() -> Option<usize> + Send + 'static,
     login: &ControlLogin,
 ) {
@@ -46,11 +47,12 @@ pub fn spawn(
         while awaited.changed().await.is_ok() {
             let lsn = *awaited.borrow_and_update();
             let started = Instant::now();
-            let Some(index) = writer().filter(|i| *i < nodes.len()) else {
+            let Some((index, node)) = writer().and_then(|i| Some((i, nodes.get(i)?.clone())))
+            else {
                 tokio::time::sleep(RETRY).await;
                 continue;
             };
-            let node = &nodes[index];
+            let node = &node;
             let pool = match &pools[index] {
                 Some(pool) => pool.clone(),
                 None => match control::pool(node, &login, "pgsplit wal flush", 1) {

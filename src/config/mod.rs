@@ -13,6 +13,7 @@ mod duration;
 mod live;
 mod nodes;
 mod secrets;
+mod topology;
 mod users;
 mod validate;
 
@@ -26,6 +27,7 @@ pub use self::duration::{ByteSize, Duration, ParseUnitError};
 pub use self::live::{live_setting_key, SetError, SETTABLE};
 pub use self::nodes::{NodeConfig, NodeRole, NodeTlsMode};
 pub use self::secrets::hidden as hidden_secret;
+pub use self::topology::{parse_http_url, TopologyConfig};
 pub use self::users::{ClientAuth, DatabaseConfig, PasswordKind, UserConfig};
 
 /// Name of the admin console's virtual database; no `[[databases]]` entry may use it.
@@ -62,6 +64,9 @@ pub struct Config {
     /// `[tls]`: TLS for client connections.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// `[topology]`: members read from Patroni besides `[[nodes]]`.
+    #[serde(default)]
+    pub topology: TopologyConfig,
 }
 
 /// `[tls]`: TLS between clients and pgsplit. The files are read at start and on every

@@ -901,3 +901,20 @@ fn example_config_commented_tls_keys_load_when_uncommented() {
     assert_eq!(config.tls.client_mode, ClientTlsMode::Require);
     assert!(config.tls.cert_file.is_some() && config.tls.key_file.is_some());
 }
+
+/// The `[topology]` keys config.toml shows commented out load once uncommented; bad values
+/// are refused with the key they are about.
+#[test]
+fn example_config_commented_topology_keys_load_when_uncommented() {
+    let text = EXAMPLE.replace("# patroni_url = ", "patroni_url = ");
+    let config = Config::from_toml_str(&text).unwrap();
+    assert_eq!(config.topology.patroni_url.len(), 2);
+    assert_eq!(config.topology.added_places(), 8);
+    assert!(!example().topology.patroni());
+    let bad = format!("{MINIMAL}\n[topology]\npatroni_url = \"https://a:8008\"\n");
+    let bad = Config::from_toml_str(&bad).unwrap_err().to_string();
+    assert!(bad.contains("topology.patroni_url[0]"), "{bad}");
+    assert!(
+        parse_error(&format!("{MINIMAL}\n[topology]\npatroni_urls = []")).contains("unknown field")
+    );
+}

@@ -21,6 +21,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     routing(config, &mut out);
     lag(config, &mut out);
     tls(config, &mut out);
+    out.0.extend(super::topology::problems(&config.topology));
     out.0
 }
 

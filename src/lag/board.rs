@@ -64,17 +64,7 @@ impl LagBoard {
     pub fn new(replica_nodes: &[usize], roles: Roles, now: Instant) -> LagBoard {
         let replicas = replica_nodes
             .iter()
-            .map(|&node| ReplicaReport {
-                node,
-                state: HealthState::Down,
-                since: now,
-                reason: "not checked yet".to_owned(),
-                lag_bytes: None,
-                lag: None,
-                ejections: 0,
-                checks: 0,
-                history: LagHistory::new(),
-            })
+            .map(|&node| unchecked(node, now))
             .collect();
         LagBoard {
             replicas: Mutex::new(replicas),
@@ -92,6 +82,16 @@ impl LagBoard {
 
     pub fn roles(&self) -> RoleReport {
         self.roles.locked().clone()
+    }
+
+    /// A report for `node`, not checked yet, if it has none (a node added while pgsplit
+    /// runs: a member read from Patroni); kept in node order.
+    pub fn add(&self, node: usize, now: Instant) {
+        let mut replicas = self.replicas.locked();
+        if replicas.iter().all(|r| r.node != node) {
+            let at = replicas.partition_point(|r| r.node < node);
+            replicas.insert(at, unchecked(node, now));
+        }
     }
 
     /// Changes one replica's report.
@@ -127,6 +127,21 @@ impl LagBoard {
     }
 }
 
+/// The report of a node not checked yet: down, like a new `ReplicaHealth`.
+fn unchecked(node: usize, now: Instant) -> ReplicaReport {
+    ReplicaReport {
+        node,
+        state: HealthState::Down,
+        since: now,
+        reason: "not checked yet".to_owned(),
+        lag_bytes: None,
+        lag: None,
+        ejections: 0,
+        checks: 0,
+        history: LagHistory::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +173,17 @@ mod tests {
         board.set_roles(Roles::expected(3, Some(1)), true);
         assert_eq!(nodes(&board), [0, 2]);
         assert_eq!(board.roles().changes, 1);
+    }
+
+    #[test]
+    fn a_node_added_later_gets_one_report_in_node_order() {
+        let now = Instant::now();
+        let board = LagBoard::new(&[0, 1, 3], Roles::expected(5, Some(0)), now);
+        board.add(2, now);
+        board.add(2, now);
+        board.add(4, now);
+        let nodes: Vec<usize> = board.nodes().iter().map(|r| r.node).collect();
+        assert_eq!(nodes, [0, 1, 2, 3, 4]);
+        assert_eq!(board.nodes()[2].checks, 0);
     }
 }

@@ -21,6 +21,22 @@ fn names() -> Vec<String> {
     vec!["primary".into(), "replica1".into(), "replica2".into()]
 }
 
+fn infos() -> Vec<NodeInfo> {
+    names()
+        .into_iter()
+        .enumerate()
+        .map(|(index, name)| NodeInfo {
+            index,
+            name,
+            host: "127.0.0.1".into(),
+            port: 5432 + index as u16,
+            origin: Origin::Config,
+            noloadbalance: false,
+            listed: true,
+        })
+        .collect()
+}
+
 #[test]
 fn replicas_show_state_lag_reason_and_reads() {
     let t0 = Instant::now();
@@ -164,7 +180,7 @@ fn nodes_show_role_timeline_and_why() {
     healthy.state = crate::lag::HealthState::Healthy;
     let lagging = report_of(2);
     let t = nodes(
-        &names(),
+        &infos(),
         &report,
         &[lagging],
         &[Replica::new(0, 1), Replica::new(1, 1), healthy.clone()],
@@ -179,9 +195,28 @@ fn nodes_show_role_timeline_and_why() {
     assert_eq!(t.get(2, "role"), Some("replica"));
     assert_eq!(t.get(2, "reads"), Some("true"));
     assert_eq!(t.get(2, "role_changes"), Some("1"));
+    assert_eq!(t.get(2, "source"), Some("config"));
+    assert_eq!(t.get(2, "noloadbalance"), Some("false"));
+    // Added from Patroni and tagged noloadbalance (the topology has it out of the
+    // rotation); an empty place (index 3) is not shown.
+    let mut tagged = infos();
+    tagged[2].origin = Origin::Patroni;
+    tagged[2].noloadbalance = true;
+    let mut excluded = healthy.clone();
+    excluded.balanced = false;
+    let t = nodes(&tagged, &report, &[], &[excluded], now);
+    assert_eq!(t.rows.len(), 3);
+    assert_eq!(t.get(2, "source"), Some("patroni"));
+    assert_eq!(t.get(2, "noloadbalance"), Some("true"));
+    assert_eq!(t.get(2, "reads"), Some("false"));
+    assert!(t.get(2, "reason").unwrap().contains("noloadbalance"));
+    tagged[2].noloadbalance = false;
+    tagged[2].listed = false;
+    let t = nodes(&tagged, &report, &[], &[], now);
+    assert!(t.get(2, "reason").unwrap().contains("no longer listed"));
     // Out of the rotation for its lag: the reason says so.
     healthy.state = crate::lag::HealthState::Lagging;
-    let t = nodes(&names(), &report, &[report_of(2)], &[healthy], now);
+    let t = nodes(&infos(), &report, &[report_of(2)], &[healthy], now);
     assert_eq!(t.get(2, "reads"), Some("false"));
     assert!(
         t.get(2, "reason").unwrap().contains("lag 6.6 MB"),
