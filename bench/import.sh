@@ -210,7 +210,7 @@ elif [[ "${IMPORT_START_PROXY:-0}" == 1 ]]; then
         /^port = 15434$/ { $0 = "port = " p2 }
         { print }' "$PGSPLIT_CONFIG" >"$generated"
     # shellcheck disable=SC2034  # read by start_pgsplit (dev/lib.sh)
-    PGSPLIT_CONFIG="$generated" PGSPLIT_PORT="$PORT" PGSPLIT_LOG="$OUT_DIR/pgsplit-import.log"
+    PGSPLIT_CONFIG="$generated" PGSPLIT_PORT="$PORT" PGSPLIT_LOG_FILE="$OUT_DIR/pgsplit-import.log"
     start_pgsplit
     trap cleanup EXIT
 fi

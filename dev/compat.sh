@@ -159,7 +159,7 @@ EOF
 
 PGSPLIT_PORT="$COMPAT_PORT"
 PGSPLIT_CONFIG="$CONFIG"
-PGSPLIT_LOG="$LOG_DIR/compat-pgsplit.log"
+PGSPLIT_LOG_FILE="$LOG_DIR/compat-pgsplit.log"
 start_pgsplit
 
 # ---- the suite ----

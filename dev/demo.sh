@@ -120,4 +120,4 @@ print_deltas "TPC-B-like run (writes: expect the primary)" start tpcb
 print_deltas "select-only run (reads: expect the replicas)" tpcb select
 print_deltas "both runs" start select
 echo
-echo "pgsplit log: $PGSPLIT_LOG"
+echo "pgsplit log: $PGSPLIT_LOG_FILE"

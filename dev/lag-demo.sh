@@ -85,4 +85,4 @@ echo "== the read load (pgbench -S through pgsplit, 30 s)"
 grep -E "number of (transactions actually processed|failed)|tps" "$LOAD_OUT" || cat "$LOAD_OUT"
 echo
 echo "== what pgsplit logged"
-grep -E "read rotation|admin|lag settings" "$PGSPLIT_LOG" || true
+grep -E "read rotation|admin|lag settings" "$PGSPLIT_LOG_FILE" || true

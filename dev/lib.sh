@@ -19,7 +19,7 @@ PGSPLIT_BIN="${PGSPLIT_BIN:-$REPO_ROOT/target/release/pgsplit}"
 PGSPLIT_CONFIG="${PGSPLIT_CONFIG:-config.toml}"
 PGSPLIT_HOST=127.0.0.1
 PGSPLIT_PORT="${PGSPLIT_PORT:-6432}"
-PGSPLIT_LOG="$LOG_DIR/pgsplit.log"
+PGSPLIT_LOG_FILE="$LOG_DIR/pgsplit.log"
 PGSPLIT_PID=""
 
 # ---- PostgreSQL client binaries (psql, pgbench), version 15 from the server package ----
@@ -206,8 +206,8 @@ start_pgsplit() {
         lib_die "something already listens on $PGSPLIT_HOST:$PGSPLIT_PORT (an old pgsplit?); stop it first"
     fi
     mkdir -p "$LOG_DIR"
-    echo "== starting $PGSPLIT_BIN --config $PGSPLIT_CONFIG (log: $PGSPLIT_LOG)"
-    "$PGSPLIT_BIN" --config "$PGSPLIT_CONFIG" >"$PGSPLIT_LOG" 2>&1 &
+    echo "== starting $PGSPLIT_BIN --config $PGSPLIT_CONFIG (log: $PGSPLIT_LOG_FILE)"
+    "$PGSPLIT_BIN" --config "$PGSPLIT_CONFIG" >"$PGSPLIT_LOG_FILE" 2>&1 &
     PGSPLIT_PID=$!
     trap stop_pgsplit EXIT
     # Ctrl-C / kill: exit through the EXIT trap so pgsplit never outlives us.
@@ -217,13 +217,13 @@ start_pgsplit() {
     local deadline=$((SECONDS + 30))
     until port_open "$PGSPLIT_PORT"; do
         if ! kill -0 "$PGSPLIT_PID" 2>/dev/null; then
-            tail -n 20 "$PGSPLIT_LOG" >&2 || true
+            tail -n 20 "$PGSPLIT_LOG_FILE" >&2 || true
             PGSPLIT_PID=""
-            lib_die "pgsplit exited before listening on port $PGSPLIT_PORT; see $PGSPLIT_LOG"
+            lib_die "pgsplit exited before listening on port $PGSPLIT_PORT; see $PGSPLIT_LOG_FILE"
         fi
         if ((SECONDS >= deadline)); then
-            tail -n 20 "$PGSPLIT_LOG" >&2 || true
-            lib_die "pgsplit did not listen on $PGSPLIT_HOST:$PGSPLIT_PORT within 30 s; see $PGSPLIT_LOG"
+            tail -n 20 "$PGSPLIT_LOG_FILE" >&2 || true
+            lib_die "pgsplit did not listen on $PGSPLIT_HOST:$PGSPLIT_PORT within 30 s; see $PGSPLIT_LOG_FILE"
         fi
         sleep 0.2
     done
