@@ -11,7 +11,9 @@
 #               in total and the four that matter (send, receive, epoll_wait, writev)
 #   switches    context switches of the proxy (voluntary + involuntary, /proc/PID/status)
 #               and its CPU time (utime + stime, and each: user space and kernel) over a
-#               -c 16 -T DURATION run
+#               -c 16 -T DURATION run; and over the same run, for the whole machine (every
+#               process: pgbench, the PostgreSQL backends, the proxy), context switches
+#               and busy CPU time (/proc/stat), which show what the proxy costs the others
 #   Ir          instructions executed in user space, from valgrind's callgrind: the
 #               difference between a run of 3000 and one of 1000 transactions (-c 4), so
 #               logins and start-up cancel out
@@ -122,17 +124,23 @@ for t in "${targets[@]}"; do
     # -- context switches and CPU time
     ctx() { awk '/^(non)?voluntary_ctxt_switches/ {n += $2} END {print n}' "/proc/$pid/status"; }
     ticks() { awk '{print $14, $15}' "/proc/$pid/stat"; } # user, system
+    # The whole machine: busy ticks (user, nice, system, irq, softirq) and context switches.
+    machine() { awk '/^cpu / {b = $2 + $3 + $4 + $7 + $8} /^ctxt/ {c = $2} END {print b, c}' /proc/stat; }
     c0="$(ctx)"
     read -r u0 s0 <<<"$(ticks)"
+    read -r mb0 mc0 <<<"$(machine)"
     out="$(bench "${PORT[$t]}" -c 16 -j 2 -T "$DURATION")"
     c1="$(ctx)"
     read -r u1 s1 <<<"$(ticks)"
+    read -r mb1 mc1 <<<"$(machine)"
     n="$(processed <<<"$out")"
     us() { awk -v a="$1" -v b="$2" -v n="$n" -v hz="$hz" 'BEGIN {printf "%.1f", (a - b) / hz * 1e6 / n}'; }
+    per_run() { awk -v x="$1" -v n="$n" 'BEGIN {printf "%.2f", x / n}'; }
 
-    ROW[$t]="$(printf '%-18s %9s %6s %6s %6s %6s %9s %9s %7s %7s' "$t" "$(per "$total")" "$(per "$sends")" \
+    ROW[$t]="$(printf '%-18s %9s %6s %6s %6s %6s %9s %9s %7s %7s %9s %9s' "$t" "$(per "$total")" "$(per "$sends")" \
         "$(per "$recvs")" "$(per "$(calls epoll_wait)")" "$(per "$(calls writev)")" \
-        "$(per $((c1 - c0)))" "$(us $((u1 + s1)) $((u0 + s0)))" "$(us "$u1" "$u0")" "$(us "$s1" "$s0")")"
+        "$(per_run $((c1 - c0)))" "$(us $((u1 + s1)) $((u0 + s0)))" "$(us "$u1" "$u0")" "$(us "$s1" "$s0")" \
+        "$(per_run $((mc1 - mc0)))" "$(us "$mb1" "$mb0")")"
     echo "== $t: ${ROW[$t]}"
 done
 stop_all
@@ -165,8 +173,8 @@ done
 
 {
     echo "bench/cost.sh: pgbench -n -S -M simple, in clear, scale $SCALE; $(date -u '+%Y-%m-%d %H:%M UTC'); git $(git rev-parse --short HEAD); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "Per transaction. syscalls: strace -c -f, -c 16 -t $TX_STRACE (send = sendto+write+sendmsg, recv = recvfrom+read+recvmsg). switches and CPU µs (user + system, then each): -c 16 -T $DURATION. Ir: callgrind, user space, (3000 tx - 1000 tx) / 2000 at -c 4."
-    printf '%-18s %9s %6s %6s %6s %6s %9s %9s %7s %7s %9s\n' target syscalls send recv epoll writev switches "CPU µs" user sys Ir
+    echo "Per transaction. syscalls: strace -c -f, -c 16 -t $TX_STRACE (send = sendto+write+sendmsg, recv = recvfrom+read+recvmsg). switches and CPU µs (user + system, then each) of the proxy, and host switches and host CPU µs (every process): -c 16 -T $DURATION. Ir: callgrind, user space, (3000 tx - 1000 tx) / 2000 at -c 4."
+    printf '%-18s %9s %6s %6s %6s %6s %9s %9s %7s %7s %9s %9s %9s\n' target syscalls send recv epoll writev switches "CPU µs" user sys "host sw" "host µs" Ir
     for t in "${targets[@]}"; do echo "${ROW[$t]} $(printf '%9s' "${IR[$t]}")"; done
 } | tee "$OUT"
 echo "(written to bench/results/last-cost.txt; logs in $DIR)"
