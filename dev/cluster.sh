@@ -134,11 +134,8 @@ EOF
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------------------------
-die() {
-    echo "$PROG: error: $*" >&2
-    exit 1
-}
-note() { echo "$PROG: $*" >&2; }
+die() { lib_die "$@"; }
+note() { lib_note "$@"; }
 
 usage_error() {
     echo "$PROG: $*" >&2
@@ -554,12 +551,7 @@ cmd_down() {
 
 cmd_destroy() {
     cmd_down
-    [[ -d "$CLUSTER_DIR" ]] || return 0
-    if [[ ! -e "$CLUSTER_DIR/.pgsplit-cluster" && -n "$(ls -A "$CLUSTER_DIR")" ]]; then
-        die "refusing to delete $CLUSTER_DIR: it does not look like a pgsplit cluster (no .pgsplit-cluster marker)"
-    fi
-    note "removing $CLUSTER_DIR"
-    rm -rf "$CLUSTER_DIR"
+    lib_remove_marked_dir "$CLUSTER_DIR" .pgsplit-cluster "a pgsplit cluster"
 }
 
 cmd_status() {

@@ -36,6 +36,21 @@ lib_die() {
     exit 1
 }
 
+lib_note() { echo "$(basename "$0"): $*" >&2; }
+
+# Deletes DIR, a directory a dev script made and marked with the file MARKER. A non-empty
+# DIR without the marker is refused (a mistyped path must not be wiped); WHAT names the
+# kind of directory in that error.
+lib_remove_marked_dir() { # DIR MARKER WHAT
+    local dir="$1" marker="$2" what="$3"
+    [[ -d "$dir" ]] || return 0
+    if [[ ! -e "$dir/$marker" && -n "$(ls -A "$dir")" ]]; then
+        lib_die "refusing to delete $dir: it does not look like $what (no $marker marker)"
+    fi
+    lib_note "removing $dir"
+    rm -rf "$dir"
+}
+
 # The arguments of a script that takes none (its settings are environment variables):
 # -h/--help prints the script's `usage` and exits 0; anything else is an error (exit 2).
 lib_no_arguments() {

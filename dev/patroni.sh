@@ -110,11 +110,8 @@ Logs: $PLOG_DIR/{etcd,pg1,pg2,pg3,pg4}.log (Patroni), $PLOG_DIR/pgN.postgres.log
 EOF
 }
 
-die() {
-    echo "$PROG: error: $*" >&2
-    exit 1
-}
-note() { echo "$PROG: $*" >&2; }
+die() { lib_die "$@"; }
+note() { lib_note "$@"; }
 
 take_lock() {
     mkdir -p "$(dirname "$LOCK_FILE")"
@@ -454,12 +451,7 @@ cmd_down() {
 
 cmd_destroy() {
     cmd_down
-    [[ -d "$DIR" ]] || return 0
-    if [[ ! -e "$DIR/.pgsplit-patroni" && -n "$(ls -A "$DIR")" ]]; then
-        die "refusing to delete $DIR: it does not look like a pgsplit Patroni cluster (no .pgsplit-patroni marker)"
-    fi
-    note "removing $DIR"
-    rm -rf "$DIR"
+    lib_remove_marked_dir "$DIR" .pgsplit-patroni "a pgsplit Patroni cluster"
 }
 
 cmd_status() {
