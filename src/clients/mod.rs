@@ -6,12 +6,14 @@
 //! causal position). A client's entry goes away with its session.
 
 mod cancel;
+mod signal;
 
 pub use cancel::{send_cancel, CancelTarget};
+pub use signal::{is_client_pid, Signal, Signaled, PID_MAX_LIMIT};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -72,6 +74,7 @@ struct Record {
     /// contend on the registry's).
     now: Mutex<ClientNow>,
     cancel: cancel::Slot,
+    termination: signal::Termination,
 }
 
 /// Every client: the connections counted, and the logged-in clients by process id.
@@ -79,7 +82,8 @@ struct Record {
 pub struct Clients {
     /// Connections counted against `max_client_conn`: every one from accept on.
     connections: AtomicUsize,
-    next_pid: AtomicI32,
+    /// Clients registered so far: the next one's process id (see `signal::client_pid`).
+    registered: AtomicU32,
     logged_in: Mutex<BTreeMap<i32, Arc<Record>>>,
 }
 
@@ -132,13 +136,10 @@ impl Clients {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Registers a client that logged in: gives it a process id and a secret key.
+    /// Registers a client that logged in: gives it a process id (never a server's) and a
+    /// secret key.
     pub fn register(self: &Arc<Self>, login: NewClient) -> Client {
-        let pid = self
-            .next_pid
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_add(1)
-            & 0x7fff_ffff;
+        let pid = signal::client_pid(self.registered.fetch_add(1, Ordering::Relaxed));
         let secret: i32 = rand::random();
         let record = Arc::new(Record {
             secret,
@@ -152,6 +153,7 @@ impl Clients {
             },
             now: Mutex::default(),
             cancel: cancel::Slot::default(),
+            termination: signal::Termination::default(),
         });
         self.lock().insert(pid, record.clone());
         Client {
@@ -238,6 +240,31 @@ impl Client {
     /// does): to race with a wait for a server connection.
     pub async fn requested(&self) {
         self.record.cancel.requested().await
+    }
+
+    /// Returns once another client has asked, with `pg_terminate_backend()`, for this
+    /// client's session to end.
+    pub fn terminated(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.record.termination.poll(cx))
+    }
+
+    /// `pg_cancel_backend(pid)` or `pg_terminate_backend(pid)` called by this client for
+    /// client `pid`: how it went, and for a cancel, the server to send it to (when the
+    /// statement runs on one; one still on its way keeps the cancel).
+    pub fn signal(&self, pid: i32, signal: Signal) -> (Signaled, Option<CancelTarget>) {
+        let Some(record) = self.clients.lock().get(&pid).cloned() else {
+            return (Signaled::NoSuchClient, None);
+        };
+        if !signal::allowed(&self.record.row.user, &record.row.user) {
+            return (Signaled::NotAllowed, None);
+        }
+        match signal {
+            Signal::Cancel => (Signaled::Sent, record.cancel.cancel(pid)),
+            Signal::Terminate => {
+                record.termination.request();
+                (Signaled::Sent, None)
+            }
+        }
     }
 }
 

@@ -128,3 +128,43 @@ async fn a_cancel_for_a_waiting_statement_is_kept_and_wakes_the_session() {
     key.waiting();
     assert!(key.sent(true).is_none());
 }
+
+#[tokio::test]
+async fn a_client_signals_another_of_its_user_by_process_id() {
+    let clients = Arc::new(Clients::default());
+    let caller = clients.register(new_client("app"));
+    let target_client = Arc::new(clients.register(new_client("app")));
+    let other_user = clients.register(new_client("admin"));
+    assert!(is_client_pid(i64::from(caller.pid)));
+
+    // Cancel: sent to the server running the target's statement.
+    target_client.set_target(Some(target("primary", 41)));
+    target_client.waiting();
+    target_client.sent(true);
+    let (how, server) = caller.signal(target_client.pid, Signal::Cancel);
+    assert_eq!((how, server.map(|t| t.pid)), (Signaled::Sent, Some(41)));
+
+    // Terminate: the target's session is woken.
+    let waiter = tokio::spawn({
+        let target_client = target_client.clone();
+        async move { target_client.terminated().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished());
+    let (how, server) = caller.signal(target_client.pid, Signal::Terminate);
+    assert_eq!((how, server.is_none()), (Signaled::Sent, true));
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        .await
+        .expect("woken")
+        .expect("joined");
+
+    // Another user's client, and a process id no client has.
+    let (how, _) = caller.signal(other_user.pid, Signal::Terminate);
+    assert_eq!(how, Signaled::NotAllowed);
+    let gone = other_user.pid;
+    drop(other_user);
+    assert_eq!(
+        caller.signal(gone, Signal::Cancel).0,
+        Signaled::NoSuchClient
+    );
+}

@@ -17,6 +17,8 @@ pub mod code {
     pub const PROGRAM_LIMIT: &str = "54000";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
+    /// The class of a WARNING notice with no code of its own.
+    pub const WARNING: &str = "01000";
     pub const CRASH_SHUTDOWN: &str = "57P02";
     pub const QUERY_CANCELED: &str = "57014";
     pub const IDLE_SESSION_TIMEOUT: &str = "57P05";

@@ -5,7 +5,7 @@
 //! re-encoded, so any client encoding survives.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use pgwire::messages::extendedquery::{CloseComplete, ParseComplete};
+use pgwire::messages::extendedquery::{BindComplete, CloseComplete, ParseComplete};
 use pgwire::messages::response::{CommandComplete, ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{
     Authentication, BackendKeyData, NegotiateProtocolVersion, SecretKey,
@@ -72,6 +72,71 @@ pub fn read_bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     let (portal, rest) = cstr(body)?;
     let (statement, rest) = cstr(rest)?;
     Some((portal, statement, rest))
+}
+
+/// The parameters and result formats of a Bind body (what follows its portal and
+/// statement names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindValues<'a> {
+    /// The parameter format codes, two bytes each (none: all text; one: for all).
+    param_formats: &'a [u8],
+    /// The values; `None` is NULL.
+    pub values: Vec<Option<&'a [u8]>>,
+    /// The result format codes, two bytes each (none: all text; one: for all).
+    result_formats: &'a [u8],
+}
+
+/// Reads the parameters and result formats of a Bind body's rest (see [`read_bind`]).
+pub fn read_bind_values(rest: &[u8]) -> Option<BindValues<'_>> {
+    fn take(b: &[u8], n: usize) -> Option<(&[u8], &[u8])> {
+        (b.len() >= n).then(|| b.split_at(n))
+    }
+    fn count(b: &[u8]) -> Option<(usize, &[u8])> {
+        let (n, rest) = take(b, 2)?;
+        Some((usize::from(u16::from_be_bytes([n[0], n[1]])), rest))
+    }
+    let (n, rest) = count(rest)?;
+    let (param_formats, rest) = take(rest, 2 * n)?;
+    let (n, mut rest) = count(rest)?;
+    let mut values = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (len, after) = take(rest, 4)?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        if len < 0 {
+            values.push(None);
+            rest = after;
+            continue;
+        }
+        let (value, after) = take(after, usize::try_from(len).ok()?)?;
+        values.push(Some(value));
+        rest = after;
+    }
+    let (n, rest) = count(rest)?;
+    let (result_formats, _) = take(rest, 2 * n)?;
+    Some(BindValues {
+        param_formats,
+        values,
+        result_formats,
+    })
+}
+
+/// Whether format code `i` of a list of codes is binary (the list's rules: none means
+/// text, one applies to all).
+fn binary_at(formats: &[u8], i: usize) -> bool {
+    let at = if formats.len() == 2 { 0 } else { 2 * i };
+    formats.get(at..at + 2) == Some(&[0, 1])
+}
+
+impl BindValues<'_> {
+    /// Parameter `i`: its value (`None`: NULL) and whether it is in binary format.
+    pub fn param(&self, i: usize) -> Option<(Option<&[u8]>, bool)> {
+        Some((*self.values.get(i)?, binary_at(self.param_formats, i)))
+    }
+
+    /// Whether result column `i` is asked for in binary format.
+    pub fn result_binary(&self, i: usize) -> bool {
+        binary_at(self.result_formats, i)
+    }
 }
 
 /// Reads a Describe or Close body: `S` (statement) or `P` (portal), and the name.
@@ -207,6 +272,10 @@ pub fn parse_complete(buf: &mut BytesMut) {
     encode(ParseComplete::new(), buf);
 }
 
+pub fn bind_complete(buf: &mut BytesMut) {
+    encode(BindComplete::new(), buf);
+}
+
 pub fn close_complete(buf: &mut BytesMut) {
     encode(CloseComplete::new(), buf);
 }
@@ -221,25 +290,44 @@ pub fn single_value(column: &str, value: &str, buf: &mut BytesMut) {
     data_row(&[Some(value)], buf);
 }
 
+/// The type oid of `text`.
+pub const TEXT_OID: u32 = 25;
+/// The type oid of `boolean`.
+pub const BOOL_OID: u32 = 16;
+
 /// A RowDescription of text columns (type 25, text format), as the admin console returns.
 pub fn row_description(columns: &[&str], buf: &mut BytesMut) {
-    let mut body = Vec::with_capacity(2 + columns.iter().map(|c| c.len() + 19).sum::<usize>());
+    let typed: Vec<(&str, u32, bool)> = columns.iter().map(|c| (*c, TEXT_OID, false)).collect();
+    row_description_typed(&typed, buf);
+}
+
+/// A RowDescription of computed columns: (name, type oid, binary format). The type size is
+/// given as -1 (varlena) for text and 1 for boolean.
+pub fn row_description_typed(columns: &[(&str, u32, bool)], buf: &mut BytesMut) {
+    let mut body = Vec::with_capacity(2 + columns.iter().map(|c| c.0.len() + 19).sum::<usize>());
     body.extend_from_slice(&(columns.len() as u16).to_be_bytes());
-    for column in columns {
+    for &(column, oid, binary) in columns {
         body.extend_from_slice(column.as_bytes());
         body.push(0);
         body.extend_from_slice(&0u32.to_be_bytes()); // table oid
         body.extend_from_slice(&0u16.to_be_bytes()); // column number
-        body.extend_from_slice(&25u32.to_be_bytes()); // type oid: text
-        body.extend_from_slice(&(-1i16).to_be_bytes()); // type size
+        body.extend_from_slice(&oid.to_be_bytes());
+        let size: i16 = if oid == BOOL_OID { 1 } else { -1 };
+        body.extend_from_slice(&size.to_be_bytes());
         body.extend_from_slice(&(-1i32).to_be_bytes()); // type modifier
-        body.extend_from_slice(&0u16.to_be_bytes()); // text format
+        body.extend_from_slice(&u16::from(binary).to_be_bytes());
     }
     buf.extend_from_slice(&typed(b'T', &[&body]));
 }
 
 /// A DataRow of text values; `None` is SQL NULL.
 pub fn data_row(values: &[Option<&str>], buf: &mut BytesMut) {
+    let bytes: Vec<Option<&[u8]>> = values.iter().map(|v| v.map(str::as_bytes)).collect();
+    data_row_bytes(&bytes, buf);
+}
+
+/// A DataRow of values in whatever format their columns have; `None` is SQL NULL.
+pub fn data_row_bytes(values: &[Option<&[u8]>], buf: &mut BytesMut) {
     let mut body = Vec::with_capacity(
         2 + values
             .iter()
@@ -251,7 +339,7 @@ pub fn data_row(values: &[Option<&str>], buf: &mut BytesMut) {
         match value {
             Some(v) => {
                 body.extend_from_slice(&(v.len() as u32).to_be_bytes());
-                body.extend_from_slice(v.as_bytes());
+                body.extend_from_slice(v);
             }
             None => body.extend_from_slice(&(-1i32).to_be_bytes()),
         }

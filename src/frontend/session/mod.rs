@@ -10,6 +10,7 @@ mod decide;
 mod flush;
 mod portals;
 mod relay;
+mod signals;
 mod statements;
 
 pub use checkout::apply_settings;
@@ -156,6 +157,11 @@ pub struct Session {
     unnamed: Option<Unnamed>,
     /// Portals whose statement may change settings, with that statement's SQL.
     portals: Portals,
+    /// The portal bound to a `pg_cancel_backend` / `pg_terminate_backend` call pgsplit
+    /// answered (see `signals`), until the client's next Sync.
+    local_portal: Option<signals::LocalPortal>,
+    /// The client's named statements that are such calls (most clients have none).
+    signal_statements: std::collections::HashMap<Vec<u8>, decide::signal::SignalCall>,
     /// An autocommit read on a replica whose reply is watched for a refusal (25006), to
     /// run it again on the primary.
     retry: Option<ReadRetry>,
@@ -224,6 +230,8 @@ impl Session {
             statement_class: None,
             unnamed: None,
             portals: Portals::default(),
+            local_portal: None,
+            signal_statements: Default::default(),
             retry: None,
             writes: decide::position::Writes::default(),
             ending: false,
@@ -275,7 +283,7 @@ impl Session {
             return self.on_client_data().await;
         }
         reserve(&mut self.inbox);
-        let from_server = match self.server.as_mut() {
+        let woke = match self.server.as_mut() {
             Some(server) => {
                 let server: &mut ServerConn = server;
                 let owes = !self.queue.is_empty();
@@ -294,25 +302,28 @@ impl Session {
                 let reads = self.server_reads;
                 let seen = &mut self.stall_seen;
                 let stall = &mut self.stall_check;
+                let terminated = self.ctx.client.terminated();
                 let read = async {
+                    tokio::pin!(terminated);
                     loop {
                         // In this order: what the server sent is read before the stall
                         // check can end the wait (a task polled late, on a busy thread,
                         // may find both ready), and before more from the client.
                         tokio::select! {
                             biased;
-                            r = server.stream.read_buf(&mut server.read_buf) => return Ok(r),
-                            r = self.client.read_buf(&mut self.inbox) => return Err(r),
+                            r = server.stream.read_buf(&mut server.read_buf) => return Ok(Woke::Server(r)),
+                            r = self.client.read_buf(&mut self.inbox) => return Ok(Woke::Client(r)),
+                            () = &mut terminated => return Err(terminated_by_request()),
                             () = stall.as_mut(), if watch => {
                                 let down = match replica {
                                     Some(node) => topology.is_down(node),
                                     None => topology.primary_down(),
                                 };
                                 if seen.gave_up(down, reads, Instant::now()) {
-                                    return Ok(Err(std::io::Error::new(
+                                    return Ok(Woke::Server(Err(std::io::Error::new(
                                         std::io::ErrorKind::TimedOut,
                                         "the node stopped answering (pgsplit's checks of it fail)",
-                                    )));
+                                    ))));
                                 }
                                 let next = tokio::time::Instant::now() + STALL_CHECK;
                                 stall.as_mut().reset(next);
@@ -321,9 +332,9 @@ impl Session {
                     }
                 };
                 match limit {
-                    None => read.await,
+                    None => read.await?,
                     Some(limit) => match tokio::time::timeout(limit, read).await {
-                        Ok(r) => r,
+                        Ok(r) => r?,
                         // The server connection is mid-transaction: `finish` closes it,
                         // so the server rolls back.
                         Err(_) => {
@@ -335,29 +346,35 @@ impl Session {
                     },
                 }
             }
-            None => match self.ctx.idle_timeout {
-                Some(limit) => {
-                    match tokio::time::timeout(limit, self.client.read_buf(&mut self.inbox)).await {
-                        Ok(r) => Err(r),
+            None => {
+                let read = async {
+                    tokio::select! {
+                        r = self.client.read_buf(&mut self.inbox) => Ok(Woke::Client(r)),
+                        () = self.ctx.client.terminated() => Err(terminated_by_request()),
+                    }
+                };
+                match self.ctx.idle_timeout {
+                    Some(limit) => match tokio::time::timeout(limit, read).await {
+                        Ok(r) => r?,
                         Err(_) => {
                             return Err(SessionEnd::Refused(PgError::fatal(
                                 code::IDLE_SESSION_TIMEOUT,
                                 "terminating connection due to client_idle_timeout",
                             )))
                         }
-                    }
+                    },
+                    None => read.await?,
                 }
-                None => Err(self.client.read_buf(&mut self.inbox).await),
-            },
+            }
         };
-        match from_server {
-            Err(read) => {
+        match woke {
+            Woke::Client(read) => {
                 if read? == 0 {
                     return Err(SessionEnd::ClientGone);
                 }
                 self.on_client_data().await
             }
-            Ok(read) => {
+            Woke::Server(read) => {
                 match read {
                     Ok(0) => return self.server_gone(std::io::ErrorKind::UnexpectedEof.into()),
                     Ok(_) => {}
@@ -470,12 +487,18 @@ impl Session {
             b'C' => self.on_close(frame).await,
             b'E' => {
                 let portal = crate::wire::frame::cstr(frame.body()).map(|(p, _)| p);
+                if portal.is_some_and(|p| self.execute_local_portal(p)) {
+                    return Ok(());
+                }
                 if let Some(sql) = portal.and_then(|p| self.portals.get(p)) {
                     self.settings.statement_sent(&sql);
                 }
                 self.forward(frame, Some(Kind::Execute)).await
             }
-            b'S' => self.forward(frame, Some(Kind::Sync)).await,
+            b'S' => {
+                self.local_portal = None;
+                self.forward(frame, Some(Kind::Sync)).await
+            }
             b'F' => {
                 // A FunctionCall names its function by OID: pgsplit cannot tell what it does.
                 self.forward(frame, Some(Kind::Query)).await?;
@@ -560,6 +583,21 @@ impl Session {
             .as_mut()
             .expect("a server is checked out when statements are forwarded")
     }
+}
+
+/// What a session's wait for bytes ended with.
+enum Woke {
+    Server(std::io::Result<usize>),
+    Client(std::io::Result<usize>),
+}
+
+/// How a session ends when another client terminated it with `pg_terminate_backend()`
+/// (see `signals`), as a backend's does.
+fn terminated_by_request() -> SessionEnd {
+    SessionEnd::Refused(PgError::fatal(
+        code::ADMIN_SHUTDOWN,
+        "terminating connection due to administrator command",
+    ))
 }
 
 fn malformed(what: &str) -> SessionEnd {

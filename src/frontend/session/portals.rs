@@ -4,6 +4,8 @@
 
 use bytes::Bytes;
 
+use super::decide::signal::{self, SignalCall};
+
 /// A client's unnamed statement.
 #[derive(Debug, Clone)]
 pub(super) struct Unnamed {
@@ -14,6 +16,8 @@ pub(super) struct Unnamed {
     pub sql: Bytes,
     /// The client's Parse message, as it came.
     pub parse: Bytes,
+    /// The SQL is a call pgsplit may answer itself (see `signals`).
+    pub signal: Option<SignalCall>,
 }
 
 impl Unnamed {
@@ -21,6 +25,7 @@ impl Unnamed {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Unnamed {
             id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            signal: signal::call(&sql),
             sql,
             parse,
         }

@@ -11,8 +11,9 @@ impl Session {
         let Some(sql) = read_query(frame.body()) else {
             return Err(malformed("Query"));
         };
-        // A simple Query destroys the unnamed statement.
+        // A simple Query destroys the unnamed statement and portal.
         self.unnamed = None;
+        self.local_portal = None;
         if self.server.is_none() {
             // Answers to earlier extended-protocol messages go first.
             self.release_held();
@@ -22,6 +23,9 @@ impl Session {
         }
         if let Some(command) = router::route_command(sql) {
             return self.on_route_command(command).await;
+        }
+        if let Some(answered) = self.on_signal_query(sql) {
+            return answered;
         }
         let route_sql = frame.bytes.slice(5..5 + sql.len());
         if sql.len() > crate::classify::ON_LOOP {
@@ -95,6 +99,15 @@ impl Session {
         }
         let stmt = Arc::new(PreparedStatement::from_parse(&parse));
         self.statements.insert(parse.name, stmt.clone());
+        match decide::signal::call(parse.query) {
+            Some(call) => {
+                self.signal_statements.insert(parse.name.to_vec(), call);
+            }
+            None if !self.signal_statements.is_empty() => {
+                self.signal_statements.remove(parse.name);
+            }
+            None => {}
+        }
         if self.server.is_none() {
             // Outside a transaction, preparing needs no server: the statement is
             // prepared on whichever server first executes it. Clients that prepare
@@ -120,6 +133,23 @@ impl Session {
         let Some((portal, name, rest)) = read_bind(frame.body()) else {
             return Err(malformed("Bind"));
         };
+        if self.local_portal(portal).is_some() {
+            // Bound again: whatever pgsplit answered for the portal is gone.
+            self.local_portal = None;
+        }
+        let signal = if name.is_empty() {
+            self.unnamed.as_ref().and_then(|u| u.signal)
+        } else if self.signal_statements.is_empty() {
+            None
+        } else {
+            self.signal_statements.get(name).copied()
+        };
+        if let Some(call) = signal {
+            if self.on_signal_bind(portal, call, rest)? {
+                self.portals.bind(portal, None);
+                return Ok(());
+            }
+        }
         let stmt = (!name.is_empty())
             .then(|| self.statements.get(name).cloned())
             .flatten();
@@ -152,6 +182,9 @@ impl Session {
         let Some((kind, name)) = read_target(frame.body()) else {
             return Err(malformed("Describe"));
         };
+        if kind == b'P' && self.describe_local_portal(name) {
+            return Ok(());
+        }
         if kind == b'S' && name.is_empty() {
             let Some(unnamed) = self.unnamed.clone() else {
                 return self.fail_in_batch(code::INVALID_STATEMENT_NAME, NO_UNNAMED);
@@ -456,7 +489,11 @@ impl Session {
 
     /// Makes the server fail the client's current statement with `code` and `message`:
     /// inside a transaction block, the block is aborted exactly as by a server error.
-    fn raise_on_server(&mut self, code: &'static str, message: &str) -> Result<(), SessionEnd> {
+    pub(super) fn raise_on_server(
+        &mut self,
+        code: &'static str,
+        message: &str,
+    ) -> Result<(), SessionEnd> {
         let raise = raise_sql(code, message);
         self.to_server
             .extend_from_slice(&msg::query_message(&raise));

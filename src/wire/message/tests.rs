@@ -57,3 +57,41 @@ fn data_rows_read_back_with_nulls() {
     );
     assert_eq!(read_data_row(&[0, 1, 0, 0, 0, 9, b'x']), None, "truncated");
 }
+
+#[test]
+fn bind_values_follow_the_format_code_rules() {
+    // Two parameters (text 'ab', NULL), no parameter formats; one result format: binary.
+    let mut rest = Vec::new();
+    rest.extend_from_slice(&0u16.to_be_bytes());
+    rest.extend_from_slice(&2u16.to_be_bytes());
+    rest.extend_from_slice(&2i32.to_be_bytes());
+    rest.extend_from_slice(b"ab");
+    rest.extend_from_slice(&(-1i32).to_be_bytes());
+    rest.extend_from_slice(&1u16.to_be_bytes());
+    rest.extend_from_slice(&1u16.to_be_bytes());
+    let values = read_bind_values(&rest).expect("well formed");
+    assert_eq!(values.param(0), Some((Some(&b"ab"[..]), false)));
+    assert_eq!(values.param(1), Some((None, false)));
+    assert_eq!(values.param(2), None);
+    assert!(values.result_binary(0) && values.result_binary(3));
+
+    // Per-parameter formats: text then binary; no result formats.
+    let mut rest = Vec::new();
+    rest.extend_from_slice(&2u16.to_be_bytes());
+    rest.extend_from_slice(&[0, 0, 0, 1]);
+    rest.extend_from_slice(&2u16.to_be_bytes());
+    rest.extend_from_slice(&1i32.to_be_bytes());
+    rest.push(b'7');
+    rest.extend_from_slice(&4i32.to_be_bytes());
+    rest.extend_from_slice(&7i32.to_be_bytes());
+    rest.extend_from_slice(&0u16.to_be_bytes());
+    let values = read_bind_values(&rest).expect("well formed");
+    assert_eq!(values.param(0), Some((Some(&b"7"[..]), false)));
+    assert_eq!(values.param(1), Some((Some(&7i32.to_be_bytes()[..]), true)));
+    assert!(!values.result_binary(0));
+
+    // Truncated bodies are refused, not read past their end.
+    for cut in 0..rest.len() - 2 {
+        assert!(read_bind_values(&rest[..cut]).is_none(), "cut at {cut}");
+    }
+}

@@ -11,4 +11,5 @@ pub mod pipeline;
 pub mod position;
 pub mod release;
 pub mod route;
+pub mod signal;
 pub mod waits;
