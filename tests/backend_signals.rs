@@ -219,3 +219,44 @@ async fn only_clients_of_the_same_user_can_be_signalled() {
         assert_eq!(one, 1);
     }
 }
+
+/// The NotificationResponses in `messages`, as (sender pid, channel, payload).
+fn notifications(messages: &[Message]) -> Vec<(i32, String)> {
+    messages
+        .iter()
+        .filter(|m| m.tag == b'A')
+        .map(|m| {
+            let pid = i32::from_be_bytes(m.body[..4].try_into().unwrap());
+            let rest = String::from_utf8_lossy(&m.body[4..]).replace('\0', " ");
+            (pid, rest.trim().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_names_the_client_that_sent_it_on_its_own_connection() {
+    let proxy = TestProxy::start(|_| {}).await;
+    let (mut listener, listener_pid) = login(&proxy, "signals_listener").await;
+    let (mut other, other_pid) = login(&proxy, "signals_notifier").await;
+    listener.simple_query("LISTEN signals_channel").await;
+    // Its own NOTIFY: the sender is the client itself, as PostgreSQL would say.
+    let own = listener
+        .simple_query("NOTIFY signals_channel, 'mine'")
+        .await;
+    assert_eq!(
+        notifications(&own),
+        vec![(listener_pid, "signals_channel mine".to_string())]
+    );
+    // Another client's: not the listener's id (a server's, never one of pgsplit's).
+    other.simple_query("NOTIFY signals_channel, 'theirs'").await;
+    let mut got = Vec::new();
+    while got.is_empty() {
+        let m = listener.recv_within(10).await.expect("the notification");
+        got = notifications(&[m]);
+    }
+    let (sender, text) = &got[0];
+    assert_eq!(text, "signals_channel theirs");
+    assert_ne!(*sender, listener_pid);
+    assert_ne!(*sender, other_pid);
+    assert!(*sender < 1 << 22, "a server's process id: {sender}");
+}

@@ -133,7 +133,11 @@ impl Session {
                 _ => {}
             }
             if verdict == Verdict::Forward {
+                let at = self.outbox.len();
                 self.outbox.extend_from_slice(message);
+                if tag == b'A' {
+                    self.name_own_notification(at);
+                }
             }
             self.queue.emit_synthetic(&mut self.outbox);
         }

@@ -147,6 +147,21 @@ impl Session {
         true
     }
 
+    /// A NotificationResponse at `at` in the outbox, just relayed: one the client's own
+    /// server connection sent names the client's process id (see
+    /// `decide::signal::notification_sender`).
+    pub(super) fn name_own_notification(&mut self, at: usize) {
+        let Some(server) = self.server.as_ref() else {
+            return;
+        };
+        let Some(field) = self.outbox.get_mut(at + 5..at + 9) else {
+            return;
+        };
+        let sender = i32::from_be_bytes([field[0], field[1], field[2], field[3]]);
+        let shown = signal::notification_sender(sender, server.backend_pid, self.ctx.client.pid);
+        field.copy_from_slice(&shown.to_be_bytes());
+    }
+
     pub(super) fn local_portal(&self, portal: &[u8]) -> Option<&LocalPortal> {
         self.local_portal.as_ref().filter(|p| p.name == portal)
     }

@@ -125,6 +125,20 @@ pub fn parameter_value(value: Option<&[u8]>, binary: bool) -> Option<i64> {
     integer(value.trim_ascii())
 }
 
+/// The sender process id a client sees in a notification that came on its server
+/// connection (whose backend is `server_pid`). A client receives notifications while it
+/// holds a server connection of its own (LISTEN binds it to one), so one sent by that very
+/// backend was sent by this client: it carries the client's own process id, as from
+/// PostgreSQL, and a driver's "is this mine?" check works. Any other sender keeps the
+/// server's process id, which is never a client's (see `crate::clients::PID_MAX_LIMIT`).
+pub fn notification_sender(sender: i32, server_pid: i32, own: i32) -> i32 {
+    if sender == server_pid {
+        own
+    } else {
+        sender
+    }
+}
+
 /// What the call answers, given whom it names and how the signal went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
@@ -290,6 +304,12 @@ mod tests {
             Answer::Denied
         );
         assert_eq!(denied(Terminate), "permission denied to terminate process");
+    }
+
+    #[test]
+    fn a_notification_from_the_clients_own_backend_names_the_client() {
+        assert_eq!(notification_sender(812, 812, 4194400), 4194400);
+        assert_eq!(notification_sender(813, 812, 4194400), 813);
     }
 
     #[test]
