@@ -260,3 +260,26 @@ async fn a_notification_names_the_client_that_sent_it_on_its_own_connection() {
     assert_ne!(*sender, other_pid);
     assert!(*sender < 1 << 22, "a server's process id: {sender}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waiting_for_a_server_connection_is_terminated_at_once() {
+    let proxy = TestProxy::start(|c| c.pool.max_size = 1).await;
+    let (mut holder, _) = login(&proxy, "signals_holder").await;
+    let (mut waiter, waiter_pid) = login(&proxy, "signals_waiter").await;
+    let (mut caller, _) = login(&proxy, "signals_terminator").await;
+    // The pool's only connection stays with `holder`'s open transaction.
+    holder.simple_query("BEGIN").await;
+    holder.simple_query("SELECT 1").await;
+    waiter.send(b'Q', &raw::cstr("SELECT 2")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The caller's own statement is answered without a server connection.
+    let answer = caller
+        .simple_query(&format!("select pg_terminate_backend({waiter_pid})"))
+        .await;
+    assert_eq!(value(&answer).as_deref(), Some("t"));
+    // Far sooner than the 30 s checkout timeout of the test config.
+    expect_terminated(&mut waiter, Duration::from_secs(5)).await;
+    holder.simple_query("COMMIT").await;
+    let again = caller.simple_query("SELECT 3").await;
+    assert_eq!(value(&again).as_deref(), Some("3"));
+}

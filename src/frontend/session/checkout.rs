@@ -268,10 +268,12 @@ impl Session {
         loop {
             let pool = &self.ctx.pools[node];
             let on_replica = Some(node) != primary;
-            // A cancel for the statement ends the wait for a connection (57014).
+            // A cancel for the statement ends the wait for a connection (57014), and so
+            // does the end of the session (pg_terminate_backend).
             let got = tokio::select! {
                 r = get_connection(pool) => Some(r),
                 () = self.ctx.client.requested() => None,
+                () = self.ctx.client.terminated() => return Err(terminated_by_request()),
             };
             let Some(got) = got else {
                 self.cancelled_while_waiting();

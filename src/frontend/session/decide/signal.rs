@@ -62,8 +62,14 @@ pub fn call(sql: &[u8]) -> Option<SignalCall> {
     })
 }
 
+/// Whether `sql` has `_backend` in it (any case): one comparison per `_`.
 fn contains_backend(sql: &[u8]) -> bool {
-    sql.windows(8).any(|w| w.eq_ignore_ascii_case(b"_backend"))
+    sql.iter().enumerate().any(|(i, &b)| {
+        b == b'_'
+            && sql
+                .get(i + 1..i + 8)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"backend"))
+    })
 }
 
 /// `[-]N` or `$n`, optionally followed by `::` and an integer type.
