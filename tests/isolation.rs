@@ -512,6 +512,9 @@ struct Case {
     a_options: Option<String>,
     groups: Vec<Group>,
     a_stays: bool,
+    /// When A does not stay, another client ends A's session with `pg_terminate_backend()`
+    /// before A disconnects.
+    a_terminated: bool,
 }
 
 fn random_case(rng: &mut StdRng, world: &World) -> Case {
@@ -550,6 +553,7 @@ fn random_case(rng: &mut StdRng, world: &World) -> Case {
         a_options,
         groups,
         a_stays: rng.gen_bool(0.7),
+        a_terminated: rng.gen_bool(0.3),
     }
 }
 
@@ -585,6 +589,15 @@ async fn run_case(proxy: &TestProxy, case: &Case, a_name: &str, b_name: &str) ->
         config.options(options);
         log.push(format!("(connected with options '{options}')"));
     }
+    // The client that may terminate A logs in first: A may hold the only server connection.
+    let terminator = match case.a_terminated {
+        true => Some(
+            try_connect(&proxy.pg_config("iso_prop_terminator"))
+                .await
+                .expect("the terminating client connects"),
+        ),
+        false => None,
+    };
     let a = match try_connect(&config).await {
         Ok(a) => a,
         Err(e) => {
@@ -596,6 +609,15 @@ async fn run_case(proxy: &TestProxy, case: &Case, a_name: &str, b_name: &str) ->
             };
         }
     };
+    // A's process id: the client registered last (B and the terminating client come later).
+    let a_pid = proxy
+        .proxy
+        .clients()
+        .rows()
+        .iter()
+        .map(|(row, _)| row.id)
+        .max()
+        .unwrap_or_default();
     for group in &case.groups {
         for sent in group {
             let outcome = send(&a, sent).await;
@@ -616,6 +638,9 @@ async fn run_case(proxy: &TestProxy, case: &Case, a_name: &str, b_name: &str) ->
     }
     let a_stayed = case.a_stays && connection_released(proxy).await;
     if !a_stayed {
+        if let Some(c) = &terminator {
+            log.push(terminate(proxy, c, a_pid).await);
+        }
         drop(a);
     }
     let view = match try_connect(&proxy.pg_config(b_name)).await {
@@ -627,6 +652,40 @@ async fn run_case(proxy: &TestProxy, case: &Case, a_name: &str, b_name: &str) ->
         a_stayed,
         log,
     }
+}
+
+/// Client `c` ends A's session with `pg_terminate_backend()` (a simple query, which
+/// pgsplit answers without a server connection: A may hold the only one), and A's session is
+/// gone within 10 s. Returns the line for the case's log; panics if A was not terminated.
+async fn terminate(proxy: &TestProxy, c: &Client, a_pid: i32) -> String {
+    let sql = format!("select pg_terminate_backend({a_pid})");
+    let rows = with_timeout(30, &sql, c.simple_query(&sql))
+        .await
+        .expect("pg_terminate_backend");
+    let value = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(
+        value.as_deref(),
+        Some("t"),
+        "A ({a_pid}) was not terminated"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy
+        .proxy
+        .clients()
+        .rows()
+        .iter()
+        .any(|(row, _)| row.id == a_pid)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "A's session outlived its termination"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    "(then another client ran pg_terminate_backend on A)".to_string()
 }
 
 /// Connects with `config`; the connection's task ends when the client is dropped.
@@ -696,9 +755,8 @@ async fn shrink(
     let mut start = None;
     for groups in parts {
         let part = Case {
-            a_options: case.a_options.clone(),
             groups,
-            a_stays: case.a_stays,
+            ..case.clone()
         };
         if let Some(run) = leaks(part.clone()).await {
             start = Some((part, run));
@@ -728,8 +786,9 @@ async fn shrink(
     Some(best_run)
 }
 
-/// After any sequence of statements by client A, client B on A's server connection sees
-/// the session a never-used connection shows: `SHOW ALL`, current_user, session_user, the
+/// After any sequence of statements by client A (ended by A disconnecting, or by another
+/// client's `pg_terminate_backend()`), client B on A's server connection sees the session a
+/// never-used connection shows: `SHOW ALL`, current_user, session_user, the
 /// backend's locks, SQL prepared statements, temp objects, LISTEN channels, cursors.
 /// Random cases from a fixed seed, within a time bound; `PGSPLIT_ISOLATION_SEED`,
 /// `PGSPLIT_ISOLATION_CASES` and `PGSPLIT_ISOLATION_SECS` run it differently or longer. On a
@@ -760,6 +819,7 @@ async fn isolation_property() {
     let started = Instant::now();
     let mut ran = 0;
     let mut stayed = 0;
+    let mut terminated = 0;
     let (mut sent, mut failed) = (0, 0);
     let mut leak = None;
     for i in 0..cases {
@@ -771,6 +831,7 @@ async fn isolation_property() {
         let run = run_case(&proxy, &case, &a_name, &b_name).await;
         ran += 1;
         stayed += usize::from(run.a_stayed);
+        terminated += usize::from(run.log.iter().any(|l| l.contains("pg_terminate_backend")));
         sent += run.log.iter().filter(|l| l.contains(" -> ")).count();
         failed += run.log.iter().filter(|l| l.contains("-> ERROR")).count();
         if !differences(&run.view, &fresh).is_empty() {
@@ -806,7 +867,8 @@ async fn isolation_property() {
     }
     println!(
         "isolation_property: seed {seed}, {ran} cases in {:.1} s, A still connected in \
-         {stayed}; A sent {sent} statements, {failed} failed",
+         {stayed}, terminated by another client in {terminated}; A sent {sent} statements, \
+         {failed} failed",
         started.elapsed().as_secs_f64()
     );
     assert!(ran >= 10, "only {ran} cases ran within {secs} s");
