@@ -110,6 +110,8 @@ pub struct Client {
     pub secret: i32,
     record: Arc<Record>,
     clients: Arc<Clients>,
+    /// Whether the session's waker is registered for a termination (see `terminated`).
+    waiting_for_termination: std::sync::atomic::AtomicBool,
 }
 
 /// Who a client that logged in is, for its `SHOW CLIENTS` line.
@@ -161,6 +163,7 @@ impl Clients {
             secret,
             record,
             clients: self.clone(),
+            waiting_for_termination: Default::default(),
         }
     }
 
@@ -243,9 +246,13 @@ impl Client {
     }
 
     /// Returns once another client has asked, with `pg_terminate_backend()`, for this
-    /// client's session to end.
+    /// client's session to end. Awaited by one task only (the session's).
     pub fn terminated(&self) -> impl std::future::Future<Output = ()> + '_ {
-        std::future::poll_fn(|cx| self.record.termination.poll(cx))
+        std::future::poll_fn(|cx| {
+            self.record
+                .termination
+                .poll(cx, &self.waiting_for_termination)
+        })
     }
 
     /// `pg_cancel_backend(pid)` or `pg_terminate_backend(pid)` called by this client for

@@ -74,16 +74,21 @@ impl Termination {
         self.waker.wake();
     }
 
-    pub(super) fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Ready once the session is to end. The session's task waker is registered once
+    /// (`registered`, the session's own flag): a task's waker wakes it whichever future of
+    /// it polls, so later polls (several a transaction) cost one atomic load.
+    pub(super) fn poll(&self, cx: &mut Context<'_>, registered: &AtomicBool) -> Poll<()> {
         if self.requested.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        self.waker.register(cx.waker());
-        if self.requested.load(Ordering::Acquire) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+        if !registered.load(Ordering::Relaxed) {
+            self.waker.register(cx.waker());
+            registered.store(true, Ordering::Relaxed);
+            if self.requested.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
         }
+        Poll::Pending
     }
 }
 
@@ -118,10 +123,13 @@ mod tests {
     #[test]
     fn a_termination_wakes_its_session() {
         let t = Termination::default();
+        let registered = AtomicBool::new(false);
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        assert!(t.poll(&mut cx).is_pending());
+        assert!(t.poll(&mut cx, &registered).is_pending());
+        assert!(registered.load(Ordering::Relaxed));
+        assert!(t.poll(&mut cx, &registered).is_pending());
         t.request();
-        assert!(t.poll(&mut cx).is_ready());
+        assert!(t.poll(&mut cx, &registered).is_ready());
     }
 }

@@ -349,6 +349,7 @@ impl Session {
             None => {
                 let read = async {
                     tokio::select! {
+                        biased;
                         r = self.client.read_buf(&mut self.inbox) => Ok(Woke::Client(r)),
                         () = self.ctx.client.terminated() => Err(terminated_by_request()),
                     }
