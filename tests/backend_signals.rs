@@ -283,3 +283,39 @@ async fn a_client_waiting_for_a_server_connection_is_terminated_at_once() {
     let again = caller.simple_query("SELECT 3").await;
     assert_eq!(value(&again).as_deref(), Some("3"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_statement_of_the_call_is_answered_while_it_exists() {
+    let proxy = TestProxy::start(|_| {}).await;
+    let (mut caller, _) = login(&proxy, "signals_named").await;
+    let (_idle, idle_pid) = login(&proxy, "signals_named_target").await;
+    let bind_pid = |statement: &str| {
+        let mut bind = raw::cstr("");
+        bind.extend(raw::cstr(statement));
+        bind.extend_from_slice(&0i16.to_be_bytes());
+        bind.extend_from_slice(&1i16.to_be_bytes());
+        let pid = idle_pid.to_string();
+        bind.extend_from_slice(&(pid.len() as i32).to_be_bytes());
+        bind.extend_from_slice(pid.as_bytes());
+        bind.extend_from_slice(&0i16.to_be_bytes());
+        raw::message(b'B', &bind)
+    };
+    let mut batch = raw::parse("cancel_it", "SELECT pg_cancel_backend($1)");
+    batch.extend(bind_pid("cancel_it"));
+    batch.extend(raw::execute(""));
+    batch.extend(raw::sync());
+    caller.write_raw(&batch).await.unwrap();
+    let answer = caller.until_ready().await;
+    assert_eq!(raw::tags(&answer), "12DCZ");
+    // An idle client has nothing to cancel; PostgreSQL still answers true.
+    assert_eq!(value(&answer).as_deref(), Some("t"));
+    // Closed, the statement is gone: the error is the server's, as without pgsplit.
+    let mut batch = raw::close_statement("cancel_it");
+    batch.extend(bind_pid("cancel_it"));
+    batch.extend(raw::execute(""));
+    batch.extend(raw::sync());
+    caller.write_raw(&batch).await.unwrap();
+    let answer = caller.until_ready().await;
+    let (_, code, _) = report(&answer, b'E').expect("an error for the closed statement");
+    assert_eq!(code, "26000");
+}

@@ -142,7 +142,12 @@ impl Session {
         } else if self.signal_statements.is_empty() {
             None
         } else {
-            self.signal_statements.get(name).copied()
+            // (Only while the client still has the statement: a closed one is the server's
+            // error to give.)
+            self.signal_statements
+                .get(name)
+                .copied()
+                .filter(|_| self.statements.get(name).is_some())
         };
         if let Some(call) = signal {
             if self.on_signal_bind(portal, call, rest)? {
