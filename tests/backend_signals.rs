@@ -66,17 +66,22 @@ async fn expect_terminated(conn: &mut RawConn, within: Duration) {
     assert!(started.elapsed() < within);
 }
 
-/// Parse, Bind (one text parameter), Describe portal, Execute, Sync of `sql`.
-fn extended(sql: &str, param: &str) -> Vec<u8> {
-    let mut out = raw::parse("", sql);
+/// A Bind of `statement` to the unnamed portal with one text parameter.
+fn bind_text(statement: &str, param: &str) -> Vec<u8> {
     let mut bind = raw::cstr("");
-    bind.extend(raw::cstr(""));
+    bind.extend(raw::cstr(statement));
     bind.extend_from_slice(&0i16.to_be_bytes());
     bind.extend_from_slice(&1i16.to_be_bytes());
     bind.extend_from_slice(&(param.len() as i32).to_be_bytes());
     bind.extend_from_slice(param.as_bytes());
     bind.extend_from_slice(&0i16.to_be_bytes());
-    out.extend(raw::message(b'B', &bind));
+    raw::message(b'B', &bind)
+}
+
+/// Parse, Bind (one text parameter), Describe portal, Execute, Sync of `sql`.
+fn extended(sql: &str, param: &str) -> Vec<u8> {
+    let mut out = raw::parse("", sql);
+    out.extend(bind_text("", param));
     let mut describe = vec![b'P'];
     describe.extend(raw::cstr(""));
     out.extend(raw::message(b'D', &describe));
@@ -289,19 +294,9 @@ async fn a_named_statement_of_the_call_is_answered_while_it_exists() {
     let proxy = TestProxy::start(|_| {}).await;
     let (mut caller, _) = login(&proxy, "signals_named").await;
     let (_idle, idle_pid) = login(&proxy, "signals_named_target").await;
-    let bind_pid = |statement: &str| {
-        let mut bind = raw::cstr("");
-        bind.extend(raw::cstr(statement));
-        bind.extend_from_slice(&0i16.to_be_bytes());
-        bind.extend_from_slice(&1i16.to_be_bytes());
-        let pid = idle_pid.to_string();
-        bind.extend_from_slice(&(pid.len() as i32).to_be_bytes());
-        bind.extend_from_slice(pid.as_bytes());
-        bind.extend_from_slice(&0i16.to_be_bytes());
-        raw::message(b'B', &bind)
-    };
+    let pid = idle_pid.to_string();
     let mut batch = raw::parse("cancel_it", "SELECT pg_cancel_backend($1)");
-    batch.extend(bind_pid("cancel_it"));
+    batch.extend(bind_text("cancel_it", &pid));
     batch.extend(raw::execute(""));
     batch.extend(raw::sync());
     caller.write_raw(&batch).await.unwrap();
@@ -311,7 +306,7 @@ async fn a_named_statement_of_the_call_is_answered_while_it_exists() {
     assert_eq!(value(&answer).as_deref(), Some("t"));
     // Closed, the statement is gone: the error is the server's, as without pgsplit.
     let mut batch = raw::close_statement("cancel_it");
-    batch.extend(bind_pid("cancel_it"));
+    batch.extend(bind_text("cancel_it", &pid));
     batch.extend(raw::execute(""));
     batch.extend(raw::sync());
     caller.write_raw(&batch).await.unwrap();

@@ -49,10 +49,7 @@ impl Session {
         }
         let block = local::block(self.server.is_some(), self.status);
         if block == Block::Failed {
-            return Some(self.raise_on_server(
-                code::IN_FAILED_TRANSACTION,
-                "current transaction is aborted, commands ignored until end of transaction block",
-            ));
+            return Some(self.raise_on_server(code::IN_FAILED_TRANSACTION, local::IN_FAILED_BLOCK));
         }
         let pid = pid as i32;
         let (code, message) = match self.signal_client(call.signal, pid) {
@@ -66,13 +63,7 @@ impl Session {
             Answer::Denied => (code::INSUFFICIENT_PRIVILEGE, signal::denied(call.signal)),
             Answer::CancelOwnStatement => (code::QUERY_CANCELED, CANCELED),
         };
-        if block == Block::Inside {
-            // The error aborts the transaction block, as PostgreSQL's would.
-            return Some(self.raise_on_server(code, message));
-        }
-        let mut answer = BytesMut::new();
-        PgError::error(code, message).encode(&mut answer);
-        Some(self.reply_locally(answer))
+        Some(self.fail_local_command(block, code, message))
     }
 
     /// A Bind of a statement that is such a call (`call`), with `rest` the Bind's values:

@@ -233,11 +233,7 @@ impl Session {
             }
             let mut done = BytesMut::new();
             msg::close_complete(&mut done);
-            if self.server.is_some() {
-                self.queue.push(Pending::Synthetic(done.freeze()));
-            } else {
-                self.held.extend_from_slice(&done);
-            }
+            self.reply_in_batch(done);
             return Ok(());
         }
         self.forward(frame, Some(Kind::Close)).await
@@ -453,10 +449,7 @@ impl Session {
     ) -> Result<(), SessionEnd> {
         let block = local::block(self.server.is_some(), self.status);
         if block == Block::Failed {
-            return self.raise_on_server(
-                code::IN_FAILED_TRANSACTION,
-                "current transaction is aborted, commands ignored until end of transaction block",
-            );
+            return self.raise_on_server(code::IN_FAILED_TRANSACTION, local::IN_FAILED_BLOCK);
         }
         let mut answer = BytesMut::new();
         let outcome = match command {
@@ -483,12 +476,25 @@ impl Session {
             }
         };
         if let Err(message) = outcome {
-            if block == Block::Inside {
-                // An error inside a transaction block aborts it, as PostgreSQL would.
-                return self.raise_on_server(code::INVALID_PARAMETER_VALUE, &message);
-            }
-            PgError::error(code::INVALID_PARAMETER_VALUE, message).encode(&mut answer);
+            return self.fail_local_command(block, code::INVALID_PARAMETER_VALUE, &message);
         }
+        self.reply_locally(answer)
+    }
+
+    /// Fails a command pgsplit answers itself with `code` and `message`: inside a
+    /// transaction block the server raises the error, so it aborts the block as PostgreSQL
+    /// would; outside one it is pgsplit's own reply.
+    pub(super) fn fail_local_command(
+        &mut self,
+        block: Block,
+        code: &'static str,
+        message: &str,
+    ) -> Result<(), SessionEnd> {
+        if block == Block::Inside {
+            return self.raise_on_server(code, message);
+        }
+        let mut answer = BytesMut::new();
+        PgError::error(code, message).encode(&mut answer);
         self.reply_locally(answer)
     }
 

@@ -7,6 +7,10 @@
 use crate::router::RouteMode;
 use crate::wire::message::TxStatus;
 
+/// PostgreSQL's message for a command sent inside a failed transaction block (25P02).
+pub const IN_FAILED_BLOCK: &str =
+    "current transaction is aborted, commands ignored until end of transaction block";
+
 /// PostgreSQL's message for a Bind or Describe of an unnamed statement that does not exist.
 pub const NO_UNNAMED: &str = "unnamed prepared statement does not exist";
 
