@@ -40,7 +40,8 @@ use functions::{Functions, QualifiedNames};
 
 /// The SQL lexer, for everything else in pgsplit that reads SQL text.
 pub(crate) use lexer::{
-    dotted_name, short_command, source_tokens, statements, Kind as TokenKind, Token,
+    dotted_name, short_command, source_tokens, starts_with_any_kw, statements, Kind as TokenKind,
+    Token,
 };
 
 /// The longest SQL text a session reads on its event loop (parsing it takes a few

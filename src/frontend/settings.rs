@@ -9,7 +9,9 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use crate::classify::{dotted_name, source_tokens, statements, Token, TokenKind};
+use crate::classify::{
+    dotted_name, source_tokens, starts_with_any_kw, statements, Token, TokenKind,
+};
 use crate::wire::message::TxStatus;
 
 /// The settings `RESET ALL` leaves alone (PostgreSQL marks them `GUC_NO_RESET_ALL`);
@@ -340,11 +342,7 @@ pub fn changes_in(sql: &[u8], block_pending: bool) -> Vec<SettingChange> {
 }
 
 pub fn might_change_setting(sql: &[u8]) -> bool {
-    let mut toks = source_tokens(sql);
-    let Some(first) = toks.next() else {
-        return false;
-    };
-    if first.is_any_kw(sql, &["SET", "RESET", "DISCARD"]) {
+    if starts_with_any_kw(sql, &["SET", "RESET", "DISCARD"]) {
         return true;
     }
     // The `;` and whitespace that usually end a statement (pgbench, most drivers) do not
@@ -358,7 +356,7 @@ pub fn might_change_setting(sql: &[u8]) -> bool {
         return false;
     }
     let mut after_semicolon = false;
-    for tok in toks {
+    for tok in source_tokens(sql) {
         let semicolon = tok.kind == TokenKind::Punct(b';');
         if after_semicolon && !semicolon {
             return true;

@@ -40,7 +40,7 @@ use lexemes::{
     dollar, is_hint, is_ident_cont, is_ident_start, is_space, number, quoted_identifier,
     scan_while, skip_block_comment, skip_line_comment, string, Quote,
 };
-pub(crate) use text::{dotted_name, short_command, source_tokens, statements};
+pub(crate) use text::{dotted_name, short_command, source_tokens, starts_with_any_kw, statements};
 pub(crate) use token::{tokens, Kind, Token};
 
 /// Why the scanner gave up. Any of these makes the statement a write.

@@ -324,3 +324,57 @@ fn tokens_never_panic_on_garbage() {
         let _ = tokens(input);
     }
 }
+
+/// `starts_with_any_kw` reads the first word without the scanner: it must agree with it.
+#[test]
+fn the_first_word_is_what_the_scanner_reads_first() {
+    use rand::{Rng, SeedableRng};
+    let scanned = |sql: &[u8], kws: &[&str]| {
+        source_tokens(sql)
+            .next()
+            .is_some_and(|t| t.is_any_kw(sql, kws))
+    };
+    let kws = ["SET", "E", "U", "SELECT"];
+    let examples: [&[u8]; 16] = [
+        b"set x = 1",
+        b"  \t\nSET x",
+        b"SELECT 1",
+        b"SETTING",
+        b"/* c */ SET x",
+        b"-- c\nset x",
+        b"- SET",
+        b"E'x'",
+        b"e",
+        b"U&'x'",
+        b"u&\"x\"",
+        b"\"SET\" x",
+        b"",
+        b"   ",
+        b"\x01SET",
+        b"s\xc3\xa9t",
+    ];
+    for sql in examples {
+        assert_eq!(
+            starts_with_any_kw(sql, &kws),
+            scanned(sql, &kws),
+            "{:?}",
+            String::from_utf8_lossy(sql)
+        );
+    }
+    // Random texts over the bytes that matter, with a fixed seed.
+    let alphabet = b" \t\n-/*'\"&$_eEuUsStT1;\xc3\xa9";
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for _ in 0..20_000 {
+        let len = rng.gen_range(0..8);
+        let sql: Vec<u8> = (0..len)
+            .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+            .collect();
+        for kws in [&["SET"][..], &["E", "U"], &["ST", "tt"]] {
+            assert_eq!(
+                starts_with_any_kw(&sql, kws),
+                scanned(&sql, kws),
+                "{sql:?} {kws:?}"
+            );
+        }
+    }
+}

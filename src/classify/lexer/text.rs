@@ -1,6 +1,7 @@
 //! Reading original SQL text (not canonical text) with the scanner: its tokens, its
 //! statements, the short commands pgsplit answers itself, and dotted names.
 
+use super::lexemes::{is_ident_cont, is_ident_start, is_space, scan_while};
 use super::{Kind, Lexeme, Lexer, Token};
 
 /// The tokens of original SQL text (not canonical text), in order, with their byte ranges in
@@ -68,11 +69,11 @@ pub(crate) fn statements(sql: &[u8]) -> Vec<&[u8]> {
 /// after it, at most `max` of them, without the trailing `;`s. `None` for any other text,
 /// which costs only its first token.
 pub(crate) fn short_command(sql: &[u8], heads: &[&str], max: usize) -> Option<(Token, Vec<Token>)> {
-    let mut toks = source_tokens(sql);
-    let head = toks.next()?;
-    if !head.is_any_kw(sql, heads) {
+    if !starts_with_any_kw(sql, heads) {
         return None;
     }
+    let mut toks = source_tokens(sql);
+    let head = toks.next()?;
     let mut rest: Vec<Token> = toks.take(max + 1).collect();
     if rest.len() > max {
         return None;
@@ -81,6 +82,45 @@ pub(crate) fn short_command(sql: &[u8], heads: &[&str], max: usize) -> Option<(T
         rest.pop();
     }
     Some((head, rest))
+}
+
+/// Whether the first token of `sql` (as [`source_tokens`] reads it) is one of the unquoted
+/// keywords `kws`, in any case. Every statement pgsplit receives is asked this a few times,
+/// so the usual start (whitespace, then a word) is read here without the scanner.
+pub(crate) fn starts_with_any_kw(sql: &[u8], kws: &[&str]) -> bool {
+    match first_word(sql) {
+        Some(word) => kws
+            .iter()
+            .any(|kw| word.eq_ignore_ascii_case(kw.as_bytes())),
+        None => false,
+    }
+}
+
+/// The first token of `sql` when it is a word (a keyword or unquoted identifier), as
+/// [`source_tokens`] reads it. Text that starts with a comment goes through the scanner;
+/// so does a one-letter word, which may be a literal's prefix (`E'...'`, `U&'...'`).
+fn first_word(sql: &[u8]) -> Option<&[u8]> {
+    let start = scan_while(sql, 0, is_space);
+    let first = *sql.get(start)?;
+    if !is_ident_start(first) {
+        if first == b'-' || first == b'/' {
+            return first_word_scanned(sql);
+        }
+        return None;
+    }
+    let end = scan_while(sql, start + 1, is_ident_cont);
+    if end - start == 1 {
+        return first_word_scanned(sql);
+    }
+    sql.get(start..end)
+}
+
+/// [`first_word`] by the scanner.
+fn first_word_scanned(sql: &[u8]) -> Option<&[u8]> {
+    source_tokens(sql)
+        .next()
+        .filter(|t| t.kind == Kind::Word)
+        .map(|t| t.text(sql))
 }
 
 /// Reads a dotted name `a.b.c` (each part a word or a `"quoted"` identifier) at the start of
