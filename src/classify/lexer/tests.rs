@@ -378,3 +378,76 @@ fn the_first_word_is_what_the_scanner_reads_first() {
         }
     }
 }
+
+/// `canonicalize` reads spaces and plain words itself: on any text it must give what the
+/// scanner's lexemes give.
+#[test]
+fn canonical_text_is_what_the_lexemes_make() {
+    use rand::{Rng, SeedableRng};
+    // The same text written from every lexeme the scanner yields.
+    fn by_lexemes(sql: &[u8], standard: bool) -> (Vec<u8>, Result<(), LexError>, bool) {
+        let mut out = Vec::new();
+        let mut canon = Canon::new(&mut out);
+        let mut result = Ok(());
+        for piece in Lexer::new(sql, standard) {
+            match piece {
+                Ok(p) => canon.put(p.lexeme, &sql[p.start..p.end]),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let hint = canon.hint_primary;
+        (out, result, hint)
+    }
+    let pieces: [&[u8]; 32] = [
+        b" ",
+        b"  ",
+        b"\t",
+        b"\n",
+        b"a",
+        b"E",
+        b"e",
+        b"U",
+        b"u",
+        b"N",
+        b"x",
+        b"B",
+        b"sel",
+        b"_",
+        b"1",
+        b"1.5e3",
+        b"'",
+        b"''",
+        b"\"",
+        b"$",
+        b"$$",
+        b"&",
+        b"-",
+        b"--",
+        b"/",
+        b"/*",
+        b"*/",
+        b";",
+        b"\\",
+        b"\xc3\xa9",
+        b"/* pgsplit:primary */",
+        b"(",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut out = Vec::new();
+    for _ in 0..50_000 {
+        let sql: Vec<u8> = (0..rng.gen_range(0..12))
+            .flat_map(|_| pieces[rng.gen_range(0..pieces.len())].iter().copied())
+            .collect();
+        for standard in [true, false] {
+            let scan = canonicalize(&sql, standard, &mut out);
+            let (expected, result, hint) = by_lexemes(&sql, standard);
+            let shown = String::from_utf8_lossy(&sql);
+            assert_eq!(scan.result, result, "{shown:?}");
+            assert_eq!(scan.hint_primary, hint, "{shown:?}");
+            assert_eq!(out, expected, "{shown:?} standard_strings={standard}");
+        }
+    }
+}
