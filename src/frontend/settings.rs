@@ -384,14 +384,10 @@ const LEADING_WORDS: [&str; 11] = [
 /// Reads one statement (its original text, from its first token to its last).
 fn parse_statement(stmt: &str, out: &mut Vec<SettingChange>) {
     let text = stmt.as_bytes();
-    let mut toks = source_tokens(text).peekable();
-    if !toks
-        .peek()
-        .is_some_and(|t| t.is_any_kw(text, &LEADING_WORDS))
-    {
+    if !starts_with_any_kw(text, &LEADING_WORDS) {
         return;
     }
-    let toks: Vec<Token> = toks.collect();
+    let toks: Vec<Token> = source_tokens(text).collect();
     // Unquoted words in lowercase, other tokens as written (so no keyword matches them).
     let words: Vec<Cow<str>> = toks
         .iter()

@@ -385,11 +385,12 @@ fn the_first_word_is_what_the_scanner_reads_first() {
 fn canonical_text_is_what_the_lexemes_make() {
     use rand::{Rng, SeedableRng};
     // The same text written from every lexeme the scanner yields.
-    fn by_lexemes(sql: &[u8], standard: bool) -> (Vec<u8>, Result<(), LexError>, bool) {
+    fn by_lexemes(sql: &[u8], standard: bool) -> (Vec<u8>, Scan) {
         let mut out = Vec::new();
         let mut canon = Canon::new(&mut out);
         let mut result = Ok(());
-        for piece in Lexer::new(sql, standard) {
+        let mut lexer = Lexer::new(sql, standard);
+        for piece in lexer.by_ref() {
             match piece {
                 Ok(p) => canon.put(p.lexeme, &sql[p.start..p.end]),
                 Err(e) => {
@@ -398,8 +399,12 @@ fn canonical_text_is_what_the_lexemes_make() {
                 }
             }
         }
-        let hint = canon.hint_primary;
-        (out, result, hint)
+        let scan = Scan {
+            hint_primary: canon.hint_primary,
+            plain_backslash: lexer.plain_backslash,
+            result,
+        };
+        (out, scan)
     }
     let pieces: [&[u8]; 32] = [
         b" ",
@@ -443,10 +448,9 @@ fn canonical_text_is_what_the_lexemes_make() {
             .collect();
         for standard in [true, false] {
             let scan = canonicalize(&sql, standard, &mut out);
-            let (expected, result, hint) = by_lexemes(&sql, standard);
             let shown = String::from_utf8_lossy(&sql);
-            assert_eq!(scan.result, result, "{shown:?}");
-            assert_eq!(scan.hint_primary, hint, "{shown:?}");
+            let (expected, expected_scan) = by_lexemes(&sql, standard);
+            assert_eq!(scan, expected_scan, "{shown:?} standard_strings={standard}");
             assert_eq!(out, expected, "{shown:?} standard_strings={standard}");
         }
     }
