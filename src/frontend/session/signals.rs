@@ -7,7 +7,6 @@
 
 use super::*;
 use crate::clients::{is_client_pid, Signal};
-use decide::local::{self, Block};
 use decide::signal::{self, Answer, Arg, SignalCall};
 
 /// What pgsplit answers for a portal bound to such a call.
@@ -47,10 +46,10 @@ impl Session {
         if !is_client_pid(pid) {
             return None;
         }
-        let block = local::block(self.server.is_some(), self.status);
-        if block == Block::Failed {
-            return Some(self.raise_on_server(code::IN_FAILED_TRANSACTION, local::IN_FAILED_BLOCK));
-        }
+        let block = match self.local_block() {
+            Ok(block) => block,
+            Err(refused) => return Some(refused),
+        };
         let pid = pid as i32;
         let (code, message) = match self.signal_client(call.signal, pid) {
             Answer::EndOwnSession => return Some(Err(terminated_by_request())),

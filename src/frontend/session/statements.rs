@@ -447,10 +447,10 @@ impl Session {
         &mut self,
         command: router::RouteCommand,
     ) -> Result<(), SessionEnd> {
-        let block = local::block(self.server.is_some(), self.status);
-        if block == Block::Failed {
-            return self.raise_on_server(code::IN_FAILED_TRANSACTION, local::IN_FAILED_BLOCK);
-        }
+        let block = match self.local_block() {
+            Ok(block) => block,
+            Err(refused) => return refused,
+        };
         let mut answer = BytesMut::new();
         let outcome = match command {
             router::RouteCommand::Set(mode) => {
@@ -479,6 +479,17 @@ impl Session {
             return self.fail_local_command(block, code::INVALID_PARAMETER_VALUE, &message);
         }
         self.reply_locally(answer)
+    }
+
+    /// Where a command pgsplit answers itself stands (see `local::block`). In a failed
+    /// transaction block it is refused, as PostgreSQL refuses every command there (25P02),
+    /// and the refusal is the `Err`.
+    pub(super) fn local_block(&mut self) -> Result<Block, Result<(), SessionEnd>> {
+        let block = local::block(self.server.is_some(), self.status);
+        if block == Block::Failed {
+            return Err(self.raise_on_server(code::IN_FAILED_TRANSACTION, local::IN_FAILED_BLOCK));
+        }
+        Ok(block)
     }
 
     /// Fails a command pgsplit answers itself with `code` and `message`: inside a
