@@ -444,6 +444,49 @@ async fn the_token_comes_as_parameter_status_before_ready_for_query() {
     assert_eq!(row.data_row()[0].as_deref(), Some(third[0].as_str()));
 }
 
+/// The ReadyForQuery after a write waits for its position; the reply it ends waits with
+/// it, so the client gets the whole reply in one piece, as PostgreSQL sends it (psycopg's
+/// pipeline tests count the round trips in a libpq trace). Before the fix, the rows and
+/// CommandComplete went out first and the token and ReadyForQuery a round trip later; a
+/// read as soon as anything arrives saw the split in most of 20 tries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writes_reply_comes_in_one_piece_with_its_token() {
+    use common::raw::{bind, execute, parse, sync, RawConn};
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let table = Table::new().await;
+    let t = &table.0;
+    let mut conn = RawConn::login_app(proxy.addr).await;
+    let update = format!("update {t} set v = v + 1 returning v");
+    for i in 0..20 {
+        if i % 2 == 0 {
+            let mut body = update.clone().into_bytes();
+            body.push(0);
+            conn.write_raw(&common::raw::message(b'Q', &body))
+                .await
+                .unwrap();
+        } else {
+            let mut batch = parse("", &update);
+            batch.extend(bind("", ""));
+            batch.extend(execute(""));
+            batch.extend(sync());
+            conn.write_raw(&batch).await.unwrap();
+        }
+        let chunk = conn.first_chunk().await;
+        let mut tags = Vec::new();
+        let mut rest = &chunk[..];
+        while rest.len() >= 5 {
+            let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            tags.push(rest[0] as char);
+            rest = &rest[(1 + len).min(rest.len())..];
+        }
+        let tags: String = tags.into_iter().collect();
+        assert!(
+            tags.ends_with("SZ") && tags.contains('C') && rest.is_empty(),
+            "write {i}: the first read got {tags:?}, not the whole reply with its token"
+        );
+    }
+}
+
 /// The position query pgsplit runs after a write (a simple Query, which destroys the
 /// server's unnamed statement) does not cost the client its unnamed statement: binding it
 /// again after the write works, as it would on PostgreSQL.

@@ -217,6 +217,17 @@ impl RawConn {
         self.until_ready().await
     }
 
+    /// The bytes of the first read that returns any, within 30 s (nothing may be left
+    /// over from earlier messages): what arrived in one piece.
+    pub async fn first_chunk(&mut self) -> Vec<u8> {
+        assert!(self.buf.is_empty(), "unread bytes before the chunk");
+        let mut chunk = vec![0u8; 64 * 1024];
+        let read = tokio::time::timeout(Duration::from_secs(30), self.stream.read(&mut chunk));
+        let n = read.await.expect("no reply within 30 s").expect("read");
+        chunk.truncate(n);
+        chunk
+    }
+
     /// Reads messages up to and including ReadyForQuery.
     pub async fn until_ready(&mut self) -> Vec<Message> {
         let mut out = Vec::new();

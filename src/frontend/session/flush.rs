@@ -1,7 +1,7 @@
 //! Writing to the server and to the client, and the buffers the session reads and writes
 //! through: a large message's allocation is given back once it has gone.
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Session, SessionEnd};
@@ -76,19 +76,13 @@ impl Session {
         self.flush_client().await
     }
 
-    /// Writes the outbox to the client, up to where output is held (see `hold_from`).
+    /// Writes the outbox to the client, unless output is held (see `hold_from`): then the
+    /// whole reply waits for its ReadyForQuery, and the client gets it in one piece, as
+    /// PostgreSQL sends it (drivers that count round trips see one).
     pub(super) async fn flush_client(&mut self) -> Result<(), SessionEnd> {
-        let ready = self.hold_from.unwrap_or(self.outbox.len());
-        if ready > 0 {
-            self.client.send(&self.outbox[..ready]).await?;
-            if ready == self.outbox.len() {
-                self.outbox.clear();
-            } else {
-                self.outbox.advance(ready);
-            }
-            if let Some(at) = self.hold_from.as_mut() {
-                *at = 0;
-            }
+        if self.hold_from.is_none() && !self.outbox.is_empty() {
+            self.client.send(&self.outbox).await?;
+            self.outbox.clear();
         }
         shrink(&mut self.outbox);
         Ok(())

@@ -170,9 +170,9 @@ pub struct Session {
     writes: decide::position::Writes,
     /// The statement or batch being sent ends a transaction (COMMIT, ROLLBACK, ...).
     ending: bool,
-    /// Output to the client from this offset of the outbox waits for the answer of a
-    /// position query sent on its own: the ReadyForQuery after a write, which the causal
-    /// token must precede.
+    /// Output to the client waits for the answer of a position query sent on its own;
+    /// the causal token goes in at this offset of the outbox, ahead of the ReadyForQuery
+    /// after the write.
     hold_from: Option<usize>,
     /// What the position query answered.
     position: Option<u64>,
