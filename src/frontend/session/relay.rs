@@ -72,6 +72,9 @@ impl Session {
                     self.server_mut().status = status;
                     position_ended = Some(status);
                 }
+                // pgsplit's own answers to what the client sent while the position query
+                // ran (a Close) come next, before the reply to the client's Sync.
+                self.queue.emit_synthetic(&mut self.outbox);
                 continue;
             }
             match step {
