@@ -82,22 +82,34 @@ fn write(rng: &mut StdRng) -> String {
     }
 }
 
-/// A statement for the simple or extended protocol, given whether a transaction block is
-/// open (by the sequence so far); updates it for transaction control.
-fn statement(rng: &mut StdRng, in_block: &mut bool) -> String {
-    if *in_block {
+/// The transaction block a sequence has open, by its statements so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    None,
+    ReadWrite,
+    /// `BEGIN READ ONLY`: pgsplit runs it on a replica, where a hot standby refuses
+    /// `LOCK TABLE` stronger than `ROW EXCLUSIVE`, which the primary allows in a read-only
+    /// transaction (docs/routing.md); its blocks take the weakest lock instead.
+    ReadOnly,
+}
+
+/// A statement for the simple or extended protocol, in `block`; updates it for
+/// transaction control.
+fn statement(rng: &mut StdRng, block: &mut Block) -> String {
+    if *block != Block::None {
         return match rng.gen_range(0..14) {
             0 => {
-                *in_block = false;
+                *block = Block::None;
                 "commit".into()
             }
             1 => {
-                *in_block = false;
+                *block = Block::None;
                 "rollback".into()
             }
             2 => "savepoint s".into(),
             3 => "rollback to savepoint s".into(),
             4 => "select 1 / 0".into(),
+            5 if *block == Block::ReadOnly => "lock table {t} in access share mode".into(),
             5 => "lock table {t} in access exclusive mode".into(),
             6..=9 => read(rng),
             _ => write(rng),
@@ -105,13 +117,13 @@ fn statement(rng: &mut StdRng, in_block: &mut bool) -> String {
     }
     match rng.gen_range(0..12) {
         0 => {
-            *in_block = true;
-            [
-                "begin",
-                "begin read only",
-                "begin isolation level serializable",
-            ][rng.gen_range(0..3)]
-            .into()
+            let (begin, kind) = [
+                ("begin", Block::ReadWrite),
+                ("begin read only", Block::ReadOnly),
+                ("begin isolation level serializable", Block::ReadWrite),
+            ][rng.gen_range(0..3)];
+            *block = kind;
+            begin.into()
         }
         1..=6 => read(rng),
         _ => write(rng),
@@ -120,13 +132,13 @@ fn statement(rng: &mut StdRng, in_block: &mut bool) -> String {
 
 /// A random sequence of `steps` steps for one client.
 fn sequence(rng: &mut StdRng, steps: usize) -> Vec<Step> {
-    let mut in_block = false;
+    let mut block = Block::None;
     let mut out = Vec::with_capacity(steps);
     while out.len() < steps {
         let step = match rng.gen_range(0..20) {
-            0 if !in_block => Step::Switch,
-            19 if !in_block => Step::Pause(rng.gen_range(300..700)),
-            1 | 2 if !in_block => {
+            0 if block == Block::None => Step::Switch,
+            19 if block == Block::None => Step::Pause(rng.gen_range(300..700)),
+            1 | 2 if block == Block::None => {
                 // Reads and writes only: a pipeline's statements are all parsed before
                 // any runs, so DDL would make the outcome depend on that order alone.
                 let n = rng.gen_range(2..=4);
@@ -139,9 +151,9 @@ fn sequence(rng: &mut StdRng, steps: usize) -> Vec<Step> {
                     .collect();
                 Step::Pipeline(statements)
             }
-            3 if !in_block => Step::Simple(format!("{}; {}", write(rng), read(rng))),
-            4..=10 => Step::Extended(statement(rng, &mut in_block)),
-            _ => Step::Simple(statement(rng, &mut in_block)),
+            3 if block == Block::None => Step::Simple(format!("{}; {}", write(rng), read(rng))),
+            4..=10 => Step::Extended(statement(rng, &mut block)),
+            _ => Step::Simple(statement(rng, &mut block)),
         };
         out.push(step);
     }
@@ -225,17 +237,21 @@ async fn run(client: &Client, step: &Step, prefix: &str) -> Outcome {
             // order when the futures are first polled. (Pipelined `query(&str)` calls
             // each send their execution when their own Parse is answered, and
             // tokio-postgres was seen to run the second statement of such a pipeline
-            // before the first, straight on PostgreSQL.)
+            // before the first, straight on PostgreSQL.) Each statement is closed as
+            // soon as its rows are in, as `query(&str)` does: its Close and Sync go out
+            // while the rest of the pipeline (and the position of its writes) is still
+            // being answered.
             let mut prepared = Vec::new();
             for s in statements {
                 prepared.push(client.prepare(&sql(s)).await);
             }
-            let queries = prepared.iter().map(|p| async move {
-                let statement = p.as_ref().map_err(sqlstate)?;
+            let queries = prepared.into_iter().map(|p| async move {
+                let statement = p.map_err(|e| sqlstate(&e))?;
                 let rows = client
-                    .query(statement, &[])
+                    .query(&statement, &[])
                     .await
                     .map_err(|e| sqlstate(&e))?;
+                drop(statement);
                 Ok(rows.iter().map(row_text).collect())
             });
             futures_util::future::join_all(queries).await
