@@ -10,14 +10,15 @@
 //! `PGSPLIT_ROUTING_STEPS`, `PGSPLIT_ROUTING_SECS` run it differently or longer): reads,
 //! writes, DDL, locking reads, write functions, data-modifying CTEs, transaction blocks
 //! (read only, serializable, savepoints, errors inside), multi-statement queries, the
-//! simple and extended protocols, pipelines, pauses that let the replicas catch up, and
-//! moves to the client's other connection carrying the causal token (`SET
-//! pgsplit.causal_token`). Each client works on tables of
-//! its own; its sequence then runs again on a fresh copy of them straight on the primary,
-//! and every step's outcome (rows as text, or the SQLSTATE) must match.
+//! simple and extended protocols, named statements executed again, COPY in and out,
+//! pipelines, pauses that let the replicas catch up, and moves to the client's other
+//! connection carrying the causal token (`SET pgsplit.causal_token`). Each client works
+//! on tables of its own; its sequence then runs again on a fresh copy of them straight on
+//! the primary, and every step's outcome (rows as text, or the SQLSTATE) must match.
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::routing::{app_on_primary, replicas_caught_up, Counts};
@@ -36,6 +37,13 @@ enum Step {
     Extended(String),
     /// Statements sent together over the extended protocol before any reply is read.
     Pipeline(Vec<String>),
+    /// Execute the statement `PREPARED[i]` with parameter `k`, prepared on the connection
+    /// the first time it is used there (and kept: a named statement used again later).
+    Execute(usize, i32),
+    /// `COPY ... FROM STDIN` of these `(id, v)` rows (a key taken already fails it).
+    CopyIn(Vec<(i32, i32)>),
+    /// `COPY (SELECT ...) TO STDOUT` of the whole table.
+    CopyOut,
     /// Wait this many milliseconds (long enough for the replicas to catch up), through
     /// pgsplit only.
     Pause(u64),
@@ -47,6 +55,29 @@ enum Step {
 /// What a step gave: its rows as text (all statements together), or the SQLSTATE of its
 /// first error. A pipeline gives one outcome per statement.
 type Outcome = Vec<Result<Vec<Vec<Option<String>>>, String>>;
+
+/// Statements a connection prepares once and executes again with a parameter.
+const PREPARED: [&str; 4] = [
+    "select v::text from {t} where id = $1",
+    "update {t} set v = v + 1 where id = $1",
+    "select {t}_f($1)",
+    "select count(*)::text from {t}_x where id <> $1",
+];
+
+/// A client connection and the statements of [`PREPARED`] it has prepared.
+struct Conn {
+    client: Client,
+    prepared: HashMap<usize, tokio_postgres::Statement>,
+}
+
+impl Conn {
+    fn new(client: Client) -> Conn {
+        Conn {
+            client,
+            prepared: HashMap::new(),
+        }
+    }
+}
 
 /// Statements that read the client's own tables.
 fn read(rng: &mut StdRng) -> String {
@@ -63,7 +94,8 @@ fn read(rng: &mut StdRng) -> String {
 /// Statements that write, in every form that must go to the primary.
 fn write(rng: &mut StdRng) -> String {
     let (k, v) = (rng.gen_range(1..=5), rng.gen_range(0..100));
-    match rng.gen_range(0..11) {
+    match rng.gen_range(0..12) {
+        11 => "delete from {t} where id > 5".into(),
         0 | 1 => format!(
             "insert into {{t}} values ({k}, {v}) on conflict (id) do update set v = excluded.v"
         ),
@@ -152,7 +184,19 @@ fn sequence(rng: &mut StdRng, steps: usize) -> Vec<Step> {
                 Step::Pipeline(statements)
             }
             3 if block == Block::None => Step::Simple(format!("{}; {}", write(rng), read(rng))),
-            4..=10 => Step::Extended(statement(rng, &mut block)),
+            4..=7 => Step::Extended(statement(rng, &mut block)),
+            8 | 9 => Step::Execute(rng.gen_range(0..PREPARED.len()), rng.gen_range(1..=5)),
+            10 => match rng.gen_bool(0.5) || block != Block::None {
+                true => Step::CopyOut,
+                // Outside transaction blocks only: refused before it starts (in a failed
+                // or read-only block), a COPY FROM leaves tokio-postgres unable to read
+                // the next reply, straight on PostgreSQL too.
+                false => Step::CopyIn(
+                    (0..rng.gen_range(1..=3))
+                        .map(|_| (rng.gen_range(4..=8), rng.gen_range(0..100)))
+                        .collect(),
+                ),
+            },
             _ => Step::Simple(statement(rng, &mut block)),
         };
         out.push(step);
@@ -207,8 +251,9 @@ fn sqlstate(e: &tokio_postgres::Error) -> String {
 
 /// Runs one step on `client`, with `{t}` replaced by `prefix` (a `Switch` gives nothing
 /// here: moving is `run_through_proxy`'s).
-async fn run(client: &Client, step: &Step, prefix: &str) -> Outcome {
+async fn run(conn: &mut Conn, step: &Step, prefix: &str) -> Outcome {
     let sql = |s: &str| s.replace("{t}", prefix);
+    let client = &conn.client;
     match step {
         Step::Simple(s) => vec![client
             .simple_query(&sql(s))
@@ -256,12 +301,65 @@ async fn run(client: &Client, step: &Step, prefix: &str) -> Outcome {
             });
             futures_util::future::join_all(queries).await
         }
+        Step::Execute(i, k) => vec![execute(conn, *i, *k, prefix).await],
+        Step::CopyIn(rows) => {
+            let data: String = rows.iter().map(|(id, v)| format!("{id}\t{v}\n")).collect();
+            let copy = sql("copy {t} (id, v) from stdin");
+            vec![copy_in(client, &copy, data)
+                .await
+                .map(|n| vec![vec![Some(n.to_string())]])
+                .map_err(|e| sqlstate(&e))]
+        }
+        Step::CopyOut => {
+            let copy = sql("copy (select id, v from {t} order by id) to stdout");
+            vec![copy_out(client, &copy)
+                .await
+                .map(|text| vec![vec![Some(text)]])
+                .map_err(|e| sqlstate(&e))]
+        }
         Step::Pause(ms) => {
             tokio::time::sleep(Duration::from_millis(*ms)).await;
             Vec::new()
         }
         Step::Switch => Vec::new(),
     }
+}
+
+/// Executes `PREPARED[i]` with `k`, preparing it on this connection first if it has not
+/// been (a failed Parse is tried again next time).
+async fn execute(
+    conn: &mut Conn,
+    i: usize,
+    k: i32,
+    prefix: &str,
+) -> Result<Vec<Vec<Option<String>>>, String> {
+    if !conn.prepared.contains_key(&i) {
+        let text = PREPARED[i].replace("{t}", prefix);
+        let statement = conn.client.prepare(&text).await.map_err(|e| sqlstate(&e))?;
+        conn.prepared.insert(i, statement);
+    }
+    let statement = &conn.prepared[&i];
+    let rows = conn
+        .client
+        .query(statement, &[&k])
+        .await
+        .map_err(|e| sqlstate(&e))?;
+    Ok(rows.iter().map(row_text).collect())
+}
+
+async fn copy_in(client: &Client, sql: &str, data: String) -> Result<u64, tokio_postgres::Error> {
+    use futures_util::SinkExt;
+    let sink = client.copy_in::<_, bytes::Bytes>(sql).await?;
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from(data)).await?;
+    sink.finish().await
+}
+
+async fn copy_out(client: &Client, sql: &str) -> Result<String, tokio_postgres::Error> {
+    use futures_util::TryStreamExt;
+    let stream = client.copy_out(sql).await?;
+    let chunks: Vec<bytes::Bytes> = stream.try_collect().await?;
+    Ok(chunks.iter().map(|c| String::from_utf8_lossy(c)).collect())
 }
 
 /// A connection through `proxy` whose connection task reports how it ended, if badly.
@@ -305,9 +403,9 @@ async fn run_through_proxy(
     prefix: &str,
     deadline: Instant,
 ) -> Vec<Outcome> {
-    let connections = [
-        connect(proxy, &format!("{name}_a")).await,
-        connect(proxy, &format!("{name}_b")).await,
+    let mut connections = [
+        Conn::new(connect(proxy, &format!("{name}_a")).await),
+        Conn::new(connect(proxy, &format!("{name}_b")).await),
     ];
     let mut on = 0;
     let mut outcomes = Vec::new();
@@ -317,7 +415,7 @@ async fn run_through_proxy(
         }
         let outcome = match step {
             Step::Switch => {
-                let moved = switch(&connections[on], &connections[1 - on]).await;
+                let moved = switch(&connections[on].client, &connections[1 - on].client).await;
                 on = 1 - on;
                 // A move gives nothing, as on the primary, unless it failed.
                 moved
@@ -326,7 +424,7 @@ async fn run_through_proxy(
                     .into_iter()
                     .collect()
             }
-            _ => common::with_timeout(60, "a step", run(&connections[on], step, prefix)).await,
+            _ => common::with_timeout(60, "a step", run(&mut connections[on], step, prefix)).await,
         };
         outcomes.push(outcome);
     }
@@ -413,11 +511,11 @@ async fn through_pgsplit_a_client_gets_what_the_primary_gives_property() {
     for (i, ((seq, outcomes), (_, direct))) in
         sequences.iter().zip(&proxied).zip(&prefixes).enumerate()
     {
-        let straight = app_on_primary().await;
+        let mut straight = Conn::new(app_on_primary().await);
         for (n, (step, got)) in seq.iter().zip(outcomes).enumerate() {
             let expected = match step {
                 Step::Pause(_) => Vec::new(),
-                _ => run(&straight, step, direct).await,
+                _ => run(&mut straight, step, direct).await,
             };
             // Names in the rows differ only by the prefix.
             let normalize = |o: &Outcome, prefix: &str| format!("{o:?}").replace(prefix, "T");
