@@ -34,6 +34,46 @@ async fn one_connection_proxy() -> TestProxy {
     TestProxy::start(one_connection).await
 }
 
+/// How the property runs: on the primary alone, or with routing on, where A's reads and
+/// the settings that follow them also land on a replica's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Routing off, one server connection (`one_connection`).
+    Primary,
+    /// Routing on (no read-your-writes, so that more of A's reads reach the replica), the
+    /// primary and replica1 only, one server connection to each. B reads its view on
+    /// both: in a transaction block (the primary) and a read-only one (the replica).
+    Routed,
+}
+
+impl Mode {
+    async fn proxy(self) -> TestProxy {
+        match self {
+            Mode::Primary => one_connection_proxy().await,
+            Mode::Routed => {
+                TestProxy::start(|c| {
+                    one_connection(c);
+                    c.routing.enabled = true;
+                    c.routing.read_your_writes = pgsplit::config::ReadYourWrites::Off;
+                    c.nodes.retain(|n| n.name != "replica2");
+                })
+                .await
+            }
+        }
+    }
+
+    async fn view(self, b: &Client) -> View {
+        match self {
+            Mode::Primary => view(b).await,
+            Mode::Routed => {
+                let primary = view_in_block(b, "BEGIN").await;
+                let replica = view_in_block(b, "BEGIN READ ONLY").await;
+                View::merge([("primary", primary), ("replica", replica)])
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // What a client sees of its session
 // ---------------------------------------------------------------------------------------
@@ -49,7 +89,7 @@ struct View {
     /// The settings at their built-in defaults (`pg_settings.source = 'default'`).
     defaults: BTreeSet<String>,
     /// Every other part, by label: rows as text.
-    parts: BTreeMap<&'static str, Vec<String>>,
+    parts: BTreeMap<String, Vec<String>>,
 }
 
 impl View {
@@ -58,8 +98,31 @@ impl View {
         View {
             settings: BTreeMap::new(),
             defaults: BTreeSet::new(),
-            parts: BTreeMap::from([("error", vec![why])]),
+            parts: BTreeMap::from([("error".to_string(), vec![why])]),
         }
+    }
+
+    /// One view of several, each name and label prefixed with its place.
+    fn merge<const N: usize>(views: [(&str, View); N]) -> View {
+        let mut merged = View {
+            settings: BTreeMap::new(),
+            defaults: BTreeSet::new(),
+            parts: BTreeMap::new(),
+        };
+        for (place, view) in views {
+            if let Some(error) = view.parts.get("error") {
+                return View::unreadable(format!("{place}: {}", error.join(" ")));
+            }
+            let named = |name: String| format!("{place}: {name}");
+            merged
+                .settings
+                .extend(view.settings.into_iter().map(|(k, v)| (named(k), v)));
+            merged.defaults.extend(view.defaults.into_iter().map(named));
+            merged
+                .parts
+                .extend(view.parts.into_iter().map(|(k, v)| (named(k), v)));
+        }
+        merged
     }
 }
 
@@ -150,13 +213,27 @@ async fn view(client: &Client) -> View {
     let mut parts = BTreeMap::new();
     for (label, sql) in VIEW_QUERIES {
         let rows = text_rows(client, sql).await;
-        parts.insert(*label, rows.into_iter().map(|r| r.join(" | ")).collect());
+        parts.insert(
+            label.to_string(),
+            rows.into_iter().map(|r| r.join(" | ")).collect(),
+        );
     }
     View {
         settings,
         defaults,
         parts,
     }
+}
+
+/// The view read inside a transaction block opened with `begin` (routing sends the block,
+/// and so the view, to one node), which is then rolled back.
+async fn view_in_block(client: &Client, begin: &str) -> View {
+    if let Err(e) = with_timeout(30, begin, client.batch_execute(begin)).await {
+        return View::unreadable(format!("{begin}: {}", error_text(&e)));
+    }
+    let view = view(client).await;
+    let _ = with_timeout(30, "ROLLBACK", client.batch_execute("ROLLBACK")).await;
+    view
 }
 
 /// What differs between `got` and `fresh`, one line each; empty when they are equal.
@@ -176,7 +253,7 @@ fn differences(got: &View, fresh: &View) -> String {
             let _ = writeln!(out, "  SHOW {name}: {g:?} (fresh connection: {f:?})");
         }
     }
-    let labels: BTreeSet<&&str> = got.parts.keys().chain(fresh.parts.keys()).collect();
+    let labels: BTreeSet<&String> = got.parts.keys().chain(fresh.parts.keys()).collect();
     for label in labels {
         let (rows, fresh_rows) = (got.parts.get(label), fresh.parts.get(label));
         if rows != fresh_rows {
@@ -582,7 +659,7 @@ struct Run {
 /// Runs `case` on `proxy`: A (application_name `a_name`) sends its statements (after an
 /// error, the rest of that group is skipped and A sends ROLLBACK, so it never keeps a
 /// failed transaction open), then B (`b_name`) reads its view.
-async fn run_case(proxy: &TestProxy, case: &Case, a_name: &str, b_name: &str) -> Run {
+async fn run_case(mode: Mode, proxy: &TestProxy, case: &Case, a_name: &str, b_name: &str) -> Run {
     let mut log = Vec::new();
     let mut config = proxy.pg_config(a_name);
     if let Some(options) = &case.a_options {
@@ -618,8 +695,14 @@ async fn run_case(proxy: &TestProxy, case: &Case, a_name: &str, b_name: &str) ->
         .map(|(row, _)| row.id)
         .max()
         .unwrap_or_default();
+    // With routing on, a read after each group carries A's settings to the replica.
+    let read = Sent {
+        proto: Proto::Simple,
+        sql: "SELECT 1".into(),
+    };
+    let after_group = (mode == Mode::Routed).then_some(&read);
     for group in &case.groups {
-        for sent in group {
+        for sent in group.iter().chain(after_group) {
             let outcome = send(&a, sent).await;
             log.push(format!(
                 "{:<8} {} -> {}",
@@ -644,7 +727,7 @@ async fn run_case(proxy: &TestProxy, case: &Case, a_name: &str, b_name: &str) ->
         drop(a);
     }
     let view = match try_connect(&proxy.pg_config(b_name)).await {
-        Ok(b) => view(&b).await,
+        Ok(b) => mode.view(&b).await,
         Err(e) => View::unreadable(format!("B could not connect: {e}")),
     };
     Run {
@@ -736,6 +819,7 @@ fn describe(run: &Run) -> String {
 /// each group while it still leaks, then without A's startup options if it still leaks.
 /// None when no part leaks on its own (the connection's history matters).
 async fn shrink(
+    mode: Mode,
     world: &World,
     case: &Case,
     fresh: &View,
@@ -744,8 +828,8 @@ async fn shrink(
 ) -> Option<Run> {
     let leaks = |case: Case| async move {
         world.wait_unlocked().await;
-        let proxy = one_connection_proxy().await;
-        let run = run_case(&proxy, &case, a_name, b_name).await;
+        let proxy = mode.proxy().await;
+        let run = run_case(mode, &proxy, &case, a_name, b_name).await;
         (!differences(&run.view, fresh).is_empty()).then_some(run)
     };
     let len = case.groups.len();
@@ -795,27 +879,57 @@ async fn shrink(
 /// leak it prints the seed, the case, and the smallest part of it that leaks on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolation_property() {
-    let seed = common::env_number("PGSPLIT_ISOLATION_SEED", 9);
+    property(Mode::Primary, 9).await;
+}
+
+/// The same with routing on: A's reads, and the settings replayed for them, also run on a
+/// replica's connection, which B then reads its view on too (`Mode::Routed`). Its own
+/// default seed; `PGSPLIT_ISOLATION_SEED` and the others apply to both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_property_routed() {
+    property(Mode::Routed, 10).await;
+}
+
+async fn property(mode: Mode, default_seed: u64) {
+    let seed = common::env_number("PGSPLIT_ISOLATION_SEED", default_seed);
     let cases = common::env_number("PGSPLIT_ISOLATION_CASES", 150);
     let secs = common::env_number("PGSPLIT_ISOLATION_SECS", 20);
-    let world = World::create("prop").await;
+    let label = match mode {
+        Mode::Primary => "prop",
+        Mode::Routed => "prop_routed",
+    };
+    let world = World::create(label).await;
     let a_name = unique("iso_prop_a");
     let b_name = unique("iso_prop_b");
 
     // The baseline: B's view on a server connection nobody used before.
     let fresh = {
-        let proxy = one_connection_proxy().await;
+        let proxy = mode.proxy().await;
         let b = proxy.connect(&b_name).await;
-        view(&b).await
+        mode.view(&b).await
     };
-    assert_eq!(fresh.parts["current_user"], ["app"]);
+    let place = match mode {
+        Mode::Primary => "",
+        Mode::Routed => "replica: ",
+    };
+    assert_eq!(fresh.parts[&format!("{place}current_user")], ["app"]);
     assert_eq!(
-        fresh.settings.get("application_name"),
+        fresh.settings.get(&format!("{place}application_name")),
         Some(&b_name),
         "B's own application_name"
     );
+    if mode == Mode::Routed {
+        assert_eq!(
+            fresh
+                .settings
+                .get("replica: in_hot_standby")
+                .map(String::as_str),
+            Some("on"),
+            "B's read-only view is read on the replica"
+        );
+    }
 
-    let proxy = one_connection_proxy().await;
+    let proxy = mode.proxy().await;
     let started = Instant::now();
     let mut ran = 0;
     let mut stayed = 0;
@@ -828,7 +942,7 @@ async fn isolation_property() {
         }
         let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(i));
         let case = random_case(&mut rng, &world);
-        let run = run_case(&proxy, &case, &a_name, &b_name).await;
+        let run = run_case(mode, &proxy, &case, &a_name, &b_name).await;
         ran += 1;
         stayed += usize::from(run.a_stayed);
         terminated += usize::from(run.log.iter().any(|l| l.contains("pg_terminate_backend")));
@@ -839,17 +953,19 @@ async fn isolation_property() {
             break;
         }
     }
+    // Statements of A's (and B's views) each node ran.
+    let by_node = proxy.proxy.routing().stats.by_node();
     // Its backend may hold advisory locks that the shrinking would wait for.
     drop(proxy);
     if let Some((i, case, run)) = leak {
         let mut report = format!(
-            "client B's session differs from a fresh connection's \
-             (PGSPLIT_ISOLATION_SEED={seed}, case {i} of this seed; earlier cases ran on the \
+            "client B's session differs from a fresh connection's ({mode:?}, \
+             PGSPLIT_ISOLATION_SEED={seed}, case {i} of this seed; earlier cases ran on the \
              same server connection)\n{}B saw:\n{}",
             describe(&run),
             differences(&run.view, &fresh)
         );
-        match shrink(&world, &case, &fresh, &a_name, &b_name).await {
+        match shrink(mode, &world, &case, &fresh, &a_name, &b_name).await {
             Some(small_run) => {
                 let _ = write!(
                     report,
@@ -866,12 +982,21 @@ async fn isolation_property() {
         panic!("{report}");
     }
     println!(
-        "isolation_property: seed {seed}, {ran} cases in {:.1} s, A still connected in \
+        "isolation_property ({mode:?}): seed {seed}, {ran} cases in {:.1} s, A still connected in \
          {stayed}, terminated by another client in {terminated}; A sent {sent} statements, \
          {failed} failed",
         started.elapsed().as_secs_f64()
     );
     assert!(ran >= 10, "only {ran} cases ran within {secs} s");
+    if mode == Mode::Routed {
+        println!("statements by node (primary first): {by_node:?}");
+        let replica_reads = by_node.get(1).copied().unwrap_or(0);
+        // B's read-only views alone are one a case: A's reads come on top.
+        assert!(
+            replica_reads > ran as u64,
+            "A's reads never reached the replica ({by_node:?})"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
