@@ -280,9 +280,10 @@ async fn run(conn: &mut Conn, step: &Step, prefix: &str) -> Outcome {
         Step::Pipeline(statements) => {
             // Prepared one by one first: then every Bind, Execute and Sync goes out in
             // order when the futures are first polled. (Pipelined `query(&str)` calls
-            // each send their execution when their own Parse is answered, and
-            // tokio-postgres was seen to run the second statement of such a pipeline
-            // before the first, straight on PostgreSQL.) Each statement is closed as
+            // each send their execution only once their own Parse is answered. In two
+            // early runs the straight-to-PostgreSQL side then gave the second statement's
+            // result as if it ran first; a later 148-pipeline check found no such case,
+            // and the cause was not found.) Each statement is closed as
             // soon as its rows are in, as `query(&str)` does: its Close and Sync go out
             // while the rest of the pipeline (and the position of its writes) is still
             // being answered.
