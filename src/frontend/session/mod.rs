@@ -278,7 +278,10 @@ impl Session {
 
     /// Waits for bytes from the client or the server, and handles them.
     async fn step(&mut self) -> Result<(), SessionEnd> {
-        if self.held_for_route && self.server.is_none() {
+        // Messages held until the replica answered what came before: handled once they
+        // need not wait any more (the replica is done and released, or the transaction it
+        // began is open there, where they then run).
+        if self.held_for_route && !self.must_wait_for_route() {
             self.held_for_route = false;
             return self.on_client_data().await;
         }
