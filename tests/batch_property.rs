@@ -29,6 +29,10 @@ enum Item {
     Run(String),
     /// Parse of a named statement, then two Binds and Executes of it.
     Twice(String),
+    /// Bind and Execute of the unnamed statement as it is now (a failed Parse leaves none).
+    Rebind,
+    /// Describe of the unnamed statement.
+    Describe,
     Sync,
     Flush,
 }
@@ -76,7 +80,11 @@ fn batch(rng: &mut StdRng) -> Vec<Item> {
         items.push(Item::Twice(parses));
     }
     for _ in 0..rng.gen_range(1..=8) {
-        items.push(Item::Run(sql(rng)));
+        items.push(match rng.gen_range(0..10) {
+            0 => Item::Rebind,
+            1 => Item::Describe,
+            _ => Item::Run(sql(rng)),
+        });
         match rng.gen_range(0..10) {
             0 | 1 => items.push(Item::Sync),
             2 => items.push(Item::Flush),
@@ -119,6 +127,13 @@ fn encode(items: &[Item], table: &str, case: u64) -> Vec<u8> {
                     out.extend(bind_plain(&name));
                     out.extend(execute(""));
                 }
+            }
+            Item::Rebind => {
+                out.extend(bind_plain(""));
+                out.extend(execute(""));
+            }
+            Item::Describe => {
+                out.extend(common::raw::message(b'D', b"S\0"));
             }
             Item::Sync => out.extend(sync()),
             Item::Flush => out.extend(flush()),
@@ -277,4 +292,40 @@ async fn statements_after_a_read_only_begin_in_the_same_write_run() {
         .to_vec()),
         "the transaction runs on a replica, and to its end"
     );
+}
+
+/// A batch that starts with a Describe of the unnamed statement (a read, parsed in the
+/// batch before) and goes on with a write, sent while a replica still answers that read:
+/// it waits for the replica, then runs on the primary. It ran on the replica, where the
+/// write failed with 25006 (found by the property above, seed 6): only a batch starting
+/// with Parse or Bind was classed as a whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_a_batch_starting_with_a_describe_runs_on_the_primary() {
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let table = common::unique("bdescribe");
+    let primary = app_on_primary().await;
+    primary
+        .batch_execute(&format!(
+            "create table {table} (id int primary key, v int not null); grant all on {table} to public;"
+        ))
+        .await
+        .unwrap();
+    replicas_caught_up(30).await;
+    let mut conn = RawConn::login_app(proxy.addr).await;
+    for id in 1..=10 {
+        let items = [
+            Item::Run("select count(*) from {t}".into()),
+            Item::Sync,
+            Item::Describe,
+            Item::Run(format!("insert into {{t}} values ({id}, 0)")),
+            Item::Sync,
+        ];
+        conn.write_raw(&encode(&items, &table, 0)).await.unwrap();
+        let got = replies(&mut conn, 2).await.unwrap();
+        assert!(
+            got.contains(&"C INSERT 0 1".to_string()),
+            "insert {id}: {got:?}"
+        );
+    }
+    let _ = primary.batch_execute(&format!("drop table {table}")).await;
 }

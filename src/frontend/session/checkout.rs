@@ -24,6 +24,10 @@ impl Known for Session {
             .get(name)
             .map(|stmt| self.classify_now(&stmt.query))
     }
+
+    fn unnamed(&self) -> Option<Classification> {
+        self.unnamed.as_ref().map(|u| self.classify_now(&u.sql))
+    }
 }
 
 impl Session {
@@ -67,7 +71,10 @@ impl Session {
             true => self.resync_kept_server().await?,
             false => {
                 let batch = match (class, extended) {
-                    (Some(c), true) => self.batch_class(c),
+                    (Some(c), true) => {
+                        let unnamed = self.unnamed.as_ref().is_some_and(|u| Some(&u.sql) == sql);
+                        self.batch_class(c, unnamed)
+                    }
                     (Some(c), false) => c,
                     (None, _) => Classification::UNKNOWN,
                 };
@@ -198,11 +205,13 @@ impl Session {
         None
     }
 
-    /// The class of the extended-protocol batch that starts with `first`: the statements
-    /// the client sent with it, up to the Sync, run as one implicit transaction on one
-    /// server. When the Sync has not arrived yet, what follows is unknown: primary.
-    pub(super) fn batch_class(&self, first: Classification) -> Classification {
-        pipeline::batch_class(&self.inbox, first, self.ctx.max_message_size, self)
+    /// The class of the extended-protocol batch that starts with `first` (the client's
+    /// unnamed statement when `first_unnamed`): the statements the client sent with it,
+    /// up to the Sync, run as one implicit transaction on one server. When the Sync has
+    /// not arrived yet, what follows is unknown: primary.
+    pub(super) fn batch_class(&self, first: Classification, first_unnamed: bool) -> Classification {
+        let limit = self.ctx.max_message_size;
+        pipeline::batch_class(&self.inbox, first, first_unnamed, limit, self)
     }
 
     /// A server kept across statements (session pooling, a session-bound client) whose settings

@@ -6,7 +6,7 @@
 use crate::classify::Classification;
 use crate::router;
 use crate::wire::frame::peek_frame_len;
-use crate::wire::message::{read_bind, read_parse, read_query, TxStatus};
+use crate::wire::message::{read_bind, read_parse, read_query, read_target, TxStatus};
 
 /// What the session can tell about SQL without waiting.
 pub trait Known {
@@ -14,19 +14,60 @@ pub trait Known {
     fn class_of(&self, sql: &[u8]) -> Classification;
     /// The class of the client's prepared statement `name`, if it has one by that name.
     fn prepared(&self, name: &[u8]) -> Option<Classification>;
+    /// The class of the client's unnamed statement, if it has one.
+    fn unnamed(&self) -> Option<Classification>;
+}
+
+/// The statement a Parse (`P`), a Bind (`B`) or a Describe of a statement (`D` ... `S`)
+/// with `body` is about, and its class when the client has it: the SQL of a Parse, the
+/// client's named statement, or its unnamed one. `None` for other messages.
+fn statement(tag: u8, body: &[u8], known: &impl Known) -> Option<Statement> {
+    let name = match tag {
+        b'P' => {
+            let parse = read_parse(body)?;
+            return Some(Statement {
+                unnamed: parse.name.is_empty(),
+                class: Some(known.class_of(parse.query)),
+            });
+        }
+        b'B' => read_bind(body).map(|(_, name, _)| name)?,
+        b'D' => match read_target(body)? {
+            (b'S', name) => name,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let class = match name.is_empty() {
+        true => known.unnamed(),
+        false => known.prepared(name),
+    };
+    Some(Statement {
+        unnamed: name.is_empty(),
+        class,
+    })
+}
+
+/// What [`statement`] finds.
+struct Statement {
+    /// It is the unnamed statement (parsed by this message, or before).
+    unnamed: bool,
+    class: Option<Classification>,
 }
 
 /// The class of an extended-protocol batch that starts with `first` and goes on with the
 /// client messages in `rest`, up to its Sync. When the Sync has not arrived yet, what
-/// follows is unknown: the primary.
+/// follows is unknown: the primary. `first_unnamed` says `first` is the class of the
+/// unnamed statement, which a Bind or Describe of it in `rest` then does not add again.
 pub fn batch_class(
     rest: &[u8],
     first: Classification,
+    first_unnamed: bool,
     max_message_size: usize,
     known: &impl Known,
 ) -> Classification {
     let unknown = Classification::UNKNOWN;
     let mut class = first;
+    let mut unnamed_counted = first_unnamed;
     let mut rest = rest;
     loop {
         let Ok(Some(total)) = peek_frame_len(rest, max_message_size) else {
@@ -36,16 +77,17 @@ pub fn batch_class(
             return router::merge(class, unknown);
         }
         let (tag, body) = (rest[0], &rest[5..total]);
-        let next = match tag {
-            b'S' => return class,
-            b'P' => read_parse(body).map(|p| known.class_of(p.query)),
-            b'B' => read_bind(body)
-                .and_then(|(_, name, _)| (!name.is_empty()).then_some(name))
-                .and_then(|name| known.prepared(name)),
-            _ => None,
-        };
-        if let Some(next) = next {
-            class = router::merge(class, next);
+        if tag == b'S' {
+            return class;
+        }
+        if let Some(stmt) = statement(tag, body, known) {
+            // A Parse of the unnamed statement replaces it; a Bind or Describe of it adds
+            // nothing once it is counted.
+            let counted = stmt.unnamed && unnamed_counted && tag != b'P';
+            unnamed_counted |= stmt.unnamed;
+            if let Some(next) = stmt.class.filter(|_| !counted) {
+                class = router::merge(class, next);
+            }
         }
         rest = &rest[total..];
     }
@@ -80,22 +122,30 @@ pub fn must_wait(place: Place, inbox: &[u8], max_message_size: usize, known: &im
     }
     let (tag, body) = (inbox[0], &inbox[5..total]);
     let class = match tag {
-        b'Q' => read_query(body).map(|sql| known.class_of(sql)),
+        b'Q' => match read_query(body) {
+            Some(sql) => known.class_of(sql),
+            None => return false,
+        },
         // A FunctionCall names its function by OID: not known to be a read.
-        b'F' => Some(Classification::UNKNOWN),
+        b'F' => Classification::UNKNOWN,
         _ if place.in_batch => return false,
-        b'P' => read_parse(body).map(|p| known.class_of(p.query)),
-        b'B' => read_bind(body).and_then(|(_, name, _)| known.prepared(name)),
-        _ => None,
-    };
-    let Some(class) = class else {
-        return false;
-    };
-    let class = if tag == b'Q' || tag == b'F' {
-        class
-    } else {
-        // With the rest of the batch after this message.
-        batch_class(&inbox[total..], class, max_message_size, known)
+        // A Sync or Flush alone runs nothing.
+        b'S' | b'H' => return false,
+        // A batch starts here, with whatever message (a Describe or Bind of a statement
+        // parsed before, a Close): its class is that of every statement in it up to its
+        // Sync.
+        _ => {
+            let stmt = statement(tag, body, known);
+            let unnamed = stmt
+                .as_ref()
+                .is_some_and(|s| s.unnamed && s.class.is_some());
+            let first = stmt.and_then(|s| s.class).unwrap_or(Classification::of(
+                crate::classify::Class::Read {
+                    primary_table: false,
+                },
+            ));
+            batch_class(&inbox[total..], first, unnamed, max_message_size, known)
+        }
     };
     !router::replica_ok(&class)
 }
@@ -130,6 +180,9 @@ mod tests {
                 _ => None,
             }
         }
+        fn unnamed(&self) -> Option<Classification> {
+            Some(READ)
+        }
     }
 
     fn parse(sql: &str) -> Vec<u8> {
@@ -151,15 +204,16 @@ mod tests {
     #[test]
     fn a_batch_is_a_read_only_if_every_statement_up_to_its_sync_is() {
         let reads = batch(&[parse("select 1"), bind("r"), sync(), parse("insert")]);
-        assert_eq!(batch_class(&reads, READ, LIMIT, &Fake), READ);
+        assert_eq!(batch_class(&reads, READ, false, LIMIT, &Fake), READ);
         let mixed = batch(&[parse("select 1"), bind("w"), sync()]);
         assert!(!router::replica_ok(&batch_class(
-            &mixed, READ, LIMIT, &Fake
+            &mixed, READ, false, LIMIT, &Fake
         )));
         let parsed_write = batch(&[parse("update"), sync()]);
         assert!(!router::replica_ok(&batch_class(
             &parsed_write,
             READ,
+            false,
             LIMIT,
             &Fake
         )));
@@ -168,17 +222,21 @@ mod tests {
     #[test]
     fn a_batch_whose_sync_has_not_arrived_is_unknown() {
         let open = batch(&[parse("select 1"), bind("r")]);
-        assert!(!router::replica_ok(&batch_class(&open, READ, LIMIT, &Fake)));
+        assert!(!router::replica_ok(&batch_class(
+            &open, READ, false, LIMIT, &Fake
+        )));
         // A message cut short counts as not arrived.
         let cut = batch(&[parse("select 1"), sync()]);
         let cut = &cut[..cut.len() - 1];
-        assert!(!router::replica_ok(&batch_class(cut, READ, LIMIT, &Fake)));
+        assert!(!router::replica_ok(&batch_class(
+            cut, READ, false, LIMIT, &Fake
+        )));
     }
 
     #[test]
     fn a_batch_binding_an_unknown_or_unnamed_statement_is_classed_by_the_rest() {
         let rest = batch(&[bind("nope"), bind(""), sync()]);
-        assert_eq!(batch_class(&rest, READ, LIMIT, &Fake), READ);
+        assert_eq!(batch_class(&rest, READ, false, LIMIT, &Fake), READ);
     }
 
     const ON_REPLICA: Place = Place {
@@ -187,6 +245,49 @@ mod tests {
         status: TxStatus::Idle,
         in_batch: false,
     };
+
+    fn describe_unnamed() -> Vec<u8> {
+        msg::target_message(b'D', b'S', b"").to_vec()
+    }
+
+    #[test]
+    fn a_bind_of_the_unnamed_statement_that_started_the_batch_counts_once() {
+        const BEGIN: Classification = Classification::of(Class::Begin { read_only: false });
+        let rest = batch(&[bind(""), sync()]);
+        // pgbench -M extended: Parse of BEGIN, then its Bind: still a BEGIN.
+        assert_eq!(batch_class(&rest, BEGIN, true, LIMIT, &Fake), BEGIN);
+        // Another unnamed statement (here a read) bound after a named one is counted.
+        assert_ne!(batch_class(&rest, BEGIN, false, LIMIT, &Fake), BEGIN);
+        // Parsed again in the batch, the unnamed statement is the new one.
+        let reparsed = batch(&[parse("update"), bind(""), sync()]);
+        assert!(!router::replica_ok(&batch_class(
+            &reparsed, READ, true, LIMIT, &Fake
+        )));
+    }
+
+    #[test]
+    fn a_batch_that_starts_without_a_parse_is_classed_by_all_its_statements() {
+        // A Describe of the (reading) unnamed statement, then a write, up to the Sync.
+        let write_after = batch(&[describe_unnamed(), parse("insert"), sync()]);
+        assert!(must_wait(ON_REPLICA, &write_after, LIMIT, &Fake));
+        let close_first = batch(&[
+            msg::target_message(b'C', b'S', b"x").to_vec(),
+            parse("update"),
+            sync(),
+        ]);
+        assert!(must_wait(ON_REPLICA, &close_first, LIMIT, &Fake));
+        // Reads only: no need to wait.
+        let reads = batch(&[describe_unnamed(), bind(""), bind("r"), sync()]);
+        assert!(!must_wait(ON_REPLICA, &reads, LIMIT, &Fake));
+        // A Sync or Flush alone runs nothing.
+        assert!(!must_wait(ON_REPLICA, &sync(), LIMIT, &Fake));
+        // Inside a batch, messages go where the batch went.
+        let inside = Place {
+            in_batch: true,
+            ..ON_REPLICA
+        };
+        assert!(!must_wait(inside, &write_after, LIMIT, &Fake));
+    }
 
     #[test]
     fn a_write_pipelined_behind_a_replicas_reply_waits() {
@@ -247,6 +348,10 @@ mod tests {
         ));
         // Messages that start no statement.
         assert!(!must_wait(ON_REPLICA, &sync(), LIMIT, &Fake));
-        assert!(!must_wait(ON_REPLICA, &bind("nope"), LIMIT, &Fake));
+        let unknown_statement = batch(&[bind("nope"), sync()]);
+        assert!(!must_wait(ON_REPLICA, &unknown_statement, LIMIT, &Fake));
+        // A batch whose Sync has not arrived may still write: it waits, whatever its first
+        // message.
+        assert!(must_wait(ON_REPLICA, &bind("nope"), LIMIT, &Fake));
     }
 }
