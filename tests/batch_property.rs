@@ -329,3 +329,47 @@ async fn a_write_in_a_batch_starting_with_a_describe_runs_on_the_primary() {
     }
     let _ = primary.batch_execute(&format!("drop table {table}")).await;
 }
+
+/// A Parse of the unnamed statement that the server skips (an earlier message of its
+/// batch failed) leaves the client with no unnamed statement, as in PostgreSQL: a Bind of
+/// it gets 26000. pgsplit took the Parse as done, so the Bind ran what the server
+/// connection held: another client's unnamed statement, whose row it returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_unnamed_parse_leaves_no_unnamed_statement() {
+    let proxy = TestProxy::start(|c| {
+        c.routing.enabled = false;
+        c.pool.max_size = 1;
+    })
+    .await;
+    // Client B leaves its unnamed statement on the only server connection.
+    let mut b = RawConn::login_app(proxy.addr).await;
+    let b_batch = encode(&[Item::Run("select 'B'".into()), Item::Sync], "unused", 0);
+    b.write_raw(&b_batch).await.unwrap();
+    replies(&mut b, 1).await.unwrap();
+    // Client A: a named statement that fails, then an unnamed Parse the server skips;
+    // then a Bind of the unnamed statement. Through pgsplit and straight to PostgreSQL.
+    let mut first = parse("f", "select 1/0");
+    first.extend(bind_plain("f"));
+    first.extend(execute(""));
+    first.extend(parse("", "select 'A'"));
+    first.extend(bind_plain(""));
+    first.extend(execute(""));
+    first.extend(sync());
+    let again = encode(&[Item::Rebind, Item::Sync], "unused", 0);
+    let direct_addr = format!("127.0.0.1:{}", common::primary_port())
+        .parse()
+        .unwrap();
+    let mut outcomes = Vec::new();
+    for addr in [proxy.addr, direct_addr] {
+        let mut a = RawConn::login_app(addr).await;
+        a.write_raw(&first).await.unwrap();
+        let failed = replies(&mut a, 1).await.unwrap();
+        a.write_raw(&again).await.unwrap();
+        outcomes.push((failed, replies(&mut a, 1).await.unwrap()));
+    }
+    assert_eq!(
+        outcomes[0], outcomes[1],
+        "through pgsplit (left), straight (right)"
+    );
+    assert_eq!(outcomes[1].1, ["E 26000", "Z I"].map(String::from).to_vec());
+}

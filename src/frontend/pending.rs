@@ -59,15 +59,25 @@ pub enum Hide {
     Position(bool),
 }
 
+/// The statement a Parse creates on the server, which is gone (or was never made) if the
+/// Parse fails or the server skips it after an earlier error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// A named statement (pgsplit's name for it on the server).
+    Named(Arc<str>),
+    /// The unnamed statement, by the id of the client's statement it holds.
+    Unnamed(u64),
+}
+
 /// One expected reply, or one answer of pgsplit's own.
 #[derive(Debug, Clone)]
 pub enum Pending {
     Reply {
         kind: Kind,
         hide: Hide,
-        /// For a Parse that creates a server-side statement: its name, forgotten if the
-        /// Parse fails.
-        statement: Option<Arc<str>>,
+        /// For a Parse: the statement it creates, forgotten if the Parse fails or is
+        /// skipped.
+        statement: Option<Parsed>,
     },
     Synthetic(Bytes),
     /// The client ended a COPY (CopyDone or CopyFail). No reply: it marks where the
@@ -107,8 +117,8 @@ pub struct PendingQueue {
     /// The server is in copy-in mode and the client has not ended the copy yet: the
     /// server ignores Syncs until then, so none is expected.
     copy_in: bool,
-    /// Server-side statements whose Parse failed, for the caller to forget.
-    failed_statements: Vec<Arc<str>>,
+    /// Server-side statements whose Parse failed or was skipped, for the caller to forget.
+    failed_statements: Vec<Parsed>,
 }
 
 impl PendingQueue {
@@ -199,7 +209,7 @@ impl PendingQueue {
     }
 
     /// Takes the names of server-side statements whose Parse failed.
-    pub fn take_failed_statements(&mut self) -> Vec<Arc<str>> {
+    pub fn take_failed_statements(&mut self) -> Vec<Parsed> {
         std::mem::take(&mut self.failed_statements)
     }
 
@@ -362,7 +372,7 @@ mod tests {
         q.push(Pending::Reply {
             kind: Kind::Parse,
             hide: Hide::Completion,
-            statement: Some("s1".into()),
+            statement: Some(Parsed::Named("s1".into())),
         });
         q.push(Pending::reply(Kind::Bind));
         q.push(Pending::reply(Kind::Execute));
@@ -373,13 +383,16 @@ mod tests {
         q.push(Pending::Reply {
             kind: Kind::Parse,
             hide: Hide::Completion,
-            statement: Some("s2".into()),
+            statement: Some(Parsed::Named("s2".into())),
         });
         q.push(Pending::reply(Kind::Bind));
         q.push(Pending::Synthetic(Bytes::from_static(b"3")));
         q.push(Pending::reply(Kind::Sync));
         assert_eq!(run(&mut q, b"EZ"), b"EZ");
-        assert_eq!(q.take_failed_statements(), vec![Arc::<str>::from("s2")]);
+        assert_eq!(
+            q.take_failed_statements(),
+            vec![Parsed::Named(Arc::<str>::from("s2"))]
+        );
         assert!(q.is_empty());
     }
 

@@ -27,7 +27,7 @@ use decide::waits::{self, StallWatch, STALL_CHECK};
 use flush::{reserve, shrink, BUFFER_SIZE, SHRINK_ABOVE, STREAM_FROM};
 use portals::{Portals, Unnamed};
 
-use super::pending::{Hide, Kind, Pending, PendingQueue, Verdict};
+use super::pending::{Hide, Kind, Parsed, Pending, PendingQueue, Verdict};
 use super::retry::{ReadRetry, Step};
 use super::settings::{sync_sql, ClientSettings, ServerSettings};
 use super::stream::ClientStream;

@@ -161,8 +161,27 @@ impl Session {
                 source: e.into(),
             }));
         }
-        for name in failed {
-            server.statements.remove(&name);
+        let mut unnamed_gone = Vec::new();
+        for parsed in failed {
+            match parsed {
+                Parsed::Named(name) => {
+                    server.statements.remove(&name);
+                }
+                Parsed::Unnamed(id) => {
+                    if server.unnamed == Some(id) {
+                        server.unnamed = None;
+                    }
+                    unnamed_gone.push(id);
+                }
+            }
+        }
+        // The client's unnamed statement did not survive a failed or skipped Parse of it.
+        if self
+            .unnamed
+            .as_ref()
+            .is_some_and(|u| unnamed_gone.contains(&u.id))
+        {
+            self.unnamed = None;
         }
         if let Some(status) = position_ended {
             self.position_done(status);

@@ -83,11 +83,22 @@ impl Session {
             let sql = frame.bytes.slice(6..6 + parse.query.len());
             let unnamed = Unnamed::new(sql.clone(), frame.bytes.clone());
             let id = unnamed.id;
+            // PostgreSQL drops the unnamed statement before it parses the new one, so
+            // after a Parse that fails, or is skipped after an earlier error, the client
+            // has none (see `relay`).
             self.unnamed = Some(unnamed);
-            self.forward_routed(frame, Kind::Parse, &sql).await?;
-            if let Some(server) = self.server.as_mut() {
-                server.unnamed = Some(id);
+            if !self.ensure_server(Some(&sql), true).await? {
+                self.unnamed = None;
+                self.skip_to_sync = true;
+                return Ok(());
             }
+            self.to_server.extend_from_slice(&frame.bytes);
+            self.queue.push(Pending::Reply {
+                kind: Kind::Parse,
+                hide: Hide::Nothing,
+                statement: Some(Parsed::Unnamed(id)),
+            });
+            self.server_mut().unnamed = Some(id);
             return Ok(());
         }
         if self.statements.get(parse.name).is_some() {
@@ -283,7 +294,7 @@ impl Session {
         self.queue.push(Pending::Reply {
             kind: Kind::Parse,
             hide: Hide::Completion,
-            statement: None,
+            statement: Some(Parsed::Unnamed(unnamed.id)),
         });
     }
 
@@ -359,22 +370,6 @@ impl Session {
         Ok(())
     }
 
-    /// Forwards a message that carries SQL the router can look at.
-    pub(super) async fn forward_routed(
-        &mut self,
-        frame: Frame,
-        kind: Kind,
-        sql: &Bytes,
-    ) -> Result<(), SessionEnd> {
-        if !self.ensure_server(Some(sql), true).await? {
-            self.skip_to_sync = true;
-            return Ok(());
-        }
-        self.to_server.extend_from_slice(&frame.bytes);
-        self.queue.push(Pending::reply(kind));
-        Ok(())
-    }
-
     /// Queues a Parse for `stmt` on the current server unless it has it already; the
     /// client does not see the reply.
     pub(super) fn ensure_prepared(&mut self, stmt: &Arc<PreparedStatement>) {
@@ -403,7 +398,7 @@ impl Session {
         self.queue.push(Pending::Reply {
             kind: Kind::Parse,
             hide,
-            statement: Some(stmt.server_name.clone()),
+            statement: Some(Parsed::Named(stmt.server_name.clone())),
         });
     }
 
