@@ -80,9 +80,13 @@ fn batch(rng: &mut StdRng) -> Vec<Item> {
         items.push(Item::Twice(parses));
     }
     for _ in 0..rng.gen_range(1..=8) {
+        // A Bind or Describe of the unnamed statement right after its Parse only: one
+        // that finds none inside a failed transaction gets 25P02 through pgsplit where
+        // PostgreSQL says 26000 (docs/pooling.md).
+        let after_parse = matches!(items.last(), Some(Item::Run(_)));
         items.push(match rng.gen_range(0..10) {
-            0 => Item::Rebind,
-            1 => Item::Describe,
+            0 if after_parse => Item::Rebind,
+            1 if after_parse => Item::Describe,
             _ => Item::Run(sql(rng)),
         });
         match rng.gen_range(0..10) {
@@ -372,4 +376,18 @@ async fn a_skipped_unnamed_parse_leaves_no_unnamed_statement() {
         "through pgsplit (left), straight (right)"
     );
     assert_eq!(outcomes[1].1, ["E 26000", "Z I"].map(String::from).to_vec());
+
+    // The same with the Bind pipelined behind the Sync, before pgsplit can know the Parse
+    // was skipped: it parses the client's statement again rather than trust the server
+    // connection's (PostgreSQL answers 26000 here; pgsplit runs the client's own
+    // statement), and never runs another client's.
+    let mut pipelined = first.clone();
+    pipelined.extend(&again);
+    let mut a = RawConn::login_app(proxy.addr).await;
+    a.write_raw(&pipelined).await.unwrap();
+    let got = replies(&mut a, 2).await.unwrap();
+    assert!(
+        !got.iter().any(|m| m.contains("\"B\"")),
+        "client A got client B's statement's row: {got:?}"
+    );
 }

@@ -65,8 +65,19 @@ pub enum Hide {
 pub enum Parsed {
     /// A named statement (pgsplit's name for it on the server).
     Named(Arc<str>),
-    /// The unnamed statement, by the id of the client's statement it holds.
-    Unnamed(u64),
+    /// The unnamed statement, by the id of the client's statement it holds; `before` is
+    /// the one the server connection held before (it keeps that one if the Parse is
+    /// skipped).
+    Unnamed { id: u64, before: Option<u64> },
+}
+
+/// A Parse whose statement the server did not make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmade {
+    pub parsed: Parsed,
+    /// The Parse itself failed (PostgreSQL had already dropped the unnamed statement);
+    /// otherwise the server skipped it after an earlier error.
+    pub failed: bool,
 }
 
 /// One expected reply, or one answer of pgsplit's own.
@@ -118,7 +129,7 @@ pub struct PendingQueue {
     /// server ignores Syncs until then, so none is expected.
     copy_in: bool,
     /// Server-side statements whose Parse failed or was skipped, for the caller to forget.
-    failed_statements: Vec<Parsed>,
+    failed_statements: Vec<Unmade>,
 }
 
 impl PendingQueue {
@@ -209,7 +220,7 @@ impl PendingQueue {
     }
 
     /// Takes the names of server-side statements whose Parse failed.
-    pub fn take_failed_statements(&mut self) -> Vec<Parsed> {
+    pub fn take_failed_statements(&mut self) -> Vec<Unmade> {
         std::mem::take(&mut self.failed_statements)
     }
 
@@ -252,7 +263,7 @@ impl PendingQueue {
                     }
                     b'E' => {
                         self.queue.pop_front();
-                        self.skip_to_sync();
+                        self.skip_to_sync(false);
                     }
                     _ => {}
                 }
@@ -287,7 +298,7 @@ impl PendingQueue {
             // An error ends copy-in mode too.
             self.copy_in = false;
             if !kind.waits_for_ready() {
-                self.skip_to_sync();
+                self.skip_to_sync(true);
             }
             return Verdict::Forward;
         }
@@ -300,7 +311,7 @@ impl PendingQueue {
         }
         if tag == b'Z' {
             // ReadyForQuery while expecting something else: the server skipped it.
-            self.skip_to_sync();
+            self.skip_to_sync(false);
             if let Some(Pending::Reply {
                 kind: Kind::Sync | Kind::Query,
                 ..
@@ -313,8 +324,10 @@ impl PendingQueue {
     }
 
     /// After an error the server ignores everything up to the next Sync: drop those
-    /// entries, pgsplit's own answers among them.
-    fn skip_to_sync(&mut self) {
+    /// entries, pgsplit's own answers among them. `failed_first`: the first entry is the
+    /// message that failed.
+    fn skip_to_sync(&mut self, failed_first: bool) {
+        let mut failed = failed_first;
         while let Some(p) = self.queue.front() {
             if let Pending::Reply {
                 kind: Kind::Sync, ..
@@ -324,13 +337,17 @@ impl PendingQueue {
                 break;
             }
             if let Pending::Reply {
-                statement: Some(name),
+                statement: Some(parsed),
                 kind: Kind::Parse,
                 ..
             } = p
             {
-                self.failed_statements.push(name.clone());
+                self.failed_statements.push(Unmade {
+                    parsed: parsed.clone(),
+                    failed,
+                });
             }
+            failed = false;
             self.queue.pop_front();
         }
     }
@@ -391,7 +408,10 @@ mod tests {
         assert_eq!(run(&mut q, b"EZ"), b"EZ");
         assert_eq!(
             q.take_failed_statements(),
-            vec![Parsed::Named(Arc::<str>::from("s2"))]
+            vec![Unmade {
+                parsed: Parsed::Named(Arc::<str>::from("s2")),
+                failed: true,
+            }]
         );
         assert!(q.is_empty());
     }

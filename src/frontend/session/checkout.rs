@@ -31,8 +31,12 @@ impl Known for Session {
 }
 
 impl Session {
-    /// Whether the next client message must wait until the replica the client is on has
-    /// answered what came before (see `decide::pipeline::must_wait`).
+    /// Whether the next client message must wait until the server has answered what came
+    /// before: it starts a statement that may not run on the replica the client is on
+    /// (see `decide::pipeline::must_wait`), or it binds or describes the client's unnamed
+    /// statement while the Parse of it, sent before a Sync, is unanswered (the server may
+    /// have failed or skipped it: PostgreSQL then has no unnamed statement, or the one
+    /// from before).
     pub(super) fn must_wait_for_route(&self) -> bool {
         let Some(server) = self.server.as_ref() else {
             return false;
@@ -44,6 +48,20 @@ impl Session {
             in_batch: self.in_batch,
         };
         pipeline::must_wait(place, &self.inbox, self.ctx.max_message_size, self)
+            || (pipeline::uses_unnamed(&self.inbox, self.ctx.max_message_size)
+                && self.unnamed_unsure())
+    }
+
+    /// The client's unnamed statement was parsed before a Sync that has been sent since,
+    /// and the server has not answered that Parse yet.
+    pub(super) fn unnamed_unsure(&self) -> bool {
+        let Some(unnamed) = self.unnamed.as_ref() else {
+            return false;
+        };
+        let syncs = self.syncs_sent;
+        self.unnamed_before
+            .iter()
+            .any(|&(id, _, sent_after)| id == unnamed.id && sent_after < syncs)
     }
 
     /// Makes sure a server connection is checked out for a statement with `sql` (none for

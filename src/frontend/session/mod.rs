@@ -155,6 +155,13 @@ pub struct Session {
     /// The client's unnamed statement (its last unnamed Parse, until a simple Query or a
     /// Close destroys it), prepared again on whichever server connection binds it.
     unnamed: Option<Unnamed>,
+    /// For each unnamed Parse of the client's still unanswered: its id, the client's
+    /// unnamed statement before it (which the client keeps if the server skips the
+    /// Parse), and the number of Syncs sent before it (see `syncs_sent`).
+    unnamed_before: Vec<(u64, Option<Unnamed>, u64)>,
+    /// Syncs sent to servers so far: a Parse answered after a later Sync was sent may
+    /// have failed or been skipped without pgsplit knowing yet.
+    syncs_sent: u64,
     /// Portals whose statement may change settings, with that statement's SQL.
     portals: Portals,
     /// The portal bound to a `pg_cancel_backend` / `pg_terminate_backend` call pgsplit
@@ -229,6 +236,8 @@ impl Session {
             left_state: false,
             statement_class: None,
             unnamed: None,
+            unnamed_before: Vec::new(),
+            syncs_sent: 0,
             portals: Portals::default(),
             local_portal: None,
             signal_statements: Default::default(),

@@ -161,27 +161,18 @@ impl Session {
                 source: e.into(),
             }));
         }
-        let mut unnamed_gone = Vec::new();
-        for parsed in failed {
-            match parsed {
+        let mut unnamed = Vec::new();
+        for unmade in failed {
+            match unmade.parsed {
                 Parsed::Named(name) => {
                     server.statements.remove(&name);
                 }
-                Parsed::Unnamed(id) => {
-                    if server.unnamed == Some(id) {
-                        server.unnamed = None;
-                    }
-                    unnamed_gone.push(id);
-                }
+                Parsed::Unnamed { id, before } => unnamed.push((id, before, unmade.failed)),
             }
         }
-        // The client's unnamed statement did not survive a failed or skipped Parse of it.
-        if self
-            .unnamed
-            .as_ref()
-            .is_some_and(|u| unnamed_gone.contains(&u.id))
-        {
-            self.unnamed = None;
+        self.unnamed_unmade(&unnamed);
+        if self.queue.is_empty() {
+            self.unnamed_before.clear();
         }
         if let Some(status) = position_ended {
             self.position_done(status);
@@ -212,6 +203,34 @@ impl Session {
         self.to_server.extend_from_slice(&query);
         self.queue.push(Pending::reply(Kind::Query));
         self.flush_server().await
+    }
+
+    /// Unnamed Parses the server did not carry out (`(id, before, failed)`, in order): the
+    /// first one decides, as in PostgreSQL. If it failed, the unnamed statement is gone;
+    /// if the server skipped it, what was there before stays, on the server connection
+    /// and for the client.
+    fn unnamed_unmade(&mut self, unmade: &[(u64, Option<u64>, bool)]) {
+        let Some(&(_, before, failed)) = unmade.first() else {
+            return;
+        };
+        let gone = |id: u64| unmade.iter().any(|u| u.0 == id);
+        let server = self.server_mut();
+        if server.unnamed.is_some_and(gone) {
+            server.unnamed = if failed { None } else { before };
+        }
+        if !self.unnamed.as_ref().is_some_and(|u| gone(u.id)) {
+            return;
+        }
+        // The first of the client's own Parses among them (a hidden one, preparing the
+        // client's statement on this connection, changes nothing for the client).
+        let own = unmade.iter().find_map(|&(id, _, failed)| {
+            let i = self.unnamed_before.iter().position(|b| b.0 == id)?;
+            Some((i, failed))
+        });
+        if let Some((i, failed)) = own {
+            let (_, before, _) = self.unnamed_before.swap_remove(i);
+            self.unnamed = if failed { None } else { before };
+        }
     }
 
     /// In transaction pooling, returns the server connection once the client is idle and

@@ -6,6 +6,9 @@ use super::*;
 use crate::frontend::settings::changes_in;
 use decide::local::{self, raise_sql, Block, Deallocate, NO_UNNAMED};
 
+/// How many of the client's unanswered unnamed Parses remember the statement before them.
+const UNNAMED_BEFORE_KEPT: usize = 64;
+
 impl Session {
     pub(super) async fn on_query(&mut self, frame: Frame) -> Result<(), SessionEnd> {
         let Some(sql) = read_query(frame.body()) else {
@@ -83,22 +86,31 @@ impl Session {
             let sql = frame.bytes.slice(6..6 + parse.query.len());
             let unnamed = Unnamed::new(sql.clone(), frame.bytes.clone());
             let id = unnamed.id;
-            // PostgreSQL drops the unnamed statement before it parses the new one, so
-            // after a Parse that fails, or is skipped after an earlier error, the client
-            // has none (see `relay`).
-            self.unnamed = Some(unnamed);
+            // PostgreSQL drops the unnamed statement before it parses the new one: after
+            // a Parse that fails, the client has none; after one the server skips (an
+            // earlier message failed), it keeps the one before (see `relay`).
+            let before = self.unnamed.replace(unnamed);
             if !self.ensure_server(Some(&sql), true).await? {
                 self.unnamed = None;
                 self.skip_to_sync = true;
                 return Ok(());
             }
             self.to_server.extend_from_slice(&frame.bytes);
+            let server = self.server_mut();
+            let parsed = Parsed::Unnamed {
+                id,
+                before: server.unnamed.replace(id),
+            };
             self.queue.push(Pending::Reply {
                 kind: Kind::Parse,
                 hide: Hide::Nothing,
-                statement: Some(Parsed::Unnamed(id)),
+                statement: Some(parsed),
             });
-            self.server_mut().unnamed = Some(id);
+            // (Bounded: deep pipelines of unnamed Parses keep the latest.)
+            if self.unnamed_before.len() == UNNAMED_BEFORE_KEPT {
+                self.unnamed_before.remove(0);
+            }
+            self.unnamed_before.push((id, before, self.syncs_sent));
             return Ok(());
         }
         if self.statements.get(parse.name).is_some() {
@@ -285,16 +297,24 @@ impl Session {
     /// Queues the client's unnamed Parse on the current server unless that server holds it
     /// already; the client does not see the reply.
     fn ensure_unnamed(&mut self, unnamed: &Unnamed) {
+        // (A Bind or Describe of it waits while its Parse, sent before a Sync, is not
+        // answered: see `must_wait_for_route`. Should one get here anyway, the server
+        // may have skipped that Parse and hold another statement, perhaps another
+        // client's: it is parsed again.)
+        let unsure = self.unnamed_unsure();
         let server = self.server_mut();
-        if server.unnamed == Some(unnamed.id) {
+        if server.unnamed == Some(unnamed.id) && !unsure {
             return;
         }
-        server.unnamed = Some(unnamed.id);
+        let parsed = Parsed::Unnamed {
+            id: unnamed.id,
+            before: server.unnamed.replace(unnamed.id),
+        };
         self.to_server.extend_from_slice(&unnamed.parse);
         self.queue.push(Pending::Reply {
             kind: Kind::Parse,
             hide: Hide::Completion,
-            statement: Some(Parsed::Unnamed(unnamed.id)),
+            statement: Some(parsed),
         });
     }
 
@@ -363,7 +383,10 @@ impl Session {
         }
         self.to_server.extend_from_slice(&frame.bytes);
         match kind {
-            Some(Kind::Sync) => self.queue.push_sync(),
+            Some(Kind::Sync) => {
+                self.syncs_sent += 1;
+                self.queue.push_sync()
+            }
             Some(kind) => self.queue.push(Pending::reply(kind)),
             None => {}
         }

@@ -150,6 +150,22 @@ pub fn must_wait(place: Place, inbox: &[u8], max_message_size: usize, known: &im
     !router::replica_ok(&class)
 }
 
+/// Whether the next client message in `inbox` (whole) is a Bind or a Describe of the
+/// unnamed statement.
+pub fn uses_unnamed(inbox: &[u8], max_message_size: usize) -> bool {
+    let Ok(Some(total)) = peek_frame_len(inbox, max_message_size) else {
+        return false;
+    };
+    let Some(body) = inbox.get(5..total) else {
+        return false;
+    };
+    match inbox[0] {
+        b'B' => read_bind(body).is_some_and(|(_, name, _)| name.is_empty()),
+        b'D' => read_target(body) == Some((b'S', &b""[..])),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +303,19 @@ mod tests {
             ..ON_REPLICA
         };
         assert!(!must_wait(inside, &write_after, LIMIT, &Fake));
+    }
+
+    #[test]
+    fn binds_and_describes_of_the_unnamed_statement_are_told_apart() {
+        assert!(uses_unnamed(&bind(""), LIMIT));
+        assert!(!uses_unnamed(&bind("r"), LIMIT));
+        assert!(uses_unnamed(&describe_unnamed(), LIMIT));
+        let portal = msg::target_message(b'D', b'P', b"").to_vec();
+        assert!(!uses_unnamed(&portal, LIMIT));
+        assert!(!uses_unnamed(&parse("select 1"), LIMIT));
+        // Not whole yet.
+        let cut = bind("");
+        assert!(!uses_unnamed(&cut[..cut.len() - 1], LIMIT));
     }
 
     #[test]
