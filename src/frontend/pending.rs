@@ -219,7 +219,8 @@ impl PendingQueue {
         }
     }
 
-    /// Takes the names of server-side statements whose Parse failed.
+    /// Takes the statements whose Parse failed or was skipped since the last call, in
+    /// order.
     pub fn take_failed_statements(&mut self) -> Vec<Unmade> {
         std::mem::take(&mut self.failed_statements)
     }

@@ -3,10 +3,15 @@
 //! a client message must wait until the replica the client is on has answered what came
 //! before, because it starts a statement that must run elsewhere.
 
-use crate::classify::Classification;
+use crate::classify::{Class, Classification};
 use crate::router;
 use crate::wire::frame::peek_frame_len;
 use crate::wire::message::{read_bind, read_parse, read_query, read_target, TxStatus};
+
+/// The class that adds nothing when merged with a batch's others (see `router::merge`).
+const PLAIN_READ: Classification = Classification::of(Class::Read {
+    primary_table: false,
+});
 
 /// What the session can tell about SQL without waiting.
 pub trait Known {
@@ -139,11 +144,8 @@ pub fn must_wait(place: Place, inbox: &[u8], max_message_size: usize, known: &im
             let unnamed = stmt
                 .as_ref()
                 .is_some_and(|s| s.unnamed && s.class.is_some());
-            let first = stmt.and_then(|s| s.class).unwrap_or(Classification::of(
-                crate::classify::Class::Read {
-                    primary_table: false,
-                },
-            ));
+            // A message that names no statement the client has adds nothing.
+            let first = stmt.and_then(|s| s.class).unwrap_or(PLAIN_READ);
             batch_class(&inbox[total..], first, unnamed, max_message_size, known)
         }
     };
