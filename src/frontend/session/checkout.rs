@@ -47,9 +47,11 @@ impl Session {
             status: server.status,
             in_batch: self.in_batch,
         };
+        // (Asked of every client message: the unnamed check looks at the message only
+        // while a Parse of the client's unnamed statement is unanswered, which is rare.)
         pipeline::must_wait(place, &self.inbox, self.ctx.max_message_size, self)
-            || (pipeline::uses_unnamed(&self.inbox, self.ctx.max_message_size)
-                && self.unnamed_unsure())
+            || (self.unnamed_unsure()
+                && pipeline::uses_unnamed(&self.inbox, self.ctx.max_message_size))
     }
 
     /// The client's unnamed statement was parsed before a Sync that has been sent since,
