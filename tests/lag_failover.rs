@@ -25,7 +25,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -409,6 +409,10 @@ async fn lag_hovering_around_the_threshold_does_not_flap() {
         })
     })
     .await;
+    // The readmissions just seen in the topology are in the logs too (on a loaded machine
+    // the 20 ms poll could still be behind: the guarded log once missed them).
+    guarded_states.caught_up().await;
+    naive_states.caught_up().await;
     let samples = lag.samples();
     drop(lag);
     primary
@@ -701,6 +705,8 @@ impl Change {
 /// when dropped.
 struct StateLog {
     changes: Arc<Mutex<Vec<Change>>>,
+    /// Polls done so far.
+    polls: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -709,6 +715,8 @@ impl StateLog {
         let topology = proxy.proxy.routing().topology.clone();
         let changes = Arc::new(Mutex::new(Vec::new()));
         let sink = changes.clone();
+        let polls = Arc::new(AtomicU64::new(0));
+        let counter = polls.clone();
         let task = tokio::spawn(async move {
             let mut last = states(&topology);
             let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -722,9 +730,25 @@ impl StateLog {
                     }
                 }
                 last = now;
+                counter.fetch_add(1, Ordering::SeqCst);
             }
         });
-        StateLog { changes, task }
+        StateLog {
+            changes,
+            polls,
+            task,
+        }
+    }
+
+    /// Waits until the log has polled again after this call (at most 5 s): what the
+    /// topology said before it is then recorded. A check of the topology itself can be
+    /// ahead of the log by up to one poll.
+    async fn caught_up(&self) {
+        let from = self.polls.load(Ordering::SeqCst);
+        wait_until(5, "the state log polls again", || async {
+            self.polls.load(Ordering::SeqCst) >= from + 2
+        })
+        .await;
     }
 
     fn changes(&self) -> Vec<Change> {
