@@ -164,6 +164,10 @@ const VIEW_QUERIES: &[(&str, &str)] = &[
         "cursors",
         "SELECT name, is_holdable::text, statement FROM pg_cursors ORDER BY 1",
     ),
+    // The session's last sequence value (nextval, setval, a serial column's default): on
+    // a fresh connection an error (55000). Last: inside a view's transaction block, the
+    // error ends what can be read.
+    ("last_sequence_value", "SELECT lastval()::text"),
 ];
 
 /// The rows of a simple query, each row's columns joined with " | "; an error is one row
@@ -310,6 +314,11 @@ impl World {
              GRANT ALL ON {schema}.with_trigger TO PUBLIC;
              CREATE TRIGGER set_work_mem BEFORE INSERT ON {schema}.with_trigger
                  FOR EACH ROW EXECUTE FUNCTION {schema}.set_work_mem_trigger();
+             CREATE TABLE {schema}.serial_t (id serial, a int);
+             GRANT ALL ON {schema}.serial_t TO PUBLIC;
+             GRANT ALL ON SEQUENCE {schema}.serial_t_id_seq TO PUBLIC;
+             CREATE SEQUENCE {schema}.seq;
+             GRANT ALL ON SEQUENCE {schema}.seq TO PUBLIC;
              CREATE ROLE {role} NOLOGIN;
              GRANT {role} TO app;"
         ))
@@ -391,7 +400,7 @@ struct Sent {
 type Group = Vec<Sent>;
 
 /// How many kinds of group `random_group` draws from.
-const ARMS: u32 = 68;
+const ARMS: u32 = 70;
 
 /// A random group of statements for client A. `n` numbers the objects A creates (prepared
 /// statements, cursors, temp tables) so they do not clash within one client.
@@ -560,6 +569,8 @@ fn random_group(rng: &mut StdRng, world: &World, n: &mut u32) -> Group {
             )]
         }
         67 => vec![format!("INSERT INTO {s}.with_trigger VALUES ({mb})")],
+        68 => vec![format!("SELECT nextval('{s}.seq')")],
+        69 => vec![format!("INSERT INTO {s}.serial_t (a) VALUES ({mb})")],
         _ => vec![format!("SET lock_timeout = '{mb}s'")],
     };
     if simple_only || (statements.len() > 1 && rng.gen_bool(0.4)) {
@@ -1002,6 +1013,42 @@ async fn property(mode: Mode, default_seed: u64) {
 // ---------------------------------------------------------------------------------------
 // One test per leak of the issue
 // ---------------------------------------------------------------------------------------
+
+/// A session's sequence values (`currval`, `lastval`) are set by `nextval`, also through
+/// a serial column's default. Before this test pgsplit handed the connection to B with A's:
+/// B read A's ids where a fresh connection says 55000 (checked: fails without the
+/// `DISCARD SEQUENCES` of `Session::forget_sequences`). A keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_values_do_not_pass_to_the_next_client() {
+    let world = World::create("seq").await;
+    let s = &world.schema;
+    let proxy = one_connection_proxy().await;
+    let a = proxy.connect(&unique("iso_seq_a")).await;
+    let insert = format!("INSERT INTO {s}.serial_t (a) VALUES (1)");
+    a.batch_execute(&insert).await.unwrap();
+    let own = format!("SELECT currval('{s}.serial_t_id_seq')::text");
+    assert_eq!(show(&a, &own).await, "1", "A's own value stays");
+    assert_eq!(
+        show(&a, &format!("SELECT nextval('{s}.seq')::text")).await,
+        "1"
+    );
+    // A stays connected and idle: transaction pooling hands its connection to B.
+    let b = proxy.connect(&unique("iso_seq_b")).await;
+    let unset = |what: &str| {
+        vec![vec![format!(
+            "error 55000 {what} is not yet defined in this session"
+        )]]
+    };
+    assert_eq!(text_rows(&b, "SELECT lastval()").await, unset("lastval"));
+    assert_eq!(
+        text_rows(&b, &format!("SELECT currval('{s}.seq')")).await,
+        unset("currval of sequence \"seq\"")
+    );
+    // B's own write: its value is B's, and B keeps it.
+    b.batch_execute(&insert).await.unwrap();
+    assert_eq!(show(&b, "SELECT lastval()::text").await, "2");
+    assert_eq!(show(&b, &own).await, "2");
+}
 
 /// PostgreSQL's `RESET ALL` leaves `role` alone. Before 7dabd31 pgsplit took it for a
 /// reset of everything A had changed and handed the connection on without a reset, so B

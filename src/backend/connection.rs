@@ -174,6 +174,11 @@ pub struct ServerConn {
     /// Set when session-level state pgsplit does not track may exist on the server
     /// (session pooling, pinned clients): it is reset with DISCARD ALL before reuse.
     pub needs_discard: bool,
+    /// The client (by the process id pgsplit gave it) whose statements may have left
+    /// sequence values in this session: `currval` and `lastval`, which `nextval` and
+    /// `setval` set, also through a column default or a trigger. Another client gets the
+    /// connection only after DISCARD SEQUENCES (see `frontend::session`).
+    pub sequences_of: Option<i32>,
 }
 
 impl ServerConn {
@@ -221,6 +226,7 @@ impl ServerConn {
             reply_limit: Duration::from_secs(5),
             broken: false,
             needs_discard: false,
+            sequences_of: None,
         };
         let startup = encode_startup(&[
             ("user", &creds.user),
@@ -449,6 +455,7 @@ impl ServerConn {
         self.position_prepared = false;
         self.settings.clear();
         self.needs_discard = false;
+        self.sequences_of = None;
         Ok(())
     }
 

@@ -100,6 +100,10 @@ pub enum Pending {
     /// The Execute of pgsplit's position query inside a client's extended-protocol batch
     /// (before its Sync): its rows, completion and error are pgsplit's.
     PositionRows,
+    /// pgsplit's own simple Query that cleans the connection for its new client, sent
+    /// ahead of the client's first message (`DISCARD SEQUENCES`: see
+    /// `Session::forget_sequences`): none of its replies reach the client.
+    Cleanup,
 }
 
 impl Pending {
@@ -119,6 +123,9 @@ pub enum Verdict {
     Drop,
     /// A reply to pgsplit's position query: not for the client; the session reads it.
     Position,
+    /// A reply to pgsplit's cleanup query: not for the client; the session notes only its
+    /// ReadyForQuery (the transaction status) and an error (the cleanup failed).
+    Cleanup,
 }
 
 /// The ordered queue of expected replies for one server connection.
@@ -202,6 +209,7 @@ impl PendingQueue {
                     kind: Kind::Sync | Kind::Query,
                     ..
                 } | Pending::Position
+                    | Pending::Cleanup
             )
         })
     }
@@ -242,10 +250,16 @@ impl PendingQueue {
         // answers the query (its ParseComplete and BindComplete too, when it went as Parse,
         // Bind and Execute ahead of a batch's Sync).
         match self.queue.front_mut() {
-            Some(Pending::Position | Pending::PositionRows)
+            Some(Pending::Position | Pending::PositionRows | Pending::Cleanup)
                 if matches!(tag, b'N' | b'A' | b'S') =>
             {
                 return Verdict::Forward
+            }
+            Some(Pending::Cleanup) => {
+                if tag == b'Z' {
+                    self.queue.pop_front();
+                }
+                return Verdict::Cleanup;
             }
             // (Not expected: the server skipped the rows' Execute without an error.)
             Some(Pending::PositionRows) if tag == b'Z' => {
@@ -496,6 +510,30 @@ mod tests {
         assert!(q.is_empty());
     }
 
+    #[test]
+    fn the_cleanup_query_is_pgsplits_and_counts_as_outstanding() {
+        let mut q = PendingQueue::default();
+        q.push(Pending::Synthetic(Bytes::from_static(b"3")));
+        q.push(Pending::Cleanup);
+        q.push(Pending::reply(Kind::Query));
+        assert!(q.awaits_ready());
+        // What pgsplit answered before comes first; the cleanup's replies, an error
+        // among them, are not the client's and skip nothing of the client's.
+        let mut out = BytesMut::new();
+        q.emit_synthetic(&mut out);
+        assert_eq!(&out[..], b"3");
+        for tag in *b"CEZ" {
+            assert_eq!(q.on_server_message(tag), Verdict::Cleanup);
+        }
+        // A notification that arrives meanwhile is the client's.
+        q.push_front(Pending::Cleanup);
+        assert_eq!(q.on_server_message(b'A'), Verdict::Forward);
+        assert_eq!(q.on_server_message(b'C'), Verdict::Cleanup);
+        assert_eq!(q.on_server_message(b'Z'), Verdict::Cleanup);
+        assert_eq!(run(&mut q, b"TDCZ"), b"TDCZ");
+        assert!(q.is_empty());
+    }
+
     /// A batch that ends a transaction that wrote carries the position query as Parse,
     /// Bind and Execute ahead of its Sync: their ParseComplete and BindComplete are not
     /// the client's (JDBC's commit failed on the stray BindComplete).
@@ -510,7 +548,7 @@ mod tests {
             match q.on_server_message(tag) {
                 Verdict::Forward => seen.push(tag),
                 Verdict::Position => seen.push(b'-'),
-                Verdict::Drop => {}
+                Verdict::Drop | Verdict::Cleanup => {}
             }
         }
         assert_eq!(seen, b"CN-----SZ");
@@ -532,7 +570,7 @@ mod tests {
             match q.on_server_message(tag) {
                 Verdict::Forward => seen.push(tag),
                 Verdict::Position => seen.push(b'-'),
-                Verdict::Drop => {}
+                Verdict::Drop | Verdict::Cleanup => {}
             }
         }
         assert_eq!(seen, b"NC---AZ", "a notification is the client's");

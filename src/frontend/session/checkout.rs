@@ -183,6 +183,11 @@ impl Session {
         if effects.writes {
             self.wrote = true;
             self.writes.sent_one();
+            // (A write may call nextval, if only through a column default or a trigger.)
+            let client = self.ctx.client.pid;
+            if let Some(server) = self.server.as_mut() {
+                server.sequences_of = Some(client);
+            }
         }
         self.ending |= effects.ends;
         self.left_state |= effects.leaves_state;
@@ -315,7 +320,10 @@ impl Session {
                     self.primary_node = primary.filter(|_| !on_replica);
                     self.attach(server);
                     match self.sync_settings().await {
-                        Ok(()) => break,
+                        Ok(()) => {
+                            self.forget_sequences();
+                            break;
+                        }
                         // Nothing of the client's has gone to this connection yet: drop
                         // it and let another node serve the statement.
                         Err(e) if on_replica && lost(&e) => {
@@ -524,6 +532,32 @@ impl Session {
             secret: server.backend_secret.clone(),
         }));
         self.server = Some(server);
+    }
+
+    /// A connection on which another client's statements may have set sequence values
+    /// (`currval`, `lastval`; unset on a fresh connection) forgets them: pgsplit's
+    /// `DISCARD SEQUENCES` goes ahead of the client's first message, in the same write,
+    /// and its replies are pgsplit's (`Pending::Cleanup`). No round trip of its own.
+    fn forget_sequences(&mut self) {
+        let client = self.ctx.client.pid;
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        if !release::forgets_sequences(server.sequences_of, client) {
+            return;
+        }
+        server.sequences_of = None;
+        // A simple Query drops the unnamed statement.
+        server.unnamed = None;
+        let cleanup = msg::query_message("DISCARD SEQUENCES");
+        if self.to_server.is_empty() {
+            self.to_server.extend_from_slice(&cleanup);
+        } else {
+            let queued = self.to_server.split();
+            self.to_server.extend_from_slice(&cleanup);
+            self.to_server.extend_from_slice(&queued);
+        }
+        self.queue.push(Pending::Cleanup);
     }
 
     /// Brings the server's session settings to the client's.

@@ -77,6 +77,23 @@ impl Session {
                 self.queue.emit_synthetic(&mut self.outbox);
                 continue;
             }
+            if verdict == Verdict::Cleanup {
+                match tag {
+                    b'Z' => {
+                        let status = msg::read_ready(body).unwrap_or(TxStatus::Idle);
+                        self.server_mut().status = status;
+                    }
+                    // The connection keeps what it should have forgotten: it is closed
+                    // once this client is done with it.
+                    b'E' => {
+                        let server = self.server_mut();
+                        tracing::warn!(node = %server.node.name, pid = server.backend_pid, "DISCARD SEQUENCES failed; the server connection is closed after use");
+                        server.broken = true;
+                    }
+                    _ => {}
+                }
+                continue;
+            }
             match step {
                 None => {}
                 Some(Step::Hold | Step::Drop) => verdict = Verdict::Drop,

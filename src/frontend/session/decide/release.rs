@@ -56,6 +56,14 @@ pub fn on_release(broken: bool, left_state: bool) -> GiveBack {
     }
 }
 
+/// Whether a server connection must forget its sequence values (`currval`, `lastval`)
+/// before `client` runs anything on it: another client's statements may have set them
+/// (`sequences_of`), and on a fresh connection they are unset. The client's own stay, as
+/// on its own session.
+pub fn forgets_sequences(sequences_of: Option<i32>, client: i32) -> bool {
+    sequences_of.is_some_and(|owner| owner != client)
+}
+
 /// The client left holding `server`: a clean connection goes back to the pool (reset
 /// first if it may carry session state: session pooling, a session-bound client, or
 /// untracked state), anything else is closed so the server rolls back. A batch without
@@ -191,6 +199,14 @@ mod tests {
         unread: false,
         broken: false,
     };
+
+    #[test]
+    fn sequence_values_are_forgotten_before_another_client_uses_the_connection() {
+        assert!(forgets_sequences(Some(7), 8));
+        // Its own are kept; a connection no client's statement wrote on has none.
+        assert!(!forgets_sequences(Some(8), 8));
+        assert!(!forgets_sequences(None, 8));
+    }
 
     #[test]
     fn an_idle_client_gives_its_connection_back_in_transaction_pooling() {
