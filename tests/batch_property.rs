@@ -334,6 +334,108 @@ async fn a_write_in_a_batch_starting_with_a_describe_runs_on_the_primary() {
     let _ = primary.batch_execute(&format!("drop table {table}")).await;
 }
 
+/// A batch that ends a read-only transaction running on a replica (`COMMIT`) and goes on
+/// with a write before its Sync: PostgreSQL runs the write after the COMMIT, in the
+/// batch's implicit transaction. pgsplit sent it to the replica, where it failed with
+/// 25006 (found by the property above, seed 31). Now the batch is split after the COMMIT
+/// and the rest runs on the primary; after an error before the COMMIT, the rest is
+/// skipped, as PostgreSQL skips it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_a_commit_on_a_replica_in_the_same_batch_runs_on_the_primary() {
+    let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
+    let table = common::unique("bsplit");
+    let primary = app_on_primary().await;
+    primary
+        .batch_execute(&format!(
+            "create table {table} (id int primary key, v int not null); grant all on {table} to public; \
+             insert into {table} values (1, 0);"
+        ))
+        .await
+        .unwrap();
+    replicas_caught_up(30).await;
+    let begin = encode(
+        &[Item::Run("begin read only".into()), Item::Sync],
+        &table,
+        0,
+    );
+    for round in 1..=5 {
+        // A new client each round: the last one's write pins its reads to the primary.
+        let mut conn = RawConn::login_app(proxy.addr).await;
+        conn.write_raw(&begin).await.unwrap();
+        let begun = replies(&mut conn, 1).await.unwrap();
+        assert_eq!(begun.last().map(String::as_str), Some("Z T"), "{begun:?}");
+        let rest = [
+            Item::Run("select pg_is_in_recovery()::text".into()),
+            Item::Run("commit".into()),
+            Item::Run("update {t} set v = v + 1 where id = 1".into()),
+            Item::Run("select v::text from {t} where id = 1".into()),
+            Item::Sync,
+        ];
+        conn.write_raw(&encode(&rest, &table, 0)).await.unwrap();
+        let got = replies(&mut conn, 1).await.unwrap();
+        let want = [
+            "1",
+            "2",
+            "D [Some(\"true\")]",
+            "C SELECT 1",
+            "1",
+            "2",
+            "C COMMIT",
+            "1",
+            "2",
+            "C UPDATE 1",
+            "1",
+            "2",
+            &format!("D [Some(\"{round}\")]"),
+            "C SELECT 1",
+            "Z I",
+        ];
+        assert_eq!(got, want.map(String::from).to_vec(), "round {round}");
+    }
+
+    // An error before the COMMIT: the COMMIT and the write are skipped up to the Sync,
+    // through pgsplit as straight on the primary.
+    let failing = encode(
+        &[
+            Item::Run("begin read only".into()),
+            Item::Sync,
+            Item::Run("select 1/0".into()),
+            Item::Run("commit".into()),
+            Item::Run("update {t} set v = v + 1 where id = 1".into()),
+            Item::Sync,
+            Item::Run("rollback".into()),
+            Item::Sync,
+        ],
+        &table,
+        0,
+    );
+    let direct_addr = format!("127.0.0.1:{}", common::primary_port())
+        .parse()
+        .unwrap();
+    let mut outcomes = Vec::new();
+    for addr in [proxy.addr, direct_addr] {
+        let mut c = RawConn::login_app(addr).await;
+        c.write_raw(&failing).await.unwrap();
+        outcomes.push(replies(&mut c, 3).await.unwrap());
+    }
+    assert_eq!(
+        outcomes[0], outcomes[1],
+        "through pgsplit (left), straight (right)"
+    );
+    assert!(
+        outcomes[1].contains(&"Z E".to_string()),
+        "{:?}",
+        outcomes[1]
+    );
+    let v = primary
+        .query_one(&format!("select v from {table} where id = 1"), &[])
+        .await
+        .unwrap()
+        .get::<_, i32>(0);
+    assert_eq!(v, 5, "only the five rounds' updates ran");
+    let _ = primary.batch_execute(&format!("drop table {table}")).await;
+}
+
 /// A Parse of the unnamed statement that the server skips (an earlier message of its
 /// batch failed) leaves the client with no unnamed statement, as in PostgreSQL: a Bind of
 /// it gets 26000. pgsplit took the Parse as done, so the Bind ran what the server

@@ -57,6 +57,10 @@ pub enum Hide {
     /// statement: once that statement has completed (or failed, when the rest never runs),
     /// every reply up to ReadyForQuery is pgsplit's. True once it has.
     Position(bool),
+    /// A Sync pgsplit sent in the middle of the client's batch, after a statement that
+    /// ended the transaction on a replica, so that the rest of the batch can run elsewhere
+    /// (see `Session::split_batch`): its ReadyForQuery is pgsplit's.
+    Split,
 }
 
 /// The statement a Parse creates on the server, which is gone (or was never made) if the
@@ -126,6 +130,9 @@ pub enum Verdict {
     /// A reply to pgsplit's cleanup query: not for the client; the session notes only its
     /// ReadyForQuery (the transaction status) and an error (the cleanup failed).
     Cleanup,
+    /// The ReadyForQuery of pgsplit's Sync in the middle of a batch (`Hide::Split`): not
+    /// for the client; the session notes the status and routes the rest of the batch.
+    Split,
 }
 
 /// The ordered queue of expected replies for one server connection.
@@ -321,6 +328,9 @@ impl PendingQueue {
             self.queue.pop_front();
             if tag != b'Z' && hide == Hide::Completion {
                 return Verdict::Drop;
+            }
+            if hide == Hide::Split {
+                return Verdict::Split;
             }
             return Verdict::Forward;
         }
@@ -534,6 +544,30 @@ mod tests {
         assert!(q.is_empty());
     }
 
+    #[test]
+    fn pgsplits_sync_in_the_middle_of_a_batch_ends_a_skip_and_its_ready_is_pgsplits() {
+        let mut q = PendingQueue::default();
+        let split = Pending::Reply {
+            kind: Kind::Sync,
+            hide: Hide::Split,
+            statement: None,
+        };
+        q.push(Pending::reply(Kind::Bind));
+        q.push(Pending::reply(Kind::Execute));
+        q.push(split.clone());
+        assert!(q.awaits_ready());
+        assert_eq!(run(&mut q, b"2C"), b"2C");
+        assert_eq!(q.on_server_message(b'Z'), Verdict::Split);
+        assert!(q.is_empty());
+        // An error before it skips up to it, not past it.
+        q.push(Pending::reply(Kind::Bind));
+        q.push(Pending::reply(Kind::Execute));
+        q.push(split);
+        assert_eq!(run(&mut q, b"E"), b"E");
+        assert_eq!(q.on_server_message(b'Z'), Verdict::Split);
+        assert!(q.is_empty());
+    }
+
     /// A batch that ends a transaction that wrote carries the position query as Parse,
     /// Bind and Execute ahead of its Sync: their ParseComplete and BindComplete are not
     /// the client's (JDBC's commit failed on the stray BindComplete).
@@ -548,7 +582,7 @@ mod tests {
             match q.on_server_message(tag) {
                 Verdict::Forward => seen.push(tag),
                 Verdict::Position => seen.push(b'-'),
-                Verdict::Drop | Verdict::Cleanup => {}
+                Verdict::Drop | Verdict::Cleanup | Verdict::Split => {}
             }
         }
         assert_eq!(seen, b"CN-----SZ");
@@ -570,7 +604,7 @@ mod tests {
             match q.on_server_message(tag) {
                 Verdict::Forward => seen.push(tag),
                 Verdict::Position => seen.push(b'-'),
-                Verdict::Drop | Verdict::Cleanup => {}
+                Verdict::Drop | Verdict::Cleanup | Verdict::Split => {}
             }
         }
         assert_eq!(seen, b"NC---AZ", "a notification is the client's");

@@ -9,7 +9,7 @@ use crate::backend::pool::{get_connection, lost, unavailable};
 use crate::classify::ON_LOOP;
 use crate::topology::WriteTarget;
 use decide::effects::{self, Claim};
-use decide::pipeline::{self, Known, Place};
+use decide::pipeline::{self, AfterSplit, Known, Place};
 use decide::release::PrimaryChanged;
 use decide::route;
 
@@ -41,6 +41,10 @@ impl Session {
         let Some(server) = self.server.as_ref() else {
             return false;
         };
+        if matches!(self.split, BatchSplit::Sent { .. }) {
+            // The rest of the batch is routed once the replica has answered pgsplit's Sync.
+            return true;
+        }
         let place = Place {
             on_primary: self.on_primary,
             owes_replies: !self.queue.is_empty(),
@@ -52,6 +56,46 @@ impl Session {
         pipeline::must_wait(place, &self.inbox, self.ctx.max_message_size, self)
             || (self.unnamed_unsure()
                 && pipeline::uses_unnamed(&self.inbox, self.ctx.max_message_size))
+    }
+
+    /// The batch ended its transaction on the replica the client is on, and the next
+    /// client message starts a statement that may not run there (see
+    /// `decide::pipeline::must_split`).
+    pub(super) fn must_split(&self) -> bool {
+        self.server.is_some() && pipeline::must_split(&self.inbox, self.ctx.max_message_size, self)
+    }
+
+    /// Splits the batch where the replica's part ends: pgsplit's own Sync goes after what
+    /// was sent, and the client's next messages wait until it is answered. Then, unless
+    /// an error came first (the rest is skipped, as PostgreSQL skips it), the replica goes
+    /// back to its pool and the rest of the batch is routed afresh (`split_ended`).
+    pub(super) fn split_batch(&mut self) {
+        let BatchSplit::Ended { failed } = self.split else {
+            return;
+        };
+        tracing::debug!(
+            client = self.ctx.client.pid,
+            "the batch ended its transaction on a replica and goes on with what may not run there: split"
+        );
+        self.to_server.extend_from_slice(&msg::sync_message());
+        self.syncs_sent += 1;
+        self.queue.push(Pending::Reply {
+            kind: Kind::Sync,
+            hide: Hide::Split,
+            statement: None,
+        });
+        self.split = BatchSplit::Sent { failed };
+    }
+
+    /// The replica answered pgsplit's Sync in the middle of the batch (see `split_batch`).
+    pub(super) fn split_ended(&mut self, status: TxStatus) {
+        let failed = matches!(self.split, BatchSplit::Sent { failed: true });
+        self.split = BatchSplit::None;
+        match pipeline::after_split(failed, status) {
+            AfterSplit::Skip => self.skip_to_sync = true,
+            AfterSplit::Release => self.release(),
+            AfterSplit::Stay => {}
+        }
     }
 
     /// The client's unnamed statement was parsed before a Sync that has been sent since,
@@ -190,6 +234,9 @@ impl Session {
             }
         }
         self.ending |= effects.ends;
+        if effects.ends && !self.on_primary && self.in_batch && self.split == BatchSplit::None {
+            self.split = BatchSplit::Ended { failed: false };
+        }
         self.left_state |= effects.leaves_state;
     }
 

@@ -22,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use deadpool::managed::{Object, PoolError};
 use tokio::io::AsyncReadExt;
 
+use decide::pipeline::BatchSplit;
 use decide::release::{self, GiveBack, Held};
 use decide::waits::{self, StallWatch, STALL_CHECK};
 use flush::{reserve, shrink, BUFFER_SIZE, SHRINK_ABOVE, STREAM_FROM};
@@ -139,6 +140,9 @@ pub struct Session {
     held_for_route: bool,
     /// An extended-protocol batch is open (messages sent since the last Sync).
     in_batch: bool,
+    /// Whether the batch ended its transaction on a replica and is split there (see
+    /// `split_batch`).
+    split: BatchSplit,
     /// The client used a feature that needs a real session: it keeps its server
     /// connection until it leaves (which is then reset with DISCARD ALL).
     bound: bool,
@@ -230,6 +234,7 @@ impl Session {
             wrote: false,
             held_for_route: false,
             in_batch: false,
+            split: BatchSplit::None,
             bound: false,
             binding: None,
             shown_causal: CausalPosition::None,
@@ -443,6 +448,9 @@ impl Session {
             self.ctx.client.waiting();
         }
         loop {
+            if matches!(self.split, BatchSplit::Ended { .. }) && self.must_split() {
+                self.split_batch();
+            }
             if self.must_wait_for_route() {
                 // Handled once the replica has answered what came before.
                 self.held_for_route = true;
@@ -487,7 +495,10 @@ impl Session {
         match frame.tag {
             // A Flush alone opens no batch (it only asks for what is pending).
             b'P' | b'B' | b'D' | b'E' | b'C' => self.in_batch = true,
-            b'S' => self.in_batch = false,
+            b'S' => {
+                self.in_batch = false;
+                self.split = BatchSplit::None;
+            }
             _ => {}
         }
         tracing::trace!(pid = self.ctx.client.pid, tag = %(frame.tag as char), queue = self.queue.len(), server = self.server.is_some(), "client message");

@@ -26,6 +26,7 @@ impl Session {
         let mut run_again = None;
         let mut send_position = false;
         let mut position_ended = None;
+        let mut split_ended = None;
         loop {
             let total = match peek_frame_len(&buf[pos..], SERVER_MESSAGE_LIMIT) {
                 Ok(Some(total)) if buf.len() - pos >= total => total,
@@ -76,6 +77,12 @@ impl Session {
                 // ran (a Close) come next, before the reply to the client's Sync.
                 self.queue.emit_synthetic(&mut self.outbox);
                 continue;
+            }
+            // pgsplit's Sync in the middle of a batch: its ReadyForQuery is noted as any
+            // other (transaction status, settings) but is not the client's.
+            let split = verdict == Verdict::Split;
+            if split {
+                verdict = Verdict::Drop;
             }
             if verdict == Verdict::Cleanup {
                 match tag {
@@ -129,6 +136,9 @@ impl Session {
                         ServerSettings::Now(now) => self.server_mut().settings = now,
                     }
                     self.status = status;
+                    if split {
+                        split_ended = Some(status);
+                    }
                 }
                 b'S' => self.server_mut().note_parameter(message),
                 // An error nothing was asked for: the server is closing the connection
@@ -140,7 +150,10 @@ impl Session {
                     self.server_mut().broken = true;
                     verdict = Verdict::Drop;
                 }
-                b'E' => self.settings.statement_failed(),
+                b'E' => {
+                    self.settings.statement_failed();
+                    self.split.note_error();
+                }
                 b'C' => {
                     let tag = msg::read_command_tag(body);
                     crate::prepared::command_completed(tag);
@@ -199,6 +212,9 @@ impl Session {
         }
         if let Some(query) = run_again {
             self.run_on_primary(query).await?;
+        }
+        if let Some(status) = split_ended {
+            self.split_ended(status);
         }
         self.release_and_reply().await
     }
@@ -278,6 +294,7 @@ impl Session {
             }
         }
         self.left_state = false;
+        self.split = BatchSplit::None;
         self.queue.clear();
     }
 }

@@ -139,15 +139,100 @@ pub fn must_wait(place: Place, inbox: &[u8], max_message_size: usize, known: &im
         // A batch starts here, with whatever message (a Describe or Bind of a statement
         // parsed before, a Close): its class is that of every statement in it up to its
         // Sync.
-        _ => {
-            let stmt = statement(tag, body, known);
-            let unnamed = stmt
-                .as_ref()
-                .is_some_and(|s| s.unnamed && s.class.is_some());
-            // A message that names no statement the client has adds nothing.
-            let first = stmt.and_then(|s| s.class).unwrap_or(PLAIN_READ);
-            batch_class(&inbox[total..], first, unnamed, max_message_size, known)
+        _ => batch_from(tag, body, &inbox[total..], max_message_size, known),
+    };
+    !router::replica_ok(&class)
+}
+
+/// The class of the statements from the message with `tag` and `body` on, followed by the
+/// client messages in `rest`, up to the batch's Sync.
+fn batch_from(
+    tag: u8,
+    body: &[u8],
+    rest: &[u8],
+    max_message_size: usize,
+    known: &impl Known,
+) -> Classification {
+    let stmt = statement(tag, body, known);
+    let unnamed = stmt
+        .as_ref()
+        .is_some_and(|s| s.unnamed && s.class.is_some());
+    // A message that names no statement the client has adds nothing.
+    let first = stmt.and_then(|s| s.class).unwrap_or(PLAIN_READ);
+    batch_class(rest, first, unnamed, max_message_size, known)
+}
+
+/// Where the client's current extended-protocol batch stands in being split (see
+/// [`must_split`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchSplit {
+    /// Nothing ended the transaction on a replica in this batch.
+    #[default]
+    None,
+    /// A COMMIT or ROLLBACK of the batch went to the replica the client is on. `failed`:
+    /// the server reported an error since.
+    Ended { failed: bool },
+    /// pgsplit sent its own Sync after it; its ReadyForQuery has not come yet.
+    Sent { failed: bool },
+}
+
+impl BatchSplit {
+    /// The server reported an error.
+    pub fn note_error(&mut self) {
+        if let BatchSplit::Ended { failed } | BatchSplit::Sent { failed } = self {
+            *failed = true;
         }
+    }
+}
+
+/// What follows once the replica has answered pgsplit's Sync in the middle of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterSplit {
+    /// An error came before it (after the COMMIT, or before it: the transaction failed
+    /// and the COMMIT was skipped): as PostgreSQL would, the rest of the batch is skipped
+    /// up to the client's Sync, which gets ReadyForQuery.
+    Skip,
+    /// The transaction ended: the replica goes back to its pool, and the rest of the batch
+    /// is routed afresh.
+    Release,
+    /// Still inside a transaction (not expected after a COMMIT or ROLLBACK): the rest
+    /// runs where it is.
+    Stay,
+}
+
+/// See [`AfterSplit`]: `failed` says an error came before pgsplit's Sync, `status` is the
+/// transaction status its ReadyForQuery reported.
+pub fn after_split(failed: bool, status: TxStatus) -> AfterSplit {
+    match (failed, status) {
+        (true, _) | (false, TxStatus::Failed) => AfterSplit::Skip,
+        (false, TxStatus::Idle) => AfterSplit::Release,
+        (false, TxStatus::InTransaction) => AfterSplit::Stay,
+    }
+}
+
+/// In a batch that ended its transaction on the replica the client is on (a COMMIT or
+/// ROLLBACK went there earlier in the batch, with no Sync since), whether the next client
+/// message in `inbox` starts a statement that may not run there: a Parse or Bind whose
+/// statements, up to the batch's Sync, are not all reads, or a Query or FunctionCall that
+/// is not. The batch is then split there: what came before is synced on the replica, and
+/// the rest is routed afresh, as PostgreSQL would run it on the primary after the COMMIT.
+pub fn must_split(inbox: &[u8], max_message_size: usize, known: &impl Known) -> bool {
+    let Ok(Some(total)) = peek_frame_len(inbox, max_message_size) else {
+        return false;
+    };
+    if inbox.len() < total {
+        return false;
+    }
+    let (tag, body) = (inbox[0], &inbox[5..total]);
+    let class = match tag {
+        b'Q' => match read_query(body) {
+            Some(sql) => known.class_of(sql),
+            None => return false,
+        },
+        b'F' => Classification::UNKNOWN,
+        b'P' | b'B' => batch_from(tag, body, &inbox[total..], max_message_size, known),
+        // A Describe, Execute, Close, Sync or Flush starts no statement.
+        _ => return false,
     };
     !router::replica_ok(&class)
 }
@@ -384,5 +469,56 @@ mod tests {
         // A batch whose Sync has not arrived may still write: it waits, whatever its first
         // message.
         assert!(must_wait(ON_REPLICA, &bind("nope"), LIMIT, &Fake));
+    }
+
+    #[test]
+    fn after_the_split_the_rest_is_skipped_routed_afresh_or_stays() {
+        assert_eq!(after_split(true, TxStatus::Idle), AfterSplit::Skip);
+        assert_eq!(after_split(true, TxStatus::Failed), AfterSplit::Skip);
+        // An error before the COMMIT: the server skipped it, the block is still open.
+        assert_eq!(after_split(false, TxStatus::Failed), AfterSplit::Skip);
+        assert_eq!(after_split(false, TxStatus::Idle), AfterSplit::Release);
+        assert_eq!(
+            after_split(false, TxStatus::InTransaction),
+            AfterSplit::Stay
+        );
+        let mut split = BatchSplit::Ended { failed: false };
+        split.note_error();
+        assert_eq!(split, BatchSplit::Ended { failed: true });
+        let mut none = BatchSplit::None;
+        none.note_error();
+        assert_eq!(none, BatchSplit::None);
+        let mut split = BatchSplit::Sent { failed: false };
+        split.note_error();
+        assert_eq!(split, BatchSplit::Sent { failed: true });
+    }
+
+    #[test]
+    fn after_a_commit_on_a_replica_the_batch_splits_where_a_write_starts() {
+        // A statement whose batch, from it to the Sync, writes.
+        let write = batch(&[parse("update"), bind(""), sync()]);
+        assert!(must_split(&write, LIMIT, &Fake));
+        assert!(must_split(&batch(&[bind("w"), sync()]), LIMIT, &Fake));
+        // A read first, a write later in the batch: split at the read already (the rest
+        // runs as one implicit transaction, on one node).
+        let read_then_write = batch(&[parse("select 1"), bind(""), parse("insert"), sync()]);
+        assert!(must_split(&read_then_write, LIMIT, &Fake));
+        // Reads up to the Sync stay on the replica.
+        let reads = batch(&[parse("select 1"), bind(""), bind("r"), sync()]);
+        assert!(!must_split(&reads, LIMIT, &Fake));
+        // The Sync not here yet: what follows is unknown.
+        assert!(must_split(&parse("select 1"), LIMIT, &Fake));
+        // A Query or FunctionCall starts a statement of its own.
+        assert!(must_split(&msg::query_message("update t"), LIMIT, &Fake));
+        assert!(!must_split(&msg::query_message("select 1"), LIMIT, &Fake));
+        // Messages that start no statement, and a message not whole yet.
+        for starts_none in [
+            sync(),
+            describe_unnamed(),
+            msg::execute_message(b"").to_vec(),
+        ] {
+            assert!(!must_split(&starts_none, LIMIT, &Fake));
+        }
+        assert!(!must_split(&write[..write.len() - 1][..3], LIMIT, &Fake));
     }
 }
