@@ -191,16 +191,8 @@ async fn a_batch_gets_through_pgsplit_what_it_gets_from_postgresql_property() {
     let base = common::unique("bprop");
     let tables = [format!("{base}_p"), format!("{base}_d")];
     for t in &tables {
-        primary
-            .batch_execute(&format!(
-                "create table {t} (id int primary key, v int not null);
-                 insert into {t} select g, g from generate_series(1, 3) g;
-                 grant all on {t} to public;"
-            ))
-            .await
-            .unwrap();
+        create_table(&primary, t, 3).await;
     }
-    replicas_caught_up(30).await;
     let _delay = ReplicaApplyDelay::hold(Duration::from_millis(200)).await;
 
     let mut through = RawConn::login_app(proxy.addr).await;
@@ -259,6 +251,20 @@ async fn a_batch_gets_through_pgsplit_what_it_gets_from_postgresql_property() {
     }
 }
 
+/// Creates table `name` (`id int primary key, v int not null`, rows `(g, g)` for g in
+/// 1..=`rows`) for every user, and waits until the replicas have it.
+async fn create_table(primary: &tokio_postgres::Client, name: &str, rows: i32) {
+    primary
+        .batch_execute(&format!(
+            "create table {name} (id int primary key, v int not null);
+             insert into {name} select g, g from generate_series(1, {rows}) g;
+             grant all on {name} to public;"
+        ))
+        .await
+        .unwrap();
+    replicas_caught_up(30).await;
+}
+
 /// The messages after a Sync that follow a `BEGIN READ ONLY` in the same write wait until
 /// the replica has answered it (they might have had to go elsewhere); then they run in
 /// the transaction it began there. They used to wait for good, since only a released
@@ -308,13 +314,7 @@ async fn a_write_in_a_batch_starting_with_a_describe_runs_on_the_primary() {
     let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
     let table = common::unique("bdescribe");
     let primary = app_on_primary().await;
-    primary
-        .batch_execute(&format!(
-            "create table {table} (id int primary key, v int not null); grant all on {table} to public;"
-        ))
-        .await
-        .unwrap();
-    replicas_caught_up(30).await;
+    create_table(&primary, &table, 0).await;
     let mut conn = RawConn::login_app(proxy.addr).await;
     for id in 1..=10 {
         let items = [
@@ -345,11 +345,9 @@ async fn a_write_after_a_commit_on_a_replica_in_the_same_batch_runs_on_the_prima
     let proxy = TestProxy::start(|c| c.routing.enabled = true).await;
     let table = common::unique("bsplit");
     let primary = app_on_primary().await;
+    create_table(&primary, &table, 0).await;
     primary
-        .batch_execute(&format!(
-            "create table {table} (id int primary key, v int not null); grant all on {table} to public; \
-             insert into {table} values (1, 0);"
-        ))
+        .batch_execute(&format!("insert into {table} values (1, 0)"))
         .await
         .unwrap();
     replicas_caught_up(30).await;

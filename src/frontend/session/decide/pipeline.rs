@@ -119,29 +119,39 @@ pub fn must_wait(place: Place, inbox: &[u8], max_message_size: usize, known: &im
     if place.on_primary || !place.owes_replies || place.status != TxStatus::Idle {
         return false;
     }
-    let Ok(Some(total)) = peek_frame_len(inbox, max_message_size) else {
+    let Some((tag, body, rest)) = next_message(inbox, max_message_size) else {
         return false;
     };
-    if inbox.len() < total {
-        return false;
-    }
-    let (tag, body) = (inbox[0], &inbox[5..total]);
     let class = match tag {
-        b'Q' => match read_query(body) {
-            Some(sql) => known.class_of(sql),
-            None => return false,
-        },
-        // A FunctionCall names its function by OID: not known to be a read.
-        b'F' => Classification::UNKNOWN,
-        _ if place.in_batch => return false,
+        b'Q' | b'F' => simple_class(tag, body, known),
+        _ if place.in_batch => None,
         // A Sync or Flush alone runs nothing.
-        b'S' | b'H' => return false,
+        b'S' | b'H' => None,
         // A batch starts here, with whatever message (a Describe or Bind of a statement
         // parsed before, a Close): its class is that of every statement in it up to its
         // Sync.
-        _ => batch_from(tag, body, &inbox[total..], max_message_size, known),
+        _ => Some(batch_from(tag, body, rest, max_message_size, known)),
     };
-    !router::replica_ok(&class)
+    class.is_some_and(|class| !router::replica_ok(&class))
+}
+
+/// The next client message in `inbox`, if it is whole: its type, its body, and what
+/// follows it.
+fn next_message(inbox: &[u8], max_message_size: usize) -> Option<(u8, &[u8], &[u8])> {
+    let Ok(Some(total)) = peek_frame_len(inbox, max_message_size) else {
+        return None;
+    };
+    let body = inbox.get(5..total)?;
+    Some((inbox[0], body, &inbox[total..]))
+}
+
+/// The class of what a Query or FunctionCall runs (a FunctionCall names its function by
+/// OID: not known to be a read); `None` for a Query that cannot be read.
+fn simple_class(tag: u8, body: &[u8], known: &impl Known) -> Option<Classification> {
+    match tag {
+        b'Q' => read_query(body).map(|sql| known.class_of(sql)),
+        _ => Some(Classification::UNKNOWN),
+    }
 }
 
 /// The class of the statements from the message with `tag` and `body` on, followed by the
@@ -217,38 +227,24 @@ pub fn after_split(failed: bool, status: TxStatus) -> AfterSplit {
 /// is not. The batch is then split there: what came before is synced on the replica, and
 /// the rest is routed afresh, as PostgreSQL would run it on the primary after the COMMIT.
 pub fn must_split(inbox: &[u8], max_message_size: usize, known: &impl Known) -> bool {
-    let Ok(Some(total)) = peek_frame_len(inbox, max_message_size) else {
+    let Some((tag, body, rest)) = next_message(inbox, max_message_size) else {
         return false;
     };
-    if inbox.len() < total {
-        return false;
-    }
-    let (tag, body) = (inbox[0], &inbox[5..total]);
     let class = match tag {
-        b'Q' => match read_query(body) {
-            Some(sql) => known.class_of(sql),
-            None => return false,
-        },
-        b'F' => Classification::UNKNOWN,
-        b'P' | b'B' => batch_from(tag, body, &inbox[total..], max_message_size, known),
+        b'Q' | b'F' => simple_class(tag, body, known),
+        b'P' | b'B' => Some(batch_from(tag, body, rest, max_message_size, known)),
         // A Describe, Execute, Close, Sync or Flush starts no statement.
-        _ => return false,
+        _ => None,
     };
-    !router::replica_ok(&class)
+    class.is_some_and(|class| !router::replica_ok(&class))
 }
 
 /// Whether the next client message in `inbox` (whole) is a Bind or a Describe of the
 /// unnamed statement.
 pub fn uses_unnamed(inbox: &[u8], max_message_size: usize) -> bool {
-    let Ok(Some(total)) = peek_frame_len(inbox, max_message_size) else {
-        return false;
-    };
-    let Some(body) = inbox.get(5..total) else {
-        return false;
-    };
-    match inbox[0] {
-        b'B' => read_bind(body).is_some_and(|(_, name, _)| name.is_empty()),
-        b'D' => read_target(body) == Some((b'S', &b""[..])),
+    match next_message(inbox, max_message_size) {
+        Some((b'B', body, _)) => read_bind(body).is_some_and(|(_, name, _)| name.is_empty()),
+        Some((b'D', body, _)) => read_target(body) == Some((b'S', &b""[..])),
         _ => false,
     }
 }
