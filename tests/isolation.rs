@@ -1050,6 +1050,35 @@ async fn sequence_values_do_not_pass_to_the_next_client() {
     assert_eq!(show(&b, &own).await, "2");
 }
 
+/// `setseed()` makes the session's `random()` values a known sequence, and DISCARD ALL
+/// keeps the seed. Before this test pgsplit handed the connection on with it: B's first
+/// `random()` was the next value of A's sequence, as computed straight on PostgreSQL
+/// (checked: fails without the reseeding in `ServerConn::discard_all`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_seed_does_not_pass_to_the_next_client() {
+    let su = superuser().await;
+    let sequence = text_rows(
+        &su,
+        "SELECT setseed(0.25); SELECT random()::text; SELECT random()::text",
+    )
+    .await;
+    let proxy = one_connection_proxy().await;
+    let a = proxy.connect(&unique("iso_seed_a")).await;
+    let first = text_rows(&a, "SELECT setseed(0.25); SELECT random()::text").await;
+    assert_eq!(
+        first[1..],
+        sequence[1..2],
+        "A's own sequence, as on PostgreSQL"
+    );
+    // A stays connected and idle: transaction pooling hands its connection to B.
+    let b = proxy.connect(&unique("iso_seed_b")).await;
+    let next = show(&b, "SELECT random()::text").await;
+    assert_ne!(
+        next, sequence[2][0],
+        "B's random() goes on with A's seeded sequence"
+    );
+}
+
 /// PostgreSQL's `RESET ALL` leaves `role` alone. Before 7dabd31 pgsplit took it for a
 /// reset of everything A had changed and handed the connection on without a reset, so B
 /// ran as A's role (checked: fails on 7dabd31^, B's current_user is A's role).

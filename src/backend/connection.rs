@@ -414,8 +414,14 @@ impl ServerConn {
     /// Runs SQL pgsplit needs on this connection (settings, resets), reading the replies
     /// up to ReadyForQuery. Parameter changes are recorded; the first error is returned.
     pub async fn execute(&mut self, sql: &str) -> Result<(), BackendError> {
+        self.execute_all(&[sql]).await
+    }
+
+    /// Runs simple queries sent in one write (one round trip), each its own transaction;
+    /// the first error is returned once all have been answered.
+    pub async fn execute_all(&mut self, queries: &[&str]) -> Result<(), BackendError> {
         let limit = self.reply_limit;
-        match tokio::time::timeout(limit, self.execute_inner(sql)).await {
+        match tokio::time::timeout(limit, self.execute_inner(queries)).await {
             Ok(result) => result,
             Err(_) => {
                 // A node that stopped answering: this connection is of no further use.
@@ -428,12 +434,16 @@ impl ServerConn {
         }
     }
 
-    async fn execute_inner(&mut self, sql: &str) -> Result<(), BackendError> {
+    async fn execute_inner(&mut self, queries: &[&str]) -> Result<(), BackendError> {
         // A simple Query destroys the unnamed statement.
         self.unnamed = None;
-        self.write(&crate::wire::message::query_message(sql))
-            .await?;
+        let mut out = Vec::new();
+        for sql in queries {
+            out.extend_from_slice(&crate::wire::message::query_message(sql));
+        }
+        self.write(&out).await?;
         let mut error = None;
+        let mut left = queries.len();
         loop {
             let msg = self.read_message().await?;
             match msg.tag {
@@ -441,7 +451,10 @@ impl ServerConn {
                 b'E' if error.is_none() => error = Some(self.server_error(msg.body())),
                 b'Z' => {
                     self.status = read_ready(msg.body()).unwrap_or(TxStatus::Idle);
-                    return error.map_or(Ok(()), Err);
+                    left -= 1;
+                    if left == 0 {
+                        return error.map_or(Ok(()), Err);
+                    }
                 }
                 _ => {}
             }
@@ -449,8 +462,12 @@ impl ServerConn {
     }
 
     /// Clears all session state with DISCARD ALL, and forgets what pgsplit knew of it.
+    /// `random()`'s seed, which DISCARD ALL keeps (a client's `setseed` would make the next
+    /// client's values predictable), is set afresh from pgsplit's own random source, as a
+    /// new connection's is: in the same round trip.
     pub async fn discard_all(&mut self) -> Result<(), BackendError> {
-        self.execute("DISCARD ALL").await?;
+        let seed = format!("SELECT setseed({})", rand::random::<f64>() * 2.0 - 1.0);
+        self.execute_all(&["DISCARD ALL", &seed]).await?;
         self.statements.clear();
         self.position_prepared = false;
         self.settings.clear();

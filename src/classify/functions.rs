@@ -111,11 +111,19 @@ const BUILTIN_SESSION_BOUND: &[&str] = &[
     "dblink_connect_u",
 ];
 
+/// Built-in functions that leave state in the server session which only a reset clears:
+/// counted as a volatile user function is (the primary, and the connection reset before
+/// reuse). `setseed` seeds the session's `random()`; the reset seeds it afresh.
+const BUILTIN_LEAVES_STATE: &[&str] = &["setseed"];
+
 /// The effect of a built-in function, by its (case-folded) unqualified name.
 pub(crate) fn builtin_effect(name: &[u8]) -> Option<FnEffect> {
     let is = |list: &[&str]| list.iter().any(|f| f.as_bytes() == name);
     if is(BUILTIN_SESSION_BOUND) {
         return Some(FnEffect::SessionBound);
+    }
+    if is(BUILTIN_LEAVES_STATE) {
+        return Some(FnEffect::UserWrite);
     }
     if is(BUILTIN_WRITE)
         || BUILTIN_WRITE_PREFIXES
@@ -309,6 +317,7 @@ mod tests {
     #[test]
     fn builtins() {
         assert_eq!(builtin_effect(b"nextval"), Some(FnEffect::Write));
+        assert_eq!(builtin_effect(b"setseed"), Some(FnEffect::UserWrite));
         assert_eq!(builtin_effect(b"lo_import"), Some(FnEffect::Write));
         assert_eq!(builtin_effect(b"lowrite"), Some(FnEffect::Write));
         assert_eq!(
