@@ -1023,6 +1023,9 @@ async fn sequence_values_do_not_pass_to_the_next_client() {
     let world = World::create("seq").await;
     let s = &world.schema;
     let proxy = one_connection_proxy().await;
+    // Before it, every write counts as one that may leave state: the connection would be
+    // reset (DISCARD ALL) after A's INSERT, and A lose its own value.
+    proxy.wait_for_catalog().await;
     let a = proxy.connect(&unique("iso_seq_a")).await;
     let insert = format!("INSERT INTO {s}.serial_t (a) VALUES (1)");
     a.batch_execute(&insert).await.unwrap();
@@ -1076,6 +1079,53 @@ async fn a_random_seed_does_not_pass_to_the_next_client() {
     assert_ne!(
         next, sequence[2][0],
         "B's random() goes on with A's seeded sequence"
+    );
+}
+
+/// A library a client LOADs (a superuser may load any) stays in its backend, with its
+/// settings, and no reset unloads it: B found `auto_explain.log_min_duration` where a
+/// fresh connection says 42704 (checked: fails without closing the connection after a
+/// LOAD).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loaded_library_does_not_pass_to_the_next_client() {
+    let proxy = TestProxy::start(|c| {
+        one_connection(c);
+        let mut su = c.users[0].clone();
+        su.name = "postgres".into();
+        su.password = Some(common::SUPERUSER_PASSWORD.into());
+        su.server_user = None;
+        su.server_password = None;
+        c.users.push(su);
+    })
+    .await;
+    let connect = |name: String| {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(proxy.port())
+            .user("postgres")
+            .password(common::SUPERUSER_PASSWORD)
+            .dbname("app")
+            .application_name(&name);
+        async move {
+            let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client
+        }
+    };
+    let show_setting = "SHOW auto_explain.log_min_duration";
+    let a = connect(unique("iso_load_a")).await;
+    let loaded = text_rows(&a, &format!("LOAD 'auto_explain'; {show_setting}")).await;
+    assert_eq!(loaded, [["-1"]], "A's own library");
+    // A stays connected and idle: transaction pooling hands its connection to B.
+    let b = connect(unique("iso_load_b")).await;
+    let got = text_rows(&b, show_setting).await;
+    assert_eq!(
+        got,
+        [[
+            "error 42704 unrecognized configuration parameter \"auto_explain.log_min_duration\""
+                .to_string()
+        ]]
     );
 }
 

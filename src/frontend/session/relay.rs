@@ -162,6 +162,11 @@ impl Session {
                         server.statements.clear();
                         server.position_prepared = false;
                     }
+                    // A library LOADed stays in the backend (its settings, its hooks):
+                    // no reset removes it, so the connection is closed after this client.
+                    if tag == b"LOAD" {
+                        self.server_mut().broken = true;
+                    }
                 }
                 _ => {}
             }
