@@ -196,10 +196,7 @@ async fn a_batch_gets_through_pgsplit_what_it_gets_from_postgresql_property() {
     let _delay = ReplicaApplyDelay::hold(Duration::from_millis(200)).await;
 
     let mut through = RawConn::login_app(proxy.addr).await;
-    let direct_addr = format!("127.0.0.1:{}", common::primary_port())
-        .parse()
-        .unwrap();
-    let mut direct = RawConn::login_app(direct_addr).await;
+    let mut direct = RawConn::login_app(common::primary_addr()).await;
     let before = Counts::of(&proxy);
     let started = Instant::now();
     let mut ran = 0;
@@ -407,11 +404,8 @@ async fn a_write_after_a_commit_on_a_replica_in_the_same_batch_runs_on_the_prima
         &table,
         0,
     );
-    let direct_addr = format!("127.0.0.1:{}", common::primary_port())
-        .parse()
-        .unwrap();
     let mut outcomes = Vec::new();
-    for addr in [proxy.addr, direct_addr] {
+    for addr in [proxy.addr, common::primary_addr()] {
         let mut c = RawConn::login_app(addr).await;
         c.write_raw(&failing).await.unwrap();
         outcomes.push(replies(&mut c, 3).await.unwrap());
@@ -460,11 +454,8 @@ async fn a_skipped_unnamed_parse_leaves_no_unnamed_statement() {
     first.extend(execute(""));
     first.extend(sync());
     let again = encode(&[Item::Rebind, Item::Sync], "unused", 0);
-    let direct_addr = format!("127.0.0.1:{}", common::primary_port())
-        .parse()
-        .unwrap();
     let mut outcomes = Vec::new();
-    for addr in [proxy.addr, direct_addr] {
+    for addr in [proxy.addr, common::primary_addr()] {
         let mut a = RawConn::login_app(addr).await;
         a.write_raw(&first).await.unwrap();
         let failed = replies(&mut a, 1).await.unwrap();

@@ -1353,11 +1353,6 @@ fn first_value(messages: &[Message]) -> Option<String> {
         .and_then(|m| m.data_row().into_iter().next().flatten())
 }
 
-/// The primary's address, to run a raw sequence against PostgreSQL itself.
-fn primary_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], primary_port()))
-}
-
 /// Clients A, B and C each on a connection at `addr` (through pgsplit: all on its one
 /// server connection): A and B parse an unnamed statement, C binds the unnamed statement
 /// without having parsed one, then B and A bind theirs. What PostgreSQL does, on separate
@@ -1399,7 +1394,7 @@ async fn unnamed_statements_of_three_clients(addr: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unnamed_statement_is_not_bound_across_clients() {
     // PostgreSQL itself, so the expectations are its behaviour.
-    unnamed_statements_of_three_clients(primary_addr()).await;
+    unnamed_statements_of_three_clients(common::primary_addr()).await;
     let proxy = one_connection_proxy().await;
     unnamed_statements_of_three_clients(proxy.addr).await;
 }
@@ -1419,7 +1414,7 @@ async fn simple_query_drops_the_unnamed_statement() {
         assert_eq!(tags(&got), "EZ", "{got:?}");
         assert_eq!(got[0].code(), "26000", "{:?}", got[0].fields());
     }
-    scenario(primary_addr()).await;
+    scenario(common::primary_addr()).await;
     let proxy = one_connection_proxy().await;
     scenario(proxy.addr).await;
 }
@@ -1462,7 +1457,7 @@ async fn parse_reusing_a_named_statement_fails_with_42p05() {
             assert_eq!(first_value(&got).as_deref(), Some(want));
         }
     }
-    scenario(primary_addr(), None).await;
+    scenario(common::primary_addr(), None).await;
     let proxy = one_connection_proxy().await;
     scenario(proxy.addr, Some(&proxy)).await;
 }

@@ -397,6 +397,18 @@ mod tests {
         seen
     }
 
+    /// The server messages `tags` as the client sees them, a reply to the position query
+    /// marked `-`.
+    fn marked(q: &mut PendingQueue, tags: &[u8]) -> Vec<u8> {
+        tags.iter()
+            .filter_map(|&tag| match q.on_server_message(tag) {
+                Verdict::Forward => Some(tag),
+                Verdict::Position => Some(b'-'),
+                Verdict::Drop | Verdict::Cleanup | Verdict::Split => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn synthetic_parse_complete_lands_in_order() {
         let mut q = PendingQueue::default();
@@ -577,14 +589,7 @@ mod tests {
         q.push(Pending::reply(Kind::Execute));
         q.push(Pending::PositionRows);
         q.push(Pending::reply(Kind::Sync));
-        let mut seen = Vec::new();
-        for tag in *b"CN12TDCSZ" {
-            match q.on_server_message(tag) {
-                Verdict::Forward => seen.push(tag),
-                Verdict::Position => seen.push(b'-'),
-                Verdict::Drop | Verdict::Cleanup | Verdict::Split => {}
-            }
-        }
+        let seen = marked(&mut q, b"CN12TDCSZ");
         assert_eq!(seen, b"CN-----SZ");
         assert!(q.is_empty());
     }
@@ -599,14 +604,7 @@ mod tests {
         };
         // COMMIT; SELECT <position>: CommandComplete, then the position's rows.
         q.push(with_position.clone());
-        let mut seen = Vec::new();
-        for tag in *b"NCTDCAZ" {
-            match q.on_server_message(tag) {
-                Verdict::Forward => seen.push(tag),
-                Verdict::Position => seen.push(b'-'),
-                Verdict::Drop | Verdict::Cleanup | Verdict::Split => {}
-            }
-        }
+        let seen = marked(&mut q, b"NCTDCAZ");
         assert_eq!(seen, b"NC---AZ", "a notification is the client's");
         assert!(q.is_empty());
         // The COMMIT fails: the rest of the query never runs.

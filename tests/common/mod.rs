@@ -43,6 +43,11 @@ pub fn primary_port() -> u16 {
     node_port("primary")
 }
 
+/// The primary's address, to run a raw sequence against PostgreSQL itself.
+pub fn primary_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], primary_port()))
+}
+
 /// Logs from the proxy when `RUST_LOG` is set (e.g. `RUST_LOG=pgsplit=debug`).
 fn init_tracing() {
     static ONCE: Once = Once::new();

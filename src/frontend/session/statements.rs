@@ -95,17 +95,7 @@ impl Session {
                 self.skip_to_sync = true;
                 return Ok(());
             }
-            self.to_server.extend_from_slice(&frame.bytes);
-            let server = self.server_mut();
-            let parsed = Parsed::Unnamed {
-                id,
-                before: server.unnamed.replace(id),
-            };
-            self.queue.push(Pending::Reply {
-                kind: Kind::Parse,
-                hide: Hide::Nothing,
-                statement: Some(parsed),
-            });
+            self.parse_unnamed(id, &frame.bytes, Hide::Nothing);
             // (Bounded: deep pipelines of unnamed Parses keep the latest.)
             if self.unnamed_before.len() == UNNAMED_BEFORE_KEPT {
                 self.unnamed_before.remove(0);
@@ -302,19 +292,22 @@ impl Session {
         // may have skipped that Parse and hold another statement, perhaps another
         // client's: it is parsed again.)
         let unsure = self.unnamed_unsure();
-        let server = self.server_mut();
-        if server.unnamed == Some(unnamed.id) && !unsure {
+        if self.server_mut().unnamed == Some(unnamed.id) && !unsure {
             return;
         }
-        let parsed = Parsed::Unnamed {
-            id: unnamed.id,
-            before: server.unnamed.replace(unnamed.id),
-        };
-        self.to_server.extend_from_slice(&unnamed.parse);
+        self.parse_unnamed(unnamed.id, &unnamed.parse, Hide::Completion);
+    }
+
+    /// Sends `parse`, a Parse of the client's unnamed statement `id`, to the current
+    /// server, which holds that statement from now on; the queue remembers the one it
+    /// held before (kept if the server skips this Parse).
+    fn parse_unnamed(&mut self, id: u64, parse: &[u8], hide: Hide) {
+        let before = self.server_mut().unnamed.replace(id);
+        self.to_server.extend_from_slice(parse);
         self.queue.push(Pending::Reply {
             kind: Kind::Parse,
-            hide: Hide::Completion,
-            statement: Some(parsed),
+            hide,
+            statement: Some(Parsed::Unnamed { id, before }),
         });
     }
 
