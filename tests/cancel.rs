@@ -23,17 +23,38 @@ async fn wait_for_running(checker: &Client, app: &str, needle: &str) {
 /// Runs `query` alongside `side`, which waits for the query to be running and then acts
 /// on it. The query may end before `side` returns (a cancel can take effect before the
 /// cancel connection is closed); callers check the query's result, so a query that ended
-/// for another reason still fails the test.
+/// for another reason still fails the test. A query that ended and left `side` waiting
+/// (it was never seen running: it failed at once, or ran elsewhere) fails the test with
+/// the query's result, 5 s later.
 async fn alongside<Q, S>(query: Q, side: S) -> (Q::Output, S::Output)
 where
     Q: std::future::Future,
     Q::Output: std::fmt::Debug,
     S: std::future::Future,
 {
+    let ended = std::sync::Mutex::new(None);
+    let query = async {
+        let out = query.await;
+        *ended.lock().unwrap() = Some((Instant::now(), format!("{out:?}")));
+        out
+    };
     let side = async {
-        tokio::time::timeout(std::time::Duration::from_secs(30), side)
-            .await
-            .expect("the side task did not finish in 30 s")
+        let stranded = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Some((at, out)) = ended.lock().unwrap().as_ref() {
+                    if at.elapsed() > Duration::from_secs(5) {
+                        return out.clone();
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            done = tokio::time::timeout(Duration::from_secs(30), side) => {
+                done.expect("the side task did not finish in 30 s")
+            }
+            out = stranded => panic!("the query ended before the side task acted on it: {out}"),
+        }
     };
     tokio::join!(query, side)
 }
